@@ -1,0 +1,228 @@
+//! A repository in a local directory (a USB disk, a NAS mount).
+//!
+//! Write protocol (repo-format.md §10.1): temp name in the final directory → write → fsync →
+//! rename to the final name → fsync the directory. Never renames over an existing file.
+//! Filesystems that refuse directory fsync (exFAT, FAT32, some FUSE mounts) are tolerated.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileKind};
+use crate::id::is_id_name;
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.root.join(kind.path(name))
+    }
+}
+
+/// fsync a directory, tolerating filesystems that cannot (EINVAL, ENOTSUP, ENOSYS, EBADF).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    let f = match File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match f.sync_all() {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOTSUP | libc::ENOSYS | libc::EBADF)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                create_dir_durable(parent)?;
+            }
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn temp_name() -> String {
+    let mut r = [0u8; 8];
+    // A collision only makes create_new fail and the put retry with another name.
+    let _ = getrandom::getrandom(&mut r);
+    format!(".tmp-{}", hex::encode(r))
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> io::Result<()> {
+        match fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "directory is not empty",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir_durable(&self.root)?,
+            Err(e) => return Err(e),
+        }
+        for kind in [
+            FileKind::Key,
+            FileKind::Pack,
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Lock,
+        ] {
+            create_dir_durable(&self.root.join(kind.dir()))?;
+        }
+        sync_dir(&self.root)
+    }
+
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        let path = self.full(kind, name);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        if let Ok(meta) = fs::metadata(&path) {
+            if meta.len() == data.len() as u64 {
+                return Ok(());
+            }
+            // A damaged leftover under a content-hash name: it can only be wrong, replace it.
+            fs::remove_file(&path)?;
+        }
+        create_dir_durable(&dir)?;
+        let mut attempt = 0;
+        let (tmp, mut f) = loop {
+            let tmp = dir.join(temp_name());
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let written = f.write_all(data).and_then(|_| f.sync_all());
+        drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&dir)
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.full(kind, name))
+    }
+
+    fn get_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut f = File::open(self.full(kind, name))?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let list_dir = |dir: &Path, out: &mut Vec<(String, u64)>| -> io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if is_id_name(name) {
+                    let meta = entry.metadata()?;
+                    if meta.is_file() {
+                        out.push((name.to_string(), meta.len()));
+                    }
+                }
+            }
+            Ok(())
+        };
+        match kind {
+            FileKind::Config => {
+                if let Ok(meta) = fs::metadata(self.root.join("config")) {
+                    out.push(("config".to_string(), meta.len()));
+                }
+            }
+            FileKind::Pack => {
+                let data = self.root.join("data");
+                let subdirs = match fs::read_dir(&data) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(e),
+                };
+                for sub in subdirs {
+                    let sub = sub?;
+                    if sub.file_type()?.is_dir() {
+                        list_dir(&sub.path(), &mut out)?;
+                    }
+                }
+            }
+            k => list_dir(&self.root.join(k.dir()), &mut out)?,
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
+        let path = self.full(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+}

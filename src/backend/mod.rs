@@ -1,0 +1,77 @@
+//! The storage seam: a small blocking trait that moves opaque bytes (repo-format.md §10).
+//!
+//! A backend knows nothing about encryption, compression or ids. Its one promise: when `put`
+//! returns, the object is stored whole and durably under its final name, and no partial object
+//! is ever visible under a final name.
+
+use std::io;
+
+mod local;
+mod mem;
+
+pub use local::LocalBackend;
+pub use mem::MemBackend;
+
+/// The kinds of files in a repository, each in its own place (cli.md "The repository on disk").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileKind {
+    /// The top-level directory of this kind (`config` is a file at the top).
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+
+    /// Repository-relative path of a named file: packs go under `data/XX/`.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => "config".to_string(),
+            FileKind::Pack => format!("data/{}/{}", name.get(..2).unwrap_or("00"), name),
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+}
+
+/// Name of the config file.
+pub const CONFIG_NAME: &str = "config";
+
+/// Blocking storage of whole objects.
+pub trait Backend: Send + Sync {
+    /// Where this is, for messages.
+    fn location(&self) -> String;
+
+    /// Creates an empty repository layout. Fails with `AlreadyExists` if something non-empty is there.
+    fn create(&self) -> io::Result<()>;
+
+    /// Stores `data` whole and durably under `name`. Returns only once the object and the
+    /// directory entry naming it are durable. Storing an existing name again is a no-op when
+    /// the stored object has the same length (names are content hashes).
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()>;
+
+    /// Reads a whole object. A missing object is `NotFound`.
+    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
+
+    /// Reads `len` bytes at `offset`. Short objects give `UnexpectedEof`.
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize)
+        -> io::Result<Vec<u8>>;
+
+    /// Names (64-hex only; temporary and foreign files are skipped) and sizes of one kind.
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>>;
+
+    /// Removes an object. Removing a missing object is not an error.
+    fn delete(&self, kind: FileKind, name: &str) -> io::Result<()>;
+}

@@ -1,0 +1,759 @@
+//! Backup: walk → (unchanged? reuse) → read → chunk → keyed id → one owner decides "new or
+//! known" → compress + seal (worker threads) → pack → backend; trees assembled bottom-up;
+//! commit writes packs, then the index, then the snapshot.
+//!
+//! Threads live only here: the walking thread reads, chunks, hashes and deduplicates (it is the
+//! single owner of "is this blob new?", so no blob is stored twice by a race); `threads` workers
+//! compress and seal; one packer thread fills packs and writes them to the backend.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::chunker::Chunker;
+use crate::crypto::MasterKeys;
+use crate::error::{Error, Result};
+use crate::format::Compression;
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::index::{IndexFile, IndexPack};
+use crate::meta::{self, NameCache};
+use crate::pack::{seal_blob, BlobKind, PackWriter};
+use crate::repo::Repository;
+use crate::snapshot::{BackupMode, Snapshot, Summary, SNAPSHOT_VERSION};
+use crate::tree::{ContentPart, Node, NodeKind, Tree};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub host: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub tags: Vec<String>,
+    /// Snapshot time (ns since epoch) and the local offset, seconds east of UTC.
+    pub time_ns: i64,
+    pub tz_offset_s: i32,
+    pub mode: BackupMode,
+    /// Compare against this snapshot instead of the one the mode chooses.
+    pub parent: Option<SnapshotId>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    pub ignore_ctime: bool,
+    pub ignore_inode: bool,
+    /// Compress-and-seal worker threads (≥ 1).
+    pub threads: usize,
+    /// Do everything but write to the repository.
+    pub dry_run: bool,
+    /// Set from outside (Ctrl-C) to stop at the next file; the backup then fails with
+    /// [`Error::Interrupted`] and leaves no snapshot.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A source entry that could not be backed up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryError {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// None for a dry run.
+    pub snapshot_id: Option<SnapshotId>,
+    pub snapshot: Snapshot,
+    pub summary: Summary,
+    pub errors: Vec<EntryError>,
+}
+
+/// Progress callbacks; the library draws nothing.
+pub trait BackupProgress: Send + Sync {
+    fn file_started(&self, _path: &Path) {}
+    fn bytes_done(&self, _n: u64) {}
+    fn file_done(&self, _size: u64) {}
+    fn error(&self, _path: &Path, _error: &str) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl BackupProgress for NoProgress {}
+
+/// Chunks and trees waiting for compression: ≤ 2 × threads × 4 MiB (max chunk) in flight.
+const JOBS_PER_THREAD: usize = 2;
+/// Sealed blobs waiting for the packer: ≤ 2 × threads × 4 MiB.
+const SEALED_PER_THREAD: usize = 2;
+
+struct Job {
+    kind: BlobKind,
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+struct Sealed {
+    kind: BlobKind,
+    id: BlobId,
+    raw_len: u32,
+    sealed: Vec<u8>,
+}
+
+/// Chooses the parent snapshot for `mode` among snapshots of the same host and paths.
+pub fn choose_parent(
+    snapshots: &[(SnapshotId, Snapshot)],
+    host: &str,
+    paths: &[String],
+    mode: BackupMode,
+) -> Option<SnapshotId> {
+    let mut want: Vec<&String> = paths.iter().collect();
+    want.sort();
+    let same = |s: &Snapshot| {
+        let mut have: Vec<&String> = s.paths.iter().collect();
+        have.sort();
+        s.host == host && have == want
+    };
+    snapshots
+        .iter()
+        .filter(|(_, s)| same(s))
+        .filter(|(_, s)| match mode {
+            BackupMode::Incremental => true,
+            BackupMode::Differential => s.mode == BackupMode::Full,
+            BackupMode::Full => false,
+        })
+        .max_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)))
+        .map(|(id, _)| *id)
+}
+
+/// Makes a path absolute and lexically clean, without resolving symlinks (like restic).
+pub fn absolute(path: &Path) -> io::Result<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The backed-up paths as a trie from `/`: inner nodes are ancestors, leaves are targets.
+#[derive(Default)]
+struct Trie {
+    target: bool,
+    children: BTreeMap<Vec<u8>, Trie>,
+}
+
+impl Trie {
+    fn insert(&mut self, path: &Path) {
+        let mut t = self;
+        for c in path.components() {
+            if let Component::Normal(n) = c {
+                if t.target {
+                    return; // an ancestor is already backed up whole
+                }
+                t = t.children.entry(n.as_bytes().to_vec()).or_default();
+            }
+        }
+        t.target = true;
+        t.children.clear();
+    }
+}
+
+/// Runs one backup into `repo` (whose index must be loaded).
+pub fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut abs = Vec::new();
+    for p in &opts.paths {
+        let a = absolute(p).map_err(|e| Error::io(p, e))?;
+        fs::symlink_metadata(&a).map_err(|e| Error::io(&a, e))?;
+        abs.push(a);
+    }
+    let path_strings: Vec<String> = abs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+
+    let snapshots = repo.snapshots()?;
+    let parent_id = if opts.force || opts.mode == BackupMode::Full {
+        None
+    } else {
+        match opts.parent {
+            Some(p) => Some(p),
+            None => choose_parent(&snapshots, &opts.host, &path_strings, opts.mode),
+        }
+    };
+    let parent_tree = match parent_id {
+        Some(id) => {
+            let snap = match snapshots.iter().find(|(i, _)| *i == id) {
+                Some((_, s)) => s.clone(),
+                None => repo.read_snapshot(&id)?,
+            };
+            Some(snap.tree)
+        }
+        None => None,
+    };
+
+    let mut trie = Trie::default();
+    for a in &abs {
+        trie.insert(a);
+    }
+
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = bounded::<Job>(threads * JOBS_PER_THREAD);
+    let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * SEALED_PER_THREAD);
+    let keys = repo.keys().clone();
+    let compression = repo.compression();
+    let pack_size = repo.config().pack_size as usize;
+    let backend = repo.backend().clone();
+    let dry_run = opts.dry_run;
+
+    let (walk_result, packs, stored, mut walker_state) = thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let rx = job_rx.clone();
+            let tx = sealed_tx.clone();
+            let keys = &keys;
+            workers.push(scope.spawn(move || seal_worker(keys, compression, rx, tx)));
+        }
+        drop(job_rx);
+        drop(sealed_tx);
+        let packer = scope.spawn(|| packer(&keys, backend.as_ref(), pack_size, dry_run, sealed_rx));
+
+        let mut w = Walker {
+            repo,
+            opts,
+            keys: &keys,
+            tx: Some(job_tx),
+            added: HashSet::new(),
+            names: NameCache::default(),
+            hardlinks: HashMap::new(),
+            summary: Summary::default(),
+            errors: Vec::new(),
+            progress,
+        };
+        let root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        w.tx = None; // close the job queue: workers drain and stop, then the packer finishes
+        let mut worker_err = None;
+        for h in workers {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => worker_err = Some(e),
+                Err(_) => {
+                    worker_err = Some(Error::InvalidInput("a compression worker panicked".into()))
+                }
+            }
+        }
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidInput("the packer thread panicked".into())));
+        let state = (w.summary, w.errors);
+        let packed = match (packed, worker_err) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(p), None) => Ok(p),
+        };
+        match packed {
+            Ok((packs, stored)) => (root, Ok(packs), stored, state),
+            Err(e) => (root, Err(e), 0, state),
+        }
+    });
+    // A packer failure (disk full, device gone) explains a walker failure, so report it first.
+    let packs = packs?;
+    let root = walk_result?;
+
+    let mut summary = std::mem::take(&mut walker_state.0);
+    let errors = std::mem::take(&mut walker_state.1);
+    summary.data_added_stored = stored;
+    summary.errors = errors.len() as u64;
+
+    if !dry_run && !packs.is_empty() {
+        // Invariant: every pack named here is durable (the packer's put returned).
+        let index = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        repo.save_index(&index)?;
+        summary.data_added_stored += index_size_estimate(&index);
+    }
+    summary.duration_s = start.elapsed().as_secs_f64();
+
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time_ns: opts.time_ns,
+        tz_offset_s: opts.tz_offset_s,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        uid: opts.uid,
+        gid: opts.gid,
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        tree: root,
+        parent: parent_id,
+        mode: if opts.force {
+            BackupMode::Full
+        } else {
+            opts.mode
+        },
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary: summary.clone(),
+    };
+    let snapshot_id = if dry_run {
+        None
+    } else {
+        // Invariant: the index naming every blob of this snapshot is durable.
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        summary,
+        errors,
+    })
+}
+
+fn index_size_estimate(index: &IndexFile) -> u64 {
+    // Index files are small next to packs; count their plaintext as an upper bound.
+    crate::format::to_msgpack_compact(index)
+        .map(|v| v.len() as u64)
+        .unwrap_or(0)
+}
+
+fn seal_worker(
+    keys: &MasterKeys,
+    c: Compression,
+    rx: Receiver<Job>,
+    tx: Sender<Sealed>,
+) -> Result<()> {
+    for job in rx {
+        let sealed = seal_blob(keys, job.kind, &job.id, &job.data, c)?;
+        let msg = Sealed {
+            kind: job.kind,
+            id: job.id,
+            raw_len: job.data.len() as u32,
+            sealed,
+        };
+        if tx.send(msg).is_err() {
+            break; // the packer failed; it reports why
+        }
+    }
+    Ok(())
+}
+
+/// Fills packs and writes each durably; returns the packs written and the bytes stored.
+fn packer(
+    keys: &MasterKeys,
+    backend: &dyn crate::backend::Backend,
+    pack_size: usize,
+    dry_run: bool,
+    rx: Receiver<Sealed>,
+) -> Result<(Vec<IndexPack>, u64)> {
+    let mut packs = Vec::new();
+    let mut stored = 0u64;
+    let mut writer = PackWriter::new();
+    let flush = |writer: PackWriter, packs: &mut Vec<IndexPack>, stored: &mut u64| -> Result<()> {
+        let p = writer.finish(keys)?;
+        if !dry_run {
+            let name = p.id.to_hex();
+            backend
+                .put(crate::backend::FileKind::Pack, &name, &p.bytes)
+                .map_err(crate::repo::backend_err(
+                    crate::backend::FileKind::Pack,
+                    &name,
+                ))?;
+        }
+        *stored += p.bytes.len() as u64;
+        packs.push(IndexPack {
+            id: p.id,
+            size: p.bytes.len() as u64,
+            blobs: p.entries,
+        });
+        Ok(())
+    };
+    for s in rx {
+        writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
+        if writer.len() >= pack_size {
+            flush(std::mem::take(&mut writer), &mut packs, &mut stored)?;
+        }
+    }
+    if !writer.is_empty() {
+        flush(writer, &mut packs, &mut stored)?;
+    }
+    Ok((packs, stored))
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    opts: &'a BackupOptions,
+    keys: &'a MasterKeys,
+    tx: Option<Sender<Job>>,
+    /// Blobs queued by this run: with the index, the single place that decides "new or known".
+    added: HashSet<BlobId>,
+    names: NameCache,
+    /// Content of multiply-linked files already read in this run, by (device, inode).
+    hardlinks: HashMap<(u64, u64), Vec<ContentPart>>,
+    summary: Summary,
+    errors: Vec<EntryError>,
+    progress: &'a dyn BackupProgress,
+}
+
+impl Walker<'_> {
+    fn cancelled(&self) -> bool {
+        self.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn report(&mut self, path: &Path, error: impl std::fmt::Display) {
+        let error = error.to_string();
+        self.progress.error(path, &error);
+        self.errors.push(EntryError {
+            path: path.to_path_buf(),
+            error,
+        });
+    }
+
+    /// Queues a blob unless the repository or this run already has it.
+    fn store(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        if self.repo.index().contains(&id) || !self.added.insert(id) {
+            return Ok(());
+        }
+        self.summary.data_added += data.len() as u64;
+        self.summary.blobs_added += 1;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("pipeline closed".into()))?;
+        tx.send(Job { kind, id, data })
+            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))
+    }
+
+    fn store_tree(&mut self, mut tree: Tree) -> Result<TreeId> {
+        tree.sort();
+        let bytes = tree.encode()?;
+        let id = self.keys.tree_id(&bytes);
+        self.store(BlobKind::Tree, id, bytes)?;
+        Ok(TreeId(id))
+    }
+
+    fn parent_subtree(&mut self, parent: Option<&Tree>, name: &[u8]) -> Option<Tree> {
+        let node = parent?.find(name)?;
+        let id = node.subtree?;
+        match self.repo.read_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.repo.warn(format!(
+                    "parent tree {} unreadable, reading files instead: {e}",
+                    id.0.short()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Builds the tree for one trie level at `path`.
+    fn backup_trie(&mut self, trie: &Trie, path: &Path, parent: Option<TreeId>) -> Result<TreeId> {
+        let parent_tree = match parent {
+            Some(id) => match self.repo.read_tree(&id) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.repo.warn(format!(
+                        "parent snapshot tree unreadable, reading all files: {e}"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if trie.target {
+            return self.backup_dir_contents(path, parent_tree.as_ref());
+        }
+        let mut tree = Tree::default();
+        for (name, child) in &trie.children {
+            let child_path = path.join(OsStr::from_bytes(name));
+            let meta = match fs::symlink_metadata(&child_path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.report(&child_path, e);
+                    continue;
+                }
+            };
+            if child.target {
+                if let Some(node) =
+                    self.backup_entry(&child_path, name.clone(), &meta, parent_tree.as_ref())?
+                {
+                    tree.nodes.push(node);
+                }
+            } else {
+                let mut node = meta::node_from_meta(name.clone(), &meta, &mut self.names);
+                if node.kind != NodeKind::Dir {
+                    continue;
+                }
+                let sub_parent = parent_tree
+                    .as_ref()
+                    .and_then(|t| t.find(name))
+                    .and_then(|n| n.subtree);
+                node.subtree = Some(self.backup_trie(child, &child_path, sub_parent)?);
+                self.summary.dirs += 1;
+                tree.nodes.push(node);
+            }
+        }
+        self.store_tree(tree)
+    }
+
+    fn backup_dir_contents(&mut self, path: &Path, parent: Option<&Tree>) -> Result<TreeId> {
+        let mut entries = Vec::new();
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => entries.push(e.file_name()),
+                        Err(e) => self.report(path, e),
+                    }
+                }
+            }
+            Err(e) => self.report(path, e),
+        }
+        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut tree = Tree::default();
+        for name in entries {
+            if self.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let child = path.join(&name);
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.report(&child, e);
+                    continue;
+                }
+            };
+            if let Some(node) =
+                self.backup_entry(&child, name.as_bytes().to_vec(), &meta, parent)?
+            {
+                tree.nodes.push(node);
+            }
+        }
+        self.store_tree(tree)
+    }
+
+    /// Backs up one entry; `None` when it could not be read at all (reported).
+    fn backup_entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &fs::Metadata,
+        parent: Option<&Tree>,
+    ) -> Result<Option<Node>> {
+        let mut node = meta::node_from_meta(name, meta, &mut self.names);
+        match meta::read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => self.report(path, format!("extended attributes: {e}")),
+        }
+        let old = parent
+            .and_then(|t| t.find(&node.name))
+            .filter(|o| o.kind == node.kind);
+        match node.kind {
+            NodeKind::Dir => {
+                let sub = self.parent_subtree(parent, &node.name);
+                node.subtree = Some(self.backup_dir_contents(path, sub.as_ref())?);
+                self.summary.dirs += 1;
+            }
+            NodeKind::File => {
+                if !self.backup_file(path, &mut node, meta, old)? {
+                    return Ok(None);
+                }
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(t) => {
+                    let t = t.into_os_string().into_vec();
+                    node.size = t.len() as u64;
+                    node.target = Some(t);
+                    self.summary.other_entries += 1;
+                }
+                Err(e) => {
+                    self.report(path, e);
+                    return Ok(None);
+                }
+            },
+            _ => self.summary.other_entries += 1,
+        }
+        Ok(Some(node))
+    }
+
+    fn unchanged(&self, node: &Node, old: &Node) -> bool {
+        old.size == node.size
+            && old.mtime == node.mtime
+            && (self.opts.ignore_ctime || old.ctime == node.ctime)
+            && (self.opts.ignore_inode || old.inode == node.inode)
+            && old
+                .chunks()
+                .all(|c| self.repo.index().contains(&c) || self.added.contains(&c))
+    }
+
+    /// Fills in a file's content. Returns false if the file could not be read (reported).
+    fn backup_file(
+        &mut self,
+        path: &Path,
+        node: &mut Node,
+        meta: &fs::Metadata,
+        old: Option<&Node>,
+    ) -> Result<bool> {
+        node.size = meta.len();
+        self.summary.total_files += 1;
+        self.progress.file_started(path);
+        if let Some(old) = old {
+            if !self.opts.force && self.unchanged(node, old) {
+                node.content = old.content.clone();
+                self.summary.files_unmodified += 1;
+                self.summary.total_bytes_processed += node.size;
+                self.progress.file_done(node.size);
+                return Ok(true);
+            }
+        }
+        let link_key = node.link_group();
+        if let Some(parts) = link_key.and_then(|k| self.hardlinks.get(&k)) {
+            node.content = parts.clone();
+            node.size = parts.iter().map(|p| p.1).sum();
+        } else {
+            match self.read_content(path, meta) {
+                Ok((parts, changed)) => {
+                    node.size = parts.iter().map(|p| p.1).sum();
+                    node.content = parts;
+                    if let Some(why) = changed {
+                        self.report(path, why);
+                    }
+                    if let Some(k) = link_key {
+                        self.hardlinks.insert(k, node.content.clone());
+                    }
+                }
+                Err(ReadError::Source(e)) => {
+                    self.summary.total_files -= 1;
+                    self.report(path, e);
+                    return Ok(false);
+                }
+                Err(ReadError::Repo(e)) => return Err(e),
+            }
+        }
+        if old.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        self.summary.total_bytes_processed += node.size;
+        self.progress.file_done(node.size);
+        Ok(true)
+    }
+
+    /// Reads, chunks and queues a file. Returns its parts, and a message if it changed while
+    /// being read (the parts are still exactly what was read).
+    fn read_content(
+        &mut self,
+        path: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(Vec<ContentPart>, Option<String>), ReadError> {
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(ReadError::Source)?;
+        let before = file.metadata().map_err(ReadError::Source)?;
+        if !before.is_file() || before.ino() != meta.ino() {
+            return Err(ReadError::Source(io::Error::other(
+                "replaced by another file while being backed up",
+            )));
+        }
+        let size = before.len();
+        let sparse = (before.blocks() as u64) * 512 < size;
+        let regions = if sparse {
+            meta::data_regions(file.as_raw_fd(), size)
+        } else {
+            vec![(0, u64::MAX)]
+        };
+        let mut parts = Vec::new();
+        let mut pos = 0u64;
+        for (start, end) in regions {
+            if start > pos {
+                parts.push(ContentPart(None, start - pos));
+            }
+            file.seek(SeekFrom::Start(start))
+                .map_err(ReadError::Source)?;
+            let take = end.saturating_sub(start);
+            pos = start;
+            for chunk in Chunker::new(
+                (&file).take(take),
+                self.repo.config().chunker,
+                self.keys.chunker_seed(),
+            ) {
+                let chunk = chunk.map_err(ReadError::Source)?;
+                let len = chunk.len() as u64;
+                let id = self.keys.chunk_id(&chunk);
+                self.store(BlobKind::Data, id, chunk)
+                    .map_err(ReadError::Repo)?;
+                parts.push(ContentPart(Some(id), len));
+                pos += len;
+                self.summary.bytes_read += len;
+                self.progress.bytes_done(len);
+            }
+        }
+        if sparse && pos < size {
+            parts.push(ContentPart(None, size - pos));
+            pos = size;
+        }
+        let after = file.metadata().map_err(ReadError::Source)?;
+        let changed = (after.len() != size || after.mtime() != before.mtime() || after.mtime_nsec() != before.mtime_nsec() || pos != size)
+            .then(|| format!("changed while being read ({size} bytes when opened, {pos} read, {} now); the snapshot holds what was read", after.len()));
+        Ok((parts, changed))
+    }
+}
+
+enum ReadError {
+    /// The source file: reported, the backup goes on.
+    Source(io::Error),
+    /// The repository side: fatal.
+    Repo(Error),
+}
+
+trait IntoVec {
+    fn into_vec(self) -> Vec<u8>;
+}
+
+impl IntoVec for std::ffi::OsString {
+    fn into_vec(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+/// Opens a file for reading without following symlinks (used by restore verification too).
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}

@@ -1,0 +1,271 @@
+//! `cairn backup`
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn::backup::{backup, BackupOptions, BackupProgress};
+use cairn::repo::SnapshotFilter;
+use cairn::snapshot::BackupMode;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Files and directories to back up
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's)
+    #[arg(long, value_name = "H")]
+    host: Option<String>,
+    /// incremental (parent: newest snapshot of the same host and paths), differential (parent: newest full one) or full (read everything)
+    #[arg(long, default_value = "incremental", value_parser = parse_mode)]
+    mode: BackupMode,
+    /// Compare against this snapshot instead of the one the mode picks
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time)
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// Read every file even if unchanged (same as --mode full)
+    #[arg(long)]
+    force: bool,
+    /// Do not compare ctime when deciding whether a file changed
+    #[arg(long)]
+    ignore_ctime: bool,
+    /// Do not compare inode numbers when deciding whether a file changed
+    #[arg(long)]
+    ignore_inode: bool,
+    /// Compress-and-encrypt threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Do everything but write to the repository
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+fn parse_mode(s: &str) -> Result<BackupMode, String> {
+    s.parse()
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time, or RFC 3339.
+pub fn parse_time(s: &str) -> anyhow::Result<(i64, i32)> {
+    let tz = jiff::tz::TimeZone::system();
+    let zoned = if let Ok(dt) = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", s) {
+        dt.to_zoned(tz).with_context(|| format!("--time {s:?}"))?
+    } else if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        ts.to_zoned(tz)
+    } else {
+        bail!("--time {s:?} is not \"YYYY-MM-DD HH:MM:SS\" or RFC 3339");
+    };
+    Ok((
+        zoned.timestamp().as_nanosecond() as i64,
+        zoned.offset().seconds(),
+    ))
+}
+
+/// Draws a spinner on a terminal, or prints JSON status lines, from the backup's callbacks.
+struct Progress {
+    bar: Option<ProgressBar>,
+    json: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    files: u64,
+    bytes: u64,
+    last_json: Instant,
+    current: String,
+}
+
+impl Progress {
+    fn new(ctx: &Ctx) -> Self {
+        let bar = ctx.draw_progress().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {msg} {bytes} read, {binary_bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Progress {
+            bar,
+            json: ctx.g.json,
+            state: Mutex::new(State {
+                files: 0,
+                bytes: 0,
+                last_json: Instant::now(),
+                current: String::new(),
+            }),
+        }
+    }
+
+    fn tick_json(&self, st: &mut State) {
+        if self.json && st.last_json.elapsed() >= Duration::from_secs(1) {
+            st.last_json = Instant::now();
+            let _ = output::json_line(&json!({
+                "message_type": "status",
+                "files_done": st.files,
+                "bytes_done": st.bytes,
+                "current_file": st.current,
+            }));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl BackupProgress for Progress {
+    fn file_started(&self, path: &Path) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.current = path.display().to_string();
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} files,", st.files));
+        }
+        self.tick_json(&mut st);
+    }
+    fn bytes_done(&self, n: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.bytes += n;
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+        self.tick_json(&mut st);
+    }
+    fn file_done(&self, _size: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.files += 1;
+    }
+    fn error(&self, path: &Path, error: &str) {
+        let msg = format!("error: {}: {error}", path.display());
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None if !self.json => eprintln!("{msg}"),
+            None => {}
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let mut repo = ctx.open_indexed()?;
+    let (time_ns, tz_offset_s) = match &a.time {
+        Some(t) => parse_time(t)?,
+        None => {
+            let now = jiff::Zoned::now();
+            (
+                now.timestamp().as_nanosecond() as i64,
+                now.offset().seconds(),
+            )
+        }
+    };
+    let parent = match &a.parent {
+        Some(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?.0),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        host: a.host.clone().unwrap_or_else(super::hostname),
+        user: super::username(),
+        uid: super::current_uid(),
+        gid: super::current_gid(),
+        tags: a.tags.clone(),
+        time_ns,
+        tz_offset_s,
+        mode: a.mode,
+        parent,
+        force: a.force,
+        ignore_ctime: a.ignore_ctime,
+        ignore_inode: a.ignore_inode,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        dry_run: a.dry_run,
+        cancel: Some(ctx.cancel.clone()),
+    };
+    let progress = Progress::new(ctx);
+    let result = backup(&mut repo, &opts, &progress);
+    progress.finish();
+    ctx.print_warnings(&repo);
+    let out = result?;
+    let s = &out.summary;
+    let id = out.snapshot_id.map(|i| i.to_hex());
+    if ctx.g.json {
+        output::json_line(&json!({
+            "message_type": "summary",
+            "snapshot_id": id,
+            "parent": out.snapshot.parent.map(|p| p.to_hex()),
+            "mode": out.snapshot.mode.name(),
+            "dry_run": a.dry_run,
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified,
+            "dirs": s.dirs,
+            "total_files": s.total_files,
+            "bytes_read": s.bytes_read,
+            "total_bytes_processed": s.total_bytes_processed,
+            "data_added": s.data_added,
+            "data_added_stored": s.data_added_stored,
+            "blobs_added": s.blobs_added,
+            "duration_s": s.duration_s,
+            "errors": out.errors.iter().map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for e in &out.errors {
+            eprintln!("error: {}: {}", e.path.display(), e.error);
+        }
+        if !ctx.g.quiet {
+            let parent = out
+                .snapshot
+                .parent
+                .map(|p| format!("parent {}", p.short()))
+                .unwrap_or_else(|| "no parent".into());
+            println!("mode {} ({parent})", out.snapshot.mode.name());
+            println!(
+                "Files: {:>8} new, {:>8} changed, {:>8} unmodified",
+                s.files_new, s.files_changed, s.files_unmodified
+            );
+            println!("Dirs:  {:>8}", s.dirs);
+            println!(
+                "Added to the repository: {} ({} stored)",
+                output::size(s.data_added),
+                output::size(s.data_added_stored)
+            );
+            println!(
+                "processed {} files, {} ({} read) in {:.1}s",
+                s.total_files,
+                output::size(s.total_bytes_processed),
+                output::size(s.bytes_read),
+                s.duration_s
+            );
+            if !out.errors.is_empty() {
+                println!(
+                    "{} files or directories could not be read (listed above)",
+                    out.errors.len()
+                );
+            }
+        }
+        match &id {
+            Some(id) if ctx.g.quiet => println!("{id}"),
+            Some(id) => println!("snapshot saved: {id}"),
+            None => println!("dry run: nothing was written"),
+        }
+    }
+    Ok(if out.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PARTIAL
+    })
+}

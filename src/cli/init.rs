@@ -1,0 +1,80 @@
+//! `cairn init`
+
+use anyhow::Context;
+use cairn::crypto::KdfParams;
+use cairn::format::Compression;
+use cairn::repo::InitOptions;
+use cairn::Repository;
+use serde_json::json;
+
+use super::{output, password, Ctx, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Target pack size in MiB (1..=512)
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    pack_size: u32,
+    /// Compression: auto, off or zstd:N (N = 1..=19)
+    #[arg(long, default_value = "auto", value_parser = parse_compression)]
+    compression: Compression,
+    /// Use the chunker parameters and key of another repository, so data copied between the two deduplicates
+    #[arg(long, value_name = "REPO")]
+    copy_chunker_params_from: Option<String>,
+    /// Argon2id memory in MiB for the key file (default 64; at least 8)
+    #[arg(long, value_name = "MIB", default_value_t = 64, hide = true)]
+    kdf_memory_mib: u32,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let backend = ctx.backend()?;
+    let mut opts = InitOptions {
+        pack_size: a.pack_size.saturating_mul(1 << 20),
+        compression: a.compression,
+        kdf: KdfParams {
+            m_cost_kib: a.kdf_memory_mib.saturating_mul(1024),
+            ..KdfParams::default()
+        },
+        host: super::hostname(),
+        user: super::username(),
+        now_ns: super::now_ns(),
+        ..InitOptions::default()
+    };
+    if let Some(other) = &a.copy_chunker_params_from {
+        let other_backend: std::sync::Arc<dyn cairn::backend::Backend> =
+            std::sync::Arc::new(cairn::backend::LocalBackend::new(other));
+        let pw = password::read_from(
+            None,
+            None,
+            "CAIRN_FROM_PASSWORD",
+            false,
+            "source repository",
+        )
+        .or_else(|_| password::read(&ctx.g, false))?;
+        let src =
+            Repository::open(other_backend, &pw).with_context(|| format!("opening {other}"))?;
+        opts.chunker_from = Some((src.config().chunker, src.keys().chunker.0));
+    }
+    let pw = password::read(&ctx.g, true)?;
+    let repo = Repository::init(backend, &pw, &opts)?;
+    if ctx.g.json {
+        output::json_line(&json!({
+            "message_type": "init",
+            "repository_id": repo.id().to_hex(),
+            "location": repo.backend().location(),
+            "key_id": repo.key_id().to_hex(),
+            "format_version": repo.config().version,
+        }))?;
+    } else if !ctx.g.quiet {
+        println!(
+            "created cairn repository {} at {}",
+            repo.id().to_hex(),
+            repo.backend().location()
+        );
+        println!("Keep the password safe: without it the data cannot be read back.");
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,92 @@
+//! `cairn ls`
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use cairn::repo::SnapshotFilter;
+use cairn::restore::{select_path, walk, Selected};
+use cairn::tree::Node;
+use serde_json::json;
+
+use super::{output, split_selector, Ctx, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// SNAPSHOT[:PATH]: `latest`, an id or a unique prefix, optionally a path inside it
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    selector: String,
+    /// Show mode, owner, size and modification time
+    #[arg(short, long)]
+    long: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let repo = ctx.open_indexed()?;
+    let (sel, sub) = split_selector(&a.selector);
+    let (_, snap) = repo.find_snapshot(sel, &SnapshotFilter::default())?;
+    let sub = sub.unwrap_or("");
+    let base = Path::new("/").join(sub.trim_start_matches('/'));
+    let selected = select_path(&repo, snap.tree, sub)?;
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let json = ctx.g.json;
+    let long = a.long;
+    let mut visit = |path: &Path, node: &Node| -> std::io::Result<()> {
+        if json {
+            entries.push(node_json(path, node));
+            return Ok(());
+        }
+        if long {
+            writeln!(
+                out,
+                "{} {:>8} {:>8} {:>12} {} {}{}",
+                output::mode_string(node.kind.letter(), node.mode),
+                node.user.clone().unwrap_or_else(|| node.uid.to_string()),
+                node.group.clone().unwrap_or_else(|| node.gid.to_string()),
+                node.size,
+                output::local_time(
+                    node.mtime
+                        .0
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(node.mtime.1 as i64)
+                ),
+                path.display(),
+                node.target
+                    .as_ref()
+                    .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                    .unwrap_or_default()
+            )
+        } else {
+            out.write_all(path.as_os_str().as_bytes())?;
+            out.write_all(b"\n")
+        }
+    };
+    match selected {
+        Selected::Dir(tree) => walk(&repo, tree, &base, &mut visit)?,
+        Selected::Entry(node) => visit(&base, &node).map_err(anyhow::Error::from)?,
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    }
+    Ok(EXIT_OK)
+}
+
+fn node_json(path: &Path, n: &Node) -> serde_json::Value {
+    json!({
+        "path": PathBuf::from(path).to_string_lossy(),
+        "name": String::from_utf8_lossy(&n.name),
+        "type": n.kind.name(),
+        "mode": n.mode,
+        "uid": n.uid,
+        "gid": n.gid,
+        "user": n.user,
+        "group": n.group,
+        "size": n.size,
+        "mtime": output::rfc3339_parts(n.mtime.0, n.mtime.1),
+        "inode": n.inode,
+        "links": n.links,
+        "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+    })
+}

@@ -1,0 +1,248 @@
+//! Command-line edge: arguments → library options → one library call → output.
+
+mod backup;
+mod init;
+mod ls;
+mod output;
+mod password;
+mod restore;
+mod snapshots;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use cairn::backend::{Backend, FileKind, LocalBackend};
+use cairn::{ErrorKind, Repository};
+use clap::{Parser, Subcommand};
+
+/// Exit codes (cli.md "Exit codes").
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FATAL: u8 = 1;
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_NO_REPO: u8 = 10;
+pub const EXIT_LOCKED: u8 = 11;
+pub const EXIT_WRONG_PASSWORD: u8 = 12;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Encrypted, deduplicated, verifiable backups",
+    after_help = "Example:\n  cairn -r /mnt/usb/backup init\n  cairn -r /mnt/usb/backup backup ~/Documents\n  cairn -r /mnt/usb/backup restore latest --target /tmp/restored"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location (a local directory)
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPOSITORY",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub repo: Option<String>,
+    /// Read the password from the file's first line
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run CMD and use the first line of its output as the password
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        value_name = "CMD"
+    )]
+    pub password_command: Option<String>,
+    /// Machine-readable output on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less human output
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More human output
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Never draw progress bars
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// The backup-plan file
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an encrypted repository
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup init --pack-size 32 --compression auto"
+    )]
+    Init(init::Args),
+    /// Store a snapshot of files and directories
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup backup ~/Documents ~/Pictures --tag daily"
+    )]
+    Backup(backup::Args),
+    /// List snapshots
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup snapshots --host laptop")]
+    Snapshots(snapshots::Args),
+    /// List the files in a snapshot
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup ls latest:/home/me/Documents --long"
+    )]
+    Ls(ls::Args),
+    /// Restore files from a snapshot
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup restore latest:/home/me/Documents --target /tmp/docs --verify"
+    )]
+    Restore(restore::Args),
+}
+
+/// Everything a command needs besides its own arguments.
+pub struct Ctx {
+    pub g: Global,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    /// Whether progress may be drawn on stderr.
+    pub fn draw_progress(&self) -> bool {
+        !self.g.json && !self.g.quiet && !self.g.no_progress && std::io::stderr().is_terminal()
+    }
+
+    pub fn location(&self) -> anyhow::Result<String> {
+        self.g
+            .repo
+            .clone()
+            .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+    }
+
+    pub fn backend(&self) -> anyhow::Result<Arc<dyn Backend>> {
+        Ok(Arc::new(LocalBackend::new(self.location()?)))
+    }
+
+    /// Opens the repository: existence first (exit 10 without asking for a password), then keys.
+    pub fn open(&self) -> anyhow::Result<Repository> {
+        let backend = self.backend()?;
+        let exists = backend
+            .list(FileKind::Config)
+            .map(|l| !l.is_empty())
+            .unwrap_or(false);
+        if !exists {
+            return Err(cairn::Error::RepoMissing(backend.location()).into());
+        }
+        let pw = password::read(&self.g, false)?;
+        let repo = Repository::open(backend, &pw)?;
+        self.print_warnings(&repo);
+        Ok(repo)
+    }
+
+    /// Opens the repository and loads its index.
+    pub fn open_indexed(&self) -> anyhow::Result<Repository> {
+        let mut repo = self.open()?;
+        repo.load_index().context("loading the index")?;
+        self.print_warnings(&repo);
+        Ok(repo)
+    }
+
+    pub fn print_warnings(&self, repo: &Repository) {
+        for w in repo.take_warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
+/// Parses, runs, maps the outcome to an exit code; prints an error once.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // Second Ctrl-C: stop now. Nothing half-written is ever under a final name.
+                std::process::exit(EXIT_INTERRUPTED as i32);
+            }
+        });
+    }
+    let ctx = Ctx {
+        g: cli.global,
+        cancel,
+    };
+    let result = match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if output::is_broken_pipe(&e) {
+                return ExitCode::from(EXIT_OK);
+            }
+            eprintln!("cairn: {}", output::error_chain(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<cairn::Error>() {
+            return match err.kind() {
+                ErrorKind::Fatal => EXIT_FATAL,
+                ErrorKind::RepoMissing => EXIT_NO_REPO,
+                ErrorKind::Locked => EXIT_LOCKED,
+                ErrorKind::WrongPassword => EXIT_WRONG_PASSWORD,
+                ErrorKind::Interrupted => EXIT_INTERRUPTED,
+            };
+        }
+    }
+    EXIT_FATAL
+}
+
+/// Splits `SNAPSHOT[:PATH]`.
+pub fn split_selector(s: &str) -> (&str, Option<&str>) {
+    match s.split_once(':') {
+        Some((snap, path)) => (snap, Some(path)),
+        None => (s, None),
+    }
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+pub fn username() -> String {
+    std::env::var("USER")
+        .ok()
+        .or_else(|| cairn::meta::NameCache::default().user(current_uid()))
+        .unwrap_or_default()
+}
+
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+pub fn current_gid() -> u32 {
+    // SAFETY: getgid has no preconditions.
+    unsafe { libc::getgid() }
+}

@@ -1,0 +1,109 @@
+//! `cairn restore`
+
+use std::path::PathBuf;
+
+use cairn::repo::SnapshotFilter;
+use cairn::restore::{restore, select_path, NoRestoreProgress, Overwrite, RestoreOptions};
+use serde_json::json;
+
+use super::{output, split_selector, Ctx, EXIT_FATAL, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// SNAPSHOT[:SUBPATH]: `latest`, an id or a unique prefix, optionally a path inside it
+    #[arg(value_name = "SNAPSHOT[:SUBPATH]")]
+    selector: String,
+    /// Directory to restore into (created if missing)
+    #[arg(long, short = 't', value_name = "DIR")]
+    target: PathBuf,
+    /// Re-read every restored file and compare it with the snapshot
+    #[arg(long)]
+    verify: bool,
+    /// What to do with files that already exist: always, if-changed or never
+    #[arg(long, default_value = "always", value_parser = parse_overwrite)]
+    overwrite: Overwrite,
+    /// Only snapshots of this host (for `latest`)
+    #[arg(long = "host", value_name = "H")]
+    hosts: Vec<String>,
+    /// Only snapshots with this tag (for `latest`)
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// Only snapshots of this path (for `latest`)
+    #[arg(long = "path", value_name = "P")]
+    paths: Vec<String>,
+}
+
+fn parse_overwrite(s: &str) -> Result<Overwrite, String> {
+    s.parse()
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let repo = ctx.open_indexed()?;
+    let (sel, sub) = split_selector(&a.selector);
+    let filter = SnapshotFilter {
+        hosts: a.hosts,
+        tags: a.tags,
+        paths: a.paths,
+    };
+    let (id, snap) = repo.find_snapshot(sel, &filter)?;
+    let selected = select_path(&repo, snap.tree, sub.unwrap_or(""))?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        overwrite: a.overwrite,
+        verify: a.verify,
+        set_owner: cairn::meta::is_root(),
+        cancel: Some(ctx.cancel.clone()),
+    };
+    let out = restore(&repo, &selected, &opts, &NoRestoreProgress)?;
+    ctx.print_warnings(&repo);
+    let problems: Vec<_> =
+        out.damaged
+            .iter()
+            .map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error, "damaged": true}))
+            .chain(out.errors.iter().map(
+                |e| json!({"path": e.path.to_string_lossy(), "error": e.error, "damaged": false}),
+            ))
+            .collect();
+    if ctx.g.json {
+        output::json_line(&json!({
+            "message_type": "summary",
+            "snapshot_id": id.to_hex(),
+            "target": a.target.to_string_lossy(),
+            "files_restored": out.files,
+            "dirs_restored": out.dirs,
+            "other_restored": out.other,
+            "skipped": out.skipped,
+            "bytes_restored": out.bytes,
+            "files_verified": out.verified_files,
+            "errors": problems,
+        }))?;
+    } else {
+        for e in &out.damaged {
+            eprintln!("DAMAGED: {}: {}", e.path.display(), e.error);
+        }
+        for e in &out.errors {
+            eprintln!("error: {}: {}", e.path.display(), e.error);
+        }
+        if !ctx.g.quiet {
+            println!(
+                "restored {} files, {} directories, {} other entries ({}) from snapshot {} to {}",
+                out.files,
+                out.dirs,
+                out.other,
+                output::size(out.bytes),
+                id.short(),
+                a.target.display()
+            );
+            if a.verify {
+                println!("verified {} files against the snapshot", out.verified_files);
+            }
+            if !out.damaged.is_empty() {
+                println!(
+                    "{} files could NOT be restored (listed above)",
+                    out.damaged.len()
+                );
+            }
+        }
+    }
+    Ok(if out.ok() { EXIT_OK } else { EXIT_FATAL })
+}

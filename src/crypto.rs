@@ -1,0 +1,481 @@
+//! Keys and sealing (repo-format.md §2 and §4).
+//!
+//! A password opens a key file: Argon2id derives a key-encryption key that unseals the random
+//! master keys. Every other stored object is sealed with XChaCha20-Poly1305 under the encryption
+//! key and a fresh random 24-byte nonce; the associated data binds the object's kind (and, for
+//! blobs, its id), so nothing can be passed off as something else. No caller chooses a nonce.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+/// repo-format.md §4: nonce length of XChaCha20-Poly1305.
+pub const NONCE_LEN: usize = 24;
+/// repo-format.md §4: Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// repo-format.md §4: what a sealed object is, bound into its associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ObjectKind {
+    Config = 1,
+    DataBlob = 2,
+    TreeBlob = 3,
+    PackHeader = 4,
+    Index = 5,
+    Snapshot = 6,
+    KeyPayload = 7,
+    Lock = 8,
+    Drill = 9,
+}
+
+/// Associated data: `"cairn" || 0x01 || kind || binding` (repo-format.md §4).
+fn aad(kind: ObjectKind, binding: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(7 + binding.len());
+    a.extend_from_slice(b"cairn");
+    a.push(1);
+    a.push(kind as u8);
+    a.extend_from_slice(binding);
+    a
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::getrandom(buf).map_err(|e| {
+        Error::InvalidInput(format!("the operating system's random source failed: {e}"))
+    })
+}
+
+pub fn random_array<const N: usize>() -> Result<[u8; N]> {
+    let mut a = [0u8; N];
+    random_bytes(&mut a)?;
+    Ok(a)
+}
+
+/// A 32-byte secret that is wiped on drop and never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Secret(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The repository's master keys (repo-format.md §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterKeys {
+    /// XChaCha20-Poly1305 key for every sealed object.
+    pub enc: Secret,
+    /// BLAKE3 key for data chunk ids.
+    pub id: Secret,
+    /// Seeds the chunker's gear table.
+    pub chunker: Secret,
+    /// BLAKE3 key for tree ids, derived from `id` (kept apart from chunk ids).
+    tree_id: Secret,
+}
+
+impl MasterKeys {
+    pub fn new(enc: [u8; 32], id: [u8; 32], chunker: [u8; 32]) -> Self {
+        let tree_id = blake3::derive_key("cairn v1 tree id key", &id);
+        MasterKeys {
+            enc: Secret(enc),
+            id: Secret(id),
+            chunker: Secret(chunker),
+            tree_id: Secret(tree_id),
+        }
+    }
+
+    pub fn generate() -> Result<Self> {
+        Ok(Self::new(random_array()?, random_array()?, random_array()?))
+    }
+
+    /// Keyed BLAKE3 of a chunk's plaintext.
+    pub fn chunk_id(&self, plain: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id.0, plain).as_bytes())
+    }
+
+    /// Keyed BLAKE3 of a tree's encoded plaintext, under the tree-id key.
+    pub fn tree_id(&self, plain: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.tree_id.0, plain).as_bytes())
+    }
+
+    /// The FastCDC gear seed: the first 8 bytes of the chunker key, little-endian.
+    pub fn chunker_seed(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.chunker.0[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Seals `plain` as `nonce || ciphertext || tag` with a fresh random nonce.
+    pub fn seal(&self, kind: ObjectKind, binding: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+        seal_with(&self.enc.0, kind, binding, plain)
+    }
+
+    /// Opens a sealed object; any change to its bytes, kind or binding fails.
+    pub fn open(
+        &self,
+        kind: ObjectKind,
+        binding: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        open_with(&self.enc.0, kind, binding, sealed)
+    }
+}
+
+/// A sealed object failed to open: it is damaged, or was made with another key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("too short to be a sealed object")]
+    TooShort,
+    #[error("authentication failed (damaged, or sealed with another key)")]
+    Authentication,
+}
+
+pub(crate) fn seal_with(
+    key: &[u8; 32],
+    kind: ObjectKind,
+    binding: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>> {
+    let nonce: [u8; NONCE_LEN] = random_array()?;
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key));
+    let a = aad(kind, binding);
+    let ct = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &a,
+            },
+        )
+        .map_err(|_| Error::InvalidInput("encryption failed: object too large".into()))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+pub(crate) fn open_with(
+    key: &[u8; 32],
+    kind: ObjectKind,
+    binding: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, OpenError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(OpenError::TooShort);
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key));
+    let a = aad(kind, binding);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &a })
+        .map_err(|_| OpenError::Authentication)
+}
+
+/// Argon2id parameters stored in a key file (repo-format.md §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: about a third of a second on one core of a 2020s machine.
+    fn default() -> Self {
+        KdfParams {
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Smallest memory a key file may ask for (8 MiB).
+    pub const MIN_M_COST_KIB: u32 = 8 * 1024;
+    /// Largest memory a key file may ask for (4 GiB): a hostile key file cannot exhaust memory.
+    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_T_COST: u32 = 64;
+    pub const MAX_P_COST: u32 = 16;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(Self::MIN_M_COST_KIB..=Self::MAX_M_COST_KIB).contains(&self.m_cost_kib) {
+            return Err(format!(
+                "Argon2id memory {} KiB is outside {}..={} KiB",
+                self.m_cost_kib,
+                Self::MIN_M_COST_KIB,
+                Self::MAX_M_COST_KIB
+            ));
+        }
+        if !(1..=Self::MAX_T_COST).contains(&self.t_cost) {
+            return Err(format!(
+                "Argon2id passes {} outside 1..={}",
+                self.t_cost,
+                Self::MAX_T_COST
+            ));
+        }
+        if !(1..=Self::MAX_P_COST).contains(&self.p_cost) {
+            return Err(format!(
+                "Argon2id lanes {} outside 1..={}",
+                self.p_cost,
+                Self::MAX_P_COST
+            ));
+        }
+        Ok(())
+    }
+
+    fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Secret, String> {
+        self.validate()?;
+        let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| format!("bad Argon2id parameters: {e}"))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Secret([0u8; 32]);
+        argon
+            .hash_password_into(password, salt, &mut out.0)
+            .map_err(|e| format!("Argon2id failed: {e}"))?;
+        Ok(out)
+    }
+}
+
+/// repo-format.md §2.1: a key file, stored as a MessagePack map in clear text.
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    version: u32,
+    kdf: String,
+    #[serde(flatten)]
+    params: KdfParams,
+    #[serde(with = "serde_bytes")]
+    salt: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    sealed: Vec<u8>,
+}
+
+/// The sealed part of a key file: master keys and who made the key.
+#[derive(Serialize, Deserialize)]
+struct KeyPayloadRepr {
+    version: u32,
+    enc: Secret,
+    id: Secret,
+    chunker: Secret,
+    created_ns: i64,
+    host: String,
+    user: String,
+}
+
+/// What a key file says about itself once opened.
+#[derive(Clone, Debug)]
+pub struct KeyInfo {
+    pub created_ns: i64,
+    pub host: String,
+    pub user: String,
+    pub params: KdfParams,
+}
+
+/// Why a key file did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("the password does not open it")]
+    WrongPassword,
+    #[error("malformed key file: {0}")]
+    Malformed(String),
+}
+
+const KEY_FILE_VERSION: u32 = 1;
+const SALT_LEN: usize = 32;
+
+/// Makes a key file that opens `keys` with `password`.
+pub fn make_key_file(
+    keys: &MasterKeys,
+    password: &[u8],
+    params: KdfParams,
+    host: &str,
+    user: &str,
+    created_ns: i64,
+) -> Result<Vec<u8>> {
+    let salt: [u8; SALT_LEN] = random_array()?;
+    let kek = params
+        .derive(password, &salt)
+        .map_err(Error::InvalidInput)?;
+    let payload = KeyPayloadRepr {
+        version: KEY_FILE_VERSION,
+        enc: keys.enc.clone(),
+        id: keys.id.clone(),
+        chunker: keys.chunker.clone(),
+        created_ns,
+        host: host.to_string(),
+        user: user.to_string(),
+    };
+    let mut plain = rmp_serde::to_vec_named(&payload)
+        .map_err(|e| Error::InvalidInput(format!("encoding key payload: {e}")))?;
+    let sealed = seal_with(&kek.0, ObjectKind::KeyPayload, &[], &plain);
+    plain.zeroize();
+    let file = KeyFile {
+        version: KEY_FILE_VERSION,
+        kdf: "argon2id".into(),
+        params,
+        salt: salt.to_vec(),
+        sealed: sealed?,
+    };
+    rmp_serde::to_vec_named(&file)
+        .map_err(|e| Error::InvalidInput(format!("encoding key file: {e}")))
+}
+
+/// Reads a key file's Argon2id parameters without the password (for `key list`).
+pub fn key_file_params(bytes: &[u8]) -> Result<KdfParams, KeyFileError> {
+    parse_key_file(bytes).map(|f| f.params)
+}
+
+fn parse_key_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
+    let file: KeyFile =
+        rmp_serde::from_slice(bytes).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
+    if file.version != KEY_FILE_VERSION {
+        return Err(KeyFileError::Malformed(format!(
+            "unknown key file version {}",
+            file.version
+        )));
+    }
+    if file.kdf != "argon2id" {
+        return Err(KeyFileError::Malformed(format!(
+            "unknown KDF {:?}",
+            file.kdf
+        )));
+    }
+    file.params.validate().map_err(KeyFileError::Malformed)?;
+    if file.salt.len() != SALT_LEN {
+        return Err(KeyFileError::Malformed(format!(
+            "salt is {} bytes, not {SALT_LEN}",
+            file.salt.len()
+        )));
+    }
+    Ok(file)
+}
+
+/// Opens a key file with `password`.
+pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyInfo), KeyFileError> {
+    let file = parse_key_file(bytes)?;
+    let kek = file
+        .params
+        .derive(password, &file.salt)
+        .map_err(KeyFileError::Malformed)?;
+    let mut plain = match open_with(&kek.0, ObjectKind::KeyPayload, &[], &file.sealed) {
+        Ok(p) => p,
+        Err(OpenError::TooShort) => {
+            return Err(KeyFileError::Malformed("sealed keys too short".into()))
+        }
+        Err(OpenError::Authentication) => return Err(KeyFileError::WrongPassword),
+    };
+    let payload: Result<KeyPayloadRepr, _> = rmp_serde::from_slice(&plain);
+    plain.zeroize();
+    let payload = payload.map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))?;
+    let keys = MasterKeys::new(payload.enc.0, payload.id.0, payload.chunker.0);
+    let info = KeyInfo {
+        created_ns: payload.created_ns,
+        host: payload.host.clone(),
+        user: payload.user.clone(),
+        params: file.params,
+    };
+    Ok((keys, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trips() {
+        let k = MasterKeys::generate().unwrap();
+        let sealed = k.seal(ObjectKind::Snapshot, b"", b"hello").unwrap();
+        assert_eq!(
+            k.open(ObjectKind::Snapshot, b"", &sealed).unwrap(),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn open_refuses_other_kind_or_binding() {
+        let k = MasterKeys::generate().unwrap();
+        let sealed = k.seal(ObjectKind::DataBlob, &[1; 32], b"hello").unwrap();
+        assert!(k.open(ObjectKind::TreeBlob, &[1; 32], &sealed).is_err());
+        assert!(k.open(ObjectKind::DataBlob, &[2; 32], &sealed).is_err());
+    }
+
+    #[test]
+    fn every_bit_flip_fails_to_open() {
+        let k = MasterKeys::generate().unwrap();
+        let sealed = k
+            .seal(ObjectKind::Index, b"", b"some plaintext of a few bytes")
+            .unwrap();
+        for i in 0..sealed.len() * 8 {
+            let mut s = sealed.clone();
+            s[i / 8] ^= 1 << (i % 8);
+            assert!(
+                k.open(ObjectKind::Index, b"", &s).is_err(),
+                "bit {i} flipped but opened"
+            );
+        }
+    }
+
+    #[test]
+    fn nonces_are_fresh() {
+        let k = MasterKeys::generate().unwrap();
+        let a = k.seal(ObjectKind::Index, b"", b"x").unwrap();
+        let b = k.seal(ObjectKind::Index, b"", b"x").unwrap();
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+    }
+
+    fn small() -> KdfParams {
+        KdfParams {
+            m_cost_kib: KdfParams::MIN_M_COST_KIB,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+
+    #[test]
+    fn key_file_opens_with_its_password_only() {
+        let k = MasterKeys::generate().unwrap();
+        let f = make_key_file(&k, b"pw", small(), "h", "u", 5).unwrap();
+        let (k2, info) = open_key_file(&f, b"pw").unwrap();
+        assert_eq!(k, k2);
+        assert_eq!(info.host, "h");
+        assert!(matches!(
+            open_key_file(&f, b"other"),
+            Err(KeyFileError::WrongPassword)
+        ));
+    }
+
+    #[test]
+    fn key_file_with_absurd_memory_is_refused_before_deriving() {
+        let k = MasterKeys::generate().unwrap();
+        let f = make_key_file(&k, b"pw", small(), "h", "u", 5).unwrap();
+        let mut file: KeyFile = rmp_serde::from_slice(&f).unwrap();
+        file.params.m_cost_kib = u32::MAX;
+        let bytes = rmp_serde::to_vec_named(&file).unwrap();
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let k = MasterKeys::generate().unwrap();
+        let s = format!("{k:?}");
+        assert!(s.contains("redacted"));
+        assert!(!s.contains(&hex::encode(k.enc.0)));
+    }
+}

@@ -1,0 +1,86 @@
+//! One typed error for the library. The CLI maps [`Error::kind`] to exit codes.
+
+use std::path::PathBuf;
+
+/// What class of failure this is; the CLI turns it into an exit code (cli.md "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Any fatal error (exit 1).
+    Fatal,
+    /// The repository does not exist at the given location (exit 10).
+    RepoMissing,
+    /// The repository is locked by another process (exit 11).
+    Locked,
+    /// No key file opens with the given password (exit 12).
+    WrongPassword,
+    /// The user interrupted the command (exit 130).
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no repository at {0} (no config file); create one with `cairn init`")]
+    RepoMissing(String),
+    #[error("{0} already exists and is not empty; `cairn init` needs a new or empty directory")]
+    RepoNotEmpty(String),
+    #[error("wrong password: no key file in {0} opens with it")]
+    WrongPassword(String),
+    #[error(
+        "repository format version {found} is newer than this cairn understands (up to {supported}); upgrade cairn"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("{what} is damaged: {why}")]
+    Corrupt { what: String, why: String },
+    #[error("blob {id} is not in the index; run `cairn check` (or `cairn repair index`)")]
+    BlobMissing { id: String },
+    #[error("storage error on {path}: {source}")]
+    Backend {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    #[error("snapshot selector {selector:?} is ambiguous: it matches {count} snapshots; give more hex digits")]
+    SnapshotAmbiguous { selector: String, count: usize },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::RepoMissing(_) => ErrorKind::RepoMissing,
+            Error::WrongPassword(_) => ErrorKind::WrongPassword,
+            Error::Locked(_) => ErrorKind::Locked,
+            Error::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Fatal,
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

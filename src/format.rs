@@ -1,0 +1,263 @@
+//! The object envelope (repo-format.md §4): `seal(compression-flag || body)`.
+//!
+//! Every stored object but key files goes through [`encode_object`]; readers go through
+//! [`decode_object`], which bounds every allocation by what the caller expects.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::crypto::{MasterKeys, ObjectKind, OpenError};
+use crate::error::{Error, Result};
+
+/// repo-format.md §4: the first plaintext byte says how the body is stored.
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// Largest metadata object (index file, snapshot, tree) a reader accepts: 1 GiB.
+pub const MAX_METADATA_LEN: usize = 1 << 30;
+
+/// How objects are compressed (the `compression` field of the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Store everything raw.
+    Off,
+    /// zstd level 3, skipped quickly for data that does not compress.
+    Auto,
+    /// zstd at a fixed level (1..=19), still stored raw when that is smaller.
+    Zstd(i32),
+}
+
+impl Compression {
+    pub const AUTO_LEVEL: i32 = 3;
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Off => f.write_str("off"),
+            Compression::Auto => f.write_str("auto"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Compression::Off),
+            "auto" => Ok(Compression::Auto),
+            _ => {
+                let level = s
+                    .strip_prefix("zstd:")
+                    .and_then(|l| l.parse::<i32>().ok())
+                    .ok_or_else(|| format!("compression {s:?} is not one of auto, off, zstd:N"))?;
+                if !(1..=19).contains(&level) {
+                    return Err(format!("zstd level {level} is outside 1..=19"));
+                }
+                Ok(Compression::Zstd(level))
+            }
+        }
+    }
+}
+
+/// Size of the sample that `auto` compresses first to decide whether the rest is worth it.
+const SAMPLE_LEN: usize = 64 * 1024;
+
+/// Builds the envelope plaintext: flag byte, then the body raw or zstd-compressed.
+pub fn compress_body(plain: &[u8], compression: Compression) -> Vec<u8> {
+    let level = match compression {
+        Compression::Off => None,
+        Compression::Auto => Some(Compression::AUTO_LEVEL),
+        Compression::Zstd(l) => Some(l),
+    };
+    if let Some(level) = level {
+        if plain.len() >= 64 && (compression != Compression::Auto || worth_compressing(plain)) {
+            if let Ok(z) = zstd::bulk::compress(plain, level) {
+                if z.len() + 1 < plain.len() {
+                    let mut out = Vec::with_capacity(z.len() + 1);
+                    out.push(FLAG_ZSTD);
+                    out.extend_from_slice(&z);
+                    return out;
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(plain.len() + 1);
+    out.push(FLAG_RAW);
+    out.extend_from_slice(plain);
+    out
+}
+
+/// `auto`'s early give-up: compress a sample at level 1; under 3% saved means media or
+/// encrypted data, stored raw without spending a full compression pass on it.
+fn worth_compressing(plain: &[u8]) -> bool {
+    if plain.len() <= 2 * SAMPLE_LEN {
+        return true;
+    }
+    let mid = plain.len() / 2;
+    let sample = &plain[mid - SAMPLE_LEN / 2..mid + SAMPLE_LEN / 2];
+    match zstd::bulk::compress(sample, 1) {
+        Ok(z) => z.len() * 100 < sample.len() * 97,
+        Err(_) => false,
+    }
+}
+
+/// Compresses (as configured) and seals one object.
+pub fn encode_object(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    binding: &[u8],
+    plain: &[u8],
+    compression: Compression,
+) -> Result<Vec<u8>> {
+    let body = compress_body(plain, compression);
+    keys.seal(kind, binding, &body)
+}
+
+/// How long the decoded plaintext may be.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// Exactly this many bytes (blobs: the raw length from the pack header / index).
+    Exact(usize),
+    /// At most this many bytes.
+    AtMost(usize),
+}
+
+/// Why an object could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("empty plaintext")]
+    Empty,
+    #[error("unknown compression flag {0}")]
+    Flag(u8),
+    #[error("decompression failed: {0}")]
+    Zstd(String),
+    #[error("plaintext is {found} bytes, expected {expected}")]
+    Length { found: usize, expected: String },
+}
+
+/// Opens, decompresses and length-checks one object.
+pub fn decode_object(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    binding: &[u8],
+    sealed: &[u8],
+    expect: Expect,
+) -> Result<Vec<u8>, DecodeError> {
+    let plain = keys.open(kind, binding, sealed)?;
+    decompress_body(plain, expect)
+}
+
+pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, DecodeError> {
+    let (max, exact) = match expect {
+        Expect::Exact(n) => (n, true),
+        Expect::AtMost(n) => (n, false),
+    };
+    let flag = *plain.first().ok_or(DecodeError::Empty)?;
+    let out = match flag {
+        FLAG_RAW => {
+            plain.remove(0);
+            plain
+        }
+        FLAG_ZSTD => {
+            let body = &plain[1..];
+            match zstd::zstd_safe::get_frame_content_size(body) {
+                Ok(Some(n)) if n as usize <= max => zstd::bulk::decompress(body, n as usize)
+                    .map_err(|e| DecodeError::Zstd(e.to_string()))?,
+                Ok(Some(n)) => {
+                    return Err(DecodeError::Length {
+                        found: n as usize,
+                        expected: format!("at most {max}"),
+                    })
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    let dec = zstd::stream::read::Decoder::new(body)
+                        .map_err(|e| DecodeError::Zstd(e.to_string()))?;
+                    dec.take(max as u64 + 1)
+                        .read_to_end(&mut out)
+                        .map_err(|e| DecodeError::Zstd(e.to_string()))?;
+                    out
+                }
+            }
+        }
+        f => return Err(DecodeError::Flag(f)),
+    };
+    if (exact && out.len() != max) || out.len() > max {
+        return Err(DecodeError::Length {
+            found: out.len(),
+            expected: if exact {
+                max.to_string()
+            } else {
+                format!("at most {max}")
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// MessagePack with structs as arrays (trees, index files, pack headers: compact, canonical).
+pub fn to_msgpack_compact<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec(v)
+        .map_err(|e| Error::InvalidInput(format!("MessagePack encoding failed: {e}")))
+}
+
+/// MessagePack with structs as maps (config, snapshots: small and extensible).
+pub fn to_msgpack_named<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(v)
+        .map_err(|e| Error::InvalidInput(format!("MessagePack encoding failed: {e}")))
+}
+
+/// Decodes MessagePack, naming `what` on failure.
+pub fn from_msgpack<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::corrupt(what, format!("bad MessagePack: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_data_is_compressed_and_round_trips() {
+        let plain = vec![7u8; 100_000];
+        let body = compress_body(&plain, Compression::Auto);
+        assert_eq!(body[0], FLAG_ZSTD);
+        assert!(body.len() < 1000);
+        assert_eq!(
+            decompress_body(body, Expect::Exact(plain.len())).unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn random_data_is_stored_raw() {
+        let mut plain = vec![0u8; 300_000];
+        crate::crypto::random_bytes(&mut plain).unwrap();
+        let body = compress_body(&plain, Compression::Auto);
+        assert_eq!(body[0], FLAG_RAW);
+        assert_eq!(
+            decompress_body(body, Expect::Exact(plain.len())).unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn decompression_is_bounded_by_expectation() {
+        let plain = vec![0u8; 1 << 20];
+        let body = compress_body(&plain, Compression::Zstd(3));
+        assert!(decompress_body(body.clone(), Expect::AtMost(1000)).is_err());
+        assert!(decompress_body(body, Expect::Exact((1 << 20) - 1)).is_err());
+    }
+
+    #[test]
+    fn compression_setting_parses() {
+        assert_eq!("auto".parse(), Ok(Compression::Auto));
+        assert_eq!("off".parse(), Ok(Compression::Off));
+        assert_eq!("zstd:7".parse(), Ok(Compression::Zstd(7)));
+        assert!("zstd:99".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+    }
+}

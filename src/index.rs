@@ -1,0 +1,100 @@
+//! Index files (repo-format.md §8) and the in-memory index built from them.
+//!
+//! An index file lists packs and the blobs in each. The in-memory index maps a blob id to its
+//! pack and place; a blob stored twice (two clients racing) resolves to the first pack seen.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{BlobId, IndexId, PackId};
+use crate::pack::{BlobKind, PackEntry};
+
+/// `[supersedes, packs]` as a MessagePack array (repo-format.md §8).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IndexFile {
+    /// Index files this one replaces; readers ignore those (written by prune and repair).
+    pub supersedes: Vec<IndexId>,
+    pub packs: Vec<IndexPack>,
+}
+
+/// `[pack id, pack size, [entries...]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexPack {
+    pub id: PackId,
+    pub size: u64,
+    pub blobs: Vec<PackEntry>,
+}
+
+/// Where one blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pack: u32,
+    kind: BlobKind,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+}
+
+/// Blob id → location, for every pack in the loaded index files.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<(PackId, u64)>,
+    pack_slot: HashMap<PackId, u32>,
+    blobs: HashMap<BlobId, Slot>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_pack(&mut self, pack: &IndexPack) {
+        let slot = *self.pack_slot.entry(pack.id).or_insert_with(|| {
+            self.packs.push((pack.id, pack.size));
+            (self.packs.len() - 1) as u32
+        });
+        for e in &pack.blobs {
+            self.blobs.entry(e.id).or_insert(Slot {
+                pack: slot,
+                kind: e.kind,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+        }
+    }
+
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        let s = self.blobs.get(id)?;
+        Some(BlobLocation {
+            pack: self.packs[s.pack as usize].0,
+            entry: PackEntry {
+                kind: s.kind,
+                id: *id,
+                offset: s.offset,
+                length: s.length,
+                raw_length: s.raw_length,
+            },
+        })
+    }
+
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Every pack with its size as recorded in the index.
+    pub fn packs(&self) -> &[(PackId, u64)] {
+        &self.packs
+    }
+}

@@ -1,0 +1,25 @@
+//! cairn: encrypted, deduplicated, verifiable backups.
+//!
+//! The library holds everything; the `cairn` binary parses arguments, calls one function here,
+//! and prints. Nothing in the library reads argv or the environment, or draws on a terminal.
+//! The on-disk format is specified in `repo-format.md`; modules that implement a part of it
+//! cite its section.
+
+pub mod backend;
+pub mod backup;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod meta;
+pub mod pack;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Result};
+pub use repo::Repository;

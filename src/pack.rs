@@ -1,0 +1,313 @@
+//! Pack files (repo-format.md §6): sealed blobs back to back, then the sealed header, then the
+//! header's length as u32 little-endian. Nothing about a blob is visible in clear text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{MasterKeys, ObjectKind, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_object, encode_object, from_msgpack, to_msgpack_compact, Compression, Expect,
+};
+use crate::id::{content_hash, BlobId, PackId};
+
+/// repo-format.md §6: the trailing header length, u32 little-endian.
+pub const TRAILER_LEN: usize = 4;
+/// Largest sealed header a reader accepts (16 MiB ≈ 300,000 entries).
+pub const MAX_HEADER_LEN: usize = 16 << 20;
+/// Largest pack a writer makes or a reader accepts: far below FAT32's 4 GiB file limit.
+pub const MAX_PACK_LEN: u64 = 1 << 31;
+
+/// repo-format.md §6: the type of a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl BlobKind {
+    pub fn object_kind(self) -> ObjectKind {
+        match self {
+            BlobKind::Data => ObjectKind::DataBlob,
+            BlobKind::Tree => ObjectKind::TreeBlob,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+        }
+    }
+}
+
+impl Serialize for BlobKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            k => Err(serde::de::Error::custom(format!("unknown blob type {k}"))),
+        }
+    }
+}
+
+/// One blob in a pack: `[type, id, offset, length, raw_length]` (repo-format.md §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    /// Offset of the sealed blob from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the blob's plaintext.
+    pub raw_length: u32,
+}
+
+/// Collects sealed blobs into one pack in memory.
+#[derive(Default)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack: its name, bytes and what it holds.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a sealed blob (as made by [`seal_blob`]).
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .ok()
+            .filter(|o| (*o as u64) + (sealed.len() as u64) < MAX_PACK_LEN)
+            .ok_or_else(|| Error::InvalidInput("pack would exceed 2 GiB".into()))?;
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset,
+            length: sealed.len() as u32,
+            raw_length,
+        });
+        Ok(())
+    }
+
+    /// Seals the header, appends it and its length; the pack's id is the hash of it all.
+    pub fn finish(mut self, keys: &MasterKeys) -> Result<FinishedPack> {
+        let header = to_msgpack_compact(&self.entries)?;
+        let sealed = encode_object(
+            keys,
+            ObjectKind::PackHeader,
+            &[],
+            &header,
+            Compression::Auto,
+        )?;
+        let len = u32::try_from(sealed.len())
+            .map_err(|_| Error::InvalidInput("pack header too large".into()))?;
+        self.buf.extend_from_slice(&sealed);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        let id = PackId(content_hash(&self.buf));
+        Ok(FinishedPack {
+            id,
+            bytes: self.buf,
+            entries: self.entries,
+        })
+    }
+}
+
+/// Compresses and seals one blob; the associated data binds its type and id.
+pub fn seal_blob(
+    keys: &MasterKeys,
+    kind: BlobKind,
+    id: &BlobId,
+    plain: &[u8],
+    c: Compression,
+) -> Result<Vec<u8>> {
+    encode_object(keys, kind.object_kind(), id.as_bytes(), plain, c)
+}
+
+/// Opens one sealed blob and checks that its plaintext hashes to its id.
+pub fn open_blob(keys: &MasterKeys, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    let plain = decode_object(
+        keys,
+        entry.kind.object_kind(),
+        entry.id.as_bytes(),
+        sealed,
+        Expect::Exact(entry.raw_length as usize),
+    )
+    .map_err(|e| e.to_string())?;
+    let actual = match entry.kind {
+        BlobKind::Data => keys.chunk_id(&plain),
+        BlobKind::Tree => keys.tree_id(&plain),
+    };
+    if actual != entry.id {
+        return Err(format!(
+            "plaintext hashes to {}, not its id",
+            actual.short()
+        ));
+    }
+    Ok(plain)
+}
+
+/// Reads the header length from a pack's last 4 bytes, validated against the pack's size.
+pub fn header_len_from_trailer(trailer: &[u8], pack_len: u64) -> Result<usize, String> {
+    let arr: [u8; TRAILER_LEN] = trailer
+        .try_into()
+        .map_err(|_| "trailer is not 4 bytes".to_string())?;
+    let len = u32::from_le_bytes(arr) as usize;
+    if len < SEAL_OVERHEAD + 1 || len > MAX_HEADER_LEN || (len + TRAILER_LEN) as u64 > pack_len {
+        return Err(format!(
+            "header length {len} does not fit a pack of {pack_len} bytes"
+        ));
+    }
+    Ok(len)
+}
+
+/// Opens and validates a pack header: every entry lies inside the blob area, without overlap.
+pub fn parse_header(
+    keys: &MasterKeys,
+    sealed_header: &[u8],
+    pack_len: u64,
+) -> Result<Vec<PackEntry>, String> {
+    let plain = decode_object(
+        keys,
+        ObjectKind::PackHeader,
+        &[],
+        sealed_header,
+        Expect::AtMost(MAX_HEADER_LEN * 4),
+    )
+    .map_err(|e| format!("header: {e}"))?;
+    let mut entries: Vec<PackEntry> =
+        from_msgpack(&plain, "pack header").map_err(|e| e.to_string())?;
+    let blob_area = pack_len - (sealed_header.len() + TRAILER_LEN) as u64;
+    entries.sort_by_key(|e| e.offset);
+    let mut end = 0u64;
+    for e in &entries {
+        let start = e.offset as u64;
+        if start < end
+            || start + e.length as u64 > blob_area
+            || (e.length as usize) < SEAL_OVERHEAD + 1
+        {
+            return Err(format!(
+                "entry for blob {} lies outside the blob area or overlaps",
+                e.id.short()
+            ));
+        }
+        end = start + e.length as u64;
+    }
+    Ok(entries)
+}
+
+/// Parses a whole pack held in memory (repair, check, tests).
+pub fn read_pack(keys: &MasterKeys, bytes: &[u8]) -> Result<Vec<PackEntry>, String> {
+    let n = bytes.len();
+    if n < TRAILER_LEN {
+        return Err("pack shorter than its trailer".into());
+    }
+    let hl = header_len_from_trailer(&bytes[n - TRAILER_LEN..], n as u64)?;
+    parse_header(
+        keys,
+        &bytes[n - TRAILER_LEN - hl..n - TRAILER_LEN],
+        n as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_writer_and_reader_round_trip() {
+        let keys = MasterKeys::generate().unwrap();
+        let mut w = PackWriter::new();
+        let blobs: Vec<Vec<u8>> = vec![b"first".to_vec(), vec![9u8; 5000], b"third blob".to_vec()];
+        for (i, b) in blobs.iter().enumerate() {
+            let kind = if i == 1 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            };
+            let id = if kind == BlobKind::Tree {
+                keys.tree_id(b)
+            } else {
+                keys.chunk_id(b)
+            };
+            let sealed = seal_blob(&keys, kind, &id, b, Compression::Auto).unwrap();
+            w.add(kind, id, &sealed, b.len() as u32).unwrap();
+        }
+        let p = w.finish(&keys).unwrap();
+        assert_eq!(p.id.0, content_hash(&p.bytes));
+        let entries = read_pack(&keys, &p.bytes).unwrap();
+        assert_eq!(entries, p.entries);
+        for (e, b) in entries.iter().zip(&blobs) {
+            let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&open_blob(&keys, e, sealed).unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn a_blob_cannot_be_opened_as_another() {
+        let keys = MasterKeys::generate().unwrap();
+        let a = keys.chunk_id(b"a");
+        let sealed = seal_blob(&keys, BlobKind::Data, &a, b"a", Compression::Off).unwrap();
+        let mut e = PackEntry {
+            kind: BlobKind::Data,
+            id: keys.chunk_id(b"b"),
+            offset: 0,
+            length: sealed.len() as u32,
+            raw_length: 1,
+        };
+        assert!(open_blob(&keys, &e, &sealed).is_err());
+        e.id = a;
+        e.kind = BlobKind::Tree;
+        assert!(open_blob(&keys, &e, &sealed).is_err());
+    }
+
+    #[test]
+    fn truncated_or_garbage_packs_are_errors() {
+        let keys = MasterKeys::generate().unwrap();
+        let mut w = PackWriter::new();
+        let id = keys.chunk_id(b"x");
+        w.add(
+            BlobKind::Data,
+            id,
+            &seal_blob(&keys, BlobKind::Data, &id, b"x", Compression::Off).unwrap(),
+            1,
+        )
+        .unwrap();
+        let p = w.finish(&keys).unwrap();
+        for cut in 0..p.bytes.len() {
+            assert!(read_pack(&keys, &p.bytes[..cut]).is_err());
+        }
+        assert!(read_pack(&keys, &[0xff; 100]).is_err());
+    }
+}

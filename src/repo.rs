@@ -1,0 +1,581 @@
+//! Opening, creating and reading a repository; the write-order invariants live here.
+//!
+//! Commit order (repo-format.md §10.2): packs are durable before an index file names them; index
+//! files are durable before a snapshot references their blobs. A reader that finds a snapshot
+//! can therefore always find its data, whatever instant a writer was interrupted at.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, FileKind, CONFIG_NAME};
+use crate::chunker::ChunkerParams;
+use crate::config::{RepoConfig, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
+use crate::crypto::{self, KdfParams, KeyFileError, KeyInfo, MasterKeys, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_object, encode_object, from_msgpack, to_msgpack_compact, to_msgpack_named, Compression,
+    Expect, MAX_METADATA_LEN,
+};
+use crate::id::{content_hash, BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, TreeId};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{self, BlobKind};
+use crate::snapshot::{Snapshot, SNAPSHOT_VERSION};
+use crate::tree::Tree;
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub pack_size: u32,
+    pub compression: Compression,
+    pub chunker: ChunkerParams,
+    pub kdf: KdfParams,
+    /// Take chunker parameters and key from another repository, so data deduplicates across both.
+    pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+    pub host: String,
+    pub user: String,
+    pub now_ns: i64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            pack_size: DEFAULT_PACK_SIZE,
+            compression: Compression::Auto,
+            chunker: ChunkerParams::default(),
+            kdf: KdfParams::default(),
+            chunker_from: None,
+            host: String::new(),
+            user: String::new(),
+            now_ns: 0,
+        }
+    }
+}
+
+/// An open repository: backend, keys, config and (once loaded) the index.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: MasterKeys,
+    config: RepoConfig,
+    compression: Compression,
+    key_id: KeyId,
+    key_info: KeyInfo,
+    index: Index,
+    index_files: Vec<IndexId>,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// Maps a backend I/O error to a library error naming the object.
+pub(crate) fn backend_err(kind: FileKind, name: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Backend {
+        path: kind.path(name),
+        source,
+    }
+}
+
+impl Repository {
+    /// Creates a new repository: key file first, config last (the config marks it initialized).
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&opts.pack_size) {
+            return Err(Error::InvalidInput(format!(
+                "pack size must be between {} and {} MiB",
+                MIN_PACK_SIZE >> 20,
+                MAX_PACK_SIZE >> 20
+            )));
+        }
+        opts.kdf.validate().map_err(Error::InvalidInput)?;
+        let (chunker, chunker_key) = match opts.chunker_from {
+            Some((p, k)) => (p, k),
+            None => (opts.chunker, crypto::random_array()?),
+        };
+        chunker.validate().map_err(Error::InvalidInput)?;
+        let keys = MasterKeys::new(
+            crypto::random_array()?,
+            crypto::random_array()?,
+            chunker_key,
+        );
+        backend.create().map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::RepoNotEmpty(backend.location())
+            } else {
+                Error::Backend {
+                    path: backend.location(),
+                    source: e,
+                }
+            }
+        })?;
+        let key_file = crypto::make_key_file(
+            &keys,
+            password,
+            opts.kdf,
+            &opts.host,
+            &opts.user,
+            opts.now_ns,
+        )?;
+        let key_id = KeyId(content_hash(&key_file));
+        backend
+            .put(FileKind::Key, &key_id.to_hex(), &key_file)
+            .map_err(backend_err(FileKind::Key, &key_id.to_hex()))?;
+        let config = RepoConfig {
+            version: FORMAT_VERSION,
+            id: RepoId(crypto::random_array()?),
+            chunker,
+            compression: opts.compression.to_string(),
+            pack_size: opts.pack_size,
+        };
+        let plain = to_msgpack_named(&config)?;
+        let sealed = encode_object(&keys, ObjectKind::Config, &[], &plain, Compression::Off)?;
+        // Invariant: the config is written last; a repository without one is not a repository.
+        backend
+            .put(FileKind::Config, CONFIG_NAME, &sealed)
+            .map_err(backend_err(FileKind::Config, CONFIG_NAME))?;
+        let key_info = KeyInfo {
+            created_ns: opts.now_ns,
+            host: opts.host.clone(),
+            user: opts.user.clone(),
+            params: opts.kdf,
+        };
+        Ok(Repository {
+            backend,
+            keys,
+            compression: opts.compression,
+            config,
+            key_id,
+            key_info,
+            index: Index::new(),
+            index_files: Vec::new(),
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens a repository with a password; does not load the index (see [`Self::load_index`]).
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let config_bytes = match backend.get(FileKind::Config, CONFIG_NAME) {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => return Err(Error::corrupt("config", "the file is empty (zero-length)")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::RepoMissing(backend.location()))
+            }
+            Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
+        };
+        let mut warnings = Vec::new();
+        let keys_listed = backend
+            .list(FileKind::Key)
+            .map_err(backend_err(FileKind::Key, ""))?;
+        if keys_listed.is_empty() {
+            return Err(Error::corrupt(
+                "keys/",
+                "no key files: nothing can open this repository",
+            ));
+        }
+        let mut opened = None;
+        for (name, size) in &keys_listed {
+            if *size == 0 {
+                warnings.push(format!("key file {name} is empty (zero-length); ignored"));
+                continue;
+            }
+            let bytes = match backend.get(FileKind::Key, name) {
+                Ok(b) => b,
+                Err(e) => {
+                    warnings.push(format!("key file {name} cannot be read: {e}"));
+                    continue;
+                }
+            };
+            if hex::encode(content_hash(&bytes)) != *name {
+                warnings.push(format!(
+                    "key file {name} is damaged (its content does not match its name)"
+                ));
+            }
+            match crypto::open_key_file(&bytes, password) {
+                Ok((keys, info)) => {
+                    opened = KeyId::from_hex(name).map(|id| (keys, info, id));
+                    if opened.is_some() {
+                        break;
+                    }
+                }
+                Err(KeyFileError::WrongPassword) => {}
+                Err(KeyFileError::Malformed(why)) => {
+                    warnings.push(format!("key file {name} is damaged: {why}"))
+                }
+            }
+        }
+        let Some((keys, key_info, key_id)) = opened else {
+            return Err(Error::WrongPassword(backend.location()));
+        };
+        let config = decode_config(&keys, &config_bytes)?;
+        let compression = config
+            .compression
+            .parse::<Compression>()
+            .map_err(|e| Error::corrupt("config", e))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&config.pack_size) {
+            return Err(Error::corrupt(
+                "config",
+                format!("pack size {} out of range", config.pack_size),
+            ));
+        }
+        Ok(Repository {
+            backend,
+            keys,
+            compression,
+            config,
+            key_id,
+            key_info,
+            index: Index::new(),
+            index_files: Vec::new(),
+            warnings: Mutex::new(warnings),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn key_info(&self) -> &KeyInfo {
+        &self.key_info
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Records a non-fatal problem for the caller to show.
+    pub fn warn(&self, msg: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// Takes the warnings gathered so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads one file whose name is the hash of its bytes; zero-length or mismatching files are
+    /// damaged.
+    fn get_verified(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self
+            .backend
+            .get(kind, name)
+            .map_err(backend_err(kind, name))?;
+        if bytes.is_empty() {
+            return Err(Error::corrupt(
+                kind.path(name),
+                "the file is empty (zero-length)",
+            ));
+        }
+        if hex::encode(content_hash(&bytes)) != name {
+            return Err(Error::corrupt(
+                kind.path(name),
+                "its content does not hash to its name",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Loads every index file. Damaged or zero-length index files are skipped with a warning:
+    /// `cairn repair index` rebuilds what they described from the packs.
+    pub fn load_index(&mut self) -> Result<()> {
+        let listed = self
+            .backend
+            .list(FileKind::Index)
+            .map_err(backend_err(FileKind::Index, ""))?;
+        let mut files = Vec::new();
+        let mut superseded = std::collections::HashSet::new();
+        for (name, _) in &listed {
+            match self.read_index_file(name) {
+                Ok(f) => {
+                    superseded.extend(f.supersedes.iter().copied());
+                    files.push((name.clone(), f));
+                }
+                Err(e) => self.warn(format!("ignoring index file {name}: {e}")),
+            }
+        }
+        let mut index = Index::new();
+        let mut ids = Vec::new();
+        for (name, f) in files {
+            let Some(id) = IndexId::from_hex(&name) else {
+                continue;
+            };
+            if superseded.contains(&id) {
+                continue;
+            }
+            for p in &f.packs {
+                index.add_pack(p);
+            }
+            ids.push(id);
+        }
+        self.index = index;
+        self.index_files = ids;
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.get_verified(FileKind::Index, name)?;
+        let plain = decode_object(
+            &self.keys,
+            ObjectKind::Index,
+            &[],
+            &bytes,
+            Expect::AtMost(MAX_METADATA_LEN),
+        )
+        .map_err(|e| Error::corrupt(FileKind::Index.path(name), e.to_string()))?;
+        from_msgpack(&plain, &FileKind::Index.path(name))
+    }
+
+    /// Writes an index file durably and adds its packs to the in-memory index.
+    pub fn save_index(&mut self, file: &IndexFile) -> Result<IndexId> {
+        let plain = to_msgpack_compact(file)?;
+        let sealed = encode_object(&self.keys, ObjectKind::Index, &[], &plain, self.compression)?;
+        let id = IndexId(content_hash(&sealed));
+        self.backend
+            .put(FileKind::Index, &id.to_hex(), &sealed)
+            .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
+        for p in &file.packs {
+            self.index.add_pack(p);
+        }
+        self.index_files.push(id);
+        Ok(id)
+    }
+
+    /// Adds packs to the in-memory index only (they must already be in a durable index file).
+    pub fn index_add(&mut self, pack: &IndexPack) {
+        self.index.add_pack(pack);
+    }
+
+    /// Reads, opens and verifies one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::BlobMissing { id: id.to_hex() })?;
+        self.read_blob_at(&loc.pack, &loc.entry)
+    }
+
+    pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
+        let name = pack.to_hex();
+        let sealed = self
+            .backend
+            .get_range(
+                FileKind::Pack,
+                &name,
+                entry.offset as u64,
+                entry.length as usize,
+            )
+            .map_err(backend_err(FileKind::Pack, &name))?;
+        pack::open_blob(&self.keys, entry, &sealed).map_err(|why| {
+            Error::corrupt(
+                format!(
+                    "{} blob {} in pack {}",
+                    entry.kind.name(),
+                    entry.id.short(),
+                    pack.short()
+                ),
+                why,
+            )
+        })
+    }
+
+    pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {
+        let loc = self
+            .index
+            .get(&id.0)
+            .ok_or_else(|| Error::BlobMissing { id: id.to_string() })?;
+        if loc.entry.kind != BlobKind::Tree {
+            return Err(Error::corrupt(
+                format!("tree {}", id.0.short()),
+                "the index lists it as a data blob",
+            ));
+        }
+        let plain = self.read_blob_at(&loc.pack, &loc.entry)?;
+        Tree::decode(&plain, id)
+    }
+
+    /// Writes a snapshot durably. Invariant: every blob it references is in a durable index file.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let plain = to_msgpack_named(snap)?;
+        let sealed = encode_object(
+            &self.keys,
+            ObjectKind::Snapshot,
+            &[],
+            &plain,
+            self.compression,
+        )?;
+        let id = SnapshotId(content_hash(&sealed));
+        self.backend
+            .put(FileKind::Snapshot, &id.to_hex(), &sealed)
+            .map_err(backend_err(FileKind::Snapshot, &id.to_hex()))?;
+        Ok(id)
+    }
+
+    pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let bytes = self.get_verified(FileKind::Snapshot, &name)?;
+        let plain = decode_object(
+            &self.keys,
+            ObjectKind::Snapshot,
+            &[],
+            &bytes,
+            Expect::AtMost(MAX_METADATA_LEN),
+        )
+        .map_err(|e| Error::corrupt(FileKind::Snapshot.path(&name), e.to_string()))?;
+        let snap: Snapshot = from_msgpack(&plain, &FileKind::Snapshot.path(&name))?;
+        if snap.version > SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: snap.version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Every readable snapshot, oldest first. Damaged ones are skipped with a warning.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let listed = self
+            .backend
+            .list(FileKind::Snapshot)
+            .map_err(backend_err(FileKind::Snapshot, ""))?;
+        let mut out = Vec::new();
+        for (name, _) in listed {
+            let Some(id) = SnapshotId::from_hex(&name) else {
+                continue;
+            };
+            match self.read_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => self.warn(format!("skipping snapshot {}: {e}", id.short())),
+            }
+        }
+        out.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of ≥ 4 hex digits.
+    pub fn find_snapshot(
+        &self,
+        selector: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        select_snapshot(all, selector, filter)
+    }
+
+    /// The repository's id.
+    pub fn id(&self) -> RepoId {
+        self.config.id
+    }
+
+    /// Adds a key file for `password` opening the same master keys.
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        host: &str,
+        user: &str,
+        now_ns: i64,
+    ) -> Result<KeyId> {
+        let file = crypto::make_key_file(&self.keys, password, kdf, host, user, now_ns)?;
+        let id = KeyId(content_hash(&file));
+        self.backend
+            .put(FileKind::Key, &id.to_hex(), &file)
+            .map_err(backend_err(FileKind::Key, &id.to_hex()))?;
+        Ok(id)
+    }
+}
+
+fn decode_config(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let plain = decode_object(
+        keys,
+        ObjectKind::Config,
+        &[],
+        bytes,
+        Expect::AtMost(1 << 20),
+    )
+    .map_err(|e| Error::corrupt("config", e.to_string()))?;
+    let v: VersionOnly = from_msgpack(&plain, "config")?;
+    if v.version > FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: v.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if v.version == 0 {
+        return Err(Error::corrupt("config", "format version 0"));
+    }
+    from_msgpack(&plain, "config")
+}
+
+/// Narrows `latest` to snapshots of a host, with a tag, or of a path.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && (self.tags.is_empty() || self.tags.iter().any(|t| s.tags.contains(t)))
+            && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
+    }
+}
+
+/// Picks one snapshot from `all` (oldest first) by selector.
+pub fn select_snapshot(
+    all: Vec<(SnapshotId, Snapshot)>,
+    selector: &str,
+    filter: &SnapshotFilter,
+) -> Result<(SnapshotId, Snapshot)> {
+    if selector == "latest" {
+        return all
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .max_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)))
+            .ok_or_else(|| Error::SnapshotNotFound(selector.to_string()));
+    }
+    let sel = selector.to_ascii_lowercase();
+    if sel.len() < 4 || sel.len() > 64 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidInput(format!(
+            "snapshot selector {selector:?} is not `latest`, an id, or a prefix of at least 4 hex digits"
+        )));
+    }
+    let mut hits: Vec<_> = all
+        .into_iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&sel))
+        .collect();
+    match hits.len() {
+        0 => Err(Error::SnapshotNotFound(selector.to_string())),
+        1 => Ok(hits.remove(0)),
+        n => Err(Error::SnapshotAmbiguous {
+            selector: selector.to_string(),
+            count: n,
+        }),
+    }
+}
