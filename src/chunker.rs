@@ -128,8 +128,10 @@ mod tests {
         assert_eq!(&cuts[..12], GOLDEN_SMALL);
     }
 
-    const GOLDEN_DEFAULT: &[usize] = &[];
-    const GOLDEN_SMALL: &[usize] = &[];
+    const GOLDEN_DEFAULT: &[usize] = &[549913, 3442196, 3742591, 5194347, 5916446, 8388608];
+    const GOLDEN_SMALL: &[usize] = &[
+        5097, 10193, 16705, 19321, 23398, 36506, 38754, 44799, 51211, 52525, 56815, 63472,
+    ];
 
     #[test]
     fn seed_changes_cut_points() {
