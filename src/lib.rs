@@ -10,6 +10,7 @@ pub mod backup;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
@@ -19,6 +20,7 @@ pub mod pack;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};

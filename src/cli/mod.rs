@@ -1,12 +1,14 @@
 //! Command-line edge: arguments → library options → one library call → output.
 
 mod backup;
+mod diff;
 mod init;
 mod ls;
 mod output;
 mod password;
 mod restore;
 mod snapshots;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -106,6 +108,12 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup restore latest:/home/me/Documents --target /tmp/docs --verify"
     )]
     Restore(restore::Args),
+    /// Show what changed between two snapshots
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup diff 1a2b3c4d latest")]
+    Diff(diff::Args),
+    /// Show sizes, compression and deduplication
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup stats latest")]
+    Stats(stats::Args),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -185,6 +193,8 @@ pub fn main() -> ExitCode {
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

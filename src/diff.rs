@@ -1,0 +1,170 @@
+//! Comparing two snapshots: walks both trees together and skips every subtree whose id is the
+//! same on both sides, so two large, mostly equal snapshots diff in time proportional to the
+//! change.
+
+use std::cmp::Ordering;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::id::TreeId;
+use crate::repo::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// What happened to one path (cli.md `diff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `+`
+    Added,
+    /// `-`
+    Removed,
+    /// `M`: content changed (chunks or symlink target)
+    Modified,
+    /// `U`: metadata only
+    Metadata,
+    /// `T`: type changed
+    TypeChanged,
+}
+
+impl Change {
+    pub fn symbol(self) -> char {
+        match self {
+            Change::Added => '+',
+            Change::Removed => '-',
+            Change::Modified => 'M',
+            Change::Metadata => 'U',
+            Change::TypeChanged => 'T',
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiffTotals {
+    pub added: u64,
+    pub removed: u64,
+    pub modified: u64,
+    pub metadata: u64,
+    pub type_changed: u64,
+    /// Sizes of files (and symlinks) that appear in the second snapshot only / first only.
+    pub bytes_added: u64,
+    pub bytes_removed: u64,
+}
+
+/// Calls `report` for every changed path, in path order, and returns totals.
+pub fn diff(
+    repo: &Repository,
+    a: TreeId,
+    b: TreeId,
+    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
+) -> Result<DiffTotals> {
+    let mut totals = DiffTotals::default();
+    diff_trees(repo, Some(a), Some(b), Path::new("/"), report, &mut totals)?;
+    Ok(totals)
+}
+
+fn load(repo: &Repository, id: Option<TreeId>) -> Result<Tree> {
+    match id {
+        Some(id) => repo.read_tree(&id),
+        None => Ok(Tree::default()),
+    }
+}
+
+fn diff_trees(
+    repo: &Repository,
+    a: Option<TreeId>,
+    b: Option<TreeId>,
+    dir: &Path,
+    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
+    t: &mut DiffTotals,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let (ta, tb) = (load(repo, a)?, load(repo, b)?);
+    let (mut i, mut j) = (0, 0);
+    while i < ta.nodes.len() || j < tb.nodes.len() {
+        let ord = match (ta.nodes.get(i), tb.nodes.get(j)) {
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match ord {
+            Ordering::Less => {
+                let n = &ta.nodes[i];
+                one_side(repo, n, dir, Change::Removed, report, t)?;
+                i += 1;
+            }
+            Ordering::Greater => {
+                let n = &tb.nodes[j];
+                one_side(repo, n, dir, Change::Added, report, t)?;
+                j += 1;
+            }
+            Ordering::Equal => {
+                let (x, y) = (&ta.nodes[i], &tb.nodes[j]);
+                let path = dir.join(OsStr::from_bytes(&x.name));
+                if x.kind != y.kind {
+                    report(&path, Change::TypeChanged, Some(x), Some(y));
+                    t.type_changed += 1;
+                    if x.kind == NodeKind::Dir || y.kind == NodeKind::Dir {
+                        diff_trees(repo, x.subtree, y.subtree, &path, report, t)?;
+                    }
+                } else {
+                    let content =
+                        x.content != y.content || x.target != y.target || x.rdev != y.rdev;
+                    let meta = x.mode != y.mode
+                        || x.uid != y.uid
+                        || x.gid != y.gid
+                        || x.mtime != y.mtime
+                        || x.xattrs != y.xattrs;
+                    if content {
+                        report(&path, Change::Modified, Some(x), Some(y));
+                        t.modified += 1;
+                    } else if meta {
+                        report(&path, Change::Metadata, Some(x), Some(y));
+                        t.metadata += 1;
+                    }
+                    if x.kind == NodeKind::Dir {
+                        diff_trees(repo, x.subtree, y.subtree, &path, report, t)?;
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reports a node present on one side only, and everything below it.
+fn one_side(
+    repo: &Repository,
+    n: &Node,
+    dir: &Path,
+    change: Change,
+    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
+    t: &mut DiffTotals,
+) -> Result<()> {
+    let path: PathBuf = dir.join(OsStr::from_bytes(&n.name));
+    let (a, b) = if change == Change::Added {
+        (None, Some(n))
+    } else {
+        (Some(n), None)
+    };
+    report(&path, change, a, b);
+    let size = if n.kind == NodeKind::Dir { 0 } else { n.size };
+    if change == Change::Added {
+        t.added += 1;
+        t.bytes_added += size;
+    } else {
+        t.removed += 1;
+        t.bytes_removed += size;
+    }
+    if let Some(sub) = n.subtree {
+        let tree = repo.read_tree(&sub)?;
+        for c in &tree.nodes {
+            one_side(repo, c, &path, change, report, t)?;
+        }
+    }
+    Ok(())
+}
