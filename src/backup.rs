@@ -90,9 +90,9 @@ pub trait BackupProgress: Send + Sync {
 pub struct NoProgress;
 impl BackupProgress for NoProgress {}
 
-/// Chunks and trees waiting for compression: ≤ 2 × threads × 4 MiB (max chunk) in flight.
+/// Chunks and trees waiting for compression: ≤ 2 × threads × 2 MiB (max chunk; trees may be larger).
 const JOBS_PER_THREAD: usize = 2;
-/// Sealed blobs waiting for the packer: ≤ 2 × threads × 4 MiB.
+/// Sealed blobs waiting for the packer: ≤ 2 × threads × 2 MiB.
 const SEALED_PER_THREAD: usize = 2;
 
 struct Job {

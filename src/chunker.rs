@@ -18,12 +18,12 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 256 KiB / 1 MiB / 4 MiB: see repo-format.md §5 for the measurement behind the choice.
+    /// 128 KiB / 512 KiB / 2 MiB: see repo-format.md §5.1 for the measurement behind the choice.
     fn default() -> Self {
         ChunkerParams {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
+            min: 128 * 1024,
+            avg: 512 * 1024,
+            max: 2 * 1024 * 1024,
         }
     }
 }
@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(&cuts[..12], GOLDEN_SMALL);
     }
 
-    const GOLDEN_DEFAULT: &[usize] = &[549913, 3442196, 3742591, 5194347, 5916446, 8388608];
+    const GOLDEN_DEFAULT: &[usize] = &[
+        549913, 688038, 1501527, 2453688, 3442196, 3742591, 4678331, 5194347, 5848851, 6599665,
+        7773777, 8388608,
+    ];
     const GOLDEN_SMALL: &[usize] = &[
         5097, 10193, 16705, 19321, 23398, 36506, 38754, 44799, 51211, 52525, 56815, 63472,
     ];
