@@ -48,6 +48,9 @@ pub struct Index {
     packs: Vec<(PackId, u64)>,
     pack_slot: HashMap<PackId, u32>,
     blobs: HashMap<BlobId, Slot>,
+    /// Second copies of blobs already indexed in another pack (two writers raced): kept so the
+    /// pack's full contents stay known to `check` and `prune`.
+    duplicates: Vec<(BlobId, Slot)>,
 }
 
 impl Index {
@@ -61,14 +64,55 @@ impl Index {
             (self.packs.len() - 1) as u32
         });
         for e in &pack.blobs {
-            self.blobs.entry(e.id).or_insert(Slot {
+            let new = Slot {
                 pack: slot,
                 kind: e.kind,
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
-            });
+            };
+            match self.blobs.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(new);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let old = o.get();
+                    if old.pack != new.pack || old.offset != new.offset {
+                        self.duplicates.push((e.id, new));
+                    }
+                }
+            }
         }
+    }
+
+    /// Every indexed entry (duplicates included), grouped by pack, with each pack's size.
+    pub fn entries_by_pack(&self) -> HashMap<PackId, (u64, Vec<PackEntry>)> {
+        let mut out: HashMap<PackId, (u64, Vec<PackEntry>)> = self
+            .packs
+            .iter()
+            .map(|(id, size)| (*id, (*size, Vec::new())))
+            .collect();
+        let all = self
+            .blobs
+            .iter()
+            .map(|(id, s)| (id, s))
+            .chain(self.duplicates.iter().map(|(id, s)| (id, s)));
+        for (id, s) in all {
+            let (pack, _) = self.packs[s.pack as usize];
+            if let Some(v) = out.get_mut(&pack) {
+                v.1.push(PackEntry {
+                    kind: s.kind,
+                    id: *id,
+                    offset: s.offset,
+                    length: s.length,
+                    raw_length: s.raw_length,
+                });
+            }
+        }
+        for v in out.values_mut() {
+            v.1.sort_by_key(|e| e.offset);
+        }
+        out
     }
 
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {

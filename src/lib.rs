@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
@@ -15,8 +16,10 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod lock;
 pub mod meta;
 pub mod pack;
+pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

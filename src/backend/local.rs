@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, OsLock};
 use crate::id::is_id_name;
 
 pub struct LocalBackend {
@@ -211,6 +211,27 @@ impl Backend for LocalBackend {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn os_lock(&self, exclusive: bool) -> io::Result<Option<OsLock>> {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(self.root.join(FileKind::Lock.dir()))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        } | libc::LOCK_NB;
+        // SAFETY: the descriptor is open for the duration of the call.
+        if unsafe { libc::flock(dir.as_raw_fd(), op) } == 0 {
+            return Ok(Some(OsLock::new(dir)));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => Err(io::Error::new(io::ErrorKind::WouldBlock, e)),
+            // Filesystems without flock (some FUSE mounts): lock files alone guard the repository.
+            Some(libc::ENOLCK | libc::EINVAL | libc::ENOTSUP | libc::ENOSYS) => Ok(None),
+            _ => Err(e),
+        }
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {

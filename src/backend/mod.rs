@@ -74,4 +74,20 @@ pub trait Backend: Send + Sync {
 
     /// Removes an object. Removing a missing object is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> io::Result<()>;
+
+    /// Takes an OS advisory lock where the storage has one (a local directory): shared or
+    /// exclusive, never waiting; it vanishes with the process. `Ok(None)` where there is none,
+    /// `WouldBlock` when another process holds a conflicting one.
+    fn os_lock(&self, _exclusive: bool) -> io::Result<Option<OsLock>> {
+        Ok(None)
+    }
+}
+
+/// Holds an OS lock until dropped.
+pub struct OsLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+
+impl OsLock {
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
+        OsLock(Box::new(guard))
+    }
 }

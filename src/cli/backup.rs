@@ -160,7 +160,10 @@ impl BackupProgress for Progress {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
-    let mut repo = ctx.open_indexed()?;
+    let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, false, "backup")?;
+    repo.load_index()?;
+    ctx.print_warnings(&repo);
     let (time_ns, tz_offset_s) = match &a.time {
         Some(t) => parse_time(t)?,
         None => {

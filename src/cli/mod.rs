@@ -1,14 +1,17 @@
 //! Command-line edge: arguments → library options → one library call → output.
 
 mod backup;
+mod check;
 mod diff;
 mod init;
 mod ls;
 mod output;
 mod password;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod unlock;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -114,6 +117,15 @@ pub enum Command {
     /// Show sizes, compression and deduplication
     #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup stats latest")]
     Stats(stats::Args),
+    /// Delete data no snapshot references; repack mostly-unused packs
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup prune --dry-run")]
+    Prune(prune::Args),
+    /// Verify the repository's structure and, with --read-data, every stored byte
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup check --read-data")]
+    Check(check::Args),
+    /// Remove stale locks
+    #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup unlock")]
+    Unlock(unlock::Args),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -163,6 +175,21 @@ impl Ctx {
         Ok(repo)
     }
 
+    /// Takes a shared or exclusive repository lock for the rest of the command.
+    pub fn lock(
+        &self,
+        repo: &Repository,
+        exclusive: bool,
+        command: &str,
+    ) -> anyhow::Result<cairn::lock::RepoLock> {
+        Ok(cairn::lock::RepoLock::acquire(
+            repo,
+            exclusive,
+            command,
+            &hostname(),
+        )?)
+    }
+
     pub fn print_warnings(&self, repo: &Repository) {
         for w in repo.take_warnings() {
             eprintln!("warning: {w}");
@@ -195,6 +222,9 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -38,7 +38,10 @@ fn parse_overwrite(s: &str) -> Result<Overwrite, String> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
-    let repo = ctx.open_indexed()?;
+    let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, false, "restore")?;
+    repo.load_index()?;
+    ctx.print_warnings(&repo);
     let (sel, sub) = split_selector(&a.selector);
     let filter = SnapshotFilter {
         hosts: a.hosts,

@@ -1,0 +1,73 @@
+//! `cairn prune`
+
+use cairn::prune::{prune, PruneOptions, PruneReport};
+use serde_json::json;
+
+use super::{output, Ctx, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only say what would be done
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Repack packs with more than this percentage of unused data
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub max_unused: f64,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, true, "prune")?;
+    run_locked(ctx, &mut repo, &a)
+}
+
+/// Prune on an already exclusively locked repository (also used by `forget --prune`).
+pub fn run_locked(ctx: &Ctx, repo: &mut cairn::Repository, a: &Args) -> anyhow::Result<u8> {
+    let opts = PruneOptions {
+        dry_run: a.dry_run,
+        max_unused_percent: a.max_unused,
+    };
+    let r = prune(repo, &opts)?;
+    ctx.print_warnings(repo);
+    print(ctx, &r, a.dry_run)?;
+    Ok(EXIT_OK)
+}
+
+fn print(ctx: &Ctx, r: &PruneReport, dry_run: bool) -> anyhow::Result<()> {
+    if ctx.g.json {
+        return output::json_line(&json!({
+            "message_type": "summary",
+            "dry_run": dry_run,
+            "packs_total": r.packs_total,
+            "packs_deleted": r.packs_deleted,
+            "packs_repacked": r.packs_repacked,
+            "packs_unindexed_deleted": r.packs_unindexed,
+            "packs_written": r.packs_written,
+            "blobs_used": r.blobs_used,
+            "blobs_unused": r.blobs_unused,
+            "bytes_before": r.bytes_before,
+            "bytes_after": r.bytes_after,
+            "bytes_freed": r.bytes_freed,
+        }));
+    }
+    if ctx.g.quiet {
+        return Ok(());
+    }
+    let verb = if dry_run { "would " } else { "" };
+    println!(
+        "{} packs: {} used blobs, {} unused",
+        r.packs_total, r.blobs_used, r.blobs_unused
+    );
+    println!(
+        "{verb}delete {} packs, {verb}repack {} packs, {verb}delete {} packs no index names",
+        r.packs_deleted, r.packs_repacked, r.packs_unindexed
+    );
+    println!(
+        "{}{} freed ({} before, {} after)",
+        if dry_run { "would have " } else { "" },
+        output::size(r.bytes_freed),
+        output::size(r.bytes_before),
+        output::size(r.bytes_after)
+    );
+    Ok(())
+}
