@@ -4,6 +4,7 @@ mod backup;
 mod check;
 mod diff;
 mod init;
+mod key;
 mod ls;
 mod output;
 mod password;
@@ -126,6 +127,11 @@ pub enum Command {
     /// Remove stale locks
     #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup unlock")]
     Unlock(unlock::Args),
+    /// Manage the passwords that open the repository
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup key add --new-password-file ~/second-password"
+    )]
+    Key(key::Args),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -225,6 +231,7 @@ pub fn main() -> ExitCode {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Key(a) => key::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
