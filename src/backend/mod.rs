@@ -6,9 +6,11 @@
 
 use std::io;
 
+mod fault;
 mod local;
 mod mem;
 
+pub use fault::FaultBackend;
 pub use local::LocalBackend;
 pub use mem::MemBackend;
 
