@@ -322,6 +322,8 @@ pub fn backup(
         },
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: summary.clone(),
+        notes: Vec::new(),
+        original: None,
     };
     let snapshot_id = if dry_run {
         None

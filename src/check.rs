@@ -4,6 +4,7 @@
 //! every parser it calls bounds its allocations and returns errors.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::backend::FileKind;
 use crate::error::Result;
@@ -88,7 +89,14 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     for (id, snap) in &snapshots {
         r.snapshots += 1;
         let mut missing = Vec::new();
-        walk_check(repo, snap.tree, &mut seen_trees, &mut missing, &mut r);
+        walk_check(
+            repo,
+            snap.tree,
+            std::path::Path::new("/"),
+            &mut seen_trees,
+            &mut missing,
+            &mut r,
+        );
         for m in missing {
             r.errors.push(format!("snapshot {}: {m}", id.short()));
         }
@@ -110,22 +118,27 @@ fn walk_check(
     let t = match repo.read_tree(&tree) {
         Ok(t) => t,
         Err(e) => {
-            missing.push(format!("tree {} cannot be read: {e}", tree.0.short()));
+            missing.push(format!(
+                "directory {}: tree {} cannot be read: {e}",
+                path.display(),
+                tree.0.short()
+            ));
             return;
         }
     };
     for n in &t.nodes {
+        let p = path.join(std::ffi::OsStr::from_bytes(&n.name));
         for c in n.chunks() {
             if !repo.index().contains(&c) {
                 missing.push(format!(
-                    "file {:?} needs chunk {} which is in no index",
-                    String::from_utf8_lossy(&n.name),
+                    "file {} needs chunk {} which is in no index",
+                    p.display(),
                     c.short()
                 ));
             }
         }
         if let Some(sub) = n.subtree {
-            walk_check(repo, sub, seen, missing, r);
+            walk_check(repo, sub, &p, seen, missing, r);
         }
     }
 }

@@ -84,4 +84,10 @@ pub struct Snapshot {
     pub mode: BackupMode,
     pub program_version: String,
     pub summary: Summary,
+    /// What `repair snapshots` changed, one sentence each (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The snapshot this one was repaired from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }

@@ -9,6 +9,7 @@ mod ls;
 mod output;
 mod password;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -132,6 +133,11 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup key add --new-password-file ~/second-password"
     )]
     Key(key::Args),
+    /// Rebuild the index from packs, or rewrite snapshots around missing data
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup repair index\n  cairn -r /mnt/usb/backup repair snapshots --forget"
+    )]
+    Repair(repair::Args),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -232,6 +238,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

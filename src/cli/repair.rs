@@ -1,0 +1,88 @@
+//! `cairn repair index` / `cairn repair snapshots`
+
+use serde_json::json;
+
+use super::{output, Ctx, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum What {
+    /// Rebuild the index from the pack files' headers
+    Index,
+    /// Rewrite snapshots whose trees reference missing data
+    Snapshots {
+        /// Remove each damaged original once its repaired copy is saved
+        #[arg(long)]
+        forget: bool,
+        /// Only say what would be done
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, true, "repair")?;
+    match a.what {
+        What::Index => {
+            let r = cairn::repair::repair_index(&mut repo)?;
+            ctx.print_warnings(&repo);
+            for (name, e) in &r.unreadable {
+                eprintln!(
+                    "error: pack {name}: header unreadable, its blobs stay out of the index: {e}"
+                );
+            }
+            if ctx.g.json {
+                output::json_line(&json!({
+                    "packs": r.packs,
+                    "blobs": r.blobs,
+                    "unreadable_packs": r.unreadable.iter().map(|(n, e)| json!({"pack": n, "error": e})).collect::<Vec<_>>(),
+                    "old_index_files": r.old_index_files,
+                }))?;
+            } else if !ctx.g.quiet {
+                println!(
+                    "rebuilt the index from {} packs ({} blobs), replacing {} index files",
+                    r.packs, r.blobs, r.old_index_files
+                );
+            }
+        }
+        What::Snapshots { forget, dry_run } => {
+            let r = cairn::repair::repair_snapshots(&mut repo, forget, dry_run)?;
+            ctx.print_warnings(&repo);
+            if ctx.g.json {
+                output::json_line(&json!({
+                    "intact": r.intact,
+                    "forgotten": r.forgotten,
+                    "repaired": r.repaired.iter().map(|(old, new, notes)| json!({
+                        "snapshot": old.to_hex(),
+                        "new_snapshot": new.map(|n| n.to_hex()),
+                        "notes": notes,
+                    })).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                for (old, new, notes) in &r.repaired {
+                    match new {
+                        Some(n) => println!("snapshot {} repaired as {}:", old.short(), n.short()),
+                        None => println!("snapshot {} would be repaired:", old.short()),
+                    }
+                    for n in notes {
+                        println!("  {n}");
+                    }
+                }
+                if !ctx.g.quiet {
+                    println!(
+                        "{} snapshots intact, {} repaired",
+                        r.intact,
+                        r.repaired.len()
+                    );
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
