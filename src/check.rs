@@ -107,6 +107,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
 fn walk_check(
     repo: &Repository,
     tree: TreeId,
+    path: &std::path::Path,
     seen: &mut HashSet<TreeId>,
     missing: &mut Vec<String>,
     r: &mut CheckReport,
