@@ -2,7 +2,7 @@
 //! (the caller passes "now").
 //!
 //! The rules and their evaluation follow restic's `ApplyPolicy`
-//! (`internal/restic/snapshot_policy.go`, restic ≥ 0.16 with the "oldest" reason of 0.17):
+//! (`internal/restic/snapshot_policy.go`, restic ≥ 0.16 plus the later "oldest" reason):
 //!
 //! * The group is sorted newest first. Snapshots with equal times are ordered by id (restic keeps
 //!   the order it loaded them in, which is arbitrary), so the result never depends on the order

@@ -431,6 +431,14 @@ impl Repository {
         Ok(id)
     }
 
+    /// Removes a snapshot file (its data stays until `prune`).
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        let name = id.to_hex();
+        self.backend
+            .delete(FileKind::Snapshot, &name)
+            .map_err(backend_err(FileKind::Snapshot, &name))
+    }
+
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = id.to_hex();
         let bytes = self.get_verified(FileKind::Snapshot, &name)?;

@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod diff;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -122,6 +123,11 @@ pub enum Command {
     /// Delete data no snapshot references; repack mostly-unused packs
     #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup prune --dry-run")]
     Prune(prune::Args),
+    /// Remove snapshots by id or by retention policy
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune"
+    )]
+    Forget(forget::Args),
     /// Verify the repository's structure and, with --read-data, every stored byte
     #[command(after_help = "Example:\n  cairn -r /mnt/usb/backup check --read-data")]
     Check(check::Args),
@@ -235,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
