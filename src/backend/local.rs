@@ -58,9 +58,7 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                create_dir_durable(parent)?;
-            }
+            create_dir_durable(parent_of(dir))?;
             match fs::create_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
@@ -69,10 +67,15 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    sync_dir(parent_of(dir))
+}
+
+/// The directory holding `path` (`.` for a bare relative name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
-    Ok(())
 }
 
 fn temp_name() -> String {
@@ -241,9 +244,6 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
-        match path.parent() {
-            Some(dir) => sync_dir(dir),
-            None => Ok(()),
-        }
+        sync_dir(parent_of(&path))
     }
 }
