@@ -7,7 +7,6 @@
 //! is dead on this host (PID gone, or the machine rebooted) is stale and ignored, as is a lock
 //! from another host not refreshed for [`STALE_AFTER`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -128,7 +127,8 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Result<LockInfo, Str
 pub struct RepoLock {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes and stops the refresher at once.
+    stop: Option<crossbeam_channel::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
     _os: Option<OsLock>,
 }
@@ -189,23 +189,18 @@ impl RepoLock {
             }
         }
         let name = Arc::new(Mutex::new(ours));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let refresher = {
-            let (backend, name, stop, keys) = (
-                backend.clone(),
-                name.clone(),
-                stop.clone(),
-                repo.keys().clone(),
-            );
+            let (backend, name, keys) = (backend.clone(), name.clone(), repo.keys().clone());
             std::thread::Builder::new()
                 .name("cairn-lock".into())
-                .spawn(move || refresh_loop(backend.as_ref(), &keys, info, &name, &stop))
+                .spawn(move || refresh_loop(backend.as_ref(), &keys, info, &name, &stopped))
                 .ok()
         };
         Ok(RepoLock {
             backend,
             name,
-            stop,
+            stop: Some(stop),
             refresher,
             _os: os,
         })
@@ -217,17 +212,10 @@ fn refresh_loop(
     keys: &MasterKeys,
     mut info: LockInfo,
     name: &Mutex<String>,
-    stop: &AtomicBool,
+    stop: &crossbeam_channel::Receiver<()>,
 ) {
-    let mut waited = Duration::ZERO;
-    let tick = Duration::from_millis(200);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
-        waited += tick;
-        if waited < REFRESH_EVERY {
-            continue;
-        }
-        waited = Duration::ZERO;
+    // Wakes every REFRESH_EVERY, or at once when the lock is dropped (the sender goes away).
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(REFRESH_EVERY) {
         info.time_ns = now_ns();
         // New file first, then the old one goes: a lock file is never rewritten in place.
         if let Ok(new) = write_lock(backend, keys, &info) {
@@ -240,7 +228,7 @@ fn refresh_loop(
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
