@@ -513,8 +513,26 @@ impl Walker<'_> {
                     tree.nodes.push(node);
                 }
             } else {
+                // An ancestor of a backed-up path: a symlink here (`/home -> /data/home`) is
+                // followed, as the path given on the command line was, and stored as the
+                // directory it leads to.
+                let meta = if meta.file_type().is_symlink() {
+                    match fs::metadata(&child_path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.report(&child_path, e);
+                            continue;
+                        }
+                    }
+                } else {
+                    meta
+                };
                 let mut node = meta::node_from_meta(name.clone(), &meta, &mut self.names);
                 if node.kind != NodeKind::Dir {
+                    self.report(
+                        &child_path,
+                        "not a directory, yet a path to back up lies below it",
+                    );
                     continue;
                 }
                 let sub_parent = parent_tree
