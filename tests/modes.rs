@@ -1,91 +1,47 @@
 //! Backup modes as views over one store (full, incremental, differential), diff and stats,
 //! driven through the real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Fixture, Run};
 use serde_json::Value;
 
 struct Env {
-    _dir: tempfile::TempDir,
-    repo: PathBuf,
+    f: Fixture,
     src: PathBuf,
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = dir.path().join("repo");
-        let src = dir.path().join("src");
+        let f = Fixture::new();
+        let src = f.path("src");
         std::fs::create_dir_all(src.join("sub")).expect("mkdir");
         for i in 0..5 {
-            std::fs::write(
+            common::write(
                 src.join(format!("f{i}")),
                 format!("file number {i}\n").repeat(1000),
-            )
-            .expect("write");
+            );
         }
-        std::fs::write(src.join("sub/deep"), vec![7u8; 300_000]).expect("write");
-        let e = Env {
-            _dir: dir,
-            repo,
-            src,
-        };
-        let out = e.run(&["init", "--kdf-memory-mib", "8"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        e
+        common::write(src.join("sub/deep"), vec![7u8; 300_000]);
+        Env { f, src }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CAIRN_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("CAIRN_PASSWORD", "pw")
-            .arg("-r")
-            .arg(&self.repo)
-            .arg("--no-progress")
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run cairn")
+    fn run(&self, args: &[&str]) -> Run {
+        self.f.cmd().args(args).run()
     }
 
     /// Runs a backup with --json and returns its summary object.
     fn backup(&self, extra: &[&str]) -> Value {
-        let src = self.src.to_str().expect("utf-8 path");
-        let mut args = vec!["backup", src, "--json"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "backup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).expect("utf-8");
-        let last = stdout.lines().last().expect("a summary line");
-        let v: Value = serde_json::from_str(last).expect("summary is JSON");
-        assert_eq!(v["message_type"], "summary");
-        v
+        self.f.backup_json(&[&self.src], extra)
     }
 
     fn snapshots(&self) -> Vec<Value> {
-        let out = self.run(&["snapshots", "--json"]);
-        assert!(out.status.success());
-        serde_json::from_slice::<Value>(&out.stdout)
-            .expect("json")
-            .as_array()
-            .expect("array")
-            .clone()
+        let out = self.run(&["--json", "snapshots"]);
+        out.ok();
+        out.json().as_array().expect("array").clone()
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -248,12 +204,8 @@ fn diff_lists_exactly_the_changed_paths() {
         a["snapshot_id"].as_str().expect("id"),
         b["snapshot_id"].as_str().expect("id"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
+    out.ok();
+    let text = out.stdout();
     let src = e.src.to_str().expect("utf-8");
     let mut lines: Vec<String> = text
         .lines()
@@ -279,7 +231,7 @@ fn diff_lists_exactly_the_changed_paths() {
         a["snapshot_id"].as_str().expect("id"),
         b["snapshot_id"].as_str().expect("id"),
     ]);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("diff --json is JSON");
+    let v: Value = out.json();
     let under_src = v["changes"]
         .as_array()
         .expect("changes")
@@ -297,8 +249,8 @@ fn stats_reports_dedup_across_snapshots() {
     e.backup(&[]);
     e.backup(&["--mode", "full"]);
     let out = e.run(&["stats", "--json"]);
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    out.ok();
+    let v: Value = out.json();
     assert_eq!(u(&v, "snapshots"), 2);
     assert_eq!(u(&v, "total_file_count"), 12);
     let one_snapshot = 5 * 16 * 1000 + 300_000 - 5 * 1000 * 16
