@@ -10,7 +10,7 @@ use crate::backend::FileKind;
 use crate::error::Result;
 use crate::id::{content_hash, BlobId, PackId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
-use crate::repo::{backend_err, Repository};
+use crate::repo::Repository;
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -43,12 +43,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     for w in repo.take_warnings() {
         r.errors.push(w);
     }
-    let backend = repo.backend().clone();
-    let listed: HashMap<String, u64> = backend
-        .list(FileKind::Pack)
-        .map_err(backend_err(FileKind::Pack, ""))?
-        .into_iter()
-        .collect();
+    let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
     let by_pack = repo.index().entries_by_pack();
 
     for (pack, (size, entries)) in &by_pack {

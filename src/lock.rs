@@ -99,9 +99,7 @@ fn write_lock(backend: &dyn Backend, keys: &MasterKeys, info: &LockInfo) -> Resu
 /// Reads every lock file; unreadable ones are returned as errors by name.
 pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Result<LockInfo, String>)>> {
     let backend = repo.backend();
-    let names = backend
-        .list(FileKind::Lock)
-        .map_err(crate::repo::backend_err(FileKind::Lock, ""))?;
+    let names = repo.list(FileKind::Lock)?;
     let mut out = Vec::new();
     for (name, _) in names {
         let info = backend

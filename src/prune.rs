@@ -73,10 +73,7 @@ fn mark(repo: &Repository) -> Result<Marks> {
         used: HashSet::new(),
         trees: HashSet::new(),
     };
-    let listed = repo
-        .backend()
-        .list(FileKind::Snapshot)
-        .map_err(backend_err(FileKind::Snapshot, ""))?;
+    let listed = repo.list(FileKind::Snapshot)?;
     for (name, _) in listed {
         let Some(id) = crate::id::SnapshotId::from_hex(&name) else {
             continue;
@@ -124,20 +121,9 @@ fn mark_tree(repo: &Repository, id: TreeId, m: &mut Marks) -> Result<()> {
 /// Plans and (unless dry-run) performs a prune. The caller holds the exclusive lock.
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
     repo.load_index()?;
-    let old_index_files: Vec<String> = repo
-        .backend()
-        .list(FileKind::Index)
-        .map_err(backend_err(FileKind::Index, ""))?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let old_index_files: Vec<String> = repo.list_names(FileKind::Index)?;
     let marks = mark(repo)?;
-    let listed: HashMap<String, u64> = repo
-        .backend()
-        .list(FileKind::Pack)
-        .map_err(backend_err(FileKind::Pack, ""))?
-        .into_iter()
-        .collect();
+    let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
     let by_pack = repo.index().entries_by_pack();
     let mut rep = PruneReport::default();
     let mut keep: Vec<IndexPack> = Vec::new();

@@ -26,17 +26,8 @@ pub struct RepairIndexReport {
 /// file is removed, so a crash in between leaves both (the old ones superseded).
 pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     let mut rep = RepairIndexReport::default();
-    let old: Vec<String> = repo
-        .backend()
-        .list(FileKind::Index)
-        .map_err(backend_err(FileKind::Index, ""))?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    let packs = repo
-        .backend()
-        .list(FileKind::Pack)
-        .map_err(backend_err(FileKind::Pack, ""))?;
+    let old: Vec<String> = repo.list_names(FileKind::Index)?;
+    let packs = repo.list(FileKind::Pack)?;
     let mut out = Vec::new();
     for (name, size) in packs {
         let Some(id) = PackId::from_hex(&name) else {

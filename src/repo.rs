@@ -261,6 +261,16 @@ impl Repository {
         &self.index
     }
 
+    /// Names and sizes of the stored files of one kind.
+    pub fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.backend.list(kind).map_err(backend_err(kind, ""))
+    }
+
+    /// Names of the stored files of one kind.
+    pub fn list_names(&self, kind: FileKind) -> Result<Vec<String>> {
+        Ok(self.list(kind)?.into_iter().map(|(n, _)| n).collect())
+    }
+
     /// Records a non-fatal problem for the caller to show.
     pub fn warn(&self, msg: String) {
         self.warnings
@@ -299,10 +309,7 @@ impl Repository {
     /// Loads every index file. Damaged or zero-length index files are skipped with a warning:
     /// `cairn repair index` rebuilds what they described from the packs.
     pub fn load_index(&mut self) -> Result<()> {
-        let listed = self
-            .backend
-            .list(FileKind::Index)
-            .map_err(backend_err(FileKind::Index, ""))?;
+        let listed = self.list(FileKind::Index)?;
         let mut files = Vec::new();
         let mut superseded = std::collections::HashSet::new();
         for (name, _) in &listed {
@@ -462,10 +469,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first. Damaged ones are skipped with a warning.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let listed = self
-            .backend
-            .list(FileKind::Snapshot)
-            .map_err(backend_err(FileKind::Snapshot, ""))?;
+        let listed = self.list(FileKind::Snapshot)?;
         let mut out = Vec::new();
         for (name, _) in listed {
             let Some(id) = SnapshotId::from_hex(&name) else {
@@ -528,10 +532,7 @@ impl Repository {
     /// Lists key files. Their sealed payloads cannot be read without each key's own password,
     /// so only the KDF parameters are shown for other keys.
     pub fn list_keys(&self) -> Result<Vec<KeyEntry>> {
-        let listed = self
-            .backend
-            .list(FileKind::Key)
-            .map_err(backend_err(FileKind::Key, ""))?;
+        let listed = self.list(FileKind::Key)?;
         let mut out = Vec::new();
         for (name, _) in listed {
             let Some(id) = KeyId::from_hex(&name) else {

@@ -38,15 +38,8 @@ pub struct Args {
     /// Group snapshots by any of host, paths, tags (default host,paths)
     #[arg(long, value_name = "host,paths,tags", default_value = "host,paths")]
     group_by: GroupBy,
-    /// Only consider snapshots of this host
-    #[arg(long = "host", value_name = "H")]
-    hosts: Vec<String>,
-    /// Only consider snapshots with this tag
-    #[arg(long = "tag", value_name = "T")]
-    tags: Vec<String>,
-    /// Only consider snapshots of this path
-    #[arg(long = "path", value_name = "P")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
     /// Only say what would be removed
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -87,11 +80,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     };
     let all = repo.snapshots()?;
     ctx.print_warnings(&repo);
-    let filter = SnapshotFilter {
-        hosts: a.hosts.clone(),
-        tags: a.tags.clone(),
-        paths: a.paths.clone(),
-    };
+    let filter = a.filter.filter();
 
     let mut remove = Vec::new();
     let mut groups_json = Vec::new();

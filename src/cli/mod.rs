@@ -274,6 +274,30 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FATAL
 }
 
+/// `--host`, `--tag`, `--path`: which snapshots `latest` (and policies) consider.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host
+    #[arg(long = "host", value_name = "H")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this path
+    #[arg(long = "path", value_name = "P")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> cairn::repo::SnapshotFilter {
+        cairn::repo::SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
 /// Splits `SNAPSHOT[:PATH]`.
 pub fn split_selector(s: &str) -> (&str, Option<&str>) {
     match s.split_once(':') {

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use cairn::repo::SnapshotFilter;
 use cairn::restore::{restore, select_path, NoRestoreProgress, Overwrite, RestoreOptions};
 use serde_json::json;
 
@@ -22,15 +21,8 @@ pub struct Args {
     /// What to do with files that already exist: always, if-changed or never
     #[arg(long, default_value = "always", value_parser = parse_overwrite)]
     overwrite: Overwrite,
-    /// Only snapshots of this host (for `latest`)
-    #[arg(long = "host", value_name = "H")]
-    hosts: Vec<String>,
-    /// Only snapshots with this tag (for `latest`)
-    #[arg(long = "tag", value_name = "T")]
-    tags: Vec<String>,
-    /// Only snapshots of this path (for `latest`)
-    #[arg(long = "path", value_name = "P")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
 }
 
 fn parse_overwrite(s: &str) -> Result<Overwrite, String> {
@@ -43,11 +35,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     repo.load_index()?;
     ctx.print_warnings(&repo);
     let (sel, sub) = split_selector(&a.selector);
-    let filter = SnapshotFilter {
-        hosts: a.hosts,
-        tags: a.tags,
-        paths: a.paths,
-    };
+    let filter = a.filter.filter();
     let (id, snap) = repo.find_snapshot(sel, &filter)?;
     let selected = select_path(&repo, snap.tree, sub.unwrap_or(""))?;
     let opts = RestoreOptions {

@@ -1,30 +1,18 @@
 //! `cairn snapshots`
 
-use cairn::repo::SnapshotFilter;
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only snapshots of this host
-    #[arg(long = "host", value_name = "H")]
-    hosts: Vec<String>,
-    /// Only snapshots with this tag
-    #[arg(long = "tag", value_name = "T")]
-    tags: Vec<String>,
-    /// Only snapshots of this path
-    #[arg(long = "path", value_name = "P")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let repo = ctx.open()?;
-    let filter = SnapshotFilter {
-        hosts: a.hosts,
-        tags: a.tags,
-        paths: a.paths,
-    };
+    let filter = a.filter.filter();
     let snaps: Vec<_> = repo
         .snapshots()?
         .into_iter()
