@@ -1,38 +1,134 @@
-//! Integrity checks: structure always; every byte with `read_data`.
+//! Integrity checks: structure always; stored bytes with `read_data`.
 //!
-//! Every problem is named (which file, what is wrong). Nothing here panics on hostile bytes:
-//! every parser it calls bounds its allocations and returns errors.
+//! Every problem is named (which file, what is wrong) and mapped back to the files of the
+//! snapshots it affects. Nothing here panics on hostile bytes: every parser it calls bounds its
+//! allocations and returns errors. Which packs were verified when is remembered in a local state
+//! file (per repository id), so partial checks over successive days cover every pack,
+//! least-recently-verified first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::backend::FileKind;
-use crate::error::Result;
-use crate::id::{content_hash, BlobId, PackId, TreeId};
+use crate::error::{Error, Result};
+use crate::id::{content_hash, BlobId, PackId, SnapshotId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
 use crate::repo::Repository;
 
+/// How much stored data to read and verify.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum ReadData {
+    /// Structure only: headers, index, trees.
+    #[default]
+    None,
+    All,
+    /// This share of the packs, least recently verified first.
+    Percent(f64),
+    /// Slice `n` of `m` (1-based) of the packs, by pack id.
+    Slice(u32, u32),
+}
+
+impl std::str::FromStr for ReadData {
+    type Err = String;
+    /// `N%` or `n/m`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not N%"))?;
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(format!("{s:?}: the percentage must be in (0, 100]"));
+            }
+            return Ok(ReadData::Percent(v));
+        }
+        if let Some((n, m)) = s.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| format!("{s:?} is not n/m"))?;
+            let m: u32 = m.trim().parse().map_err(|_| format!("{s:?} is not n/m"))?;
+            if m == 0 || n == 0 || n > m {
+                return Err(format!("{s:?}: need 1 <= n <= m"));
+            }
+            return Ok(ReadData::Slice(n, m));
+        }
+        Err(format!("{s:?} is neither N% nor n/m"))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
-    /// Decrypt and verify every blob, and hash every pack.
-    pub read_data: bool,
+    pub read_data: ReadData,
+    /// Report packs whose last verification is older than this (ns), or that were never verified.
+    pub max_age_ns: Option<i64>,
+    /// Stop reading data when this much time has passed; what was verified counts.
+    pub budget: Option<Duration>,
+    /// The local verification-state file (created if missing).
+    pub state_file: Option<PathBuf>,
+    pub now_ns: i64,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
     /// Each a complete sentence naming the damaged object.
     pub errors: Vec<String>,
-    /// Not damage, but worth knowing (unreferenced packs, stray files).
+    /// Not damage, but worth knowing (unreferenced packs, stale verification).
     pub warnings: Vec<String>,
+    /// `snapshot <id>: <path>` for every file or directory the damage affects.
+    pub affected: Vec<String>,
     pub snapshots: u64,
     pub trees: u64,
     pub packs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
     pub blobs_read: u64,
+    /// Packs selected for reading but left unread because the budget ran out.
+    pub packs_skipped_budget: u64,
+    /// Packs not verified within `max_age`.
+    pub packs_overdue: u64,
 }
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+}
+
+/// Pack id → last successful verification (ns since epoch).
+type State = BTreeMap<String, i64>;
+
+fn load_state(path: &Path) -> State {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(path: &Path, state: &State) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec(state).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Which packs to read: all, a slice by id, or the least recently verified share.
+fn select_packs(all: &[PackId], read: ReadData, state: &State) -> Vec<PackId> {
+    match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => all.to_vec(),
+        ReadData::Slice(n, m) => all
+            .iter()
+            .filter(|p| u32::from_le_bytes([p.0[0], p.0[1], p.0[2], p.0[3]]) % m == n - 1)
+            .copied()
+            .collect(),
+        ReadData::Percent(pct) => {
+            let want = ((all.len() as f64) * pct / 100.0).ceil() as usize;
+            let mut order: Vec<(i64, PackId)> = all
+                .iter()
+                .map(|p| (state.get(&p.to_hex()).copied().unwrap_or(i64::MIN), *p))
+                .collect();
+            order.sort();
+            order.into_iter().take(want).map(|(_, p)| p).collect()
+        }
     }
 }
 
@@ -45,19 +141,56 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     }
     let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
     let by_pack = repo.index().entries_by_pack();
+    let mut state = opts
+        .state_file
+        .as_deref()
+        .map(load_state)
+        .unwrap_or_default();
+    let mut pack_ids: Vec<PackId> = by_pack.keys().copied().collect();
+    pack_ids.sort();
+    let to_read: HashSet<PackId> = select_packs(&pack_ids, opts.read_data, &state)
+        .into_iter()
+        .collect();
+    let start = Instant::now();
+    let mut damaged: HashMap<BlobId, String> = HashMap::new();
 
-    for (pack, (size, entries)) in &by_pack {
+    for pack in &pack_ids {
+        let (size, entries) = &by_pack[pack];
         r.packs += 1;
         let name = pack.to_hex();
-        match listed.get(&name) {
-            None => r.errors.push(format!(
+        let problem = match listed.get(&name) {
+            None => Some(format!(
                 "pack {name} is in the index but missing from data/"
             )),
-            Some(0) => r.errors.push(format!("pack {name} is empty (zero-length)")),
-            Some(actual) if actual != size => r.errors.push(format!(
+            Some(0) => Some(format!("pack {name} is empty (zero-length)")),
+            Some(actual) if actual != size => Some(format!(
                 "pack {name} is {actual} bytes, the index says {size} (truncated or damaged)"
             )),
-            Some(_) => check_pack(repo, pack, *size, entries, opts.read_data, &mut r),
+            Some(_) => None,
+        };
+        if let Some(p) = problem {
+            for e in entries {
+                damaged.insert(
+                    e.id,
+                    format!("pack {} is missing or truncated", pack.short()),
+                );
+            }
+            r.errors.push(p);
+            continue;
+        }
+        let mut read = to_read.contains(pack);
+        if read && opts.budget.is_some_and(|b| start.elapsed() >= b) {
+            r.packs_skipped_budget += 1;
+            read = false;
+        }
+        let errors_before = r.errors.len();
+        check_pack(repo, pack, *size, entries, read, &mut r, &mut damaged);
+        if read {
+            r.packs_read += 1;
+            r.bytes_read += size;
+            if r.errors.len() == errors_before {
+                state.insert(name.clone(), opts.now_ns);
+            }
         }
     }
     for (name, size) in &listed {
@@ -75,6 +208,30 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
             }
         }
     }
+    if let Some(max_age) = opts.max_age_ns {
+        let cutoff = opts.now_ns.saturating_sub(max_age);
+        let overdue: Vec<&PackId> = pack_ids
+            .iter()
+            .filter(|p| state.get(&p.to_hex()).is_none_or(|t| *t < cutoff))
+            .collect();
+        r.packs_overdue = overdue.len() as u64;
+        if !overdue.is_empty() {
+            r.warnings.push(format!(
+                "{} of {} packs were not verified within the maximum age (oldest first: {})",
+                overdue.len(),
+                pack_ids.len(),
+                overdue
+                    .iter()
+                    .take(5)
+                    .map(|p| p.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if let Some(path) = &opts.state_file {
+        save_state(path, &state)?;
+    }
 
     let snapshots = repo.snapshots()?;
     for w in repo.take_warnings() {
@@ -87,7 +244,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         walk_check(
             repo,
             snap.tree,
-            std::path::Path::new("/"),
+            Path::new("/"),
             &mut seen_trees,
             &mut missing,
             &mut r,
@@ -96,13 +253,78 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
             r.errors.push(format!("snapshot {}: {m}", id.short()));
         }
     }
+    if !damaged.is_empty() || !r.ok() {
+        r.affected = affected_files(repo, &snapshots, &damaged);
+    }
     Ok(r)
+}
+
+/// Every file (or directory whose tree is lost) in every snapshot that needs a damaged,
+/// missing or unindexed blob.
+fn affected_files(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
+    damaged: &HashMap<BlobId, String>,
+) -> Vec<String> {
+    fn walk(
+        repo: &Repository,
+        tree: TreeId,
+        damaged: &HashMap<BlobId, String>,
+        memo: &mut HashMap<TreeId, Vec<(PathBuf, String)>>,
+    ) -> Vec<(PathBuf, String)> {
+        if let Some(v) = memo.get(&tree) {
+            return v.clone();
+        }
+        let mut out = Vec::new();
+        let why = |id: &BlobId| -> Option<String> {
+            if let Some(w) = damaged.get(id) {
+                return Some(w.clone());
+            }
+            (!repo.index().contains(id)).then(|| format!("blob {} is in no index", id.short()))
+        };
+        match repo.read_tree(&tree) {
+            Err(e) => out.push((
+                PathBuf::new(),
+                format!("directory contents unreadable: {e}"),
+            )),
+            Ok(t) => {
+                for n in &t.nodes {
+                    let name = PathBuf::from(std::ffi::OsStr::from_bytes(&n.name));
+                    if let Some(w) = n.chunks().find_map(|c| why(&c)) {
+                        out.push((name.clone(), w));
+                    }
+                    if let Some(sub) = n.subtree {
+                        if let Some(w) = why(&sub.0) {
+                            out.push((name.clone(), format!("directory listing damaged: {w}")));
+                        }
+                        for (p, w) in walk(repo, sub, damaged, memo) {
+                            out.push((name.join(p), w));
+                        }
+                    }
+                }
+            }
+        }
+        memo.insert(tree, out.clone());
+        out
+    }
+    let mut memo = HashMap::new();
+    let mut lines = Vec::new();
+    for (id, snap) in snapshots {
+        for (p, w) in walk(repo, snap.tree, damaged, &mut memo) {
+            lines.push(format!(
+                "snapshot {}: {} ({w})",
+                id.short(),
+                Path::new("/").join(p).display()
+            ));
+        }
+    }
+    lines
 }
 
 fn walk_check(
     repo: &Repository,
     tree: TreeId,
-    path: &std::path::Path,
+    path: &Path,
     seen: &mut HashSet<TreeId>,
     missing: &mut Vec<String>,
     r: &mut CheckReport,
@@ -146,14 +368,21 @@ fn check_pack(
     entries: &[PackEntry],
     read_data: bool,
     r: &mut CheckReport,
+    damaged: &mut HashMap<BlobId, String>,
 ) {
     let name = pack.to_hex();
     let backend = repo.backend();
+    let all_damaged = |why: &str, damaged: &mut HashMap<BlobId, String>| {
+        for e in entries {
+            damaged.insert(e.id, format!("pack {}: {why}", pack.short()));
+        }
+    };
     let header_entries = if read_data {
         let bytes = match read_retry(|| backend.get(FileKind::Pack, &name)) {
             Ok(b) => b,
             Err(e) => {
                 r.errors.push(format!("pack {name} cannot be read: {e}"));
+                all_damaged("unreadable", damaged);
                 return;
             }
         };
@@ -166,6 +395,7 @@ fn check_pack(
             Ok(h) => h,
             Err(e) => {
                 r.errors.push(format!("pack {name}: {e}"));
+                all_damaged("header damaged", damaged);
                 return;
             }
         };
@@ -178,6 +408,7 @@ fn check_pack(
                     e.kind.name(),
                     e.id.short()
                 ));
+                damaged.insert(e.id, format!("pack {}: blob damaged", pack.short()));
             }
         }
         header
@@ -186,6 +417,7 @@ fn check_pack(
             Ok(h) => h,
             Err(e) => {
                 r.errors.push(format!("pack {name}: {e}"));
+                all_damaged("header damaged", damaged);
                 return;
             }
         }
@@ -227,4 +459,46 @@ pub fn read_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackE
 /// A failed read is retried once before it counts (a flaky cable is not a corrupt pack).
 fn read_retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     f().or_else(|_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u8) -> Vec<PackId> {
+        (0..n).map(|i| PackId([i; 32])).collect()
+    }
+
+    #[test]
+    fn percent_subsets_take_the_least_recently_verified_first() {
+        let all = ids(10);
+        let mut state = State::new();
+        for (i, p) in all.iter().enumerate().take(6) {
+            state.insert(p.to_hex(), 100 + i as i64);
+        }
+        let pick = select_packs(&all, ReadData::Percent(50.0), &state);
+        // never verified (6..10) first, then the oldest verified (0).
+        assert_eq!(pick, vec![all[6], all[7], all[8], all[9], all[0]]);
+    }
+
+    #[test]
+    fn slices_partition_the_packs() {
+        let all: Vec<PackId> = (0..=255u8).map(|i| PackId([i; 32])).collect();
+        let mut seen = HashSet::new();
+        for n in 1..=3 {
+            for p in select_packs(&all, ReadData::Slice(n, 3), &State::new()) {
+                assert!(seen.insert(p), "a pack in two slices");
+            }
+        }
+        assert_eq!(seen.len(), all.len());
+    }
+
+    #[test]
+    fn read_data_subset_parses() {
+        assert_eq!("10%".parse(), Ok(ReadData::Percent(10.0)));
+        assert_eq!("2/5".parse(), Ok(ReadData::Slice(2, 5)));
+        assert!("0%".parse::<ReadData>().is_err());
+        assert!("6/5".parse::<ReadData>().is_err());
+        assert!("x".parse::<ReadData>().is_err());
+    }
 }

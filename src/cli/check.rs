@@ -1,6 +1,6 @@
 //! `cairn check`
 
-use cairn::check::{check, CheckOptions};
+use cairn::check::{check, CheckOptions, ReadData};
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
@@ -8,19 +8,35 @@ use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Decrypt and verify every blob and the hash of every pack
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     read_data: bool,
+    /// Verify part of the data: N% (least recently verified packs first) or n/m (slice n of m)
+    #[arg(long, value_name = "N% | n/m")]
+    read_data_subset: Option<ReadData>,
+    /// Report packs not verified within this long (e.g. 30d; units s, m = minutes, h, d, w)
+    #[arg(long, value_name = "DURATION", value_parser = output::parse_span)]
+    max_age: Option<std::time::Duration>,
+    /// Stop reading data after this long (e.g. 20m); what was verified is remembered
+    #[arg(long, value_name = "DURATION", value_parser = output::parse_span)]
+    budget: Option<std::time::Duration>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, false, "check")?;
-    let r = check(
-        &mut repo,
-        &CheckOptions {
-            read_data: a.read_data,
-        },
-    )?;
+    let read = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => s,
+        (false, None) => ReadData::None,
+    };
+    let opts = CheckOptions {
+        read_data: read,
+        max_age_ns: a.max_age.map(|d| d.as_nanos() as i64),
+        budget: a.budget,
+        state_file: super::cache_dir(&repo).map(|d| d.join("check-state.json")),
+        now_ns: super::now_ns(),
+    };
+    let r = check(&mut repo, &opts)?;
     if ctx.g.json {
         output::json_line(&json!({
             "message_type": "summary",
@@ -28,9 +44,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "snapshots": r.snapshots,
             "trees": r.trees,
             "packs": r.packs,
+            "packs_read": r.packs_read,
+            "bytes_read": r.bytes_read,
             "blobs_read": r.blobs_read,
+            "packs_skipped_budget": r.packs_skipped_budget,
+            "packs_overdue": r.packs_overdue,
             "errors": r.errors,
             "warnings": r.warnings,
+            "affected": r.affected,
         }))?;
     } else {
         for w in &r.warnings {
@@ -39,18 +60,28 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         for e in &r.errors {
             eprintln!("error: {e}");
         }
+        if !r.affected.is_empty() {
+            eprintln!("affected files:");
+            for f in &r.affected {
+                eprintln!("  {f}");
+            }
+        }
         if !ctx.g.quiet {
             println!(
-                "checked {} snapshots, {} trees, {} packs{}",
+                "checked {} snapshots, {} trees, {} packs; read and verified {} packs ({}, {} blobs)",
                 r.snapshots,
                 r.trees,
                 r.packs,
-                if a.read_data {
-                    format!(", {} blobs read and verified", r.blobs_read)
-                } else {
-                    String::new()
-                }
+                r.packs_read,
+                output::size(r.bytes_read),
+                r.blobs_read
             );
+            if r.packs_skipped_budget > 0 {
+                println!(
+                    "time budget reached: {} selected packs left for the next run",
+                    r.packs_skipped_budget
+                );
+            }
             if r.ok() {
                 println!("no errors were found");
             } else {

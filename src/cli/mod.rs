@@ -306,6 +306,16 @@ pub fn split_selector(s: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// This repository's local cache directory (`$XDG_CACHE_HOME/cairn/<id>` or
+/// `~/.cache/cairn/<id>`); None without a home.
+pub fn cache_dir(repo: &Repository) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("cairn").join(repo.id().to_hex()))
+}
+
 /// Now, in ns since the epoch.
 pub fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64

@@ -107,3 +107,37 @@ pub fn mode_string(letter: char, mode: u32) -> String {
     }
     s
 }
+
+/// `90s`, `20m`, `12h`, `30d`, `2w`, or combinations like `1h30m` (m = minutes).
+pub fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: a number must come before {c:?}"))?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(format!("{s:?}: unknown unit {c:?} (use s, m, h, d, w)")),
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+    }
+    if !num.is_empty() {
+        return Err(format!(
+            "{s:?}: the last number has no unit (s, m, h, d, w)"
+        ));
+    }
+    if total == 0 {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
