@@ -399,7 +399,7 @@ fn packer(
     };
     for s in rx {
         writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
-        if writer.len() >= pack_size {
+        if writer.is_full(pack_size) {
             flush(std::mem::take(&mut writer), &mut packs, &mut stored)?;
         }
     }

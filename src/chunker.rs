@@ -31,16 +31,17 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Bounds FastCDC v2020 accepts, and that keep every blob well inside a pack.
     pub fn validate(&self) -> Result<(), String> {
-        let ok = self.min >= 64
+        // The ranges fastcdc v2020 accepts (it panics outside them); repo-format.md §5.
+        let ok = (64..=1 << 20).contains(&self.min)
+            && (256..=4 << 20).contains(&self.avg)
+            && (1024..=16 << 20).contains(&self.max)
             && self.min <= self.avg
-            && self.avg <= self.max
-            && self.max <= 16 * 1024 * 1024
-            && self.avg >= 256;
+            && self.avg <= self.max;
         if ok {
             Ok(())
         } else {
             Err(format!(
-                "chunker bounds {}/{}/{} are not 64 <= min <= avg <= max <= 16 MiB",
+                "chunker bounds {}/{}/{} are outside min 64..=1 MiB, avg 256..=4 MiB, max 1 KiB..=16 MiB with min <= avg <= max",
                 self.min, self.avg, self.max
             ))
         }

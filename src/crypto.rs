@@ -292,6 +292,8 @@ pub enum KeyFileError {
     WrongPassword,
     #[error("malformed key file: {0}")]
     Malformed(String),
+    #[error("key file format version {0} is newer than this cairn understands; upgrade cairn")]
+    Newer(u32),
 }
 
 const KEY_FILE_VERSION: u32 = 1;
@@ -381,6 +383,12 @@ pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyIn
     let payload: Result<KeyPayloadRepr, _> = rmp_serde::from_slice(&plain);
     plain.zeroize();
     let payload = payload.map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))?;
+    if payload.version != KEY_FILE_VERSION {
+        return Err(KeyFileError::Malformed(format!(
+            "sealed key payload version {}",
+            payload.version
+        )));
+    }
     let keys = MasterKeys::new(payload.enc.0, payload.id.0, payload.chunker.0);
     let info = KeyInfo {
         created_ns: payload.created_ns,

@@ -23,8 +23,8 @@ pub enum Error {
     RepoMissing(String),
     #[error("{0} already exists and is not empty; `cairn init` needs a new or empty directory")]
     RepoNotEmpty(String),
-    #[error("wrong password: no key file in {0} opens with it")]
-    WrongPassword(String),
+    #[error("wrong password: no key file in {location} opens with it{note}")]
+    WrongPassword { location: String, note: String },
     #[error(
         "repository format version {found} is newer than this cairn understands (up to {supported}); upgrade cairn"
     )]
@@ -61,7 +61,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::RepoMissing(_) => ErrorKind::RepoMissing,
-            Error::WrongPassword(_) => ErrorKind::WrongPassword,
+            Error::WrongPassword { .. } => ErrorKind::WrongPassword,
             Error::Locked(_) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,
             _ => ErrorKind::Fatal,

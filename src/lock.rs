@@ -101,7 +101,14 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Result<LockInfo, Str
     let backend = repo.backend();
     let names = repo.list(FileKind::Lock)?;
     let mut out = Vec::new();
-    for (name, _) in names {
+    for (name, size) in names {
+        if size > 64 * 1024 {
+            out.push((
+                name,
+                Err(format!("{size} bytes is more than any lock file can be")),
+            ));
+            continue;
+        }
         let info = backend
             .get(FileKind::Lock, &name)
             .map_err(|e| e.to_string())

@@ -14,8 +14,11 @@ use crate::id::{content_hash, BlobId, PackId};
 pub const TRAILER_LEN: usize = 4;
 /// Largest sealed header a reader accepts (16 MiB ≈ 300,000 entries).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
-/// Largest pack a writer makes or a reader accepts: far below FAT32's 4 GiB file limit.
+/// Largest blob area a writer fills: far below FAT32's 4 GiB file limit.
 pub const MAX_PACK_LEN: u64 = 1 << 31;
+/// Most blobs a writer puts in one pack, so its header stays far below [`MAX_HEADER_LEN`]
+/// (an entry is at most ~50 bytes of MessagePack plus sealing).
+pub const MAX_PACK_ENTRIES: usize = 100_000;
 
 /// repo-format.md §6: the type of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,6 +99,11 @@ impl PackWriter {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether the pack has reached `target` bytes or the most entries a header may list.
+    pub fn is_full(&self, target: usize) -> bool {
+        self.buf.len() >= target || self.entries.len() >= MAX_PACK_ENTRIES
     }
 
     /// Appends a sealed blob (as made by [`seal_blob`]).

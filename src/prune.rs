@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::pack::{self, PackEntry, PackWriter};
 use crate::repo::{backend_err, Repository};
 
@@ -231,7 +231,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                 )
             })?;
             writer.add(e.kind, e.id, &sealed, e.raw_length)?;
-            if writer.len() >= pack_size {
+            if writer.is_full(pack_size) {
                 new_packs.push(write_pack(repo, std::mem::take(&mut writer))?);
             }
         }
@@ -252,16 +252,12 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         .filter_map(|n| IndexId::from_hex(n))
         .collect();
     keep.extend(new_packs);
-    let file = IndexFile {
-        supersedes,
-        packs: keep,
-    };
-    let new_id = repo.save_index(&file)?;
+    let new_ids = repo.save_index_files(keep, supersedes)?;
     rep.index_files_replaced = old_index_files.len() as u64;
 
     // 4. Old index files go; 5. then the packs nothing references any more.
     for name in &old_index_files {
-        if *name != new_id.to_hex() {
+        if !new_ids.iter().any(|n| n.to_hex() == *name) {
             repo.backend()
                 .delete(FileKind::Index, name)
                 .map_err(backend_err(FileKind::Index, name))?;

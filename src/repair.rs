@@ -42,13 +42,10 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
             Err(e) => rep.unreadable.push((name, e)),
         }
     }
-    let file = IndexFile {
-        supersedes: old.iter().filter_map(|n| IndexId::from_hex(n)).collect(),
-        packs: out,
-    };
-    let new = repo.save_index(&file)?;
+    let supersedes = old.iter().filter_map(|n| IndexId::from_hex(n)).collect();
+    let new = repo.save_index_files(out, supersedes)?;
     for name in &old {
-        if *name != new.to_hex() {
+        if !new.iter().any(|n| n.to_hex() == *name) {
             repo.backend()
                 .delete(FileKind::Index, name)
                 .map_err(backend_err(FileKind::Index, name))?;

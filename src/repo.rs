@@ -22,6 +22,9 @@ use crate::pack::{self, BlobKind};
 use crate::snapshot::{Snapshot, SNAPSHOT_VERSION};
 use crate::tree::Tree;
 
+/// Largest key file a reader loads (they are a few hundred bytes).
+const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+
 /// Options for `init`.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
@@ -172,9 +175,16 @@ impl Repository {
             ));
         }
         let mut opened = None;
+        let mut newer = None;
         for (name, size) in &keys_listed {
             if *size == 0 {
                 warnings.push(format!("key file {name} is empty (zero-length); ignored"));
+                continue;
+            }
+            if *size > MAX_KEY_FILE_LEN {
+                warnings.push(format!(
+                    "key file {name} is {size} bytes, far too large; ignored"
+                ));
                 continue;
             }
             let bytes = match backend.get(FileKind::Key, name) {
@@ -197,13 +207,30 @@ impl Repository {
                     }
                 }
                 Err(KeyFileError::WrongPassword) => {}
+                Err(KeyFileError::Newer(v)) => newer = Some(v),
                 Err(KeyFileError::Malformed(why)) => {
                     warnings.push(format!("key file {name} is damaged: {why}"))
                 }
             }
         }
         let Some((keys, key_info, key_id)) = opened else {
-            return Err(Error::WrongPassword(backend.location()));
+            if let Some(v) = newer {
+                return Err(Error::UnsupportedVersion {
+                    found: v,
+                    supported: crate::config::FORMAT_VERSION,
+                });
+            }
+            // A damaged key file fails like a wrong password (AEAD cannot tell them apart);
+            // say so, so nobody gives up on a password that is right.
+            let note = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" (note: {})", warnings.join("; "))
+            };
+            return Err(Error::WrongPassword {
+                location: backend.location(),
+                note,
+            });
         };
         let config = decode_config(&keys, &config_bytes)?;
         let compression = config
@@ -312,7 +339,13 @@ impl Repository {
         let listed = self.list(FileKind::Index)?;
         let mut files = Vec::new();
         let mut superseded = std::collections::HashSet::new();
-        for (name, _) in &listed {
+        for (name, size) in &listed {
+            if *size > MAX_METADATA_LEN as u64 + 1024 {
+                self.warn(format!(
+                    "ignoring index file {name}: {size} bytes is more than any index file can be"
+                ));
+                continue;
+            }
             match self.read_index_file(name) {
                 Ok(f) => {
                     superseded.extend(f.supersedes.iter().copied());
@@ -366,6 +399,36 @@ impl Repository {
         }
         self.index_files.push(id);
         Ok(id)
+    }
+
+    /// Writes packs into as many index files as needed to keep each well below the reader's
+    /// limit. Only the last file written carries `supersedes`: if the writer dies before it, the
+    /// old index files still describe everything (the new ones merely repeat entries).
+    pub fn save_index_files(
+        &mut self,
+        packs: Vec<IndexPack>,
+        supersedes: Vec<IndexId>,
+    ) -> Result<Vec<IndexId>> {
+        /// About 25 MiB of index plaintext per file.
+        const BLOBS_PER_FILE: usize = 500_000;
+        let mut files: Vec<IndexFile> = vec![IndexFile::default()];
+        let mut blobs = 0;
+        for p in packs {
+            if blobs > 0 && blobs + p.blobs.len() > BLOBS_PER_FILE {
+                files.push(IndexFile::default());
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            files.last_mut().expect("one file at least").packs.push(p);
+        }
+        if let Some(last) = files.last_mut() {
+            last.supersedes = supersedes;
+        }
+        let mut ids = Vec::new();
+        for f in &files {
+            ids.push(self.save_index(f)?);
+        }
+        Ok(ids)
     }
 
     /// Adds packs to the in-memory index only (they must already be in a durable index file).
@@ -458,6 +521,12 @@ impl Repository {
         )
         .map_err(|e| Error::corrupt(FileKind::Snapshot.path(&name), e.to_string()))?;
         let snap: Snapshot = from_msgpack(&plain, &FileKind::Snapshot.path(&name))?;
+        if snap.version == 0 {
+            return Err(Error::corrupt(
+                FileKind::Snapshot.path(&name),
+                "snapshot version 0",
+            ));
+        }
         if snap.version > SNAPSHOT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: snap.version,
@@ -471,7 +540,13 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let listed = self.list(FileKind::Snapshot)?;
         let mut out = Vec::new();
-        for (name, _) in listed {
+        for (name, size) in listed {
+            if size > 16 << 20 {
+                self.warn(format!(
+                    "skipping snapshot {name}: {size} bytes is more than any snapshot can be"
+                ));
+                continue;
+            }
             let Some(id) = SnapshotId::from_hex(&name) else {
                 continue;
             };

@@ -217,12 +217,35 @@ impl Tree {
             if n.xattrs.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err("extended attributes are not sorted by name".into());
             }
-            let content_len: u64 = n.content.iter().map(|p| p.1).sum();
+            let name = || String::from_utf8_lossy(&n.name).into_owned();
+            if n.xattrs.iter().any(|x| x.0.is_empty() || x.0.contains(&0)) {
+                return Err(format!(
+                    "{}: an extended attribute has an empty name or a NUL",
+                    name()
+                ));
+            }
+            if n.mtime.1 >= 1_000_000_000 || n.ctime.1 >= 1_000_000_000 {
+                return Err(format!("{}: nanoseconds out of range", name()));
+            }
+            let content_len = n
+                .content
+                .iter()
+                .try_fold(0u64, |acc, p| acc.checked_add(p.1))
+                .ok_or_else(|| format!("{}: content length overflows", name()))?;
             if n.kind == NodeKind::File && content_len != n.size {
                 return Err(format!(
                     "{}: content parts add up to {content_len} bytes, size says {}",
-                    String::from_utf8_lossy(&n.name),
+                    name(),
                     n.size
+                ));
+            }
+            if n.kind != NodeKind::File && !n.content.is_empty() {
+                return Err(format!("{}: content on a non-file", name()));
+            }
+            if (n.kind == NodeKind::Symlink) != n.target.is_some() {
+                return Err(format!(
+                    "{}: a symlink without a target, or a target on a non-symlink",
+                    name()
                 ));
             }
             if (n.kind == NodeKind::Dir) != n.subtree.is_some() {
@@ -237,7 +260,15 @@ impl Tree {
     /// Canonical encoding; refuses unsorted or invalid trees.
     pub fn encode(&self) -> Result<Vec<u8>> {
         self.check().map_err(Error::InvalidInput)?;
-        to_msgpack_compact(self)
+        let bytes = to_msgpack_compact(self)?;
+        if bytes.len() > crate::format::MAX_METADATA_LEN {
+            return Err(Error::InvalidInput(format!(
+                "a directory of {} entries encodes to {} bytes, more than a tree may hold",
+                self.nodes.len(),
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Decodes and validates a tree blob's plaintext.
@@ -296,6 +327,9 @@ mod tests {
                 }
                 if kind == NodeKind::Dir {
                     n.subtree = Some(TreeId(BlobId([7; 32])));
+                }
+                if kind == NodeKind::Symlink {
+                    n.target = Some(b"target".to_vec());
                 }
                 n.xattrs = xattrs.into_iter().map(|(a, b)| Xattr(a, b)).collect();
                 n.xattrs.sort_by(|a, b| a.0.cmp(&b.0));

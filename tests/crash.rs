@@ -85,7 +85,14 @@ fn assert_restores(repo: &Repository, id: &SnapshotId, src: &Path, scratch: &Pat
 
 fn assert_checks_clean(backend: Arc<dyn Backend>) {
     let mut repo = open(backend);
-    let report = check(&mut repo, &CheckOptions { read_data: true }).expect("check");
+    let report = check(
+        &mut repo,
+        &CheckOptions {
+            read_data: cairn::check::ReadData::All,
+            ..CheckOptions::default()
+        },
+    )
+    .expect("check");
     assert!(report.ok(), "check errors: {:?}", report.errors);
 }
 
