@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates a deterministic tree of many files for benchmarks.
 
-usage: gen-tree.py DIR [FILES] [TOTAL_BYTES]
+usage: gen-tree.py DIR [FILES] [TOTAL_BYTES] [SEED]
 Files are spread over directories of 100; a third of each file's bytes are random
 (incompressible), the rest repeat text, like a mix of documents and media.
 """
@@ -13,7 +13,8 @@ def main():
     root = sys.argv[1]
     files = int(sys.argv[2]) if len(sys.argv) > 2 else 50_000
     total = int(sys.argv[3]) if len(sys.argv) > 3 else 1 << 30
-    rng = random.Random(20261124)
+    seed = sys.argv[4] if len(sys.argv) > 4 else "20261124"
+    rng = random.Random(seed)
     avg = total // files
     text = b"".join(b"line %d of a document that compresses well\n" % i for i in range(4000))
     written = 0
