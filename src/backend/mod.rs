@@ -23,6 +23,8 @@ pub enum FileKind {
     Index,
     Snapshot,
     Lock,
+    /// Sealed records of recovery drills (`drills/`).
+    Drill,
 }
 
 impl FileKind {
@@ -35,6 +37,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
+            FileKind::Drill => "drills",
         }
     }
 

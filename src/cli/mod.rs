@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod diff;
+mod drill;
 mod forget;
 mod init;
 mod key;
@@ -144,6 +145,11 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup repair index\n  cairn -r /mnt/usb/backup repair snapshots --forget"
     )]
     Repair(repair::Args),
+    /// Prove recovery: restore a sample (or all) of a snapshot to scratch space, verify every byte, project the full restore time
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup drill --sample 5%\n  cairn -r /mnt/usb/backup drill --history"
+    )]
+    Drill(drill::Args),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -246,6 +252,7 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Drill(a) => drill::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,6 +18,12 @@ pub struct Args {
     /// Re-read every restored file and compare it with the snapshot
     #[arg(long)]
     verify: bool,
+    /// Restore only paths matching this pattern (repeatable; see `backup --exclude` for syntax)
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Do not restore paths matching this pattern (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// What to do with files that already exist: always, if-changed or never
     #[arg(long, default_value = "always", value_parser = parse_overwrite)]
     overwrite: Overwrite,
@@ -44,6 +50,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         verify: a.verify,
         set_owner: cairn::meta::is_root(),
         cancel: Some(ctx.cancel.clone()),
+        select: selector(&a.include, &a.exclude)?,
+        base: PathBuf::from(sub.unwrap_or("").trim_start_matches('/')),
     };
     let out = restore(&repo, &selected, &opts, &NoRestoreProgress)?;
     ctx.print_warnings(&repo);
@@ -97,4 +105,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }
     }
     Ok(if out.ok() { EXIT_OK } else { EXIT_FATAL })
+}
+
+/// A restore selector from `--include`/`--exclude`, or None to restore everything.
+pub fn selector(
+    include: &[String],
+    exclude: &[String],
+) -> anyhow::Result<Option<cairn::restore::Selector>> {
+    let sel = cairn::filter::Selection::new(include, exclude, &[])?;
+    if sel.is_everything() {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(
+        move |path: &std::path::Path, _: &cairn::tree::Node| sel.accepts(path),
+    )))
 }
