@@ -233,6 +233,12 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         save_state(path, &state)?;
     }
 
+    // Every key file, not only the one that opened: a damaged spare is a lost password.
+    for k in repo.list_keys()? {
+        if let Some(e) = k.error {
+            r.errors.push(format!("key file {} is damaged: {e}", k.id));
+        }
+    }
     let snapshots = repo.snapshots()?;
     for w in repo.take_warnings() {
         r.errors.push(w);

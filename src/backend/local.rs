@@ -27,6 +27,23 @@ impl LocalBackend {
     fn full(&self, kind: FileKind, name: &str) -> PathBuf {
         self.root.join(kind.path(name))
     }
+
+    /// Where an existing object is: its own place, or — for a pack a file copier or a person
+    /// put in the wrong `data/` subdirectory — wherever `list` found it.
+    fn existing(&self, kind: FileKind, name: &str) -> PathBuf {
+        let own = self.full(kind, name);
+        if kind != FileKind::Pack || own.exists() {
+            return own;
+        }
+        let Ok(subdirs) = fs::read_dir(self.root.join("data")) else {
+            return own;
+        };
+        subdirs
+            .filter_map(Result::ok)
+            .map(|d| d.path().join(name))
+            .find(|p| p.is_file())
+            .unwrap_or(own)
+    }
 }
 
 /// fsync a directory, tolerating filesystems that cannot (EINVAL, ENOTSUP, ENOSYS, EBADF).
@@ -152,7 +169,7 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.full(kind, name))
+        fs::read(self.existing(kind, name))
     }
 
     fn get_range(
@@ -162,7 +179,7 @@ impl Backend for LocalBackend {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
-        let mut f = File::open(self.full(kind, name))?;
+        let mut f = File::open(self.existing(kind, name))?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = vec![0u8; len];
         f.read_exact(&mut buf)?;
@@ -238,7 +255,7 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
-        let path = self.full(kind, name);
+        let path = self.existing(kind, name);
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -238,15 +238,16 @@ impl Fixture {
 
     /// `cairn -r REPO` with `CAIRN_PASSWORD` set.
     pub fn cmd(&self) -> TestCommand {
-        TestCommand::bare()
-            .arg("-r")
-            .arg(&self.repo)
-            .env("CAIRN_PASSWORD", PASSWORD)
+        self.cmd_without_password().env("CAIRN_PASSWORD", PASSWORD)
     }
 
     /// `cairn -r REPO` with no password source at all.
     pub fn cmd_without_password(&self) -> TestCommand {
-        TestCommand::bare().arg("-r").arg(&self.repo)
+        // Local caches (check's verification state) stay inside the fixture, not in $HOME.
+        TestCommand::bare()
+            .arg("-r")
+            .arg(&self.repo)
+            .env("XDG_CACHE_HOME", self.tmp.path().join("cache"))
     }
 
     pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
