@@ -29,7 +29,13 @@ fn fixture_with_data() -> (Fixture, std::path::PathBuf, String) {
 #[test]
 fn a_drill_restores_a_sample_verifies_it_and_records_the_result() {
     let (f, _src, id) = fixture_with_data();
-    let run = f.cmd().args(["--json", "drill", "--sample", "50%"]).run();
+    let scratch = f.path("tmp");
+    std::fs::create_dir(&scratch).expect("mkdir");
+    let run = f
+        .cmd()
+        .env("TMPDIR", &scratch)
+        .args(["--json", "drill", "--sample", "50%"])
+        .run();
     run.ok();
     let s = run.summary();
     assert_eq!(s["ok"], true);
@@ -54,11 +60,7 @@ fn a_drill_restores_a_sample_verifies_it_and_records_the_result() {
     assert_eq!(arr.len(), 2);
     assert_eq!(arr[1]["sample_percent"], 100.0);
     // The drill's scratch directory is gone.
-    let leftovers = std::fs::read_dir(std::env::temp_dir())
-        .expect("tmp")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("cairn-drill-"))
-        .count();
+    let leftovers = std::fs::read_dir(&scratch).expect("tmp").count();
     assert_eq!(leftovers, 0, "temporary drill directories are removed");
 }
 
