@@ -377,7 +377,10 @@ fn packer(
 ) -> Result<(Vec<IndexPack>, u64)> {
     let mut packs = Vec::new();
     let mut stored = 0u64;
-    let mut writer = PackWriter::new();
+    // Trees and file data go to separate packs (repo-format.md §6.3): losing a data pack then
+    // never takes directory listings with it, and metadata can be read without touching data.
+    let mut data = PackWriter::new();
+    let mut trees = PackWriter::new();
     let flush = |writer: PackWriter, packs: &mut Vec<IndexPack>, stored: &mut u64| -> Result<()> {
         let p = writer.finish(keys)?;
         if !dry_run {
@@ -398,13 +401,19 @@ fn packer(
         Ok(())
     };
     for s in rx {
+        let writer = match s.kind {
+            BlobKind::Data => &mut data,
+            BlobKind::Tree => &mut trees,
+        };
         writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
         if writer.is_full(pack_size) {
-            flush(std::mem::take(&mut writer), &mut packs, &mut stored)?;
+            flush(std::mem::take(writer), &mut packs, &mut stored)?;
         }
     }
-    if !writer.is_empty() {
-        flush(writer, &mut packs, &mut stored)?;
+    for writer in [data, trees] {
+        if !writer.is_empty() {
+            flush(writer, &mut packs, &mut stored)?;
+        }
     }
     Ok((packs, stored))
 }

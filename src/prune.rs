@@ -21,7 +21,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
 use crate::index::IndexPack;
-use crate::pack::{self, PackEntry, PackWriter};
+use crate::pack::{self, BlobKind, PackEntry, PackWriter};
 use crate::repo::{backend_err, Repository};
 
 #[derive(Clone, Debug)]
@@ -213,7 +213,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     }
 
     // 2. Repack: copy each used blob's sealed bytes (verified first) into new packs.
-    let mut writer = PackWriter::new();
+    // Trees and data stay in separate packs, as backup writes them.
+    let (mut data, mut trees) = (PackWriter::new(), PackWriter::new());
     let pack_size = repo.config().pack_size as usize;
     let mut new_packs = Vec::new();
     for (id, entries) in &repack {
@@ -230,15 +231,21 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                     format!("{why}; prune stops before deleting anything (run `cairn check --read-data`)"),
                 )
             })?;
+            let writer = match e.kind {
+                BlobKind::Data => &mut data,
+                BlobKind::Tree => &mut trees,
+            };
             writer.add(e.kind, e.id, &sealed, e.raw_length)?;
             if writer.is_full(pack_size) {
-                new_packs.push(write_pack(repo, std::mem::take(&mut writer))?);
+                new_packs.push(write_pack(repo, std::mem::take(writer))?);
             }
         }
         rep.bytes_freed += size;
     }
-    if !writer.is_empty() {
-        new_packs.push(write_pack(repo, writer)?);
+    for writer in [data, trees] {
+        if !writer.is_empty() {
+            new_packs.push(write_pack(repo, writer)?);
+        }
     }
     rep.packs_written = new_packs.len() as u64;
     for p in &new_packs {

@@ -184,3 +184,73 @@ fn restore_include_and_exclude_select_paths() {
         "nothing of dir0 is restored"
     );
 }
+
+#[test]
+fn repair_snapshots_rewrites_around_a_lost_pack_and_everything_else_restores() {
+    let (f, src, old_id) = fixture_with_data();
+    let victim = f
+        .packs()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a pack");
+    std::fs::remove_file(&victim).expect("rm pack");
+    f.cmd().args(["repair", "index"]).run().ok();
+    f.cmd().args(["check"]).run().expect(1);
+    let run = f
+        .cmd()
+        .args(["--json", "repair", "snapshots", "--forget"])
+        .run();
+    run.ok();
+    let v = run.json();
+    let repaired = v["repaired"].as_array().expect("repaired");
+    assert_eq!(repaired.len(), 1);
+    assert_eq!(repaired[0]["snapshot"], old_id.as_str());
+    let notes: Vec<String> = repaired[0]["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .map(|n| n.as_str().expect("note").to_string())
+        .collect();
+    assert!(
+        !notes.is_empty() && notes.iter().all(|n| n.contains("dropped")),
+        "{notes:?}"
+    );
+    f.cmd().args(["check", "--read-data"]).run().ok();
+    let snaps = f.cmd().args(["--json", "snapshots"]).run().json();
+    let arr = snaps.as_array().expect("array");
+    assert_eq!(arr.len(), 1, "the damaged original is forgotten");
+    assert!(arr[0]["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .any(|t| t == "repaired"));
+    // Every file the notes do not name restores byte-identically.
+    let target = f.path("out");
+    f.cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .run()
+        .ok();
+    let out = restored(&target, &src);
+    let mut restored_files = 0;
+    for rel in walk(&src) {
+        let orig = src.join(&rel);
+        if !orig.is_file() {
+            continue;
+        }
+        let dropped = notes
+            .iter()
+            .any(|n| n.starts_with(&format!("{}:", orig.display())));
+        let copy = out.join(&rel);
+        if dropped {
+            assert!(!copy.exists(), "{} was dropped", rel.display());
+        } else {
+            assert_eq!(
+                std::fs::read(&copy).expect("restored"),
+                std::fs::read(&orig).expect("orig")
+            );
+            restored_files += 1;
+        }
+    }
+    assert!(restored_files > 0);
+}
