@@ -59,6 +59,48 @@ pub struct BackupOptions {
     /// Set from outside (Ctrl-C) to stop at the next file; the backup then fails with
     /// [`Error::Interrupted`] and leaves no snapshot.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// What to leave out.
+    pub exclude: Excludes,
+}
+
+/// What a backup leaves out (restic's options of the same names).
+#[derive(Clone, Debug, Default)]
+pub struct Excludes {
+    /// `--exclude` / `--iexclude` / `--exclude-file` patterns.
+    pub patterns: Option<crate::filter::Selection>,
+    /// Skip directories holding a valid `CACHEDIR.TAG`.
+    pub caches: bool,
+    /// Skip directories holding a file of one of these names.
+    pub if_present: Vec<String>,
+    /// Skip files larger than this many bytes.
+    pub larger_than: Option<u64>,
+    /// Do not descend into other filesystems (mount points are kept, empty).
+    pub one_file_system: bool,
+}
+
+/// The first bytes of a valid CACHEDIR.TAG (bford.info/cachedir).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Excludes {
+    fn excludes_path(&self, path: &Path) -> bool {
+        self.patterns.as_ref().is_some_and(|p| !p.accepts(path))
+    }
+
+    /// Whether a directory's contents are left out because of a marker file in it.
+    fn marks_dir(&self, dir: &Path) -> bool {
+        if self.caches {
+            let mut sig = [0u8; 43];
+            if File::open(dir.join("CACHEDIR.TAG"))
+                .and_then(|mut f| f.read_exact(&mut sig))
+                .is_ok_and(|_| sig == CACHEDIR_SIGNATURE)
+            {
+                return true;
+            }
+        }
+        self.if_present
+            .iter()
+            .any(|n| fs::symlink_metadata(dir.join(n)).is_ok())
+    }
 }
 
 /// A source entry that could not be backed up.
@@ -257,6 +299,7 @@ pub fn backup(
             summary: Summary::default(),
             errors: Vec::new(),
             progress,
+            target_dev: None,
         };
         let root = w.backup_trie(&trie, Path::new("/"), parent_tree);
         w.tx = None; // close the job queue: workers drain and stop, then the packer finishes
@@ -431,6 +474,8 @@ struct Walker<'a> {
     summary: Summary,
     errors: Vec<EntryError>,
     progress: &'a dyn BackupProgress,
+    /// Device of the backup path being walked (for `one_file_system`).
+    target_dev: Option<u64>,
 }
 
 impl Walker<'_> {
@@ -503,6 +548,7 @@ impl Walker<'_> {
             None => None,
         };
         if trie.target {
+            self.target_dev = fs::symlink_metadata(path).ok().map(|m| m.dev());
             return self.backup_dir_contents(path, parent_tree.as_ref());
         }
         let mut tree = Tree::default();
@@ -516,6 +562,7 @@ impl Walker<'_> {
                 }
             };
             if child.target {
+                self.target_dev = Some(meta.dev());
                 if let Some(node) =
                     self.backup_entry(&child_path, name.clone(), &meta, parent_tree.as_ref())?
                 {
@@ -576,6 +623,9 @@ impl Walker<'_> {
                 return Err(Error::Interrupted);
             }
             let child = path.join(&name);
+            if self.opts.exclude.excludes_path(&child) {
+                continue;
+            }
             let meta = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
                 Err(e) => {
@@ -583,6 +633,18 @@ impl Walker<'_> {
                     continue;
                 }
             };
+            if meta.is_file()
+                && self
+                    .opts
+                    .exclude
+                    .larger_than
+                    .is_some_and(|max| meta.len() > max)
+            {
+                continue;
+            }
+            if meta.is_dir() && self.opts.exclude.marks_dir(&child) {
+                continue;
+            }
             if let Some(node) =
                 self.backup_entry(&child, name.as_bytes().to_vec(), &meta, parent)?
             {
@@ -610,8 +672,14 @@ impl Walker<'_> {
             .filter(|o| o.kind == node.kind);
         match node.kind {
             NodeKind::Dir => {
-                let sub = self.parent_subtree(parent, &node.name);
-                node.subtree = Some(self.backup_dir_contents(path, sub.as_ref())?);
+                let other_fs = self.opts.exclude.one_file_system
+                    && self.target_dev.is_some_and(|d| d != meta.dev());
+                node.subtree = Some(if other_fs {
+                    self.store_tree(Tree::default())?
+                } else {
+                    let sub = self.parent_subtree(parent, &node.name);
+                    self.backup_dir_contents(path, sub.as_ref())?
+                });
                 self.summary.dirs += 1;
             }
             NodeKind::File => {

@@ -48,6 +48,51 @@ pub struct Args {
     /// Do everything but write to the repository
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Leave out paths matching this glob (repeatable): `*.tmp` matches a name at any depth,
+    /// `/home/*/.cache` matches from the root, `**` spans directories
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long, value_name = "GLOB")]
+    iexclude: Vec<String>,
+    /// Read --exclude patterns from a file, one per line (# starts a comment)
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<std::path::PathBuf>,
+    /// Leave out directories holding a CACHEDIR.TAG file
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories holding a file of this name (repeatable)
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = output::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not cross into other filesystems
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+}
+
+/// The backup's exclusion rules from the arguments.
+fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
+    let mut patterns = a.exclude.clone();
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading exclude file {}", f.display()))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    let sel = cairn::filter::Selection::new(&[], &patterns, &a.iexclude)?;
+    Ok(cairn::backup::Excludes {
+        patterns: (!sel.is_everything()).then_some(sel),
+        caches: a.exclude_caches,
+        if_present: a.exclude_if_present.clone(),
+        larger_than: a.exclude_larger_than,
+        one_file_system: a.one_file_system,
+    })
 }
 
 fn parse_mode(s: &str) -> Result<BackupMode, String> {
@@ -197,6 +242,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         dry_run: a.dry_run,
         cancel: Some(ctx.cancel.clone()),
+        exclude: excludes(&a)?,
     };
     let progress = Progress::new(ctx);
     let result = backup(&mut repo, &opts, &progress);

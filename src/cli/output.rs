@@ -141,3 +141,27 @@ pub fn parse_span(s: &str) -> Result<std::time::Duration, String> {
     }
     Ok(std::time::Duration::from_secs(total))
 }
+
+/// `1024`, `500K`, `20M`, `2G`, `1T` (binary units; a trailing `B`/`iB` is allowed).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500M or 2G"))?;
+    if n < 0.0 {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok((n * mult as f64) as u64)
+}
