@@ -729,6 +729,7 @@ impl Walker<'_> {
             if !self.opts.force && self.unchanged(node, old) {
                 node.content = old.content.clone();
                 self.summary.files_unmodified += 1;
+                self.progress.bytes_done(node.size);
                 self.summary.total_bytes_processed += node.size;
                 self.progress.file_done(node.size);
                 return Ok(true);

@@ -1,16 +1,16 @@
 //! `cairn backup`
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use cairn::backup::{backup, BackupOptions, BackupProgress};
+use cairn::backup::{backup, BackupOptions};
 use cairn::repo::SnapshotFilter;
 use cairn::snapshot::BackupMode;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::progress::{scan, Progress, Totals};
 use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
@@ -115,95 +115,6 @@ pub fn parse_time(s: &str) -> anyhow::Result<(i64, i32)> {
     ))
 }
 
-/// Draws a spinner on a terminal, or prints JSON status lines, from the backup's callbacks.
-struct Progress {
-    bar: Option<ProgressBar>,
-    json: bool,
-    state: Mutex<State>,
-}
-
-struct State {
-    files: u64,
-    bytes: u64,
-    last_json: Instant,
-    current: String,
-}
-
-impl Progress {
-    fn new(ctx: &Ctx) -> Self {
-        let bar = ctx.draw_progress().then(|| {
-            let b = ProgressBar::new_spinner();
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {msg} {bytes} read, {binary_bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            b.enable_steady_tick(Duration::from_millis(200));
-            b
-        });
-        Progress {
-            bar,
-            json: ctx.g.json,
-            state: Mutex::new(State {
-                files: 0,
-                bytes: 0,
-                last_json: Instant::now(),
-                current: String::new(),
-            }),
-        }
-    }
-
-    fn tick_json(&self, st: &mut State) {
-        if self.json && st.last_json.elapsed() >= Duration::from_secs(1) {
-            st.last_json = Instant::now();
-            let _ = output::json_line(&json!({
-                "message_type": "status",
-                "files_done": st.files,
-                "bytes_done": st.bytes,
-                "current_file": st.current,
-            }));
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl BackupProgress for Progress {
-    fn file_started(&self, path: &Path) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.current = path.display().to_string();
-        if let Some(b) = &self.bar {
-            b.set_message(format!("{} files,", st.files));
-        }
-        self.tick_json(&mut st);
-    }
-    fn bytes_done(&self, n: u64) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.bytes += n;
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-        self.tick_json(&mut st);
-    }
-    fn file_done(&self, _size: u64) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.files += 1;
-    }
-    fn error(&self, path: &Path, error: &str) {
-        let msg = format!("error: {}: {error}", path.display());
-        match &self.bar {
-            Some(b) => b.println(msg),
-            None if !self.json => eprintln!("{msg}"),
-            None => {}
-        }
-    }
-}
-
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, false, "backup")?;
@@ -244,8 +155,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         cancel: Some(ctx.cancel.clone()),
         exclude: excludes(&a)?,
     };
-    let progress = Progress::new(ctx);
+    let totals = Arc::new(Totals::default());
+    let stop_scan = Arc::new(AtomicBool::new(false));
+    if !ctx.g.quiet || ctx.g.json {
+        scan(
+            opts.paths.clone(),
+            opts.exclude.clone(),
+            totals.clone(),
+            stop_scan.clone(),
+        );
+    }
+    let progress = Progress::new(ctx, "backed up", totals);
     let result = backup(&mut repo, &opts, &progress);
+    stop_scan.store(true, Ordering::Relaxed);
     progress.finish();
     ctx.print_warnings(&repo);
     let out = result?;

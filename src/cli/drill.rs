@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use cairn::drill::{drill, history, DrillOptions, DrillRecord};
-use cairn::restore::NoRestoreProgress;
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
@@ -130,7 +129,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         now_ns: super::now_ns(),
         host: super::hostname(),
     };
-    let r = drill(&repo, id, &snap, &opts, &NoRestoreProgress)?;
+    let progress = super::progress::Progress::new(ctx, "restored and verified", Default::default());
+    let r = drill(&repo, id, &snap, &opts, &progress);
+    progress.finish();
+    let r = r?;
     ctx.print_warnings(&repo);
     if ctx.g.json {
         let mut v = record_json(&r);

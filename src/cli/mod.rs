@@ -10,6 +10,7 @@ mod key;
 mod ls;
 mod output;
 mod password;
+mod progress;
 mod prune;
 mod repair;
 mod restore;

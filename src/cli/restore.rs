@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn::restore::{restore, select_path, NoRestoreProgress, Overwrite, RestoreOptions};
+use cairn::restore::{restore, select_path, Overwrite, RestoreOptions, Selected};
 use serde_json::json;
 
 use super::{output, split_selector, Ctx, EXIT_FATAL, EXIT_OK};
@@ -53,7 +53,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         select: selector(&a.include, &a.exclude)?,
         base: PathBuf::from(sub.unwrap_or("").trim_start_matches('/')),
     };
-    let out = restore(&repo, &selected, &opts, &NoRestoreProgress)?;
+    let progress =
+        super::progress::Progress::new(ctx, "restored", restore_totals(ctx, &repo, &selected));
+    let out = restore(&repo, &selected, &opts, &progress);
+    progress.finish();
+    let out = out?;
     ctx.print_warnings(&repo);
     let problems: Vec<_> =
         out.damaged
@@ -119,4 +123,29 @@ pub fn selector(
     Ok(Some(std::sync::Arc::new(
         move |path: &std::path::Path, _: &cairn::tree::Node| sel.accepts(path),
     )))
+}
+
+/// Files and bytes a restore of `selected` will write (for the progress bar); skipped when
+/// nothing is shown.
+pub fn restore_totals(
+    ctx: &Ctx,
+    repo: &cairn::Repository,
+    selected: &Selected,
+) -> std::sync::Arc<super::progress::Totals> {
+    use std::sync::atomic::Ordering;
+    let t = std::sync::Arc::new(super::progress::Totals::default());
+    if ctx.draw_progress() || ctx.g.json {
+        let stats = match selected {
+            Selected::Dir(tree) => cairn::stats::stats(repo, &[*tree])
+                .ok()
+                .map(|s| (s.files, s.restore_size)),
+            Selected::Entry(n) => Some((1, n.size)),
+        };
+        if let Some((files, bytes)) = stats {
+            t.files.store(files, Ordering::Relaxed);
+            t.bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+    t.complete.store(true, Ordering::Relaxed);
+    t
 }
