@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod completions;
 mod diff;
 mod drill;
 mod forget;
@@ -151,6 +152,12 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup drill --sample 5%\n  cairn -r /mnt/usb/backup drill --history"
     )]
     Drill(drill::Args),
+    /// Print shell completions
+    #[command(after_help = "Example:\n  cairn completions bash > /etc/bash_completion.d/cairn")]
+    Completions(completions::Args),
+    /// Write man pages into a directory
+    #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
+    Man(completions::ManArgs),
 }
 
 /// Everything a command needs besides its own arguments.
@@ -254,6 +261,8 @@ pub fn main() -> ExitCode {
         Command::Key(a) => key::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
         Command::Drill(a) => drill::run(&ctx, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => completions::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
