@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -59,6 +59,8 @@ pub struct BackupOptions {
     /// Set from outside (Ctrl-C) to stop at the next file; the backup then fails with
     /// [`Error::Interrupted`] and leaves no snapshot.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Save a resumable partial snapshot this often (and at Ctrl-C); None: only at Ctrl-C.
+    pub checkpoint_every: Option<std::time::Duration>,
     /// What to leave out.
     pub exclude: Excludes,
 }
@@ -168,8 +170,9 @@ pub fn choose_parent(
         .iter()
         .filter(|(_, s)| same(s))
         .filter(|(_, s)| match mode {
+            // A partial snapshot (an interrupted backup) is where an incremental resumes.
             BackupMode::Incremental => true,
-            BackupMode::Differential => s.mode == BackupMode::Full,
+            BackupMode::Differential => s.mode == BackupMode::Full && !s.partial,
             BackupMode::Full => false,
         })
         .max_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)))
@@ -270,11 +273,17 @@ pub fn backup(
     let threads = opts.threads.max(1);
     let (job_tx, job_rx) = bounded::<Job>(threads * JOBS_PER_THREAD);
     let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * SEALED_PER_THREAD);
+    let (flush_tx, flush_rx) = bounded::<FlushRequest>(1);
     let keys = repo.keys().clone();
     let compression = repo.compression();
     let pack_size = repo.config().pack_size as usize;
     let backend = repo.backend().clone();
     let dry_run = opts.dry_run;
+    let pipeline = Pipeline::default();
+    let base = SnapshotBase {
+        paths: path_strings.clone(),
+        parent: parent_id,
+    };
 
     let (walk_result, packs, stored, mut walker_state) = thread::scope(|scope| {
         let mut workers = Vec::new();
@@ -286,13 +295,28 @@ pub fn backup(
         }
         drop(job_rx);
         drop(sealed_tx);
-        let packer = scope.spawn(|| packer(&keys, backend.as_ref(), pack_size, dry_run, sealed_rx));
+        let packer = scope.spawn(|| {
+            let r = packer(
+                &keys,
+                backend.as_ref(),
+                pack_size,
+                dry_run,
+                sealed_rx,
+                flush_rx,
+                &pipeline,
+            );
+            pipeline.stopped.store(true, Ordering::SeqCst);
+            r
+        });
 
         let mut w = Walker {
             repo,
             opts,
             keys: &keys,
             tx: Some(job_tx),
+            flush: Some(flush_tx),
+            pipeline: &pipeline,
+            sent: 0,
             added: HashSet::new(),
             names: NameCache::default(),
             hardlinks: HashMap::new(),
@@ -300,9 +324,20 @@ pub fn backup(
             errors: Vec::new(),
             progress,
             target_dev: None,
+            stack: Vec::new(),
+            base: &base,
+            last_checkpoint: Instant::now(),
+            checkpoints: Vec::new(),
         };
-        let root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        let mut root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        if matches!(root, Err(Error::Interrupted)) && !dry_run {
+            // Ctrl-C: keep what was done as a partial snapshot the next backup resumes from.
+            if let Err(e) = w.checkpoint() {
+                root = Err(e);
+            }
+        }
         w.tx = None; // close the job queue: workers drain and stop, then the packer finishes
+        w.flush = None;
         let mut worker_err = None;
         for h in workers {
             match h.join() {
@@ -316,7 +351,7 @@ pub fn backup(
         let packed = packer
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidInput("the packer thread panicked".into())));
-        let state = (w.summary, w.errors);
+        let state = (w.summary, w.errors, w.checkpoints);
         let packed = match (packed, worker_err) {
             (Err(e), _) | (Ok(_), Some(e)) => Err(e),
             (Ok(p), None) => Ok(p),
@@ -332,6 +367,7 @@ pub fn backup(
 
     let mut summary = std::mem::take(&mut walker_state.0);
     let errors = std::mem::take(&mut walker_state.1);
+    let own_checkpoints = std::mem::take(&mut walker_state.2);
     summary.data_added_stored = stored;
     summary.errors = errors.len() as u64;
 
@@ -346,33 +382,27 @@ pub fn backup(
     }
     summary.duration_s = start.elapsed().as_secs_f64();
 
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time_ns: opts.time_ns,
-        tz_offset_s: opts.tz_offset_s,
-        host: opts.host.clone(),
-        user: opts.user.clone(),
-        uid: opts.uid,
-        gid: opts.gid,
-        paths: path_strings,
-        tags: opts.tags.clone(),
-        tree: root,
-        parent: parent_id,
-        mode: if opts.force {
-            BackupMode::Full
-        } else {
-            opts.mode
-        },
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-        summary: summary.clone(),
-        notes: Vec::new(),
-        original: None,
-    };
+    let snapshot = make_snapshot(opts, &base, root, summary.clone(), false);
     let snapshot_id = if dry_run {
         None
     } else {
         // Invariant: the index naming every blob of this snapshot is durable.
-        Some(repo.save_snapshot(&snapshot)?)
+        let id = repo.save_snapshot(&snapshot)?;
+        // The partial snapshots this run or interrupted runs of the same host and paths left
+        // are superseded now.
+        let mut want: Vec<&String> = base.paths.iter().collect();
+        want.sort();
+        for (pid, s) in &snapshots {
+            let mut have: Vec<&String> = s.paths.iter().collect();
+            have.sort();
+            if s.partial && s.host == opts.host && have == want {
+                repo.remove_snapshot(pid)?;
+            }
+        }
+        for pid in own_checkpoints {
+            repo.remove_snapshot(&pid)?;
+        }
+        Some(id)
     };
     Ok(BackupOutcome {
         snapshot_id,
@@ -381,6 +411,58 @@ pub fn backup(
         errors,
     })
 }
+
+/// What every snapshot of this run (partial or final) shares.
+struct SnapshotBase {
+    paths: Vec<String>,
+    parent: Option<SnapshotId>,
+}
+
+fn make_snapshot(
+    opts: &BackupOptions,
+    base: &SnapshotBase,
+    tree: TreeId,
+    summary: Summary,
+    partial: bool,
+) -> Snapshot {
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        time_ns: opts.time_ns,
+        tz_offset_s: opts.tz_offset_s,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        uid: opts.uid,
+        gid: opts.gid,
+        paths: base.paths.clone(),
+        tags: opts.tags.clone(),
+        tree,
+        parent: base.parent,
+        mode: if opts.force {
+            BackupMode::Full
+        } else {
+            opts.mode
+        },
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary,
+        notes: Vec::new(),
+        original: None,
+        partial,
+        copied_from: None,
+    }
+}
+
+/// Shared counters between the walker and the packer.
+#[derive(Default)]
+struct Pipeline {
+    /// Blobs the packer has put into a pack writer.
+    packed: AtomicU64,
+    /// The packer has ended (finished or failed).
+    stopped: AtomicBool,
+}
+
+/// A checkpoint's request to the packer: close the open packs, write them, and send back the
+/// packs written since the last request.
+type FlushRequest = Sender<Result<Vec<IndexPack>>>;
 
 fn index_size_estimate(index: &IndexFile) -> u64 {
     // Index files are small next to packs; count their plaintext as an upper bound.
@@ -410,13 +492,16 @@ fn seal_worker(
     Ok(())
 }
 
-/// Fills packs and writes each durably; returns the packs written and the bytes stored.
+/// Fills packs and writes each durably; returns the packs not yet handed to a checkpoint and
+/// the bytes stored.
 fn packer(
     keys: &MasterKeys,
     backend: &dyn crate::backend::Backend,
     pack_size: usize,
     dry_run: bool,
     rx: Receiver<Sealed>,
+    flush_rx: Receiver<FlushRequest>,
+    pipeline: &Pipeline,
 ) -> Result<(Vec<IndexPack>, u64)> {
     let mut packs = Vec::new();
     let mut stored = 0u64;
@@ -443,14 +528,42 @@ fn packer(
         });
         Ok(())
     };
-    for s in rx {
-        let writer = match s.kind {
-            BlobKind::Data => &mut data,
-            BlobKind::Tree => &mut trees,
-        };
-        writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
-        if writer.is_full(pack_size) {
-            flush(std::mem::take(writer), &mut packs, &mut stored)?;
+    let mut flush_rx = flush_rx;
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> msg => {
+                let Ok(s) = msg else { break };
+                let writer = match s.kind {
+                    BlobKind::Data => &mut data,
+                    BlobKind::Tree => &mut trees,
+                };
+                writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
+                pipeline.packed.fetch_add(1, Ordering::SeqCst);
+                if writer.is_full(pack_size) {
+                    flush(std::mem::take(writer), &mut packs, &mut stored)?;
+                }
+            }
+            recv(flush_rx) -> req => {
+                let Ok(reply) = req else {
+                    flush_rx = crossbeam_channel::never();
+                    continue;
+                };
+                let mut result = Ok(());
+                for writer in [&mut data, &mut trees] {
+                    if result.is_ok() && !writer.is_empty() {
+                        result = flush(std::mem::take(writer), &mut packs, &mut stored);
+                    }
+                }
+                match result {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(std::mem::take(&mut packs)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::InvalidInput(e.to_string())));
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
     for writer in [data, trees] {
@@ -461,11 +574,22 @@ fn packer(
     Ok((packs, stored))
 }
 
+/// One directory being built: the entries done so far, and its own node in the parent
+/// (None for the root).
+struct Frame {
+    dir: Option<Node>,
+    nodes: Vec<Node>,
+}
+
 struct Walker<'a> {
     repo: &'a Repository,
     opts: &'a BackupOptions,
     keys: &'a MasterKeys,
     tx: Option<Sender<Job>>,
+    flush: Option<Sender<FlushRequest>>,
+    pipeline: &'a Pipeline,
+    /// Blobs sent to the workers by this run.
+    sent: u64,
     /// Blobs queued by this run: with the index, the single place that decides "new or known".
     added: HashSet<BlobId>,
     names: NameCache,
@@ -476,6 +600,12 @@ struct Walker<'a> {
     progress: &'a dyn BackupProgress,
     /// Device of the backup path being walked (for `one_file_system`).
     target_dev: Option<u64>,
+    /// The directories being built, outermost first (what a checkpoint saves).
+    stack: Vec<Frame>,
+    base: &'a SnapshotBase,
+    last_checkpoint: Instant,
+    /// Partial snapshots this run saved (the newest is kept until the run completes).
+    checkpoints: Vec<SnapshotId>,
 }
 
 impl Walker<'_> {
@@ -484,6 +614,83 @@ impl Walker<'_> {
             .cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Stops at Ctrl-C; writes a checkpoint when one is due.
+    fn tick(&mut self) -> Result<()> {
+        if self.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        if let Some(every) = self.opts.checkpoint_every {
+            if !self.opts.dry_run && self.last_checkpoint.elapsed() >= every {
+                self.checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything done so far durable and resumable: the open directories become partial
+    /// trees, the pipeline is drained and its packs written, an index file names them, and a
+    /// partial snapshot references the trees. The next backup of the same paths uses it as its
+    /// parent, so files completed here are not read again.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        // Partial trees, innermost first; each becomes the subtree of its directory's node.
+        let mut frames: Vec<(Option<Node>, Vec<Node>)> = self
+            .stack
+            .iter()
+            .map(|f| (f.dir.clone(), f.nodes.clone()))
+            .collect();
+        let mut root = None;
+        let mut child: Option<Node> = None;
+        while let Some((dir, mut nodes)) = frames.pop() {
+            if let Some(c) = child.take() {
+                nodes.push(c);
+            }
+            let id = self.store_tree(Tree { nodes })?;
+            match dir {
+                Some(mut d) => {
+                    d.subtree = Some(id);
+                    child = Some(d);
+                }
+                None => root = Some(id),
+            }
+        }
+        let Some(root) = root else { return Ok(()) };
+        // Barrier: every blob sent is in a pack writer, then the packer writes them all.
+        while self.pipeline.packed.load(Ordering::SeqCst) < self.sent {
+            if self.pipeline.stopped.load(Ordering::SeqCst) {
+                return Err(Error::InvalidInput("the storage pipeline stopped".into()));
+            }
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let flush = self
+            .flush
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("pipeline closed".into()))?;
+        let (reply_tx, reply_rx) = bounded(1);
+        flush
+            .send(reply_tx)
+            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))?;
+        let packs = reply_rx
+            .recv()
+            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))??;
+        if !packs.is_empty() {
+            // Invariant: the packs are durable (the packer's put returned).
+            self.repo.write_index(&IndexFile {
+                supersedes: Vec::new(),
+                packs,
+            })?;
+        }
+        // Invariant: every blob of the partial snapshot is named by a durable index file.
+        let snap = make_snapshot(self.opts, self.base, root, self.summary.clone(), true);
+        let id = self.repo.save_snapshot(&snap)?;
+        for old in std::mem::replace(&mut self.checkpoints, vec![id]) {
+            if old != id {
+                self.repo.remove_snapshot(&old)?;
+            }
+        }
+        Ok(())
     }
 
     fn report(&mut self, path: &Path, error: impl std::fmt::Display) {
@@ -507,7 +714,9 @@ impl Walker<'_> {
             .as_ref()
             .ok_or_else(|| Error::InvalidInput("pipeline closed".into()))?;
         tx.send(Job { kind, id, data })
-            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))
+            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))?;
+        self.sent += 1;
+        Ok(())
     }
 
     fn store_tree(&mut self, mut tree: Tree) -> Result<TreeId> {
@@ -516,6 +725,22 @@ impl Walker<'_> {
         let id = self.keys.tree_id(&bytes);
         self.store(BlobKind::Tree, id, bytes)?;
         Ok(TreeId(id))
+    }
+
+    /// Adds a finished entry to the directory being built.
+    fn push(&mut self, node: Node) {
+        if let Some(f) = self.stack.last_mut() {
+            f.nodes.push(node);
+        }
+    }
+
+    /// Closes the innermost directory and stores its tree.
+    fn pop_tree(&mut self) -> Result<TreeId> {
+        let frame = self
+            .stack
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("directory stack underflow".into()))?;
+        self.store_tree(Tree { nodes: frame.nodes })
     }
 
     fn parent_subtree(&mut self, parent: Option<&Tree>, name: &[u8]) -> Option<Tree> {
@@ -533,8 +758,18 @@ impl Walker<'_> {
         }
     }
 
-    /// Builds the tree for one trie level at `path`.
+    /// Builds the tree for one trie level at `path`; `dir` is this level's own node.
     fn backup_trie(&mut self, trie: &Trie, path: &Path, parent: Option<TreeId>) -> Result<TreeId> {
+        self.backup_trie_in(trie, path, parent, None)
+    }
+
+    fn backup_trie_in(
+        &mut self,
+        trie: &Trie,
+        path: &Path,
+        parent: Option<TreeId>,
+        dir: Option<Node>,
+    ) -> Result<TreeId> {
         let parent_tree = match parent {
             Some(id) => match self.repo.read_tree(&id) {
                 Ok(t) => Some(t),
@@ -549,9 +784,12 @@ impl Walker<'_> {
         };
         if trie.target {
             self.target_dev = fs::symlink_metadata(path).ok().map(|m| m.dev());
-            return self.backup_dir_contents(path, parent_tree.as_ref());
+            return self.backup_dir_contents(path, parent_tree.as_ref(), dir);
         }
-        let mut tree = Tree::default();
+        self.stack.push(Frame {
+            dir,
+            nodes: Vec::new(),
+        });
         for (name, child) in &trie.children {
             let child_path = path.join(OsStr::from_bytes(name));
             let meta = match fs::symlink_metadata(&child_path) {
@@ -566,7 +804,7 @@ impl Walker<'_> {
                 if let Some(node) =
                     self.backup_entry(&child_path, name.clone(), &meta, parent_tree.as_ref())?
                 {
-                    tree.nodes.push(node);
+                    self.push(node);
                 }
             } else {
                 // An ancestor of a backed-up path: a symlink here (`/home -> /data/home`) is
@@ -595,15 +833,25 @@ impl Walker<'_> {
                     .as_ref()
                     .and_then(|t| t.find(name))
                     .and_then(|n| n.subtree);
-                node.subtree = Some(self.backup_trie(child, &child_path, sub_parent)?);
+                node.subtree = Some(self.backup_trie_in(
+                    child,
+                    &child_path,
+                    sub_parent,
+                    Some(node.clone()),
+                )?);
                 self.summary.dirs += 1;
-                tree.nodes.push(node);
+                self.push(node);
             }
         }
-        self.store_tree(tree)
+        self.pop_tree()
     }
 
-    fn backup_dir_contents(&mut self, path: &Path, parent: Option<&Tree>) -> Result<TreeId> {
+    fn backup_dir_contents(
+        &mut self,
+        path: &Path,
+        parent: Option<&Tree>,
+        dir: Option<Node>,
+    ) -> Result<TreeId> {
         let mut entries = Vec::new();
         match fs::read_dir(path) {
             Ok(rd) => {
@@ -617,11 +865,12 @@ impl Walker<'_> {
             Err(e) => self.report(path, e),
         }
         entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut tree = Tree::default();
+        self.stack.push(Frame {
+            dir,
+            nodes: Vec::new(),
+        });
         for name in entries {
-            if self.cancelled() {
-                return Err(Error::Interrupted);
-            }
+            self.tick()?;
             let child = path.join(&name);
             if self.opts.exclude.excludes_path(&child) {
                 continue;
@@ -648,10 +897,10 @@ impl Walker<'_> {
             if let Some(node) =
                 self.backup_entry(&child, name.as_bytes().to_vec(), &meta, parent)?
             {
-                tree.nodes.push(node);
+                self.push(node);
             }
         }
-        self.store_tree(tree)
+        self.pop_tree()
     }
 
     /// Backs up one entry; `None` when it could not be read at all (reported).
@@ -663,13 +912,18 @@ impl Walker<'_> {
         parent: Option<&Tree>,
     ) -> Result<Option<Node>> {
         let mut node = meta::node_from_meta(name, meta, &mut self.names);
-        match meta::read_xattrs(path) {
-            Ok(x) => node.xattrs = x,
-            Err(e) => self.report(path, format!("extended attributes: {e}")),
-        }
         let old = parent
             .and_then(|t| t.find(&node.name))
             .filter(|o| o.kind == node.kind);
+        // Changing an extended attribute changes ctime: with ctime and inode unchanged, the
+        // parent's xattrs still hold and the syscalls can be saved.
+        match old.filter(|o| !self.opts.force && o.ctime == node.ctime && o.inode == node.inode) {
+            Some(o) => node.xattrs = o.xattrs.clone(),
+            None => match meta::read_xattrs(path) {
+                Ok(x) => node.xattrs = x,
+                Err(e) => self.report(path, format!("extended attributes: {e}")),
+            },
+        }
         match node.kind {
             NodeKind::Dir => {
                 let other_fs = self.opts.exclude.one_file_system
@@ -678,7 +932,7 @@ impl Walker<'_> {
                     self.store_tree(Tree::default())?
                 } else {
                     let sub = self.parent_subtree(parent, &node.name);
-                    self.backup_dir_contents(path, sub.as_ref())?
+                    self.backup_dir_contents(path, sub.as_ref(), Some(node.clone()))?
                 });
                 self.summary.dirs += 1;
             }
@@ -810,6 +1064,7 @@ impl Walker<'_> {
                 self.keys.chunker_seed(),
             ) {
                 let chunk = chunk.map_err(ReadError::Source)?;
+                self.tick().map_err(ReadError::Repo)?;
                 let len = chunk.len() as u64;
                 let id = self.keys.chunk_id(&chunk);
                 self.store(BlobKind::Data, id, chunk)

@@ -388,12 +388,7 @@ impl Repository {
 
     /// Writes an index file durably and adds its packs to the in-memory index.
     pub fn save_index(&mut self, file: &IndexFile) -> Result<IndexId> {
-        let plain = to_msgpack_compact(file)?;
-        let sealed = encode_object(&self.keys, ObjectKind::Index, &[], &plain, self.compression)?;
-        let id = IndexId(content_hash(&sealed));
-        self.backend
-            .put(FileKind::Index, &id.to_hex(), &sealed)
-            .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
+        let id = self.write_index(file)?;
         for p in &file.packs {
             self.index.add_pack(p);
         }
@@ -429,6 +424,17 @@ impl Repository {
             ids.push(self.save_index(f)?);
         }
         Ok(ids)
+    }
+
+    /// Writes an index file durably without adding it to the in-memory index (checkpoints).
+    pub fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let plain = to_msgpack_compact(file)?;
+        let sealed = encode_object(&self.keys, ObjectKind::Index, &[], &plain, self.compression)?;
+        let id = IndexId(content_hash(&sealed));
+        self.backend
+            .put(FileKind::Index, &id.to_hex(), &sealed)
+            .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
+        Ok(id)
     }
 
     /// Adds packs to the in-memory index only (they must already be in a durable index file).

@@ -87,7 +87,15 @@ pub struct Snapshot {
     /// What `repair snapshots` changed, one sentence each (absent in older snapshots).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// An interrupted backup's checkpoint: complete for what it lists, but not every path was
+    /// walked. The next backup of the same host and paths resumes from it and removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// The snapshot this one was repaired from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// Set by `copy`: the snapshot this one is a copy of, in the repository where it was first
+    /// made (a copy of a copy keeps the first one's id), so copying again can recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SnapshotId>,
 }

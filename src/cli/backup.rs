@@ -67,6 +67,9 @@ pub struct Args {
     /// Leave out files larger than SIZE (e.g. 500M, 2G)
     #[arg(long, value_name = "SIZE", value_parser = output::parse_size)]
     exclude_larger_than: Option<u64>,
+    /// Save a resumable partial snapshot this often during a long backup (e.g. 5m, 1h)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = output::parse_span)]
+    checkpoint_interval: std::time::Duration,
     /// Do not cross into other filesystems
     #[arg(long, short = 'x')]
     one_file_system: bool,
@@ -154,6 +157,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         dry_run: a.dry_run,
         cancel: Some(ctx.cancel.clone()),
         exclude: excludes(&a)?,
+        checkpoint_every: Some(a.checkpoint_interval),
     };
     let totals = Arc::new(Totals::default());
     let stop_scan = Arc::new(AtomicBool::new(false));
@@ -170,6 +174,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     stop_scan.store(true, Ordering::Relaxed);
     progress.finish();
     ctx.print_warnings(&repo);
+    if let Err(cairn::Error::Interrupted) = result {
+        eprintln!(
+            "interrupted: what was backed up so far is saved as a partial snapshot; \
+             the next backup of the same paths resumes from it"
+        );
+        return Ok(super::EXIT_INTERRUPTED);
+    }
     let out = result?;
     let s = &out.summary;
     let id = out.snapshot_id.map(|i| i.to_hex());

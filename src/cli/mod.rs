@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod completions;
+mod copy;
 mod diff;
 mod drill;
 mod forget;
@@ -11,6 +12,7 @@ mod key;
 mod ls;
 mod output;
 mod password;
+mod plan;
 mod progress;
 mod prune;
 mod repair;
@@ -147,6 +149,11 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup repair index\n  cairn -r /mnt/usb/backup repair snapshots --forget"
     )]
     Repair(repair::Args),
+    /// Copy snapshots into another repository (its own password and keys), sending only data it lacks
+    #[command(
+        after_help = "Example:\n  CAIRN_TO_PASSWORD_FILE=~/offsite-password cairn -r /mnt/usb/backup copy --to /mnt/usb2/backup"
+    )]
+    Copy(copy::Args),
     /// Prove recovery: restore a sample (or all) of a snapshot to scratch space, verify every byte, project the full restore time
     #[command(
         after_help = "Example:\n  cairn -r /mnt/usb/backup drill --sample 5%\n  cairn -r /mnt/usb/backup drill --history"
@@ -155,6 +162,11 @@ pub enum Command {
     /// Print shell completions
     #[command(after_help = "Example:\n  cairn completions bash > /etc/bash_completion.d/cairn")]
     Completions(completions::Args),
+    /// Run a backup plan from the plan file (backup, forget, prune, check) or show its status
+    #[command(
+        after_help = "Example:\n  cairn plan run home\n  cairn plan status\n  cairn --config ~/cairn.toml plan status home --json"
+    )]
+    Plan(plan::Args),
     /// Write man pages into a directory
     #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
     Man(completions::ManArgs),
@@ -260,8 +272,10 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Drill(a) => drill::run(&ctx, a),
         Command::Completions(a) => completions::run(a),
+        Command::Plan(a) => plan::run(&ctx, a),
         Command::Man(a) => completions::man(a),
     };
     match result {

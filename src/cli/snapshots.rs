@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     "paths": s.paths,
                     "tags": s.tags,
                     "mode": s.mode.name(),
+                    "partial": s.partial,
                     "parent": s.parent.map(|p| p.to_hex()),
                     "tree": s.tree.to_string(),
                     "summary": s.summary,
@@ -49,7 +50,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 output::local_time(s.time_ns),
                 s.host.clone(),
                 s.tags.join(","),
-                s.mode.name().to_string(),
+                if s.partial {
+                    format!("{} (partial)", s.mode.name())
+                } else {
+                    s.mode.name().to_string()
+                },
                 s.paths.first().cloned().unwrap_or_default(),
                 output::size(s.summary.total_bytes_processed),
             ]

@@ -1,0 +1,637 @@
+//! Copying snapshots into another repository (cli.md `copy`), which has its own keys.
+//!
+//! Blob ids are keyed (repo-format.md §2), so the same plaintext has different ids in the two
+//! repositories: every chunk is re-identified under the destination's `id` key, every tree is
+//! rewritten with the destination's chunk and tree ids and re-encoded (§7.2), and blobs are
+//! resealed under the destination's `enc` key. Chunk boundaries are kept as they are: a copy
+//! deduplicates against data *backed up* into the destination only when both repositories cut
+//! files alike (`init --copy-chunker-params-from`, §2).
+//!
+//! Invariants:
+//! - Only blobs the destination lacks are written; the destination's index (plus the blobs
+//!   written in this run) is the single place that decides "new or known".
+//! - Commit order per snapshot (§10.2): packs durable → index file → snapshot. An interrupted
+//!   copy leaves at most unreferenced packs (`prune` removes them) and never a snapshot whose
+//!   data is missing.
+//! - A source snapshot already in the destination (same time, host, paths and tags, and the same
+//!   origin, see [`Snapshot::copied_from`]) is skipped, so copying again writes nothing.
+//! - The local map (source blob id → destination blob id) is a hint only: a chunk is skipped only
+//!   if the destination's index has the mapped id, and a whole subtree only after the mapped
+//!   destination tree has been checked, through the destination's own trees, to have every tree
+//!   and chunk below it in the index. Deleting the map costs time, never correctness.
+//!
+//! Memory: one chunk in flight, plus the open packs (at most two, each up to the destination's
+//! pack size) and the id maps (about 100 bytes per blob).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, RepoId, SnapshotId, TreeId, ID_LEN};
+use crate::index::IndexPack;
+use crate::pack::{seal_blob, BlobKind, PackWriter};
+use crate::repo::{backend_err, Repository};
+use crate::snapshot::Snapshot;
+
+/// Options for [`copy`].
+#[derive(Clone, Debug, Default)]
+pub struct CopyOptions {
+    /// The local id-map file for this pair of repositories (created if missing, rewritten
+    /// atomically after each copied snapshot). `None`: no map is kept between runs.
+    pub map_file: Option<PathBuf>,
+    /// Set from outside (Ctrl-C) to stop at the next blob: the copy fails with
+    /// [`Error::Interrupted`]; snapshots copied so far stay.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What happened to one source snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CopiedSnapshot {
+    pub source: SnapshotId,
+    /// The copy in the destination: new, or the one already there.
+    pub destination: SnapshotId,
+    /// True when the destination already had it (nothing was written).
+    pub skipped: bool,
+    /// Blobs written for this snapshot.
+    pub blobs_sent: u64,
+    /// Plaintext bytes of those blobs.
+    pub data_sent: u64,
+    /// Bytes of pack files written for this snapshot (sealed blobs and pack headers).
+    pub bytes_sent: u64,
+    /// Chunk plaintext read from the source.
+    pub data_read: u64,
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CopyReport {
+    pub snapshots: Vec<CopiedSnapshot>,
+    pub copied: u64,
+    pub skipped: u64,
+    pub blobs_sent: u64,
+    pub data_sent: u64,
+    /// Bytes of pack files written (index and snapshot files add a few hundred bytes each).
+    pub bytes_sent: u64,
+    pub data_read: u64,
+}
+
+/// Progress callbacks; the library draws nothing.
+pub trait CopyProgress {
+    fn snapshot_started(&self, _source: &SnapshotId, _snapshot: &Snapshot) {}
+    /// A blob was written to the destination (plaintext length).
+    fn blob_sent(&self, _len: u64) {}
+    fn snapshot_done(&self, _result: &CopiedSnapshot) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoCopyProgress;
+impl CopyProgress for NoCopyProgress {}
+
+/// The identity a copy carries: the snapshot it was first made as.
+fn origin(id: &SnapshotId, snap: &Snapshot) -> SnapshotId {
+    snap.copied_from.unwrap_or(*id)
+}
+
+/// Same time, host, paths and tags: what `copy` requires besides a common origin.
+fn same_metadata(a: &Snapshot, b: &Snapshot) -> bool {
+    a.time_ns == b.time_ns && a.host == b.host && a.paths == b.paths && a.tags == b.tags
+}
+
+/// Copies `snapshots` (of `src`, oldest first for parents to map) into `dst`. Both indexes
+/// must be loaded.
+pub fn copy(
+    src: &Repository,
+    dst: &mut Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    opts: &CopyOptions,
+    progress: &dyn CopyProgress,
+) -> Result<CopyReport> {
+    if src.id() == dst.id() {
+        return Err(Error::InvalidInput(
+            "source and destination are the same repository".into(),
+        ));
+    }
+    // Destination snapshots by origin: a source snapshot whose origin is a destination
+    // snapshot's origin (or the destination snapshot itself) is already there.
+    let mut by_origin: HashMap<SnapshotId, Vec<(SnapshotId, Snapshot)>> = HashMap::new();
+    for (id, s) in dst.snapshots()? {
+        by_origin.entry(origin(&id, &s)).or_default().push((id, s));
+    }
+    let map = match &opts.map_file {
+        Some(p) => IdMap::load(p, src.id(), dst.id()),
+        None => HashMap::new(),
+    };
+    let mut c = Copier {
+        src,
+        dst,
+        cancel: opts.cancel.clone(),
+        progress,
+        map,
+        trees: HashMap::new(),
+        complete: HashSet::new(),
+        added: HashSet::new(),
+        data: PackWriter::new(),
+        tree_packs: PackWriter::new(),
+        packs: Vec::new(),
+        cur: Counters::default(),
+    };
+    let mut report = CopyReport::default();
+    for (src_id, snap) in snapshots {
+        progress.snapshot_started(src_id, snap);
+        let key = origin(src_id, snap);
+        let existing = by_origin
+            .get(&key)
+            .and_then(|v| v.iter().find(|(_, d)| same_metadata(d, snap)))
+            .map(|(id, _)| *id);
+        let done = if let Some(dst_id) = existing {
+            report.skipped += 1;
+            CopiedSnapshot {
+                source: *src_id,
+                destination: dst_id,
+                skipped: true,
+                blobs_sent: 0,
+                data_sent: 0,
+                bytes_sent: 0,
+                data_read: 0,
+            }
+        } else {
+            let root = c.copy_tree(snap.tree)?;
+            c.commit_packs()?;
+            let mut copied = snap.clone();
+            copied.tree = root;
+            copied.copied_from = Some(key);
+            // References to other snapshots point at their copies, or nowhere.
+            let find = |p: &SnapshotId| -> Option<SnapshotId> {
+                let o = snapshots
+                    .iter()
+                    .find(|(i, _)| i == p)
+                    .map(|(i, s)| origin(i, s))
+                    .or_else(|| src.read_snapshot(p).ok().map(|s| origin(p, &s)))
+                    .unwrap_or(*p);
+                by_origin.get(&o).and_then(|v| v.first()).map(|(i, _)| *i)
+            };
+            copied.parent = snap.parent.as_ref().and_then(find);
+            copied.original = snap.original.as_ref().and_then(find);
+            // Invariant: every blob of `root` is in a durable index file of `dst`.
+            let dst_id = c.dst.save_snapshot(&copied)?;
+            by_origin.entry(key).or_default().push((dst_id, copied));
+            if let Some(p) = &opts.map_file {
+                if let Err(e) = IdMap::save(p, c.src.id(), c.dst.id(), &c.map, c.dst) {
+                    c.dst
+                        .warn(format!("could not save the copy map {}: {e}", p.display()));
+                }
+            }
+            report.copied += 1;
+            let n = std::mem::take(&mut c.cur);
+            CopiedSnapshot {
+                source: *src_id,
+                destination: dst_id,
+                skipped: false,
+                blobs_sent: n.blobs,
+                data_sent: n.data,
+                bytes_sent: n.bytes,
+                data_read: n.read,
+            }
+        };
+        report.blobs_sent += done.blobs_sent;
+        report.data_sent += done.data_sent;
+        report.bytes_sent += done.bytes_sent;
+        report.data_read += done.data_read;
+        progress.snapshot_done(&done);
+        report.snapshots.push(done);
+    }
+    Ok(report)
+}
+
+#[derive(Default)]
+struct Counters {
+    blobs: u64,
+    data: u64,
+    bytes: u64,
+    read: u64,
+}
+
+struct Copier<'a> {
+    src: &'a Repository,
+    dst: &'a mut Repository,
+    cancel: Option<Arc<AtomicBool>>,
+    progress: &'a dyn CopyProgress,
+    /// Source blob → destination blob: hints from the map file, and what this run learned.
+    map: HashMap<BlobId, BlobId>,
+    /// Source trees copied or verified in this run → their destination trees.
+    trees: HashMap<TreeId, TreeId>,
+    /// Destination trees known to have everything below them in the destination.
+    complete: HashSet<BlobId>,
+    /// Blobs written in this run and not yet in the destination's index.
+    added: HashSet<BlobId>,
+    /// Trees and data go to separate packs (repo-format.md §6.3), as in a backup.
+    data: PackWriter,
+    tree_packs: PackWriter,
+    /// Durable packs not yet named by an index file.
+    packs: Vec<IndexPack>,
+    cur: Counters,
+}
+
+impl Copier<'_> {
+    fn has(&self, id: &BlobId) -> bool {
+        self.added.contains(id) || self.dst.index().contains(id)
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// The destination id of a source chunk, stored if the destination lacks it.
+    fn copy_chunk(&mut self, id: BlobId) -> Result<BlobId> {
+        if let Some(d) = self.map.get(&id) {
+            if self.has(d) {
+                return Ok(*d);
+            }
+        }
+        self.check_cancel()?;
+        let loc = self
+            .src
+            .index()
+            .get(&id)
+            .ok_or_else(|| Error::BlobMissing { id: id.to_hex() })?;
+        if loc.entry.kind != BlobKind::Data {
+            return Err(Error::corrupt(
+                format!("data blob {} in the source", id.short()),
+                "the index lists it as a tree",
+            ));
+        }
+        // Opened and checked against its source id before anything is written.
+        let plain = self.src.read_blob_at(&loc.pack, &loc.entry)?;
+        self.cur.read += plain.len() as u64;
+        let d = self.dst.keys().chunk_id(&plain);
+        self.map.insert(id, d);
+        if !self.has(&d) {
+            self.store(BlobKind::Data, d, &plain)?;
+        }
+        Ok(d)
+    }
+
+    /// The destination id of a source tree, with everything below it stored.
+    fn copy_tree(&mut self, id: TreeId) -> Result<TreeId> {
+        if let Some(d) = self.trees.get(&id) {
+            return Ok(*d);
+        }
+        if let Some(d) = self.map.get(&id.0).copied() {
+            if self.dst_complete(d)? {
+                self.trees.insert(id, TreeId(d));
+                return Ok(TreeId(d));
+            }
+        }
+        let mut tree = self.src.read_tree(&id)?;
+        for node in &mut tree.nodes {
+            for part in &mut node.content {
+                if let Some(c) = part.0 {
+                    part.0 = Some(self.copy_chunk(c)?);
+                }
+            }
+            if let Some(sub) = node.subtree {
+                node.subtree = Some(self.copy_tree(sub)?);
+            }
+        }
+        let bytes = tree.encode()?;
+        let d = self.dst.keys().tree_id(&bytes);
+        if !self.has(&d) {
+            self.store(BlobKind::Tree, d, &bytes)?;
+        }
+        self.map.insert(id.0, d);
+        self.trees.insert(id, TreeId(d));
+        self.complete.insert(d);
+        Ok(TreeId(d))
+    }
+
+    /// Whether destination tree `id` and every tree and chunk below it are in the destination.
+    /// Reads destination trees only (metadata), never data.
+    fn dst_complete(&mut self, id: BlobId) -> Result<bool> {
+        if self.complete.contains(&id) {
+            return Ok(true);
+        }
+        match self.dst.index().get(&id) {
+            Some(loc) if loc.entry.kind == BlobKind::Tree => {}
+            _ => return Ok(false),
+        }
+        let Ok(tree) = self.dst.read_tree(&TreeId(id)) else {
+            return Ok(false);
+        };
+        for node in &tree.nodes {
+            if !node.chunks().all(|c| self.has(&c)) {
+                return Ok(false);
+            }
+            if let Some(sub) = node.subtree {
+                if !self.dst_complete(sub.0)? {
+                    return Ok(false);
+                }
+            }
+        }
+        self.complete.insert(id);
+        Ok(true)
+    }
+
+    /// Seals a blob under the destination's keys into the pack for its kind.
+    fn store(&mut self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<()> {
+        let sealed = seal_blob(self.dst.keys(), kind, &id, plain, self.dst.compression())?;
+        let writer = match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree_packs,
+        };
+        writer.add(kind, id, &sealed, plain.len() as u32)?;
+        self.added.insert(id);
+        self.cur.blobs += 1;
+        self.cur.data += plain.len() as u64;
+        self.progress.blob_sent(plain.len() as u64);
+        if writer.is_full(self.dst.config().pack_size as usize) {
+            let w = std::mem::take(writer);
+            self.flush(w)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a pack durably; it is indexed at the next [`Self::commit_packs`].
+    fn flush(&mut self, writer: PackWriter) -> Result<()> {
+        let p = writer.finish(self.dst.keys())?;
+        let name = p.id.to_hex();
+        self.dst
+            .backend()
+            .put(FileKind::Pack, &name, &p.bytes)
+            .map_err(backend_err(FileKind::Pack, &name))?;
+        self.cur.bytes += p.bytes.len() as u64;
+        self.packs.push(IndexPack {
+            id: p.id,
+            size: p.bytes.len() as u64,
+            blobs: p.entries,
+        });
+        Ok(())
+    }
+
+    /// Flushes open packs and names every written pack in an index file.
+    fn commit_packs(&mut self) -> Result<()> {
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let w = match kind {
+                BlobKind::Data => std::mem::take(&mut self.data),
+                BlobKind::Tree => std::mem::take(&mut self.tree_packs),
+            };
+            if !w.is_empty() {
+                self.flush(w)?;
+            }
+        }
+        if !self.packs.is_empty() {
+            // Invariant: every pack named here is durable (put returned).
+            let packs = std::mem::take(&mut self.packs);
+            self.dst.save_index_files(packs, Vec::new())?;
+        }
+        // Everything written is now in the destination's index.
+        self.added.clear();
+        Ok(())
+    }
+}
+
+/// The local map file: `MAGIC`, source repository id, destination repository id, then
+/// (source blob id, destination blob id) pairs, 64 bytes each. Anything else is ignored.
+struct IdMap;
+
+const MAGIC: &[u8; 16] = b"cairn copy map 1";
+const HEADER_LEN: usize = MAGIC.len() + 2 * ID_LEN;
+const RECORD_LEN: usize = 2 * ID_LEN;
+
+impl IdMap {
+    fn load(path: &Path, src: RepoId, dst: RepoId) -> HashMap<BlobId, BlobId> {
+        let mut bytes = Vec::new();
+        let ok = fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .is_ok();
+        let mut out = HashMap::new();
+        if !ok
+            || bytes.len() < HEADER_LEN
+            || (bytes.len() - HEADER_LEN) % RECORD_LEN != 0
+            || &bytes[..MAGIC.len()] != MAGIC
+            || bytes[MAGIC.len()..MAGIC.len() + ID_LEN] != src.0
+            || bytes[MAGIC.len() + ID_LEN..HEADER_LEN] != dst.0
+        {
+            return out;
+        }
+        for rec in bytes[HEADER_LEN..].chunks_exact(RECORD_LEN) {
+            let mut a = [0u8; ID_LEN];
+            let mut b = [0u8; ID_LEN];
+            a.copy_from_slice(&rec[..ID_LEN]);
+            b.copy_from_slice(&rec[ID_LEN..]);
+            out.insert(BlobId(a), BlobId(b));
+        }
+        out
+    }
+
+    /// Writes the entries whose destination blob is indexed, via a temporary file and rename.
+    fn save(
+        path: &Path,
+        src: RepoId,
+        dst_id: RepoId,
+        map: &HashMap<BlobId, BlobId>,
+        dst: &Repository,
+    ) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut buf = Vec::with_capacity(HEADER_LEN + map.len() * RECORD_LEN);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&src.0);
+        buf.extend_from_slice(&dst_id.0);
+        for (a, b) in map {
+            if dst.index().contains(b) {
+                buf.extend_from_slice(&a.0);
+                buf.extend_from_slice(&b.0);
+            }
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = dir.join(name);
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&buf))
+            .and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, MemBackend};
+    use crate::backup::{backup, BackupOptions, NoProgress};
+    use crate::check::{check, CheckOptions, ReadData};
+    use crate::crypto::KdfParams;
+    use crate::repo::InitOptions;
+
+    fn init(pw: &[u8]) -> (Arc<MemBackend>, Repository) {
+        let b = Arc::new(MemBackend::new());
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            kdf: KdfParams {
+                m_cost_kib: KdfParams::MIN_M_COST_KIB,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..InitOptions::default()
+        };
+        let mut r = Repository::init(b.clone(), pw, &opts).expect("init");
+        r.load_index().expect("index");
+        (b, r)
+    }
+
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    fn assert_clean(repo: &mut Repository) {
+        let r = check(
+            repo,
+            &CheckOptions {
+                read_data: ReadData::All,
+                ..CheckOptions::default()
+            },
+        )
+        .expect("check");
+        assert!(r.ok(), "check: {:?}", r.errors);
+    }
+
+    #[test]
+    fn a_stale_map_entry_never_skips_data_the_destination_lost() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("src");
+        fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        fs::write(dir.join("a"), bytes(1, 700_000)).expect("write");
+        fs::write(dir.join("sub/b"), bytes(2, 300_000)).expect("write");
+        let (_, mut src) = init(b"one");
+        let opts = BackupOptions {
+            paths: vec![dir.clone()],
+            host: "h".into(),
+            time_ns: 1,
+            threads: 1,
+            ..BackupOptions::default()
+        };
+        let s1 = backup(&mut src, &opts, &NoProgress).expect("backup");
+        let snaps = src.snapshots().expect("snapshots");
+        let (dst_backend, mut dst) = init(b"two");
+        let copy_opts = CopyOptions {
+            map_file: Some(tmp.path().join("map")),
+            cancel: None,
+        };
+        let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
+        assert_eq!((r.copied, r.skipped), (1, 0));
+        assert!(r.data_sent >= 1_000_000, "{r:?}");
+        let first = r.snapshots[0].destination;
+        assert_eq!(
+            dst.read_snapshot(&first).expect("snap").copied_from,
+            s1.snapshot_id
+        );
+
+        // Simulate a destination that forgot the snapshot and lost its data packs while an
+        // unreferenced tree pack stayed (prune keeps packs below its repack threshold).
+        dst.remove_snapshot(&first).expect("forget");
+        for (pack, (_, entries)) in dst.index().entries_by_pack() {
+            if entries.iter().any(|e| e.kind == BlobKind::Data) {
+                dst_backend
+                    .delete(FileKind::Pack, &pack.to_hex())
+                    .expect("delete");
+            }
+        }
+        crate::repair::repair_index(&mut dst).expect("repair index");
+        assert!(dst.index().blob_count() > 0, "trees stay indexed");
+
+        // The map says every tree is there; the copy must notice the data is not.
+        let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
+        assert_eq!((r.copied, r.skipped), (1, 0));
+        assert!(r.data_sent >= 1_000_000, "data re-sent: {r:?}");
+        assert_eq!(r.snapshots[0].blobs_sent as usize, {
+            let n = dst.index().entries_by_pack();
+            n.values()
+                .flat_map(|(_, e)| e)
+                .filter(|e| e.kind == BlobKind::Data)
+                .count()
+        });
+        assert_clean(&mut dst);
+
+        // Once complete, a copy of the same snapshot is recognised and writes nothing.
+        let before = dst_backend.total_size();
+        let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
+        assert_eq!((r.copied, r.skipped, r.blobs_sent), (0, 1, 0));
+        assert_eq!(dst_backend.total_size(), before);
+    }
+
+    #[test]
+    fn a_garbled_map_file_is_ignored() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("src");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("a"), bytes(3, 200_000)).expect("write");
+        let (_, mut src) = init(b"one");
+        let opts = BackupOptions {
+            paths: vec![dir.clone()],
+            host: "h".into(),
+            threads: 1,
+            ..BackupOptions::default()
+        };
+        backup(&mut src, &opts, &NoProgress).expect("backup");
+        let snaps = src.snapshots().expect("snapshots");
+        let (_, mut dst) = init(b"two");
+        let map = tmp.path().join("map");
+        fs::write(&map, b"cairn copy map 1 and then garbage").expect("write");
+        let copy_opts = CopyOptions {
+            map_file: Some(map.clone()),
+            cancel: None,
+        };
+        let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
+        assert_eq!(r.copied, 1);
+        assert_clean(&mut dst);
+        let saved = fs::read(&map).expect("map written");
+        assert_eq!(&saved[..MAGIC.len()], MAGIC);
+        assert_eq!((saved.len() - HEADER_LEN) % RECORD_LEN, 0);
+        assert!(saved.len() > HEADER_LEN);
+    }
+
+    #[test]
+    fn copying_into_the_same_repository_is_refused() {
+        let (b, mut src) = init(b"one");
+        let mut again = Repository::open(b, b"one").expect("open");
+        again.load_index().expect("index");
+        src.load_index().expect("index");
+        let e = copy(
+            &src,
+            &mut again,
+            &[],
+            &CopyOptions::default(),
+            &NoCopyProgress,
+        )
+        .expect_err("same repository");
+        assert!(e.to_string().contains("same repository"), "{e}");
+    }
+}
