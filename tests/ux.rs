@@ -22,6 +22,7 @@ const COMMANDS: &[&str] = &[
     "drill",
     "completions",
     "man",
+    "plan",
 ];
 
 #[test]

@@ -431,6 +431,7 @@ fn steps(
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             cancel: Some(ctx.cancel.clone()),
             exclude: run.excludes.clone(),
+            checkpoint_every: Some(std::time::Duration::from_secs(300)),
             ..BackupOptions::default()
         };
         let totals = Arc::new(Totals::default());
