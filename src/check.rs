@@ -234,10 +234,35 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     }
 
     // Every key file, not only the one that opened: a damaged spare is a lost password.
+    let copies: HashMap<String, u64> = repo.list(FileKind::KeyCopy)?.into_iter().collect();
     for k in repo.list_keys()? {
-        if let Some(e) = k.error {
+        if let Some(e) = &k.error {
             r.errors.push(format!("key file {} is damaged: {e}", k.id));
         }
+        let name = k.id.to_hex();
+        let copy_ok = copies.contains_key(&name)
+            && repo
+                .backend()
+                .get(FileKind::KeyCopy, &name)
+                .is_ok_and(|b| hex::encode(content_hash(&b)) == name);
+        if !copy_ok {
+            r.errors.push(format!(
+                "the copy of key file {name} (keys/{name}.copy) is missing or damaged"
+            ));
+        }
+    }
+    for name in copies.keys() {
+        if !repo.list(FileKind::Key)?.iter().any(|(n, _)| n == name) {
+            r.errors.push(format!(
+                "key file {name} is missing (its copy keys/{name}.copy still opens the repository)"
+            ));
+        }
+    }
+    match repo.backend().get(FileKind::Config, crate::backend::CONFIG_NAME) {
+        Ok(b) if b == repo.config_bytes() => {}
+        _ => r.errors.push(
+            "config is missing or damaged; the copy kept in the key files is intact: run `cairn repair config`".into(),
+        ),
     }
     let snapshots = repo.snapshots()?;
     for w in repo.take_warnings() {

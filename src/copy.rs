@@ -30,6 +30,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
@@ -38,6 +39,11 @@ use crate::index::IndexPack;
 use crate::pack::{seal_blob, BlobKind, PackWriter};
 use crate::repo::{backend_err, Repository};
 use crate::snapshot::Snapshot;
+
+/// How often written packs are named in an index file within one long snapshot.
+const INDEX_EVERY: Duration = Duration::from_secs(300);
+/// How often the map file is rewritten (and after the last snapshot).
+const MAP_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// Options for [`copy`].
 #[derive(Clone, Debug, Default)]
@@ -133,6 +139,10 @@ pub fn copy(
         cancel: opts.cancel.clone(),
         progress,
         map,
+        map_file: opts.map_file.clone(),
+        map_dirty: false,
+        map_saved: Instant::now(),
+        indexed: Instant::now(),
         trees: HashMap::new(),
         complete: HashSet::new(),
         added: HashSet::new(),
@@ -161,7 +171,17 @@ pub fn copy(
                 data_read: 0,
             }
         } else {
-            let root = c.copy_tree(snap.tree)?;
+            let root = match c.copy_tree(snap.tree) {
+                Ok(root) => root,
+                Err(e) => {
+                    // What was written stays usable: a rerun (after Ctrl-C, say) does not send it
+                    // again. Best effort; the copy fails with the first error either way.
+                    if c.commit_packs().is_ok() {
+                        c.save_map(true);
+                    }
+                    return Err(e);
+                }
+            };
             c.commit_packs()?;
             let mut copied = snap.clone();
             copied.tree = root;
@@ -181,12 +201,7 @@ pub fn copy(
             // Invariant: every blob of `root` is in a durable index file of `dst`.
             let dst_id = c.dst.save_snapshot(&copied)?;
             by_origin.entry(key).or_default().push((dst_id, copied));
-            if let Some(p) = &opts.map_file {
-                if let Err(e) = IdMap::save(p, c.src.id(), c.dst.id(), &c.map, c.dst) {
-                    c.dst
-                        .warn(format!("could not save the copy map {}: {e}", p.display()));
-                }
-            }
+            c.save_map(false);
             report.copied += 1;
             let n = std::mem::take(&mut c.cur);
             CopiedSnapshot {
@@ -206,6 +221,7 @@ pub fn copy(
         progress.snapshot_done(&done);
         report.snapshots.push(done);
     }
+    c.save_map(true);
     Ok(report)
 }
 
@@ -224,6 +240,12 @@ struct Copier<'a> {
     progress: &'a dyn CopyProgress,
     /// Source blob → destination blob: hints from the map file, and what this run learned.
     map: HashMap<BlobId, BlobId>,
+    map_file: Option<PathBuf>,
+    /// The map has entries the file lacks.
+    map_dirty: bool,
+    map_saved: Instant,
+    /// When pending packs were last named by an index file.
+    indexed: Instant,
     /// Source trees copied or verified in this run → their destination trees.
     trees: HashMap<TreeId, TreeId>,
     /// Destination trees known to have everything below them in the destination.
@@ -239,6 +261,36 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
+    fn learn(&mut self, src: BlobId, dst: BlobId) {
+        if self.map.insert(src, dst) != Some(dst) {
+            self.map_dirty = true;
+        }
+    }
+
+    /// Rewrites the map file if it lacks entries, at most every [`MAP_SAVE_EVERY`] unless `now`.
+    /// A map that cannot be written costs time on the next run, nothing else: a warning.
+    fn save_map(&mut self, now: bool) {
+        let Some(path) = &self.map_file else {
+            return;
+        };
+        if !self.map_dirty || (!now && self.map_saved.elapsed() < MAP_SAVE_EVERY) {
+            return;
+        }
+        match IdMap::save(path, self.src.id(), self.dst.id(), &self.map, self.dst) {
+            Ok(()) => {
+                self.map_dirty = false;
+                self.map_saved = Instant::now();
+            }
+            Err(e) => {
+                self.dst.warn(format!(
+                    "could not save the copy map {}: {e}",
+                    path.display()
+                ));
+                self.map_file = None;
+            }
+        }
+    }
+
     fn has(&self, id: &BlobId) -> bool {
         self.added.contains(id) || self.dst.index().contains(id)
     }
@@ -277,7 +329,7 @@ impl Copier<'_> {
         let plain = self.src.read_blob_at(&loc.pack, &loc.entry)?;
         self.cur.read += plain.len() as u64;
         let d = self.dst.keys().chunk_id(&plain);
-        self.map.insert(id, d);
+        self.learn(id, d);
         if !self.has(&d) {
             self.store(BlobKind::Data, d, &plain)?;
         }
@@ -311,7 +363,7 @@ impl Copier<'_> {
         if !self.has(&d) {
             self.store(BlobKind::Tree, d, &bytes)?;
         }
-        self.map.insert(id.0, d);
+        self.learn(id.0, d);
         self.trees.insert(id, TreeId(d));
         self.complete.insert(d);
         Ok(TreeId(d))
@@ -377,6 +429,14 @@ impl Copier<'_> {
             size: p.bytes.len() as u64,
             blobs: p.entries,
         });
+        if self.indexed.elapsed() >= INDEX_EVERY {
+            // A checkpoint within a long snapshot: a copy killed later resends none of this.
+            // Invariant: every pack named here is durable (put returned).
+            let packs = std::mem::take(&mut self.packs);
+            self.dst.save_index_files(packs, Vec::new())?;
+            self.indexed = Instant::now();
+            self.save_map(false);
+        }
         Ok(())
     }
 
@@ -396,6 +456,7 @@ impl Copier<'_> {
             let packs = std::mem::take(&mut self.packs);
             self.dst.save_index_files(packs, Vec::new())?;
         }
+        self.indexed = Instant::now();
         // Everything written is now in the destination's index.
         self.added.clear();
         Ok(())
@@ -585,6 +646,67 @@ mod tests {
         let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
         assert_eq!((r.copied, r.skipped, r.blobs_sent), (0, 1, 0));
         assert_eq!(dst_backend.total_size(), before);
+    }
+
+    /// Sets the cancel flag once `after` blobs were sent.
+    struct CancelAfter {
+        after: u64,
+        sent: std::cell::Cell<u64>,
+        flag: Arc<AtomicBool>,
+    }
+
+    impl CopyProgress for CancelAfter {
+        fn blob_sent(&self, _len: u64) {
+            self.sent.set(self.sent.get() + 1);
+            if self.sent.get() >= self.after {
+                self.flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn an_interrupted_copy_keeps_what_it_sent_for_the_next_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("src");
+        fs::create_dir_all(&dir).expect("mkdir");
+        // At least 4 chunks (2 MiB at most each), so the copy is stopped before its last one.
+        fs::write(dir.join("a"), bytes(4, 8_000_000)).expect("write");
+        let (_, mut src) = init(b"one");
+        let opts = BackupOptions {
+            paths: vec![dir.clone()],
+            host: "h".into(),
+            threads: 1,
+            ..BackupOptions::default()
+        };
+        backup(&mut src, &opts, &NoProgress).expect("backup");
+        let snaps = src.snapshots().expect("snapshots");
+        let (_, mut dst) = init(b"two");
+        let flag = Arc::new(AtomicBool::new(false));
+        let copy_opts = CopyOptions {
+            map_file: Some(tmp.path().join("map")),
+            cancel: Some(flag.clone()),
+        };
+        let stop = CancelAfter {
+            after: 3,
+            sent: std::cell::Cell::new(0),
+            flag: flag.clone(),
+        };
+        let e = copy(&src, &mut dst, &snaps, &copy_opts, &stop).expect_err("interrupted");
+        assert!(matches!(e, Error::Interrupted), "{e}");
+        assert!(dst.snapshots().expect("snapshots").is_empty());
+        assert_eq!(dst.index().blob_count(), 3, "what was sent is indexed");
+        assert_clean(&mut dst);
+
+        flag.store(false, Ordering::Relaxed);
+        let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
+        assert_eq!(r.copied, 1);
+        let total = src.index().blob_count() as u64;
+        assert_eq!(r.blobs_sent, total - 3, "{r:?}");
+        assert!(
+            r.data_read < 8_000_000,
+            "sent chunks are not read again: {r:?}"
+        );
+        assert_clean(&mut dst);
     }
 
     #[test]

@@ -274,6 +274,9 @@ struct KeyPayloadRepr {
     created_ns: i64,
     host: String,
     user: String,
+    /// A copy of the sealed `config` file, so a damaged config never locks anyone out.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    config: Option<Vec<u8>>,
 }
 
 /// What a key file says about itself once opened.
@@ -283,6 +286,8 @@ pub struct KeyInfo {
     pub host: String,
     pub user: String,
     pub params: KdfParams,
+    /// The copy of the sealed config this key file carries, if any.
+    pub config_copy: Option<Vec<u8>>,
 }
 
 /// Why a key file did not open.
@@ -307,6 +312,7 @@ pub fn make_key_file(
     host: &str,
     user: &str,
     created_ns: i64,
+    config_copy: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let salt: [u8; SALT_LEN] = random_array()?;
     let kek = params
@@ -320,6 +326,7 @@ pub fn make_key_file(
         created_ns,
         host: host.to_string(),
         user: user.to_string(),
+        config: config_copy.map(<[u8]>::to_vec),
     };
     let mut plain = rmp_serde::to_vec_named(&payload)
         .map_err(|e| Error::InvalidInput(format!("encoding key payload: {e}")))?;
@@ -395,6 +402,7 @@ pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyIn
         host: payload.host.clone(),
         user: payload.user.clone(),
         params: file.params,
+        config_copy: payload.config.clone(),
     };
     Ok((keys, info))
 }
@@ -456,7 +464,7 @@ mod tests {
     #[test]
     fn key_file_opens_with_its_password_only() {
         let k = MasterKeys::generate().unwrap();
-        let f = make_key_file(&k, b"pw", small(), "h", "u", 5).unwrap();
+        let f = make_key_file(&k, b"pw", small(), "h", "u", 5, None).unwrap();
         let (k2, info) = open_key_file(&f, b"pw").unwrap();
         assert_eq!(k, k2);
         assert_eq!(info.host, "h");
@@ -469,7 +477,7 @@ mod tests {
     #[test]
     fn key_file_with_absurd_memory_is_refused_before_deriving() {
         let k = MasterKeys::generate().unwrap();
-        let f = make_key_file(&k, b"pw", small(), "h", "u", 5).unwrap();
+        let f = make_key_file(&k, b"pw", small(), "h", "u", 5, None).unwrap();
         let mut file: KeyFile = rmp_serde::from_slice(&f).unwrap();
         file.params.m_cost_kib = u32::MAX;
         let bytes = rmp_serde::to_vec_named(&file).unwrap();

@@ -22,6 +22,30 @@ use crate::pack::{self, BlobKind};
 use crate::snapshot::{Snapshot, SNAPSHOT_VERSION};
 use crate::tree::Tree;
 
+/// Stores a key file and its copy (repo-format.md §2.1); returns its id.
+fn put_key(backend: &dyn Backend, file: &[u8]) -> Result<KeyId> {
+    let id = KeyId(content_hash(file));
+    let name = id.to_hex();
+    backend
+        .put(FileKind::Key, &name, file)
+        .map_err(backend_err(FileKind::Key, &name))?;
+    backend
+        .put(FileKind::KeyCopy, &name, file)
+        .map_err(backend_err(FileKind::KeyCopy, &name))?;
+    Ok(id)
+}
+
+/// Removes a key file and its copy.
+fn delete_key(backend: &dyn Backend, id: &KeyId) -> Result<()> {
+    let name = id.to_hex();
+    for kind in [FileKind::Key, FileKind::KeyCopy] {
+        backend
+            .delete(kind, &name)
+            .map_err(backend_err(kind, &name))?;
+    }
+    Ok(())
+}
+
 /// Largest key file a reader loads (they are a few hundred bytes).
 const MAX_KEY_FILE_LEN: u64 = 1 << 20;
 
@@ -62,6 +86,8 @@ pub struct Repository {
     compression: Compression,
     key_id: KeyId,
     key_info: KeyInfo,
+    /// The sealed config as stored (copied into every new key file).
+    config_bytes: Vec<u8>,
     index: Index,
     index_files: Vec<IndexId>,
     warnings: Mutex<Vec<String>>,
@@ -110,18 +136,6 @@ impl Repository {
                 }
             }
         })?;
-        let key_file = crypto::make_key_file(
-            &keys,
-            password,
-            opts.kdf,
-            &opts.host,
-            &opts.user,
-            opts.now_ns,
-        )?;
-        let key_id = KeyId(content_hash(&key_file));
-        backend
-            .put(FileKind::Key, &key_id.to_hex(), &key_file)
-            .map_err(backend_err(FileKind::Key, &key_id.to_hex()))?;
         let config = RepoConfig {
             version: FORMAT_VERSION,
             id: RepoId(crypto::random_array()?),
@@ -131,6 +145,16 @@ impl Repository {
         };
         let plain = to_msgpack_named(&config)?;
         let sealed = encode_object(&keys, ObjectKind::Config, &[], &plain, Compression::Off)?;
+        let key_file = crypto::make_key_file(
+            &keys,
+            password,
+            opts.kdf,
+            &opts.host,
+            &opts.user,
+            opts.now_ns,
+            Some(&sealed),
+        )?;
+        let key_id = put_key(backend.as_ref(), &key_file)?;
         // Invariant: the config is written last; a repository without one is not a repository.
         backend
             .put(FileKind::Config, CONFIG_NAME, &sealed)
@@ -140,6 +164,7 @@ impl Repository {
             host: opts.host.clone(),
             user: opts.user.clone(),
             params: opts.kdf,
+            config_copy: Some(sealed.clone()),
         };
         Ok(Repository {
             backend,
@@ -148,6 +173,7 @@ impl Repository {
             config,
             key_id,
             key_info,
+            config_bytes: sealed,
             index: Index::new(),
             index_files: Vec::new(),
             warnings: Mutex::new(Vec::new()),
@@ -155,20 +181,30 @@ impl Repository {
     }
 
     /// Opens a repository with a password; does not load the index (see [`Self::load_index`]).
+    ///
+    /// A damaged or zero-length `config` or key file does not lock anyone out: every key file
+    /// has a copy (`keys/<id>.copy`) and carries a copy of the config (repo-format.md §2.1).
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let config_bytes = match backend.get(FileKind::Config, CONFIG_NAME) {
-            Ok(b) if !b.is_empty() => b,
-            Ok(_) => return Err(Error::corrupt("config", "the file is empty (zero-length)")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::RepoMissing(backend.location()))
+        let mut warnings = Vec::new();
+        let config_file = match backend.get(FileKind::Config, CONFIG_NAME) {
+            Ok(b) if !b.is_empty() => Some(b),
+            Ok(_) => {
+                warnings.push("config is empty (zero-length)".to_string());
+                None
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
         };
-        let mut warnings = Vec::new();
-        let keys_listed = backend
+        let primaries = backend
             .list(FileKind::Key)
             .map_err(backend_err(FileKind::Key, ""))?;
-        if keys_listed.is_empty() {
+        let copies = backend
+            .list(FileKind::KeyCopy)
+            .map_err(backend_err(FileKind::KeyCopy, ""))?;
+        if config_file.is_none() && primaries.is_empty() && copies.is_empty() {
+            return Err(Error::RepoMissing(backend.location()));
+        }
+        if primaries.is_empty() && copies.is_empty() {
             return Err(Error::corrupt(
                 "keys/",
                 "no key files: nothing can open this repository",
@@ -176,40 +212,57 @@ impl Repository {
         }
         let mut opened = None;
         let mut newer = None;
-        for (name, size) in &keys_listed {
-            if *size == 0 {
-                warnings.push(format!("key file {name} is empty (zero-length); ignored"));
+        // Primaries first, then the copies (of damaged primaries, or of lost ones).
+        let candidates = primaries
+            .iter()
+            .map(|(n, s)| (FileKind::Key, n, *s))
+            .chain(copies.iter().map(|(n, s)| (FileKind::KeyCopy, n, *s)));
+        for (kind, name, size) in candidates {
+            let what = if kind == FileKind::Key {
+                "key file"
+            } else {
+                "key file copy"
+            };
+            if size == 0 {
+                warnings.push(format!("{what} {name} is empty (zero-length); ignored"));
                 continue;
             }
-            if *size > MAX_KEY_FILE_LEN {
+            if size > MAX_KEY_FILE_LEN {
                 warnings.push(format!(
-                    "key file {name} is {size} bytes, far too large; ignored"
+                    "{what} {name} is {size} bytes, far too large; ignored"
                 ));
                 continue;
             }
-            let bytes = match backend.get(FileKind::Key, name) {
+            let bytes = match backend.get(kind, name) {
                 Ok(b) => b,
                 Err(e) => {
-                    warnings.push(format!("key file {name} cannot be read: {e}"));
+                    warnings.push(format!("{what} {name} cannot be read: {e}"));
                     continue;
                 }
             };
             if hex::encode(content_hash(&bytes)) != *name {
                 warnings.push(format!(
-                    "key file {name} is damaged (its content does not match its name)"
+                    "{what} {name} is damaged (its content does not match its name)"
                 ));
+                continue;
             }
             match crypto::open_key_file(&bytes, password) {
                 Ok((keys, info)) => {
-                    opened = KeyId::from_hex(name).map(|id| (keys, info, id));
-                    if opened.is_some() {
+                    if let Some(id) = KeyId::from_hex(name) {
+                        if kind == FileKind::KeyCopy {
+                            warnings.push(format!(
+                                "opened with the copy of key file {}; the key file itself is damaged or missing (`cairn check` reports it)",
+                                id.short()
+                            ));
+                        }
+                        opened = Some((keys, info, id));
                         break;
                     }
                 }
                 Err(KeyFileError::WrongPassword) => {}
                 Err(KeyFileError::Newer(v)) => newer = Some(v),
                 Err(KeyFileError::Malformed(why)) => {
-                    warnings.push(format!("key file {name} is damaged: {why}"))
+                    warnings.push(format!("{what} {name} is damaged: {why}"))
                 }
             }
         }
@@ -232,7 +285,31 @@ impl Repository {
                 note,
             });
         };
-        let config = decode_config(&keys, &config_bytes)?;
+        let from_file = config_file
+            .as_ref()
+            .map(|b| (b.clone(), decode_config(&keys, b)));
+        let (config_bytes, config) = match from_file {
+            Some((b, Ok(c))) => (b, c),
+            other => {
+                // Unsupported versions are not damage: never paper over them with the copy.
+                if let Some((_, Err(e @ Error::UnsupportedVersion { .. }))) = other {
+                    return Err(e);
+                }
+                let why = match other {
+                    Some((_, Err(e))) => e.to_string(),
+                    _ => "config is missing or empty".to_string(),
+                };
+                let copy = key_info.config_copy.clone().ok_or_else(|| {
+                    Error::corrupt("config", format!("{why}, and the key file carries no copy"))
+                })?;
+                let c = decode_config(&keys, &copy)?;
+                warnings.push(format!(
+                    "{why}; using the copy kept in key file {} (`cairn repair config` writes it back)",
+                    key_id.short()
+                ));
+                (copy, c)
+            }
+        };
         let compression = config
             .compression
             .parse::<Compression>()
@@ -254,10 +331,29 @@ impl Repository {
             config,
             key_id,
             key_info,
+            config_bytes,
             index: Index::new(),
             index_files: Vec::new(),
             warnings: Mutex::new(warnings),
         })
+    }
+
+    /// Writes the config back from the copy in use when the stored one is missing or damaged.
+    /// Returns whether anything was written.
+    pub fn repair_config(&self) -> Result<bool> {
+        let stored = self.backend.get(FileKind::Config, CONFIG_NAME).ok();
+        if stored.as_deref() == Some(self.config_bytes.as_slice()) {
+            return Ok(false);
+        }
+        if stored.is_some() {
+            self.backend
+                .delete(FileKind::Config, CONFIG_NAME)
+                .map_err(backend_err(FileKind::Config, CONFIG_NAME))?;
+        }
+        self.backend
+            .put(FileKind::Config, CONFIG_NAME, &self.config_bytes)
+            .map_err(backend_err(FileKind::Config, CONFIG_NAME))?;
+        Ok(true)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -270,6 +366,11 @@ impl Repository {
 
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// The sealed config in use (from `config`, or the copy in the key file).
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config_bytes
     }
 
     pub fn compression(&self) -> Compression {
@@ -589,12 +690,16 @@ impl Repository {
         user: &str,
         now_ns: i64,
     ) -> Result<KeyId> {
-        let file = crypto::make_key_file(&self.keys, password, kdf, host, user, now_ns)?;
-        let id = KeyId(content_hash(&file));
-        self.backend
-            .put(FileKind::Key, &id.to_hex(), &file)
-            .map_err(backend_err(FileKind::Key, &id.to_hex()))?;
-        Ok(id)
+        let file = crypto::make_key_file(
+            &self.keys,
+            password,
+            kdf,
+            host,
+            user,
+            now_ns,
+            Some(&self.config_bytes),
+        )?;
+        put_key(self.backend.as_ref(), &file)
     }
 }
 
@@ -655,9 +760,7 @@ impl Repository {
                 "refusing to remove the key in use; open the repository with another password to remove this one, or use `key passwd`".into(),
             ));
         }
-        self.backend
-            .delete(FileKind::Key, &id.to_hex())
-            .map_err(backend_err(FileKind::Key, &id.to_hex()))
+        delete_key(self.backend.as_ref(), id)
     }
 
     /// Replaces the key in use with a new one for `password`: the new key is durable before the
@@ -672,15 +775,14 @@ impl Repository {
     ) -> Result<KeyId> {
         let new = self.add_key(password, kdf, host, user, now_ns)?;
         let old = self.key_id;
-        self.backend
-            .delete(FileKind::Key, &old.to_hex())
-            .map_err(backend_err(FileKind::Key, &old.to_hex()))?;
+        delete_key(self.backend.as_ref(), &old)?;
         self.key_id = new;
         self.key_info = KeyInfo {
             created_ns: now_ns,
             host: host.to_string(),
             user: user.to_string(),
             params: kdf,
+            config_copy: Some(self.config_bytes.clone()),
         };
         Ok(new)
     }

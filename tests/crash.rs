@@ -99,14 +99,7 @@ fn assert_checks_clean(backend: Arc<dyn Backend>) {
 /// Copies every object of one backend into a fresh in-memory one.
 fn clone_mem(from: &MemBackend) -> Arc<MemBackend> {
     let to = Arc::new(MemBackend::new());
-    for kind in [
-        FileKind::Config,
-        FileKind::Key,
-        FileKind::Pack,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Lock,
-    ] {
+    for kind in FileKind::ALL {
         for (name, _) in from.list(kind).expect("list") {
             to.put(kind, &name, &from.get(kind, &name).expect("get"))
                 .expect("put");

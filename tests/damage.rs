@@ -89,7 +89,7 @@ impl Repo {
 
     /// Adds a key for [`SECOND_PASSWORD`]; returns (the first key's file, the second's).
     fn with_second_key(&self) -> (PathBuf, PathBuf) {
-        let before = self.files_in("keys");
+        let before = self.key_files();
         let pw = self.f.path("second-password");
         write(&pw, format!("{SECOND_PASSWORD}\n"));
         cmd(&self.f)
@@ -97,11 +97,19 @@ impl Repo {
             .arg(&pw)
             .run()
             .ok();
-        let after = self.files_in("keys");
+        let after = self.key_files();
         assert_eq!(before.len(), 1);
         assert_eq!(after.len(), 2);
         let second = after.iter().find(|p| !before.contains(p)).unwrap().clone();
         (before[0].clone(), second)
+    }
+
+    /// The key files proper (not their `.copy` twins), sorted.
+    fn key_files(&self) -> Vec<PathBuf> {
+        self.files_in("keys")
+            .into_iter()
+            .filter(|p| p.extension().is_none())
+            .collect()
     }
 
     /// The repository's regular files under `dir` (`data` includes every `data/XX/`), sorted.
@@ -519,11 +527,23 @@ fn a_damaged_key_file_is_named_as_damaged_when_its_password_no_longer_opens_anyt
     let r = Repo::new();
     let (first, _) = r.with_second_key();
     let rel = first.strip_prefix(&r.f.repo).unwrap().to_path_buf();
+    let copy_rel = PathBuf::from(format!("{}.copy", rel.display()));
     let len = fs::metadata(&first).unwrap().len();
     let key_name = name(&first);
     for offset in [0, len / 4, len / 2, len - 5, len - 1] {
         let c = r.copy();
         flip(&c.repo.join(&rel), offset, 0x01);
+        // The key file's copy still opens the repository, with a warning naming the damage.
+        let run = cmd(&c).arg("snapshots").run();
+        assert_no_panic(&run);
+        assert_eq!(run.code, 0, "the copy opens: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&key_name) && run.stderr.contains("damaged"),
+            "{}",
+            run.stderr
+        );
+        // Both damaged: the password cannot open anything, and the message says why.
+        flip(&c.repo.join(&copy_rel), offset, 0x01);
         let run = cmd(&c).arg("snapshots").run();
         assert_no_panic(&run);
         assert!(

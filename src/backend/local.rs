@@ -188,6 +188,12 @@ impl Backend for LocalBackend {
 
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
+        // Key-file copies are `<id>.copy`; every other kind is a bare `<id>`.
+        let suffix = if kind == FileKind::KeyCopy {
+            ".copy"
+        } else {
+            ""
+        };
         let list_dir = |dir: &Path, out: &mut Vec<(String, u64)>| -> io::Result<()> {
             let entries = match fs::read_dir(dir) {
                 Ok(e) => e,
@@ -197,7 +203,9 @@ impl Backend for LocalBackend {
             for entry in entries {
                 let entry = entry?;
                 let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
+                let Some(name) = name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
+                    continue;
+                };
                 if is_id_name(name) {
                     let meta = entry.metadata()?;
                     if meta.is_file() {

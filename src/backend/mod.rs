@@ -19,6 +19,8 @@ pub use mem::MemBackend;
 pub enum FileKind {
     Config,
     Key,
+    /// The copy of a key file, `keys/<id>.copy`: one damaged key file never locks anyone out.
+    KeyCopy,
     Pack,
     Index,
     Snapshot,
@@ -28,11 +30,23 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind, for tools that walk a whole repository.
+    pub const ALL: [FileKind; 8] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::KeyCopy,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+        FileKind::Drill,
+    ];
+
     /// The top-level directory of this kind (`config` is a file at the top).
     pub fn dir(self) -> &'static str {
         match self {
             FileKind::Config => "",
-            FileKind::Key => "keys",
+            FileKind::Key | FileKind::KeyCopy => "keys",
             FileKind::Pack => "data",
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
@@ -45,6 +59,7 @@ impl FileKind {
     pub fn path(self, name: &str) -> String {
         match self {
             FileKind::Config => "config".to_string(),
+            FileKind::KeyCopy => format!("keys/{name}.copy"),
             FileKind::Pack => format!("data/{}/{}", name.get(..2).unwrap_or("00"), name),
             k => format!("{}/{}", k.dir(), name),
         }

@@ -198,10 +198,10 @@ impl Ctx {
     /// Opens the repository: existence first (exit 10 without asking for a password), then keys.
     pub fn open(&self) -> anyhow::Result<Repository> {
         let backend = self.backend()?;
-        let exists = backend
-            .list(FileKind::Config)
-            .map(|l| !l.is_empty())
-            .unwrap_or(false);
+        // A repository whose config is lost can still be opened from a key file's copy.
+        let exists = [FileKind::Config, FileKind::Key, FileKind::KeyCopy]
+            .iter()
+            .any(|k| backend.list(*k).is_ok_and(|l| !l.is_empty()));
         if !exists {
             return Err(cairn::Error::RepoMissing(backend.location()).into());
         }

@@ -14,6 +14,8 @@ pub struct Args {
 enum What {
     /// Rebuild the index from the pack files' headers
     Index,
+    /// Write the config back from the copy every key file keeps
+    Config,
     /// Rewrite snapshots whose trees reference missing data
     Snapshots {
         /// Remove each damaged original once its repaired copy is saved
@@ -48,6 +50,21 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 println!(
                     "rebuilt the index from {} packs ({} blobs), replacing {} index files",
                     r.packs, r.blobs, r.old_index_files
+                );
+            }
+        }
+        What::Config => {
+            let written = repo.repair_config()?;
+            if ctx.g.json {
+                output::json_line(&json!({"config_rewritten": written}))?;
+            } else if !ctx.g.quiet {
+                println!(
+                    "{}",
+                    if written {
+                        "config written back from the key file's copy"
+                    } else {
+                        "config is intact; nothing to do"
+                    }
                 );
             }
         }
