@@ -33,13 +33,13 @@ pub enum Error {
     Corrupt { what: String, why: String },
     #[error("blob {id} is not in the index; run `cairn check` (or `cairn repair index`)")]
     BlobMissing { id: String },
-    #[error("storage error on {path}: {source}")]
+    #[error("storage error on {path}: {source}{hint}", hint = io_hint(source))]
     Backend {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{hint}", path = path.display(), hint = io_hint(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -55,6 +55,28 @@ pub enum Error {
     Locked(String),
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What an I/O error means for someone with a USB disk in their hand.
+pub fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            " — the disk is full: nothing was written under a final name and the repository is \
+             still valid; free space (e.g. `cairn prune` removes the unreferenced partial data) \
+             and run the backup again"
+        }
+        Some(libc::EIO)
+        | Some(libc::ENODEV)
+        | Some(libc::ENXIO)
+        | Some(libc::ENOTCONN)
+        | Some(libc::ESHUTDOWN) => {
+            " — the device is gone or failing (unplugged?): reconnect it and run `cairn check`; \
+             nothing half-written is ever used"
+        }
+        Some(libc::EROFS) => " — the file system is read-only",
+        Some(libc::EACCES) | Some(libc::EPERM) => " — permission denied",
+        _ => "",
+    }
 }
 
 impl Error {

@@ -191,6 +191,13 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             unindexed.push(name.clone());
         }
     }
+    if !opts.dry_run {
+        // Under the exclusive lock no writer runs: every temporary file is a crash leftover.
+        rep.bytes_freed += repo
+            .backend()
+            .remove_temporaries()
+            .map_err(backend_err(FileKind::Pack, ".tmp-*"))?;
+    }
     if opts.dry_run {
         let repack_bytes: u64 = repack
             .iter()

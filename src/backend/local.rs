@@ -262,6 +262,31 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn remove_temporaries(&self) -> io::Result<u64> {
+        fn sweep(dir: &Path, depth: u32, freed: &mut u64) -> io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let t = entry.file_type()?;
+                if t.is_dir() && depth > 0 {
+                    sweep(&entry.path(), depth - 1, freed)?;
+                } else if t.is_file() && entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    *freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(entry.path())?;
+                }
+            }
+            Ok(())
+        }
+        let mut freed = 0;
+        // The top level, keys/, index/, snapshots/, locks/, drills/ and data/XX/.
+        sweep(&self.root, 2, &mut freed)?;
+        Ok(freed)
+    }
+
     fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
         let path = self.existing(kind, name);
         match fs::remove_file(&path) {

@@ -101,6 +101,12 @@ pub trait Backend: Send + Sync {
     fn os_lock(&self, _exclusive: bool) -> io::Result<Option<OsLock>> {
         Ok(None)
     }
+
+    /// Removes temporary files interrupted writers left behind (only call this under an
+    /// exclusive lock, when no writer can be running). Returns how many bytes were removed.
+    fn remove_temporaries(&self) -> io::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Holds an OS lock until dropped.
