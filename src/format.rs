@@ -61,6 +61,44 @@ impl std::str::FromStr for Compression {
     }
 }
 
+thread_local! {
+    /// One zstd compression context per thread and level: creating one costs more than
+    /// compressing a small blob.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd at `level`, reusing this thread's context.
+fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSORS.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.iter().any(|(l, _)| *l == level) {
+            c.push((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, comp) = c
+            .iter_mut()
+            .find(|(l, _)| *l == level)
+            .ok_or_else(|| std::io::Error::other("zstd context"))?;
+        comp.compress(data)
+    })
+}
+
+/// zstd decompression of a frame of known size, reusing this thread's context.
+fn zstd_decompress(data: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(dec) => dec.decompress(data, size),
+            None => Err(std::io::Error::other("zstd context")),
+        }
+    })
+}
+
 /// Size of the sample that `auto` compresses first to decide whether the rest is worth it.
 const SAMPLE_LEN: usize = 64 * 1024;
 
@@ -73,7 +111,7 @@ pub fn compress_body(plain: &[u8], compression: Compression) -> Vec<u8> {
     };
     if let Some(level) = level {
         if plain.len() >= 64 && (compression != Compression::Auto || worth_compressing(plain)) {
-            if let Ok(z) = zstd::bulk::compress(plain, level) {
+            if let Ok(z) = zstd_compress(plain, level) {
                 if z.len() + 1 < plain.len() {
                     let mut out = Vec::with_capacity(z.len() + 1);
                     out.push(FLAG_ZSTD);
@@ -97,7 +135,7 @@ fn worth_compressing(plain: &[u8]) -> bool {
     }
     let mid = plain.len() / 2;
     let sample = &plain[mid - SAMPLE_LEN / 2..mid + SAMPLE_LEN / 2];
-    match zstd::bulk::compress(sample, 1) {
+    match zstd_compress(sample, 1) {
         Ok(z) => z.len() * 100 < sample.len() * 97,
         Err(_) => false,
     }
@@ -165,7 +203,7 @@ pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, De
         FLAG_ZSTD => {
             let body = &plain[1..];
             match zstd::zstd_safe::get_frame_content_size(body) {
-                Ok(Some(n)) if n as usize <= max => zstd::bulk::decompress(body, n as usize)
+                Ok(Some(n)) if n as usize <= max => zstd_decompress(body, n as usize)
                     .map_err(|e| DecodeError::Zstd(e.to_string()))?,
                 Ok(Some(n)) => {
                     return Err(DecodeError::Length {

@@ -23,6 +23,7 @@ const COMMANDS: &[&str] = &[
     "completions",
     "man",
     "plan",
+    "copy",
 ];
 
 #[test]

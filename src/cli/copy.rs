@@ -78,10 +78,10 @@ impl CopyProgress for Report<'_> {
 /// Opens the destination: existence first (exit 10 without asking for a password), then keys.
 fn open_destination(a: &Args) -> anyhow::Result<Repository> {
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&a.to));
-    let exists = backend
-        .list(FileKind::Config)
-        .map(|l| !l.is_empty())
-        .unwrap_or(false);
+    // As for the source (`Ctx::open`): a lost config can be recovered from a key file's copy.
+    let exists = [FileKind::Config, FileKind::Key, FileKind::KeyCopy]
+        .iter()
+        .any(|k| backend.list(*k).is_ok_and(|l| !l.is_empty()));
     if !exists {
         return Err(cairn::Error::RepoMissing(backend.location()).into());
     }
@@ -111,7 +111,10 @@ fn selected(
     let filter = a.filter.filter();
     let all = src.snapshots()?;
     let mut out = if a.snapshots.is_empty() {
-        all.into_iter().filter(|(_, s)| filter.matches(s)).collect()
+        // Partial snapshots are checkpoints of interrupted backups, not backups to keep.
+        all.into_iter()
+            .filter(|(_, s)| filter.matches(s) && !s.partial)
+            .collect()
     } else {
         let mut v = Vec::new();
         for sel in &a.snapshots {
