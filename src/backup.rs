@@ -134,10 +134,11 @@ pub trait BackupProgress: Send + Sync {
 pub struct NoProgress;
 impl BackupProgress for NoProgress {}
 
-/// Chunks and trees waiting for compression: ≤ 2 × threads × 2 MiB (max chunk; trees may be larger).
-const JOBS_PER_THREAD: usize = 2;
-/// Sealed blobs waiting for the packer: ≤ 2 × threads × 2 MiB.
-const SEALED_PER_THREAD: usize = 2;
+/// Chunks and trees waiting for compression: ≤ 8 × threads × 2 MiB (max chunk; trees may be
+/// larger). Deep enough that small files do not make the threads wait on each other.
+const JOBS_PER_THREAD: usize = 8;
+/// Sealed blobs waiting for the packer: ≤ 8 × threads × 2 MiB.
+const SEALED_PER_THREAD: usize = 8;
 
 struct Job {
     kind: BlobKind,
@@ -492,8 +493,19 @@ fn seal_worker(
     Ok(())
 }
 
-/// Fills packs and writes each durably; returns the packs not yet handed to a checkpoint and
-/// the bytes stored.
+/// Packs being written at once: writing (and fsyncing) one pack overlaps with filling the next.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// Packs whose write has finished, and the first write error.
+#[derive(Default)]
+struct Uploaded {
+    packs: Vec<IndexPack>,
+    error: Option<Error>,
+    pending: usize,
+}
+
+/// Fills packs and hands each to an uploader thread that writes it durably; returns the packs
+/// not yet handed to a checkpoint and the bytes stored.
 fn packer(
     keys: &MasterKeys,
     backend: &dyn crate::backend::Backend,
@@ -503,75 +515,128 @@ fn packer(
     flush_rx: Receiver<FlushRequest>,
     pipeline: &Pipeline,
 ) -> Result<(Vec<IndexPack>, u64)> {
-    let mut packs = Vec::new();
-    let mut stored = 0u64;
-    // Trees and file data go to separate packs (repo-format.md §6.3): losing a data pack then
-    // never takes directory listings with it, and metadata can be read without touching data.
-    let mut data = PackWriter::new();
-    let mut trees = PackWriter::new();
-    let flush = |writer: PackWriter, packs: &mut Vec<IndexPack>, stored: &mut u64| -> Result<()> {
-        let p = writer.finish(keys)?;
-        if !dry_run {
-            let name = p.id.to_hex();
-            backend
-                .put(crate::backend::FileKind::Pack, &name, &p.bytes)
-                .map_err(crate::repo::backend_err(
-                    crate::backend::FileKind::Pack,
-                    &name,
-                ))?;
+    let uploaded = std::sync::Mutex::new(Uploaded::default());
+    let done = std::sync::Condvar::new();
+    let lock = || uploaded.lock().unwrap_or_else(|p| p.into_inner());
+    // ≤ UPLOADS_IN_FLIGHT finished packs (each ≤ pack size + one blob) wait or are being written.
+    let (up_tx, up_rx) = bounded::<crate::pack::FinishedPack>(0);
+    thread::scope(|scope| {
+        for _ in 0..UPLOADS_IN_FLIGHT {
+            let up_rx = up_rx.clone();
+            let (uploaded, done) = (&uploaded, &done);
+            scope.spawn(move || {
+                for p in up_rx {
+                    let name = p.id.to_hex();
+                    let r = if dry_run {
+                        Ok(())
+                    } else {
+                        backend
+                            .put(crate::backend::FileKind::Pack, &name, &p.bytes)
+                            .map_err(crate::repo::backend_err(
+                                crate::backend::FileKind::Pack,
+                                &name,
+                            ))
+                    };
+                    let mut u = uploaded.lock().unwrap_or_else(|p| p.into_inner());
+                    u.pending -= 1;
+                    match r {
+                        Ok(()) => u.packs.push(IndexPack {
+                            id: p.id,
+                            size: p.bytes.len() as u64,
+                            blobs: p.entries,
+                        }),
+                        Err(e) => {
+                            u.error.get_or_insert(e);
+                        }
+                    }
+                    done.notify_all();
+                }
+            });
         }
-        *stored += p.bytes.len() as u64;
-        packs.push(IndexPack {
-            id: p.id,
-            size: p.bytes.len() as u64,
-            blobs: p.entries,
+        drop(up_rx);
+        let mut stored = 0u64;
+        // Trees and file data go to separate packs (repo-format.md §6.3): losing a data pack
+        // then never takes directory listings with it, and metadata can be read without data.
+        let mut data = PackWriter::new();
+        let mut trees = PackWriter::new();
+        let send = |writer: PackWriter, stored: &mut u64| -> Result<()> {
+            let p = writer.finish(keys)?;
+            *stored += p.bytes.len() as u64;
+            {
+                let mut u = lock();
+                if let Some(e) = u.error.take() {
+                    return Err(e);
+                }
+                u.pending += 1;
+            }
+            up_tx
+                .send(p)
+                .map_err(|_| Error::InvalidInput("the pack writers stopped".into()))
+        };
+        // Waits for every pack handed over so far; returns them (or the first write error).
+        let drain = || -> Result<Vec<IndexPack>> {
+            let mut u = lock();
+            while u.pending > 0 && u.error.is_none() {
+                u = done.wait(u).unwrap_or_else(|p| p.into_inner());
+            }
+            match u.error.take() {
+                Some(e) => Err(e),
+                None => Ok(std::mem::take(&mut u.packs)),
+            }
+        };
+        let mut flush_rx = flush_rx;
+        let result = (|| -> Result<()> {
+            loop {
+                crossbeam_channel::select! {
+                    recv(rx) -> msg => {
+                        let Ok(s) = msg else { return Ok(()) };
+                        let writer = match s.kind {
+                            BlobKind::Data => &mut data,
+                            BlobKind::Tree => &mut trees,
+                        };
+                        writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
+                        pipeline.packed.fetch_add(1, Ordering::SeqCst);
+                        if writer.is_full(pack_size) {
+                            send(std::mem::take(writer), &mut stored)?;
+                        }
+                    }
+                    recv(flush_rx) -> req => {
+                        let Ok(reply) = req else {
+                            flush_rx = crossbeam_channel::never();
+                            continue;
+                        };
+                        let mut r = Ok(());
+                        for writer in [&mut data, &mut trees] {
+                            if r.is_ok() && !writer.is_empty() {
+                                r = send(std::mem::take(writer), &mut stored);
+                            }
+                        }
+                        match r.and_then(|()| drain()) {
+                            Ok(packs) => {
+                                let _ = reply.send(Ok(packs));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(Error::InvalidInput(e.to_string())));
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            }
+        })();
+        let result = result.and_then(|()| {
+            for writer in [std::mem::take(&mut data), std::mem::take(&mut trees)] {
+                if !writer.is_empty() {
+                    send(writer, &mut stored)?;
+                }
+            }
+            Ok(())
         });
-        Ok(())
-    };
-    let mut flush_rx = flush_rx;
-    loop {
-        crossbeam_channel::select! {
-            recv(rx) -> msg => {
-                let Ok(s) = msg else { break };
-                let writer = match s.kind {
-                    BlobKind::Data => &mut data,
-                    BlobKind::Tree => &mut trees,
-                };
-                writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
-                pipeline.packed.fetch_add(1, Ordering::SeqCst);
-                if writer.is_full(pack_size) {
-                    flush(std::mem::take(writer), &mut packs, &mut stored)?;
-                }
-            }
-            recv(flush_rx) -> req => {
-                let Ok(reply) = req else {
-                    flush_rx = crossbeam_channel::never();
-                    continue;
-                };
-                let mut result = Ok(());
-                for writer in [&mut data, &mut trees] {
-                    if result.is_ok() && !writer.is_empty() {
-                        result = flush(std::mem::take(writer), &mut packs, &mut stored);
-                    }
-                }
-                match result {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(std::mem::take(&mut packs)));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::InvalidInput(e.to_string())));
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-    for writer in [data, trees] {
-        if !writer.is_empty() {
-            flush(writer, &mut packs, &mut stored)?;
-        }
-    }
-    Ok((packs, stored))
+        drop(up_tx); // uploaders finish what they hold and stop
+        let packs = drain();
+        result?;
+        Ok((packs?, stored))
+    })
 }
 
 /// One directory being built: the entries done so far, and its own node in the parent
@@ -1054,14 +1119,17 @@ impl Walker<'_> {
             if start > pos {
                 parts.push(ContentPart(None, start - pos));
             }
-            file.seek(SeekFrom::Start(start))
-                .map_err(ReadError::Source)?;
+            if start != pos {
+                file.seek(SeekFrom::Start(start))
+                    .map_err(ReadError::Source)?;
+            }
             let take = end.saturating_sub(start);
             pos = start;
-            for chunk in Chunker::new(
+            for chunk in Chunker::with_size_hint(
                 (&file).take(take),
                 self.repo.config().chunker,
                 self.keys.chunker_seed(),
+                take.min(size),
             ) {
                 let chunk = chunk.map_err(ReadError::Source)?;
                 self.tick().map_err(ReadError::Repo)?;

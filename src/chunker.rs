@@ -49,22 +49,45 @@ impl ChunkerParams {
 }
 
 /// Splits a stream into chunks; yields each chunk's bytes.
+///
+/// A stream of at most `min` bytes is one chunk (FastCDC never cuts before `min`), so it is read
+/// into one buffer without setting up the streaming chunker and its `max`-sized buffer — most
+/// files are small, and this is most of a small-file backup's allocation work.
 pub struct Chunker<R: Read> {
-    inner: StreamCDC<R>,
+    inner: Inner<R>,
+}
+
+enum Inner<R: Read> {
+    /// The whole (short) stream, not yet yielded.
+    Whole(Option<io::Result<Vec<u8>>>),
+    Stream(StreamCDC<io::Chain<io::Cursor<Vec<u8>>, R>>),
 }
 
 impl<R: Read> Chunker<R> {
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Self {
-        Chunker {
-            inner: StreamCDC::with_level_and_seed(
-                reader,
+        Self::with_size_hint(reader, params, seed, 0)
+    }
+
+    /// Like [`Self::new`]; `hint` (the expected length, e.g. from `stat`) sizes the first read.
+    pub fn with_size_hint(mut reader: R, params: ChunkerParams, seed: u64, hint: u64) -> Self {
+        // Read up to min + 1 bytes: that decides whether this is a one-chunk stream.
+        let mut head = Vec::with_capacity(hint.min(params.min as u64) as usize + 1);
+        let probe = (&mut reader)
+            .take(params.min as u64 + 1)
+            .read_to_end(&mut head);
+        let inner = match probe {
+            Err(e) => Inner::Whole(Some(Err(e))),
+            Ok(n) if n <= params.min as usize => Inner::Whole((n > 0).then_some(Ok(head))),
+            Ok(_) => Inner::Stream(StreamCDC::with_level_and_seed(
+                io::Cursor::new(head).chain(reader),
                 params.min,
                 params.avg,
                 params.max,
                 Normalization::Level1,
                 seed,
-            ),
-        }
+            )),
+        };
+        Chunker { inner }
     }
 }
 
@@ -72,10 +95,13 @@ impl<R: Read> Iterator for Chunker<R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.inner.next()? {
-            Ok(c) => Some(Ok(c.data)),
-            Err(fastcdc::v2020::Error::IoError(e)) => Some(Err(e)),
-            Err(e) => Some(Err(io::Error::other(format!("chunker: {e:?}")))),
+        match &mut self.inner {
+            Inner::Whole(w) => w.take(),
+            Inner::Stream(s) => match s.next()? {
+                Ok(c) => Some(Ok(c.data)),
+                Err(fastcdc::v2020::Error::IoError(e)) => Some(Err(e)),
+                Err(e) => Some(Err(io::Error::other(format!("chunker: {e:?}")))),
+            },
         }
     }
 }
@@ -136,6 +162,28 @@ mod tests {
     const GOLDEN_SMALL: &[usize] = &[
         5097, 10193, 16705, 19321, 23398, 36506, 38754, 44799, 51211, 52525, 56815, 63472,
     ];
+
+    #[test]
+    fn the_short_stream_path_cuts_exactly_like_fastcdc() {
+        let p = small();
+        for len in [0usize, 1, 1023, 1024, 1025, 5000, 20_000] {
+            let data = seeded_bytes(len, 9);
+            let ours: Vec<usize> = Chunker::new(&data[..], p, 3)
+                .map(|c| c.unwrap().len())
+                .collect();
+            let theirs: Vec<usize> = StreamCDC::with_level_and_seed(
+                &data[..],
+                p.min,
+                p.avg,
+                p.max,
+                Normalization::Level1,
+                3,
+            )
+            .map(|c| c.unwrap().length)
+            .collect();
+            assert_eq!(ours, theirs, "length {len}");
+        }
+    }
 
     #[test]
     fn seed_changes_cut_points() {
