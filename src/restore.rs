@@ -9,12 +9,14 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::TreeId;
+use crate::id::{BlobId, PackId, TreeId};
 use crate::meta;
+use crate::pack::{self, PackEntry};
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -58,6 +60,8 @@ pub struct RestoreOptions {
     pub select: Option<Selector>,
     /// The path in the snapshot that the selection starts at (for `select` and messages).
     pub base: PathBuf,
+    /// Threads that read, open and write file content (0: one per core).
+    pub threads: usize,
 }
 
 /// Decides which entries a restore writes, by their path in the snapshot.
@@ -141,6 +145,7 @@ pub fn restore(
         progress,
         out: RestoreOutcome::default(),
         links: HashMap::new(),
+        batch: Batch::default(),
     };
     let base = Path::new("/").join(&opts.base);
     match selected {
@@ -153,6 +158,7 @@ pub fn restore(
             r.restore_node(node, &opts.target, &parent)?;
         }
     }
+    r.flush()?;
     // One filesystem-wide flush at the end instead of an fsync per file.
     if let Ok(dir) = fs::File::open(&opts.target) {
         use std::os::fd::AsRawFd;
@@ -169,6 +175,7 @@ struct Restorer<'a> {
     out: RestoreOutcome,
     /// First restored path of each hard-link group.
     links: HashMap<(u64, u64), PathBuf>,
+    batch: Batch,
 }
 
 impl Restorer<'_> {
@@ -221,9 +228,7 @@ impl Restorer<'_> {
                 }
                 if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     self.out.dirs += 1;
-                    if let Err(e) = meta::apply_metadata(&path, node, self.opts.set_owner) {
-                        self.error(&path, format!("metadata: {e}"));
-                    }
+                    self.finish_dir(path, node);
                 }
                 return Ok(());
             }
@@ -255,9 +260,7 @@ impl Restorer<'_> {
                 }
                 self.out.dirs += 1;
                 // Directory metadata last, after every child is in place.
-                if let Err(e) = meta::apply_metadata(&path, node, self.opts.set_owner) {
-                    self.error(&path, format!("metadata: {e}"));
-                }
+                self.finish_dir(path, node);
                 return Ok(());
             }
             _ => {}
@@ -270,6 +273,10 @@ impl Restorer<'_> {
             if let Some(first) = self.links.get(&group).cloned() {
                 match fs::hard_link(&first, &path) {
                     Ok(()) => {
+                        // If the first link's content is still to come, this link shares its fate.
+                        if let Some(p) = self.batch.files.iter_mut().find(|p| p.path == first) {
+                            p.links.push(path.clone());
+                        }
                         self.out.files += 1;
                         return Ok(());
                     }
@@ -299,15 +306,19 @@ impl Restorer<'_> {
         };
         match created {
             Ok(()) => {
-                if let Err(e) = meta::apply_metadata(&path, node, self.opts.set_owner) {
-                    self.error(&path, format!("metadata: {e}"));
-                }
                 if let Some(group) = node.link_group() {
-                    self.links.entry(group).or_insert(path);
+                    self.links.entry(group).or_insert_with(|| path.clone());
                 }
-                match node.kind {
-                    NodeKind::File => self.out.files += 1,
-                    _ => self.out.other += 1,
+                if node.kind == NodeKind::File {
+                    // Content, checks and metadata follow when the batch is written.
+                    if self.batch.is_full() {
+                        self.flush()?;
+                    }
+                } else {
+                    if let Err(e) = meta::apply_metadata(&path, node, self.opts.set_owner) {
+                        self.error(&path, format!("metadata: {e}"));
+                    }
+                    self.out.other += 1;
                 }
             }
             Err(e) if node.kind == NodeKind::File => {
@@ -351,7 +362,8 @@ impl Restorer<'_> {
         false
     }
 
-    /// Writes a file's chunks at their offsets; holes are skipped, so the file is sparse again.
+    /// Creates a file at its final size (holes stay holes: nothing is written there) and queues
+    /// its content for the next batch.
     fn restore_file(&mut self, path: &Path, node: &Node) -> Result<(), String> {
         self.progress.file_started(path);
         let file = OpenOptions::new()
@@ -361,42 +373,257 @@ impl Restorer<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| format!("cannot create: {e}"))?;
-        let mut offset = 0u64;
-        let mut damage = Vec::new();
-        for part in &node.content {
-            if let Some(id) = part.chunk() {
-                match self.repo.read_blob(&id) {
-                    Ok(data) if data.len() as u64 == part.len() => {
-                        file.write_all_at(&data, offset)
-                            .map_err(|e| format!("write failed: {e}"))?;
-                        self.out.bytes += data.len() as u64;
-                        self.progress.bytes_done(data.len() as u64);
-                    }
-                    Ok(data) => damage.push(format!(
-                        "chunk {} at offset {offset} is {} bytes, the tree says {}",
-                        id.short(),
-                        data.len(),
-                        part.len()
-                    )),
-                    Err(e) => damage.push(format!("chunk {} at offset {offset}: {e}", id.short())),
-                }
-            }
-            offset += part.len();
-        }
-        if !damage.is_empty() {
-            return Err(format!(
-                "not restored, its data is damaged or missing: {}",
-                damage.join("; ")
-            ));
-        }
         file.set_len(node.size)
             .map_err(|e| format!("cannot set length: {e}"))?;
-        drop(file);
-        if self.opts.verify {
-            verify_file(self.repo, path, node)?;
-            self.out.verified_files += 1;
+        self.batch.bytes += node.size;
+        self.batch.files.push(Pending {
+            path: path.to_path_buf(),
+            node: node.clone(),
+            file,
+            damage: Mutex::new(Vec::new()),
+            links: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Applies a directory's metadata now, or after the batch holding some of its files.
+    fn finish_dir(&mut self, path: PathBuf, node: &Node) {
+        if self.batch.files.is_empty() {
+            if let Err(e) = meta::apply_metadata(&path, node, self.opts.set_owner) {
+                self.error(&path, format!("metadata: {e}"));
+            }
+        } else {
+            self.batch.dirs.push((path, node.clone()));
+        }
+    }
+
+    /// Writes the content of every queued file, reading each pack once, in offset order, on
+    /// several threads; then checks, verifies and finishes each file, then the directories
+    /// that waited for them.
+    fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        // Plan: pack → its needed blobs in offset order → where each blob goes.
+        let mut by_blob: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        for (i, f) in batch.files.iter().enumerate() {
+            let mut offset = 0u64;
+            for part in &f.node.content {
+                if let Some(id) = part.chunk() {
+                    by_blob.entry(id).or_default().push((i, offset));
+                }
+                offset += part.len();
+            }
+        }
+        let mut by_pack: HashMap<PackId, Vec<(PackEntry, Vec<(usize, u64)>)>> = HashMap::new();
+        for (id, dests) in by_blob {
+            match self.repo.index().get(&id) {
+                Some(loc) => by_pack
+                    .entry(loc.pack)
+                    .or_default()
+                    .push((loc.entry, dests)),
+                None => {
+                    for (i, off) in dests {
+                        batch.files[i].damaged(format!(
+                            "chunk {} at offset {off} is in no index",
+                            id.short()
+                        ));
+                    }
+                }
+            }
+        }
+        let mut jobs: Vec<(PackId, Vec<(PackEntry, Vec<(usize, u64)>)>)> =
+            by_pack.into_iter().collect();
+        jobs.sort_by_key(|(p, _)| *p);
+        for (_, entries) in &mut jobs {
+            entries.sort_by_key(|(e, _)| e.offset);
+        }
+        let next = AtomicUsize::new(0);
+        let written = AtomicU64::new(0);
+        let threads = match self.opts.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let (repo, progress, files) = (self.repo, self.progress, &batch.files);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pack, entries)) = jobs.get(i) else {
+                        break;
+                    };
+                    for (run, dests) in coalesce(entries) {
+                        let start = run[0].offset as u64;
+                        let end = run
+                            .last()
+                            .map_or(start, |e| e.offset as u64 + e.length as u64);
+                        let name = pack.to_hex();
+                        let bytes = repo
+                            .backend()
+                            .get_range(FileKind::Pack, &name, start, (end - start) as usize)
+                            .or_else(|_| {
+                                repo.backend().get_range(
+                                    FileKind::Pack,
+                                    &name,
+                                    start,
+                                    (end - start) as usize,
+                                )
+                            });
+                        for (e, d) in run.iter().zip(dests) {
+                            let sealed = bytes.as_ref().map(|b| {
+                                let o = (e.offset as u64 - start) as usize;
+                                &b[o..o + e.length as usize]
+                            });
+                            let plain = match sealed {
+                                Ok(s) => pack::open_blob(repo.keys(), e, s).map_err(|why| {
+                                    format!(
+                                        "{} blob {} in pack {} is damaged: {why}",
+                                        e.kind.name(),
+                                        e.id.short(),
+                                        pack.short()
+                                    )
+                                }),
+                                Err(err) => {
+                                    Err(format!("pack {} cannot be read: {err}", pack.short()))
+                                }
+                            };
+                            for &(fi, off) in d {
+                                let f = &files[fi];
+                                match &plain {
+                                    Ok(data) => match f.file.write_all_at(data, off) {
+                                        Ok(()) => {
+                                            written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                            progress.bytes_done(data.len() as u64);
+                                        }
+                                        Err(err) => f.damaged(format!(
+                                            "write at offset {off} failed: {err}"
+                                        )),
+                                    },
+                                    Err(why) => f.damaged(format!(
+                                        "chunk {} at offset {off}: {why}",
+                                        e.id.short()
+                                    )),
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        self.out.bytes += written.load(Ordering::Relaxed);
+        for f in batch.files {
+            let damage = f.damage.into_inner().unwrap_or_else(|p| p.into_inner());
+            drop(f.file);
+            if !damage.is_empty() {
+                let error = format!(
+                    "not restored, its data is damaged or missing: {}",
+                    damage.join("; ")
+                );
+                for link in f.links {
+                    let _ = fs::remove_file(&link);
+                    self.out.files -= 1;
+                    self.out.damaged.push(RestoreError {
+                        path: link,
+                        error: error.clone(),
+                    });
+                }
+                let _ = fs::remove_file(&f.path);
+                self.out.damaged.push(RestoreError {
+                    path: f.path,
+                    error,
+                });
+                continue;
+            }
+            if self.opts.verify {
+                match verify_file(self.repo, &f.path, &f.node) {
+                    Ok(()) => self.out.verified_files += 1,
+                    Err(e) => {
+                        self.out.damaged.push(RestoreError {
+                            path: f.path,
+                            error: e,
+                        });
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = meta::apply_metadata(&f.path, &f.node, self.opts.set_owner) {
+                self.error(&f.path, format!("metadata: {e}"));
+            }
+            self.out.files += 1;
+        }
+        // Directories after their files, innermost first (they were queued as they closed).
+        for (path, node) in batch.dirs {
+            if let Err(e) = meta::apply_metadata(&path, &node, self.opts.set_owner) {
+                self.error(&path, format!("metadata: {e}"));
+            }
         }
         Ok(())
+    }
+}
+
+/// Files whose content a batch writes: at most this many at once (each holds a descriptor)...
+const BATCH_FILES: usize = 256;
+/// ...or this many bytes of content.
+const BATCH_BYTES: u64 = 256 << 20;
+/// Blobs closer than this in a pack are fetched with one read (the gap is read and dropped).
+const COALESCE_GAP: u64 = 256 << 10;
+/// The most one read fetches: bounds each worker's memory.
+const MAX_READ: u64 = 16 << 20;
+
+/// Groups a pack's needed entries (in offset order) into runs read with one request.
+fn coalesce(
+    entries: &[(PackEntry, Vec<(usize, u64)>)],
+) -> Vec<(Vec<PackEntry>, Vec<&Vec<(usize, u64)>>)> {
+    let mut out: Vec<(Vec<PackEntry>, Vec<&Vec<(usize, u64)>>)> = Vec::new();
+    for (e, d) in entries {
+        let joins = out.last().is_some_and(|(run, _)| {
+            let first = run[0].offset as u64;
+            let last = run[run.len() - 1];
+            let end = last.offset as u64 + last.length as u64;
+            (e.offset as u64) >= end
+                && (e.offset as u64) - end <= COALESCE_GAP
+                && (e.offset as u64 + e.length as u64) - first <= MAX_READ
+        });
+        if joins {
+            if let Some((run, dests)) = out.last_mut() {
+                run.push(*e);
+                dests.push(d);
+            }
+        } else {
+            out.push((vec![*e], vec![d]));
+        }
+    }
+    out
+}
+
+/// A created file waiting for its content.
+struct Pending {
+    path: PathBuf,
+    node: Node,
+    file: fs::File,
+    damage: Mutex<Vec<String>>,
+    /// Hard links made to this file before its content was written.
+    links: Vec<PathBuf>,
+}
+
+impl Pending {
+    fn damaged(&self, why: String) {
+        self.damage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(why);
+    }
+}
+
+/// Files created but not yet filled, and directories waiting for them.
+#[derive(Default)]
+struct Batch {
+    files: Vec<Pending>,
+    bytes: u64,
+    dirs: Vec<(PathBuf, Node)>,
+}
+
+impl Batch {
+    fn is_full(&self) -> bool {
+        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
     }
 }
 

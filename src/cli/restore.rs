@@ -52,6 +52,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         cancel: Some(ctx.cancel.clone()),
         select: selector(&a.include, &a.exclude)?,
         base: PathBuf::from(sub.unwrap_or("").trim_start_matches('/')),
+        threads: 0,
     };
     let progress =
         super::progress::Progress::new(ctx, "restored", restore_totals(ctx, &repo, &selected));
