@@ -520,10 +520,14 @@ fn packer(
     let lock = || uploaded.lock().unwrap_or_else(|p| p.into_inner());
     // ≤ UPLOADS_IN_FLIGHT finished packs (each ≤ pack size + one blob) wait or are being written.
     let (up_tx, up_rx) = bounded::<crate::pack::FinishedPack>(0);
+    // A written pack's buffer comes back for the next pack (one waits at most: memory stays
+    // bounded by 2 writers + UPLOADS_IN_FLIGHT + 1 pack buffers).
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(1);
     thread::scope(|scope| {
         for _ in 0..UPLOADS_IN_FLIGHT {
             let up_rx = up_rx.clone();
             let (uploaded, done) = (&uploaded, &done);
+            let recycle_tx = recycle_tx.clone();
             scope.spawn(move || {
                 for p in up_rx {
                     let name = p.id.to_hex();
@@ -550,6 +554,8 @@ fn packer(
                         }
                     }
                     done.notify_all();
+                    drop(u);
+                    let _ = recycle_tx.try_send(p.bytes);
                 }
             });
         }
@@ -597,7 +603,8 @@ fn packer(
                         writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
                         pipeline.packed.fetch_add(1, Ordering::SeqCst);
                         if writer.is_full(pack_size) {
-                            send(std::mem::take(writer), &mut stored)?;
+                            let next = PackWriter::with_buffer(recycle_rx.try_recv().unwrap_or_default());
+                            send(std::mem::replace(writer, next), &mut stored)?;
                         }
                     }
                     recv(flush_rx) -> req => {

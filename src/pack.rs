@@ -93,6 +93,16 @@ impl PackWriter {
         Self::default()
     }
 
+    /// A writer that fills `buf` (cleared): a recycled buffer saves the page faults of a fresh
+    /// allocation for every pack.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackWriter {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }
