@@ -1114,7 +1114,7 @@ impl Walker<'_> {
             )));
         }
         let size = before.len();
-        let sparse = (before.blocks() as u64) * 512 < size;
+        let sparse = before.blocks() * 512 < size;
         let regions = if sparse {
             meta::data_regions(file.as_raw_fd(), size)
         } else {

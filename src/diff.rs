@@ -12,6 +12,9 @@ use crate::id::TreeId;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
+/// Called for every changed path: (path, change, node before, node after).
+pub type Report<'a> = &'a mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>);
+
 /// What happened to one path (cli.md `diff`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -52,12 +55,7 @@ pub struct DiffTotals {
 }
 
 /// Calls `report` for every changed path, in path order, and returns totals.
-pub fn diff(
-    repo: &Repository,
-    a: TreeId,
-    b: TreeId,
-    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
-) -> Result<DiffTotals> {
+pub fn diff(repo: &Repository, a: TreeId, b: TreeId, report: Report<'_>) -> Result<DiffTotals> {
     let mut totals = DiffTotals::default();
     diff_trees(repo, Some(a), Some(b), Path::new("/"), report, &mut totals)?;
     Ok(totals)
@@ -75,7 +73,7 @@ fn diff_trees(
     a: Option<TreeId>,
     b: Option<TreeId>,
     dir: &Path,
-    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
+    report: Report<'_>,
     t: &mut DiffTotals,
 ) -> Result<()> {
     if a == b {
@@ -142,7 +140,7 @@ fn one_side(
     n: &Node,
     dir: &Path,
     change: Change,
-    report: &mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>),
+    report: Report<'_>,
     t: &mut DiffTotals,
 ) -> Result<()> {
     let path: PathBuf = dir.join(OsStr::from_bytes(&n.name));

@@ -95,7 +95,6 @@ impl Index {
         let all = self
             .blobs
             .iter()
-            .map(|(id, s)| (id, s))
             .chain(self.duplicates.iter().map(|(id, s)| (id, s)));
         for (id, s) in all {
             let (pack, _) = self.packs[s.pack as usize];

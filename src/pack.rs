@@ -202,7 +202,8 @@ pub fn header_len_from_trailer(trailer: &[u8], pack_len: u64) -> Result<usize, S
         .try_into()
         .map_err(|_| "trailer is not 4 bytes".to_string())?;
     let len = u32::from_le_bytes(arr) as usize;
-    if len < SEAL_OVERHEAD + 1 || len > MAX_HEADER_LEN || (len + TRAILER_LEN) as u64 > pack_len {
+    if !(SEAL_OVERHEAD + 1..=MAX_HEADER_LEN).contains(&len) || (len + TRAILER_LEN) as u64 > pack_len
+    {
         return Err(format!(
             "header length {len} does not fit a pack of {pack_len} bytes"
         ));

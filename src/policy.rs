@@ -228,7 +228,7 @@ impl KeepPolicy {
         self.count_rules()
             .iter()
             .all(|(c, _)| !c.is_some_and(Count::is_active))
-            && self.within.map_or(true, |d| d.is_zero())
+            && self.within.is_none_or(|d| d.is_zero())
             && self.tags.is_empty()
     }
 
@@ -414,7 +414,7 @@ pub fn apply(policy: &KeepPolicy, group: &[(SnapshotId, &Snapshot)], now_ns: i64
                 }
             }
             if let Some((d, threshold)) = within {
-                if threshold.map_or(true, |t| i128::from(s.time_ns) > t) {
+                if threshold.is_none_or(|t| i128::from(s.time_ns) > t) {
                     reasons.push(format!("within {d}"));
                 }
             }

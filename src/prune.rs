@@ -6,6 +6,7 @@
 //! 3. write the new index, superseding every old index file;
 //! 4. delete the old index files;
 //! 5. only then delete packs.
+//!
 //! Killed at any instant, the repository stays valid: before 3 the old index still describes
 //! every old pack (new packs are unreferenced); after 3 the new index describes every pack it
 //! names; leftovers of 4 and 5 are superseded index files and unreferenced packs, which the next

@@ -107,7 +107,7 @@ pub enum Selected {
     /// A directory: its entries are restored into the target.
     Dir(TreeId),
     /// A single non-directory entry: restored into the target under its name.
-    Entry(Node),
+    Entry(Box<Node>),
 }
 
 /// Follows `subpath` (components separated by `/`) down from `root`.
@@ -125,7 +125,7 @@ pub fn select_path(repo: &Repository, root: TreeId, subpath: &str) -> Result<Sel
         })?;
         cur = match node.subtree {
             Some(sub) => Selected::Dir(sub),
-            None => Selected::Entry(node.clone()),
+            None => Selected::Entry(Box::new(node.clone())),
         };
     }
     Ok(cur)
@@ -403,7 +403,7 @@ impl Restorer<'_> {
     fn flush(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         // Plan: pack → its needed blobs in offset order → where each blob goes.
-        let mut by_blob: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        let mut by_blob: HashMap<BlobId, Dests> = HashMap::new();
         for (i, f) in batch.files.iter().enumerate() {
             let mut offset = 0u64;
             for part in &f.node.content {
@@ -413,7 +413,7 @@ impl Restorer<'_> {
                 offset += part.len();
             }
         }
-        let mut by_pack: HashMap<PackId, Vec<(PackEntry, Vec<(usize, u64)>)>> = HashMap::new();
+        let mut by_pack: HashMap<PackId, Vec<(PackEntry, Dests)>> = HashMap::new();
         for (id, dests) in by_blob {
             match self.repo.index().get(&id) {
                 Some(loc) => by_pack
@@ -430,8 +430,7 @@ impl Restorer<'_> {
                 }
             }
         }
-        let mut jobs: Vec<(PackId, Vec<(PackEntry, Vec<(usize, u64)>)>)> =
-            by_pack.into_iter().collect();
+        let mut jobs: Vec<(PackId, Vec<(PackEntry, Dests)>)> = by_pack.into_iter().collect();
         jobs.sort_by_key(|(p, _)| *p);
         for (_, entries) in &mut jobs {
             entries.sort_by_key(|(e, _)| e.offset);
@@ -569,10 +568,8 @@ const COALESCE_GAP: u64 = 256 << 10;
 const MAX_READ: u64 = 16 << 20;
 
 /// Groups a pack's needed entries (in offset order) into runs read with one request.
-fn coalesce(
-    entries: &[(PackEntry, Vec<(usize, u64)>)],
-) -> Vec<(Vec<PackEntry>, Vec<&Vec<(usize, u64)>>)> {
-    let mut out: Vec<(Vec<PackEntry>, Vec<&Vec<(usize, u64)>>)> = Vec::new();
+fn coalesce(entries: &[(PackEntry, Vec<(usize, u64)>)]) -> Vec<(Vec<PackEntry>, Vec<&Dests>)> {
+    let mut out: Vec<(Vec<PackEntry>, Vec<&Dests>)> = Vec::new();
     for (e, d) in entries {
         let joins = out.last().is_some_and(|(run, _)| {
             let first = run[0].offset as u64;
@@ -593,6 +590,9 @@ fn coalesce(
     }
     out
 }
+
+/// Where one blob goes: (file in the batch, offset in that file).
+type Dests = Vec<(usize, u64)>;
 
 /// A created file waiting for its content.
 struct Pending {

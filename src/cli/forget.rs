@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 members.iter().map(|(id, s)| (*id, *s)).collect();
             if !ctx.g.json && !ctx.g.quiet {
                 println!("snapshots for {key}: {policy}");
-                println!("{:<9} {:<20} {:<9} {}", "ID", "Time", "Action", "Reasons");
+                println!("{:<9} {:<20} {:<9} Reasons", "ID", "Time", "Action");
             }
             let mut rows = Vec::new();
             for d in &decisions {
