@@ -99,10 +99,10 @@ fn ctrl_c_saves_a_partial_snapshot_and_the_next_backup_resumes_from_it() {
 #[test]
 fn backups_killed_at_random_moments_leave_a_clean_repository_and_are_resumed() {
     let f = Fixture::new();
-    let src = source(&f, 40);
-    let total_bytes: u64 = 40 << 20;
+    let src = source(&f, 64);
+    let total_bytes: u64 = 64 << 20;
     let mut report = Vec::new();
-    for (trial, delay) in [700u64, 1900, 3100].into_iter().enumerate() {
+    for (trial, delay) in [500u64, 1100, 1700].into_iter().enumerate() {
         let mut child = spawn_backup(&f, &src, &["--checkpoint-interval", "1s"]);
         std::thread::sleep(Duration::from_millis(delay));
         let _ = Command::new("kill")
