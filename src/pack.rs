@@ -20,6 +20,9 @@ pub const MAX_PACK_LEN: u64 = 1 << 31;
 /// (an entry is at most ~50 bytes of MessagePack plus sealing).
 pub const MAX_PACK_ENTRIES: usize = 100_000;
 
+/// Largest data blob plaintext: the chunker's largest `max` (repo-format.md §5).
+pub const MAX_DATA_BLOB: usize = 16 << 20;
+
 /// repo-format.md §6: the type of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BlobKind {
@@ -175,6 +178,18 @@ pub fn seal_blob(
 
 /// Opens one sealed blob and checks that its plaintext hashes to its id.
 pub fn open_blob(keys: &MasterKeys, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    // A hostile (but authenticated) entry must not make a reader allocate gigabytes.
+    let max = match entry.kind {
+        BlobKind::Data => MAX_DATA_BLOB,
+        BlobKind::Tree => crate::format::MAX_METADATA_LEN,
+    };
+    if entry.raw_length as usize > max {
+        return Err(format!(
+            "claims {} bytes of plaintext, more than a {} blob can hold",
+            entry.raw_length,
+            entry.kind.name()
+        ));
+    }
     let plain = decode_object(
         keys,
         entry.kind.object_kind(),
