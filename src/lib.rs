@@ -31,6 +31,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;
+pub mod units;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

@@ -425,7 +425,9 @@ fn convert_plan(
         exclude_larger_than: p
             .exclude_larger_than
             .as_deref()
-            .map(|s| parse_size(s).map_err(|e| format!("{key}.exclude_larger_than: {e}")))
+            .map(|s| {
+                crate::units::parse_size(s).map_err(|e| format!("{key}.exclude_larger_than: {e}"))
+            })
             .transpose()?,
         one_file_system: p.one_file_system,
         targets,
@@ -546,30 +548,6 @@ impl PruneWhen {
     }
 }
 
-/// `500M`, `2G`, `100k`, `4096` (binary units: k = 1024; a trailing `B` or `iB` is allowed).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 500M or 2G"))?;
-    if n.is_nan() || n < 0.0 {
-        return Err(format!("{s:?} is not a size such as 500M or 2G"));
-    }
-    Ok((n * mult as f64) as u64)
-}
-
 /// `N%` (0 < N ≤ 100; least recently verified packs first) or `0%` (structure only).
 fn parse_subset(s: &str) -> Result<ReadData, String> {
     let t = s.trim();
@@ -582,35 +560,9 @@ fn parse_subset(s: &str) -> Result<ReadData, String> {
     t.parse()
 }
 
-/// `26h`, `2d`, `90m`, `1w`, `1d12h` (units m = minutes, h, d, w).
+/// `26h`, `2d`, `90m`, `1w`, `1d12h` (m = minutes).
 pub fn parse_rpo(s: &str) -> Result<Duration, String> {
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: expected a number before {c:?} (e.g. 26h)"))?;
-        num.clear();
-        let unit = match c {
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(format!("{s:?}: unknown unit {c:?} (use m, h, d or w)")),
-        };
-        total = total.saturating_add(n.saturating_mul(unit));
-    }
-    if !num.is_empty() {
-        return Err(format!("{s:?}: the last number has no unit (m, h, d or w)"));
-    }
-    if total == 0 {
-        return Err(format!("{s:?} is not a positive duration (e.g. 26h)"));
-    }
-    Ok(Duration::from_secs(total))
+    crate::units::parse_span(s)
 }
 
 // ---------------------------------------------------------------------------------------------
