@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
@@ -271,12 +271,15 @@ impl Restorer<'_> {
         }
         if let Some(group) = node.link_group() {
             if let Some(first) = self.links.get(&group).cloned() {
+                // The first link's file is created and filled with its batch: this link is made
+                // then, and shares its fate.
+                if let Some(p) = self.batch.files.iter_mut().find(|p| p.path == first) {
+                    p.links.push(path.clone());
+                    self.out.files += 1;
+                    return Ok(());
+                }
                 match fs::hard_link(&first, &path) {
                     Ok(()) => {
-                        // If the first link's content is still to come, this link shares its fate.
-                        if let Some(p) = self.batch.files.iter_mut().find(|p| p.path == first) {
-                            p.links.push(path.clone());
-                        }
                         self.out.files += 1;
                         return Ok(());
                     }
@@ -366,20 +369,11 @@ impl Restorer<'_> {
     /// its content for the next batch.
     fn restore_file(&mut self, path: &Path, node: &Node) -> Result<(), String> {
         self.progress.file_started(path);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| format!("cannot create: {e}"))?;
-        file.set_len(node.size)
-            .map_err(|e| format!("cannot set length: {e}"))?;
         self.batch.bytes += node.size;
         self.batch.files.push(Pending {
             path: path.to_path_buf(),
             node: node.clone(),
-            file,
+            file: OnceLock::new(),
             damage: Mutex::new(Vec::new()),
             links: Vec::new(),
         });
@@ -435,12 +429,39 @@ impl Restorer<'_> {
         for (_, entries) in &mut jobs {
             entries.sort_by_key(|(e, _)| e.offset);
         }
-        let next = AtomicUsize::new(0);
-        let written = AtomicU64::new(0);
         let threads = match self.opts.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        // Create the files (at their final size: holes stay holes) on every core: creating
+        // many files is file-system work that one thread cannot keep up with.
+        let next_file = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next_file.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = batch.files.get(i) else { break };
+                    let created = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&f.path)
+                        .map_err(|e| format!("cannot create: {e}"));
+                    match created {
+                        Ok(file) => {
+                            if let Err(e) = file.set_len(f.node.size) {
+                                f.damaged(format!("cannot set length: {e}"));
+                            }
+                            let _ = f.file.set(file);
+                        }
+                        Err(e) => f.damaged(e),
+                    }
+                });
+            }
+        });
+        let next = AtomicUsize::new(0);
+        let written = AtomicU64::new(0);
         let (repo, progress, files) = (self.repo, self.progress, &batch.files);
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -486,8 +507,9 @@ impl Restorer<'_> {
                             };
                             for &(fi, off) in d {
                                 let f = &files[fi];
+                                let Some(fd) = f.file.get() else { continue };
                                 match &plain {
-                                    Ok(data) => match f.file.write_all_at(data, off) {
+                                    Ok(data) => match fd.write_all_at(data, off) {
                                         Ok(()) => {
                                             written.fetch_add(data.len() as u64, Ordering::Relaxed);
                                             progress.bytes_done(data.len() as u64);
@@ -510,21 +532,23 @@ impl Restorer<'_> {
         self.out.bytes += written.load(Ordering::Relaxed);
         for f in batch.files {
             let damage = f.damage.into_inner().unwrap_or_else(|p| p.into_inner());
-            drop(f.file);
+            let ours = f.file.into_inner().is_some();
             if !damage.is_empty() {
                 let error = format!(
                     "not restored, its data is damaged or missing: {}",
                     damage.join("; ")
                 );
+                // Links were never made: they would share the damaged content.
                 for link in f.links {
-                    let _ = fs::remove_file(&link);
                     self.out.files -= 1;
                     self.out.damaged.push(RestoreError {
                         path: link,
                         error: error.clone(),
                     });
                 }
-                let _ = fs::remove_file(&f.path);
+                if ours {
+                    let _ = fs::remove_file(&f.path);
+                }
                 self.out.damaged.push(RestoreError {
                     path: f.path,
                     error,
@@ -547,6 +571,12 @@ impl Restorer<'_> {
                 self.error(&f.path, format!("metadata: {e}"));
             }
             self.out.files += 1;
+            for link in f.links {
+                if let Err(e) = fs::hard_link(&f.path, &link) {
+                    self.out.files -= 1;
+                    self.error(&link, format!("hard link to {}: {e}", f.path.display()));
+                }
+            }
         }
         // Directories after their files, innermost first (they were queued as they closed).
         for (path, node) in batch.dirs {
@@ -598,7 +628,8 @@ type Dests = Vec<(usize, u64)>;
 struct Pending {
     path: PathBuf,
     node: Node,
-    file: fs::File,
+    /// Set once the file is created (at the start of its batch).
+    file: OnceLock<fs::File>,
     damage: Mutex<Vec<String>>,
     /// Hard links made to this file before its content was written.
     links: Vec<PathBuf>,

@@ -51,7 +51,15 @@ fn ctrl_c_saves_a_partial_snapshot_and_the_next_backup_resumes_from_it() {
     let f = Fixture::new();
     let src = source(&f, 40);
     let mut child = spawn_backup(&f, &src, &[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt once the backup holds its lock (it is past start-up), a little into its work.
+    let locks = f.repo.join("locks");
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(700));
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -102,8 +110,24 @@ fn backups_killed_at_random_moments_leave_a_clean_repository_and_are_resumed() {
     let src = source(&f, 64);
     let total_bytes: u64 = 64 << 20;
     let mut report = Vec::new();
-    for (trial, delay) in [500u64, 1100, 1700].into_iter().enumerate() {
+    // Each run is killed at a different moment after its first checkpoint appears (timing
+    // alone would depend on how loaded the machine is).
+    for (trial, delay) in [0u64, 250, 600].into_iter().enumerate() {
+        let snapshots_dir = f.repo.join("snapshots");
+        let count = || {
+            std::fs::read_dir(&snapshots_dir)
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let before = count();
         let mut child = spawn_backup(&f, &src, &["--checkpoint-interval", "1s"]);
+        let start = std::time::Instant::now();
+        while count() == before && start.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         let _ = Command::new("kill")
             .arg("-9")
@@ -113,11 +137,11 @@ fn backups_killed_at_random_moments_leave_a_clean_repository_and_are_resumed() {
         let r = f.cmd().args(["check", "--read-data"]).run();
         assert_eq!(
             r.code, 0,
-            "trial {trial}: check after kill -9 at {delay} ms:\n{}",
+            "trial {trial}: check after kill -9 {delay} ms after a checkpoint:\n{}",
             r.stderr
         );
         report.push(format!(
-            "kill at {delay} ms: {} bytes in the repository",
+            "kill {delay} ms after a checkpoint: {} bytes in the repository",
             f.repo_bytes()
         ));
         f.cmd().arg("unlock").run().ok();
