@@ -475,16 +475,27 @@ impl Repository {
     }
 
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
-        let bytes = self.get_verified(FileKind::Index, name)?;
+        self.read_sealed(FileKind::Index, ObjectKind::Index, name)
+    }
+
+    /// Reads a content-named sealed metadata file (index, snapshot): verified name, opened,
+    /// decompressed within the metadata bound, decoded.
+    fn read_sealed<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        object: ObjectKind,
+        name: &str,
+    ) -> Result<T> {
+        let bytes = self.get_verified(kind, name)?;
         let plain = decode_object(
             &self.keys,
-            ObjectKind::Index,
+            object,
             &[],
             &bytes,
             Expect::AtMost(MAX_METADATA_LEN),
         )
-        .map_err(|e| Error::corrupt(FileKind::Index.path(name), e.to_string()))?;
-        from_msgpack(&plain, &FileKind::Index.path(name))
+        .map_err(|e| Error::corrupt(kind.path(name), e.to_string()))?;
+        from_msgpack(&plain, &kind.path(name))
     }
 
     /// Writes an index file durably and adds its packs to the in-memory index.
@@ -618,16 +629,7 @@ impl Repository {
 
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = id.to_hex();
-        let bytes = self.get_verified(FileKind::Snapshot, &name)?;
-        let plain = decode_object(
-            &self.keys,
-            ObjectKind::Snapshot,
-            &[],
-            &bytes,
-            Expect::AtMost(MAX_METADATA_LEN),
-        )
-        .map_err(|e| Error::corrupt(FileKind::Snapshot.path(&name), e.to_string()))?;
-        let snap: Snapshot = from_msgpack(&plain, &FileKind::Snapshot.path(&name))?;
+        let snap: Snapshot = self.read_sealed(FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
         if snap.version == 0 {
             return Err(Error::corrupt(
                 FileKind::Snapshot.path(&name),

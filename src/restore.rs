@@ -219,13 +219,7 @@ impl Restorer<'_> {
                 let Some(sub) = node.subtree else {
                     return Ok(());
                 };
-                match self.repo.read_tree(&sub) {
-                    Ok(t) => self.restore_tree(&t, &path, &snap_path)?,
-                    Err(e) => self.out.damaged.push(RestoreError {
-                        path: path.clone(),
-                        error: format!("directory contents cannot be read: {e}"),
-                    }),
-                }
+                self.restore_subtree(sub, &path, &snap_path)?;
                 if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     self.out.dirs += 1;
                     self.finish_dir(path, node);
@@ -251,13 +245,7 @@ impl Restorer<'_> {
                 let Some(sub) = node.subtree else {
                     return Ok(());
                 };
-                match self.repo.read_tree(&sub) {
-                    Ok(t) => self.restore_tree(&t, &path, &snap_path)?,
-                    Err(e) => self.out.damaged.push(RestoreError {
-                        path: path.clone(),
-                        error: format!("directory contents cannot be read: {e}"),
-                    }),
-                }
+                self.restore_subtree(sub, &path, &snap_path)?;
                 self.out.dirs += 1;
                 // Directory metadata last, after every child is in place.
                 self.finish_dir(path, node);
@@ -378,6 +366,20 @@ impl Restorer<'_> {
             links: Vec::new(),
         });
         Ok(())
+    }
+
+    /// Restores a directory's entries; a tree that cannot be read is reported as damage.
+    fn restore_subtree(&mut self, sub: TreeId, path: &Path, snap_path: &Path) -> Result<()> {
+        match self.repo.read_tree(&sub) {
+            Ok(t) => self.restore_tree(&t, path, snap_path),
+            Err(e) => {
+                self.out.damaged.push(RestoreError {
+                    path: path.to_path_buf(),
+                    error: format!("directory contents cannot be read: {e}"),
+                });
+                Ok(())
+            }
+        }
     }
 
     /// Applies a directory's metadata now, or after the batch holding some of its files.

@@ -1,16 +1,13 @@
 //! `cairn backup`
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use cairn::backup::{backup, BackupOptions};
+use cairn::backup::BackupOptions;
 use cairn::repo::SnapshotFilter;
 use cairn::snapshot::BackupMode;
 use serde_json::json;
 
-use super::progress::{scan, Progress, Totals};
 use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
@@ -159,21 +156,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         exclude: excludes(&a)?,
         checkpoint_every: Some(a.checkpoint_interval),
     };
-    let totals = Arc::new(Totals::default());
-    let stop_scan = Arc::new(AtomicBool::new(false));
-    if !ctx.g.quiet || ctx.g.json {
-        scan(
-            opts.paths.clone(),
-            opts.exclude.clone(),
-            totals.clone(),
-            stop_scan.clone(),
-        );
-    }
-    let progress = Progress::new(ctx, "backed up", totals);
-    let result = backup(&mut repo, &opts, &progress);
-    stop_scan.store(true, Ordering::Relaxed);
-    progress.finish();
-    ctx.print_warnings(&repo);
+    let result = super::progress::backup_with_progress(ctx, &mut repo, &opts);
     if let Err(cairn::Error::Interrupted) = result {
         eprintln!(
             "interrupted: what was backed up so far is saved as a partial snapshot; \

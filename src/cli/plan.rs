@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use cairn::backend::{Backend, LocalBackend};
-use cairn::backup::{backup, BackupOptions, Excludes};
+use cairn::backup::{BackupOptions, Excludes};
 use cairn::check::{check, CheckOptions, ReadData};
 use cairn::id::SnapshotId;
 use cairn::plan::{self, Plan, PlanConfig, PlanRecord, PlanState, RepoDef, SnapshotKey};
@@ -23,7 +23,6 @@ use cairn::snapshot::{BackupMode, Snapshot};
 use cairn::{ErrorKind, Repository};
 use serde_json::{json, Map, Value};
 
-use super::progress::{scan, Progress, Totals};
 use super::{output, password, Ctx, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
@@ -434,21 +433,7 @@ fn steps(
             checkpoint_every: Some(std::time::Duration::from_secs(300)),
             ..BackupOptions::default()
         };
-        let totals = Arc::new(Totals::default());
-        let stop_scan = Arc::new(AtomicBool::new(false));
-        if ctx.draw_progress() || ctx.g.json {
-            scan(
-                opts.paths.clone(),
-                opts.exclude.clone(),
-                totals.clone(),
-                stop_scan.clone(),
-            );
-        }
-        let progress = Progress::new(ctx, "backed up", totals);
-        let result = backup(repo, &opts, &progress);
-        stop_scan.store(true, Ordering::Relaxed);
-        progress.finish();
-        ctx.print_warnings(repo);
+        let result = super::progress::backup_with_progress(ctx, repo, &opts);
         let out = result.context("backup")?;
         let s = &out.summary;
         let id = out.snapshot_id.map(|i| i.to_hex());

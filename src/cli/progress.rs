@@ -223,3 +223,27 @@ pub fn scan(
         totals.complete.store(true, Ordering::Relaxed);
     });
 }
+
+/// Runs a backup with progress (a concurrent scan supplies the totals when progress is shown).
+pub fn backup_with_progress(
+    ctx: &Ctx,
+    repo: &mut cairn::Repository,
+    opts: &cairn::backup::BackupOptions,
+) -> cairn::Result<cairn::backup::BackupOutcome> {
+    let totals = Arc::new(Totals::default());
+    let stop_scan = Arc::new(AtomicBool::new(false));
+    if ctx.draw_progress() || ctx.g.json {
+        scan(
+            opts.paths.clone(),
+            opts.exclude.clone(),
+            totals.clone(),
+            stop_scan.clone(),
+        );
+    }
+    let progress = Progress::new(ctx, "backed up", totals);
+    let result = cairn::backup::backup(repo, opts, &progress);
+    stop_scan.store(true, Ordering::Relaxed);
+    progress.finish();
+    ctx.print_warnings(repo);
+    result
+}
