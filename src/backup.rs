@@ -297,6 +297,12 @@ pub fn backup(
         drop(job_rx);
         drop(sealed_tx);
         let packer = scope.spawn(|| {
+            // Packs already written are named by an index file at least this often, so an
+            // interrupted run (a dead server, a pulled cable) loses no uploaded data.
+            let index_every = opts
+                .checkpoint_every
+                .unwrap_or(INDEX_EVERY)
+                .min(INDEX_EVERY);
             let r = packer(
                 &keys,
                 backend.as_ref(),
@@ -305,6 +311,7 @@ pub fn backup(
                 sealed_rx,
                 flush_rx,
                 &pipeline,
+                (!dry_run).then_some((repo, index_every)),
             );
             pipeline.stopped.store(true, Ordering::SeqCst);
             r
@@ -493,8 +500,8 @@ fn seal_worker(
     Ok(())
 }
 
-/// Packs being written at once: writing (and fsyncing) one pack overlaps with filling the next.
-const UPLOADS_IN_FLIGHT: usize = 2;
+/// The longest time a written pack waits for an index file naming it.
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Packs whose write has finished, and the first write error.
 #[derive(Default)]
@@ -506,6 +513,7 @@ struct Uploaded {
 
 /// Fills packs and hands each to an uploader thread that writes it durably; returns the packs
 /// not yet handed to a checkpoint and the bytes stored.
+#[allow(clippy::too_many_arguments)]
 fn packer(
     keys: &MasterKeys,
     backend: &dyn crate::backend::Backend,
@@ -514,33 +522,27 @@ fn packer(
     rx: Receiver<Sealed>,
     flush_rx: Receiver<FlushRequest>,
     pipeline: &Pipeline,
+    early_index: Option<(&Repository, std::time::Duration)>,
 ) -> Result<(Vec<IndexPack>, u64)> {
     let uploaded = std::sync::Mutex::new(Uploaded::default());
     let done = std::sync::Condvar::new();
     let lock = || uploaded.lock().unwrap_or_else(|p| p.into_inner());
-    // ≤ UPLOADS_IN_FLIGHT finished packs (each ≤ pack size + one blob) wait or are being written.
+    // Packs being written at once (the backend's transfers in flight: 2 for a local disk, so
+    // writing and fsyncing one pack overlaps with filling the next; `--connections` remotely).
+    let uploads = backend.connections().max(1);
+    // ≤ `uploads` finished packs (each ≤ pack size + one blob) wait or are being written.
     let (up_tx, up_rx) = bounded::<crate::pack::FinishedPack>(0);
     // A written pack's buffer comes back for the next pack (one waits at most: memory stays
-    // bounded by 2 writers + UPLOADS_IN_FLIGHT + 1 pack buffers).
+    // bounded by 2 writers + `uploads` + 1 pack buffers).
     let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(1);
     thread::scope(|scope| {
-        for _ in 0..UPLOADS_IN_FLIGHT {
+        for _ in 0..uploads {
             let up_rx = up_rx.clone();
             let (uploaded, done) = (&uploaded, &done);
             let recycle_tx = recycle_tx.clone();
             scope.spawn(move || {
                 for p in up_rx {
-                    let name = p.id.to_hex();
-                    let r = if dry_run {
-                        Ok(())
-                    } else {
-                        backend
-                            .put(crate::backend::FileKind::Pack, &name, &p.bytes)
-                            .map_err(crate::repo::backend_err(
-                                crate::backend::FileKind::Pack,
-                                &name,
-                            ))
-                    };
+                    let r = if dry_run { Ok(()) } else { p.store(backend) };
                     let mut u = uploaded.lock().unwrap_or_else(|p| p.into_inner());
                     u.pending -= 1;
                     match r {
@@ -590,6 +592,27 @@ fn packer(
                 None => Ok(std::mem::take(&mut u.packs)),
             }
         };
+        // Names the packs written so far in an index file when one is due (the packs stay out
+        // of what `drain` returns, so no index file names a pack twice).
+        let mut last_index = std::time::Instant::now();
+        let mut index_due = || -> Result<()> {
+            let Some((repo, every)) = early_index else {
+                return Ok(());
+            };
+            if last_index.elapsed() < every {
+                return Ok(());
+            }
+            last_index = std::time::Instant::now();
+            let packs = std::mem::take(&mut lock().packs);
+            if !packs.is_empty() {
+                // Invariant: these packs are durable (their put returned).
+                repo.write_index(&IndexFile {
+                    supersedes: Vec::new(),
+                    packs,
+                })?;
+            }
+            Ok(())
+        };
         let mut flush_rx = flush_rx;
         let result = (|| -> Result<()> {
             loop {
@@ -605,6 +628,7 @@ fn packer(
                         if writer.is_full(pack_size) {
                             let next = PackWriter::with_buffer(recycle_rx.try_recv().unwrap_or_default());
                             send(std::mem::replace(writer, next), &mut stored)?;
+                            index_due()?;
                         }
                     }
                     recv(flush_rx) -> req => {

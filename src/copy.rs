@@ -32,12 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, RepoId, SnapshotId, TreeId, ID_LEN};
 use crate::index::IndexPack;
 use crate::pack::{seal_blob, BlobKind, PackWriter};
-use crate::repo::{backend_err, Repository};
+use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 
 /// How often written packs are named in an index file within one long snapshot.
@@ -418,11 +417,7 @@ impl Copier<'_> {
     /// Writes a pack durably; it is indexed at the next [`Self::commit_packs`].
     fn flush(&mut self, writer: PackWriter) -> Result<()> {
         let p = writer.finish(self.dst.keys())?;
-        let name = p.id.to_hex();
-        self.dst
-            .backend()
-            .put(FileKind::Pack, &name, &p.bytes)
-            .map_err(backend_err(FileKind::Pack, &name))?;
+        p.store(self.dst.backend().as_ref())?;
         self.cur.bytes += p.bytes.len() as u64;
         self.packs.push(IndexPack {
             id: p.id,
@@ -538,7 +533,7 @@ impl IdMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, MemBackend};
+    use crate::backend::{Backend, FileKind, MemBackend};
     use crate::backup::{backup, BackupOptions, NoProgress};
     use crate::check::{check, CheckOptions, ReadData};
     use crate::crypto::KdfParams;

@@ -91,6 +91,29 @@ pub struct FinishedPack {
     pub entries: Vec<PackEntry>,
 }
 
+impl FinishedPack {
+    /// True when the pack holds trees (packs hold one kind only, repo-format.md §6.3).
+    pub fn holds_trees(&self) -> bool {
+        self.entries
+            .first()
+            .is_some_and(|e| e.kind == BlobKind::Tree)
+    }
+
+    /// Writes the pack durably under its name (tree packs through the caching hint).
+    pub fn store(&self, backend: &dyn crate::backend::Backend) -> crate::error::Result<()> {
+        let name = self.id.to_hex();
+        let r = if self.holds_trees() {
+            backend.put_tree_pack(&name, &self.bytes)
+        } else {
+            backend.put(crate::backend::FileKind::Pack, &name, &self.bytes)
+        };
+        r.map_err(crate::repo::backend_err(
+            crate::backend::FileKind::Pack,
+            &name,
+        ))
+    }
+}
+
 impl PackWriter {
     pub fn new() -> Self {
         Self::default()

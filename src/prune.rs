@@ -295,10 +295,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
 
 fn write_pack(repo: &Repository, writer: PackWriter) -> Result<IndexPack> {
     let p = writer.finish(repo.keys())?;
-    let name = p.id.to_hex();
-    repo.backend()
-        .put(FileKind::Pack, &name, &p.bytes)
-        .map_err(backend_err(FileKind::Pack, &name))?;
+    p.store(repo.backend().as_ref())?;
     Ok(IndexPack {
         id: p.id,
         size: p.bytes.len() as u64,

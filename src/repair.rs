@@ -113,10 +113,7 @@ pub fn repair_snapshots(
     }
     if !writer.is_empty() {
         let p = writer.finish(repo.keys())?;
-        let name = p.id.to_hex();
-        repo.backend()
-            .put(FileKind::Pack, &name, &p.bytes)
-            .map_err(backend_err(FileKind::Pack, &name))?;
+        p.store(repo.backend().as_ref())?;
         repo.save_index(&IndexFile {
             supersedes: Vec::new(),
             packs: vec![IndexPack {

@@ -565,15 +565,13 @@ impl Repository {
 
     pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
-        let sealed = self
-            .backend
-            .get_range(
-                FileKind::Pack,
-                &name,
-                entry.offset as u64,
-                entry.length as usize,
-            )
-            .map_err(backend_err(FileKind::Pack, &name))?;
+        let (offset, len) = (entry.offset as u64, entry.length as usize);
+        let sealed = if entry.kind == BlobKind::Tree {
+            self.backend.get_tree_range(&name, offset, len)
+        } else {
+            self.backend.get_range(FileKind::Pack, &name, offset, len)
+        }
+        .map_err(backend_err(FileKind::Pack, &name))?;
         pack::open_blob(&self.keys, entry, &sealed).map_err(|why| {
             Error::corrupt(
                 format!(

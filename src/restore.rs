@@ -465,8 +465,10 @@ impl Restorer<'_> {
         let next = AtomicUsize::new(0);
         let written = AtomicU64::new(0);
         let (repo, progress, files) = (self.repo, self.progress, &batch.files);
+        // A remote repository answers faster with more reads in flight than there are cores.
+        let readers = threads.max(repo.backend().connections());
         std::thread::scope(|scope| {
-            for _ in 0..threads {
+            for _ in 0..readers {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((pack, entries)) = jobs.get(i) else {

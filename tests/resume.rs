@@ -50,7 +50,7 @@ fn snapshots(f: &Fixture) -> Vec<serde_json::Value> {
 fn ctrl_c_saves_a_partial_snapshot_and_the_next_backup_resumes_from_it() {
     let f = Fixture::new();
     let src = source(&f, 40);
-    let mut child = spawn_backup(&f, &src, &[]);
+    let child = spawn_backup(&f, &src, &[]);
     // Interrupt once the backup holds its lock (it is past start-up), a little into its work.
     let locks = f.repo.join("locks");
     let start = std::time::Instant::now();

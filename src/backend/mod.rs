@@ -6,13 +6,49 @@
 
 use std::io;
 
+mod cache;
 mod fault;
 mod local;
+mod location;
 mod mem;
+#[cfg(feature = "remote")]
+mod remote;
 
+pub use cache::CachedBackend;
 pub use fault::FaultBackend;
 pub use local::LocalBackend;
+pub use location::{Location, LocationError};
 pub use mem::MemBackend;
+#[cfg(feature = "remote")]
+pub use remote::{RemoteBackend, RemoteOptions};
+
+/// Opens the backend for a location: a local directory, or (with the `remote` feature) an
+/// SFTP server or S3-compatible bucket.
+#[cfg(feature = "remote")]
+pub fn open_location(
+    location: &Location,
+    remote: RemoteOptions,
+) -> io::Result<std::sync::Arc<dyn Backend>> {
+    Ok(match location {
+        Location::Local(p) => std::sync::Arc::new(LocalBackend::new(p.clone())),
+        _ => std::sync::Arc::new(RemoteBackend::open(location, remote)?),
+    })
+}
+
+/// Opens the backend for a location; this build has local directories only.
+#[cfg(not(feature = "remote"))]
+pub fn open_location(location: &Location) -> io::Result<std::sync::Arc<dyn Backend>> {
+    match location {
+        Location::Local(p) => Ok(std::sync::Arc::new(LocalBackend::new(p.clone()))),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{location}: this cairn was built without remote repositories \
+                 (cargo feature `remote`)"
+            ),
+        )),
+    }
+}
 
 /// The kinds of files in a repository, each in its own place (cli.md "The repository on disk").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,6 +142,22 @@ pub trait Backend: Send + Sync {
     /// exclusive lock, when no writer can be running). Returns how many bytes were removed.
     fn remove_temporaries(&self) -> io::Result<u64> {
         Ok(0)
+    }
+
+    /// Transfers worth keeping in flight at once (pack uploads, restore reads).
+    fn connections(&self) -> usize {
+        2
+    }
+
+    /// Stores a pack that holds trees. A caching layer keeps a copy: directory listings and
+    /// incremental backups then never download it again.
+    fn put_tree_pack(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.put(FileKind::Pack, name, data)
+    }
+
+    /// Reads a range of a pack that holds trees (a caching layer serves it locally).
+    fn get_tree_range(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.get_range(FileKind::Pack, name, offset, len)
     }
 }
 

@@ -2,10 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use cairn::backend::{Backend, FileKind, LocalBackend};
 use cairn::copy::{copy, CopiedSnapshot, CopyOptions, CopyProgress};
 use cairn::id::SnapshotId;
 use cairn::repo::select_snapshot;
@@ -76,31 +74,24 @@ impl CopyProgress for Report<'_> {
 }
 
 /// Opens the destination: existence first (exit 10 without asking for a password), then keys.
-fn open_destination(a: &Args) -> anyhow::Result<Repository> {
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&a.to));
-    // As for the source (`Ctx::open`): a lost config can be recovered from a key file's copy.
-    let exists = [FileKind::Config, FileKind::Key, FileKind::KeyCopy]
-        .iter()
-        .any(|k| backend.list(*k).is_ok_and(|l| !l.is_empty()));
-    if !exists {
-        return Err(cairn::Error::RepoMissing(backend.location()).into());
-    }
-    let none_given = a.to_password_file.is_none()
-        && a.to_password_command.is_none()
-        && std::env::var_os("CAIRN_TO_PASSWORD").is_none();
-    if none_given && !std::io::stdin().is_terminal() {
-        bail!(
-            "no destination repository password given and no terminal to ask on: set CAIRN_TO_PASSWORD or CAIRN_TO_PASSWORD_FILE, or use --to-password-file or --to-password-command"
-        );
-    }
-    let pw = password::read_from(
-        a.to_password_file.as_deref(),
-        a.to_password_command.as_deref(),
-        "CAIRN_TO_PASSWORD",
-        false,
-        "destination repository",
-    )?;
-    Ok(Repository::open(backend, &pw)?)
+fn open_destination(ctx: &Ctx, a: &Args) -> anyhow::Result<Repository> {
+    ctx.open_at(&a.to, false, || {
+        let none_given = a.to_password_file.is_none()
+            && a.to_password_command.is_none()
+            && std::env::var_os("CAIRN_TO_PASSWORD").is_none();
+        if none_given && !std::io::stdin().is_terminal() {
+            bail!(
+                "no destination repository password given and no terminal to ask on: set CAIRN_TO_PASSWORD or CAIRN_TO_PASSWORD_FILE, or use --to-password-file or --to-password-command"
+            );
+        }
+        password::read_from(
+            a.to_password_file.as_deref(),
+            a.to_password_command.as_deref(),
+            "CAIRN_TO_PASSWORD",
+            false,
+            "destination repository",
+        )
+    })
 }
 
 /// The source snapshots to copy, oldest first, each once.
@@ -134,7 +125,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let _src_lock = ctx.lock(&src, false, "copy (source)")?;
     src.load_index().context("loading the source index")?;
     ctx.print_warnings(&src);
-    let mut dst = open_destination(&a).with_context(|| format!("destination {}", a.to))?;
+    let mut dst = open_destination(ctx, &a).with_context(|| format!("destination {}", a.to))?;
     let _dst_lock = ctx.lock(&dst, false, "copy")?;
     dst.load_index().context("loading the destination index")?;
     ctx.print_warnings(&dst);

@@ -44,18 +44,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         ..InitOptions::default()
     };
     if let Some(other) = &a.copy_chunker_params_from {
-        let other_backend: std::sync::Arc<dyn cairn::backend::Backend> =
-            std::sync::Arc::new(cairn::backend::LocalBackend::new(other));
-        let pw = password::read_from(
-            None,
-            None,
-            "CAIRN_FROM_PASSWORD",
-            false,
-            "source repository",
-        )
-        .or_else(|_| password::read(&ctx.g, false))?;
-        let src =
-            Repository::open(other_backend, &pw).with_context(|| format!("opening {other}"))?;
+        let src = ctx
+            .open_at(other, false, || {
+                password::read_from(
+                    None,
+                    None,
+                    "CAIRN_FROM_PASSWORD",
+                    false,
+                    "source repository",
+                )
+                .or_else(|_| password::read(&ctx.g, false))
+            })
+            .with_context(|| format!("opening {other}"))?;
         opts.chunker_from = Some((src.config().chunker, src.keys().chunker.0));
     }
     let pw = password::read(&ctx.g, true)?;

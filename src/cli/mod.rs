@@ -28,7 +28,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use cairn::backend::{Backend, FileKind, LocalBackend};
+use cairn::backend::{Backend, CachedBackend, FileKind, Location};
 use cairn::{ErrorKind, Repository};
 use clap::{Parser, Subcommand};
 
@@ -57,7 +57,8 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location (a local directory)
+    /// Repository location: a local directory, sftp://[user@]host[:port]/path,
+    /// sftp:[user@]host:/path or s3:http(s)://endpoint/bucket[/prefix]
     #[arg(
         short = 'r',
         long = "repo",
@@ -92,6 +93,29 @@ pub struct Global {
     /// The backup-plan file
     #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Transfers in flight at once to a remote repository
+    #[arg(
+        long,
+        env = "CAIRN_CONNECTIONS",
+        global = true,
+        value_name = "N",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub connections: u16,
+    /// How long to keep retrying a failing remote server before giving up
+    #[arg(
+        long,
+        env = "CAIRN_RETRY_TIMEOUT",
+        global = true,
+        value_name = "DURATION",
+        default_value = "2m",
+        value_parser = output::parse_span
+    )]
+    pub retry_timeout: std::time::Duration,
+    /// Do not use or fill the local cache of a remote repository
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +196,9 @@ pub enum Command {
     Man(completions::ManArgs),
 }
 
+/// The cache in front of a remote repository, attached once the repository id is known.
+pub type CacheHandle = Arc<CachedBackend>;
+
 /// Everything a command needs besides its own arguments.
 pub struct Ctx {
     pub g: Global,
@@ -192,21 +219,79 @@ impl Ctx {
     }
 
     pub fn backend(&self) -> anyhow::Result<Arc<dyn Backend>> {
-        Ok(Arc::new(LocalBackend::new(self.location()?)))
+        Ok(self.backend_at(&self.location()?, false)?.0)
+    }
+
+    /// The backend for a location; a remote one comes with its local cache (attached once the
+    /// repository id is known) unless `--no-cache` or `uncached`.
+    pub fn backend_at(
+        &self,
+        location: &str,
+        uncached: bool,
+    ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
+        let loc = Location::parse(location)?;
+        #[cfg(feature = "remote")]
+        let raw = cairn::backend::open_location(
+            &loc,
+            cairn::backend::RemoteOptions {
+                connections: self.g.connections.into(),
+                retry_for: self.g.retry_timeout,
+            },
+        )?;
+        #[cfg(not(feature = "remote"))]
+        let raw = cairn::backend::open_location(&loc)?;
+        if !loc.is_remote() || uncached || self.g.no_cache {
+            return Ok((raw, None));
+        }
+        let cached = Arc::new(CachedBackend::new(raw));
+        Ok((cached.clone(), Some(cached)))
     }
 
     /// Opens the repository: existence first (exit 10 without asking for a password), then keys.
     pub fn open(&self) -> anyhow::Result<Repository> {
-        let backend = self.backend()?;
+        self.open_at(&self.location()?, false, || password::read(&self.g, false))
+    }
+
+    /// Opens the repository without its local cache: what is read is what the store holds.
+    pub fn open_uncached(&self) -> anyhow::Result<Repository> {
+        self.open_at(&self.location()?, true, || password::read(&self.g, false))
+    }
+
+    /// Opens the repository at a location: existence first (exit 10 without asking for a
+    /// password), then keys; attaches the cache of a remote one.
+    pub fn open_at(
+        &self,
+        location: &str,
+        uncached: bool,
+        password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> anyhow::Result<Repository> {
+        let (backend, cache) = self.backend_at(location, uncached)?;
         // A repository whose config is lost can still be opened from a key file's copy.
-        let exists = [FileKind::Config, FileKind::Key, FileKind::KeyCopy]
-            .iter()
-            .any(|k| backend.list(*k).is_ok_and(|l| !l.is_empty()));
+        let mut exists = false;
+        for kind in [FileKind::Config, FileKind::Key, FileKind::KeyCopy] {
+            match backend.list(kind) {
+                Ok(l) => exists |= !l.is_empty(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(cairn::Error::Backend {
+                        path: kind.dir().to_string(),
+                        source: e,
+                    }
+                    .into())
+                }
+            }
+            if exists {
+                break;
+            }
+        }
         if !exists {
             return Err(cairn::Error::RepoMissing(backend.location()).into());
         }
-        let pw = password::read(&self.g, false)?;
+        let pw = password()?;
         let repo = Repository::open(backend, &pw)?;
+        if let (Some(cache), Some(dir)) = (cache, cache_dir(&repo)) {
+            cache.set_dir(dir);
+        }
         self.print_warnings(&repo);
         Ok(repo)
     }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod servers;
+
 /// The password every fixture repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -1,0 +1,311 @@
+//! A local cache in front of a remote repository (repo-format.md §10.4).
+//!
+//! Keeps index files, snapshots and the packs that hold trees, so `snapshots`, `ls`, `diff` and
+//! incremental backups do not download the repository again. Only sealed repository files are
+//! kept, exactly as stored, under `<cache dir>/<repository id>/{index,snapshots,data}/<name>`;
+//! every one is checked against its content-hash name before use, and one that does not match
+//! is dropped and fetched again. Deleting the directory at any time only costs downloads.
+//! Listing a kind removes cached files the repository no longer has.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::{Backend, FileKind, OsLock};
+use crate::id::content_hash;
+
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    /// Set once the repository id is known (after its config is read).
+    dir: OnceLock<PathBuf>,
+    /// Cached tree packs checked against their names by this process.
+    verified: Mutex<HashSet<String>>,
+}
+
+fn cached_kind(kind: FileKind) -> bool {
+    matches!(kind, FileKind::Index | FileKind::Snapshot)
+}
+
+fn name_matches(name: &str, bytes: &[u8]) -> bool {
+    hex::encode(content_hash(bytes)) == name
+}
+
+impl CachedBackend {
+    pub fn new(inner: Arc<dyn Backend>) -> CachedBackend {
+        CachedBackend {
+            inner,
+            dir: OnceLock::new(),
+            verified: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Starts caching into `dir` (the repository's own cache directory).
+    pub fn set_dir(&self, dir: PathBuf) {
+        let _ = self.dir.set(dir);
+    }
+
+    fn file(&self, kind: FileKind, name: &str) -> Option<PathBuf> {
+        let sub = match kind {
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Pack => "data",
+            _ => return None,
+        };
+        Some(self.dir.get()?.join(sub).join(name))
+    }
+
+    /// Stores a copy; failures only mean a later download.
+    fn keep(&self, path: &Path, data: &[u8]) {
+        let Some(dir) = path.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let mut r = [0u8; 8];
+        let _ = getrandom::getrandom(&mut r);
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(r)));
+        if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, path).is_ok() {
+            return;
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+
+    /// Removes cached files of one kind the repository no longer lists.
+    fn forget_unlisted(&self, kind: FileKind, listed: &[(String, u64)]) {
+        let Some(dir) = self
+            .file(kind, "x")
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        let names: HashSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        for e in entries.flatten() {
+            let n = e.file_name();
+            if !names.contains(n.to_string_lossy().as_ref()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn read_cached_range(
+        &self,
+        path: &Path,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Option<Vec<u8>> {
+        let mut f = fs::File::open(path).ok()?;
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name);
+        if !known {
+            let mut all = Vec::new();
+            f.read_to_end(&mut all).ok()?;
+            if !name_matches(name, &all) {
+                let _ = fs::remove_file(path);
+                return None;
+            }
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string());
+        }
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf).ok()?;
+        Some(buf)
+    }
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn create(&self) -> io::Result<()> {
+        self.inner.create()
+    }
+
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        self.inner.put(kind, name, data)?;
+        if cached_kind(kind) {
+            if let Some(p) = self.file(kind, name) {
+                self.keep(&p, data);
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+        let Some(path) = self.file(kind, name).filter(|_| cached_kind(kind)) else {
+            return self.inner.get(kind, name);
+        };
+        if let Ok(b) = fs::read(&path) {
+            if name_matches(name, &b) {
+                return Ok(b);
+            }
+            let _ = fs::remove_file(&path);
+        }
+        let b = self.inner.get(kind, name)?;
+        if name_matches(name, &b) {
+            self.keep(&path, &b);
+        }
+        Ok(b)
+    }
+
+    fn get_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        self.inner.get_range(kind, name, offset, len)
+    }
+
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+        let listed = self.inner.list(kind)?;
+        if cached_kind(kind) || kind == FileKind::Pack {
+            self.forget_unlisted(kind, &listed);
+        }
+        Ok(listed)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
+        self.inner.delete(kind, name)?;
+        if let Some(p) = self.file(kind, name) {
+            let _ = fs::remove_file(p);
+        }
+        Ok(())
+    }
+
+    fn os_lock(&self, exclusive: bool) -> io::Result<Option<OsLock>> {
+        self.inner.os_lock(exclusive)
+    }
+
+    fn remove_temporaries(&self) -> io::Result<u64> {
+        self.inner.remove_temporaries()
+    }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
+    fn put_tree_pack(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.inner.put_tree_pack(name, data)?;
+        if let Some(p) = self.file(FileKind::Pack, name) {
+            self.keep(&p, data);
+        }
+        Ok(())
+    }
+
+    fn get_tree_range(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let Some(path) = self.file(FileKind::Pack, name) else {
+            return self.inner.get_tree_range(name, offset, len);
+        };
+        if let Some(b) = self.read_cached_range(&path, name, offset, len) {
+            return Ok(b);
+        }
+        // Tree packs are small next to data packs: fetch the whole pack once, keep it.
+        match self.inner.get(FileKind::Pack, name) {
+            Ok(all) if name_matches(name, &all) => {
+                self.keep(&path, &all);
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string());
+                let start = offset as usize;
+                match all.get(start..start + len) {
+                    Some(b) => Ok(b.to_vec()),
+                    None => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("pack {name} is {} bytes, shorter than asked", all.len()),
+                    )),
+                }
+            }
+            // A damaged or unreadable pack: read just the range, so the error is the blob's.
+            _ => self.inner.get_tree_range(name, offset, len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    fn hashed(data: &[u8]) -> String {
+        hex::encode(content_hash(data))
+    }
+
+    #[test]
+    fn serves_from_the_cache_and_refetches_damaged_copies() {
+        let mem = Arc::new(MemBackend::new());
+        let dir = tempfile::tempdir().expect("test");
+        let cache = CachedBackend::new(mem.clone());
+        cache.set_dir(dir.path().to_path_buf());
+        let data = b"sealed index bytes".to_vec();
+        let name = hashed(&data);
+        cache.put(FileKind::Index, &name, &data).expect("test");
+        let file = dir.path().join("index").join(&name);
+        assert_eq!(fs::read(&file).expect("test"), data);
+        // Served from the cache even when the remote copy is gone.
+        mem.delete(FileKind::Index, &name).expect("test");
+        assert_eq!(cache.get(FileKind::Index, &name).expect("test"), data);
+        // A damaged cached copy is dropped and fetched again.
+        mem.put(FileKind::Index, &name, &data).expect("test");
+        fs::write(&file, b"damaged!").expect("test");
+        assert_eq!(cache.get(FileKind::Index, &name).expect("test"), data);
+        assert_eq!(fs::read(&file).expect("test"), data);
+        // Listing forgets what the repository no longer has.
+        mem.delete(FileKind::Index, &name).expect("test");
+        assert!(cache.list(FileKind::Index).expect("test").is_empty());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn tree_packs_are_fetched_once_and_verified() {
+        let mem = Arc::new(MemBackend::new());
+        let dir = tempfile::tempdir().expect("test");
+        let cache = CachedBackend::new(mem.clone());
+        cache.set_dir(dir.path().to_path_buf());
+        let pack: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let name = hashed(&pack);
+        mem.put(FileKind::Pack, &name, &pack).expect("test");
+        assert_eq!(
+            cache.get_tree_range(&name, 100, 50).expect("test"),
+            &pack[100..150]
+        );
+        mem.delete(FileKind::Pack, &name).expect("test");
+        assert_eq!(
+            cache.get_tree_range(&name, 9_000, 1_000).expect("test"),
+            &pack[9_000..]
+        );
+        // A tampered cached pack is not trusted by a new process.
+        let file = dir.path().join("data").join(&name);
+        let mut bad = pack.clone();
+        bad[5] ^= 1;
+        fs::write(&file, &bad).expect("test");
+        let fresh = CachedBackend::new(mem.clone());
+        fresh.set_dir(dir.path().to_path_buf());
+        assert!(fresh.get_tree_range(&name, 0, 10).is_err());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn without_a_directory_everything_passes_through() {
+        let mem = Arc::new(MemBackend::new());
+        let cache = CachedBackend::new(mem.clone());
+        let data = b"snapshot".to_vec();
+        let name = hashed(&data);
+        cache.put(FileKind::Snapshot, &name, &data).expect("test");
+        assert_eq!(mem.get(FileKind::Snapshot, &name).expect("test"), data);
+        assert_eq!(cache.get(FileKind::Snapshot, &name).expect("test"), data);
+    }
+}

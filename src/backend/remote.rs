@@ -1,0 +1,592 @@
+//! Repositories on an SFTP server or in an S3-compatible bucket, through OpenDAL.
+//!
+//! The same promise as the local backend (repo-format.md §10.3): when `put` returns, the object
+//! is stored whole under its final name and has been verified, and no partial object is ever
+//! visible under a final name.
+//!
+//! - S3: one PUT per object (atomic on every S3 implementation) carrying `Content-MD5`, so the
+//!   server refuses a body damaged on the way; the ETag it answers (the MD5 of what it stored)
+//!   is compared with ours, or the stored size is checked where the ETag is not an MD5.
+//! - SFTP: written under a temporary name (`.tmp-<random>`) in the final directory, read back
+//!   and compared, then renamed to its final name.
+//!
+//! Every operation is retried with exponential backoff (0.25 s doubling to 10 s) while the
+//! server fails in a way that may pass (refused or dropped connections, timeouts, 5xx,
+//! throttling); after `retry_for` (2 minutes by default) the command gives up with an error
+//! naming the server and the object. Errors that retrying cannot fix (not found, access denied,
+//! bad credentials, unknown host key) are returned at once.
+
+use std::future::IntoFuture;
+use std::io;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use opendal::{Buffer, ErrorKind as DalKind, Operator};
+
+use super::location::Location;
+use super::{Backend, FileKind};
+use crate::id::is_id_name;
+
+/// How a remote backend behaves on the wire.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteOptions {
+    /// Transfers in flight at once (`--connections`).
+    pub connections: usize,
+    /// How long to keep retrying an operation while the server fails (`--retry-timeout`).
+    pub retry_for: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            connections: 4,
+            retry_for: Duration::from_secs(120),
+        }
+    }
+}
+
+pub struct RemoteBackend {
+    op: Operator,
+    /// Drives OpenDAL's futures; blocking callers enter it with `block_on`.
+    rt: tokio::runtime::Runtime,
+    location: Location,
+    opts: RemoteOptions,
+    slots: Slots,
+    /// SFTP: ssh's verdict on a first connection, asked once (see [`ssh_diagnose`]).
+    preflight: std::sync::OnceLock<Option<(String, bool)>>,
+}
+
+/// A counting semaphore: at most `connections` operations in flight.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+fn invalid(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why.into())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl RemoteBackend {
+    /// Connects lazily: building the backend contacts no server.
+    pub fn open(location: &Location, opts: RemoteOptions) -> io::Result<RemoteBackend> {
+        let op = build_operator(location, "")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-remote")
+            .enable_all()
+            .build()?;
+        Ok(RemoteBackend {
+            op,
+            rt,
+            location: location.clone(),
+            opts: RemoteOptions {
+                connections: opts.connections.max(1),
+                ..opts
+            },
+            slots: Slots {
+                free: Mutex::new(opts.connections.max(1)),
+                freed: Condvar::new(),
+            },
+            preflight: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn is_sftp(&self) -> bool {
+        matches!(self.location, Location::Sftp { .. })
+    }
+
+    /// Runs one operation with retries; see the module documentation.
+    fn run<T, F, Fut>(&self, what: &str, path: &str, bytes: usize, f: F) -> io::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: IntoFuture<Output = opendal::Result<T>>,
+    {
+        if let Location::Sftp { endpoint, .. } = &self.location {
+            // A wrong host key, user or key fails at once with ssh's words, instead of after
+            // the connection pool's timeout.
+            let verdict = self
+                .preflight
+                .get_or_init(|| ssh_diagnose(endpoint, self.opts.retry_for));
+            if let Some((why, false)) = verdict {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{what} {path} on {}: {why}", self.location),
+                ));
+            }
+        }
+        let _slot = self.slots.acquire();
+        let start = Instant::now();
+        // A transfer may take its time on a slow link: one extra second per MiB.
+        let per_attempt = self.opts.retry_for + Duration::from_secs((bytes >> 20) as u64);
+        let mut delay = Duration::from_millis(250);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = self
+                .rt
+                .block_on(async { tokio::time::timeout(per_attempt, f().into_future()).await });
+            let (kind, mut message, mut retry) = match outcome {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let retry = retryable(&e);
+                    (io_kind(&e), e.to_string(), retry)
+                }
+                Err(_) => (
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {}", human(per_attempt)),
+                    true,
+                ),
+            };
+            // OpenDAL's SFTP connection pool reports a failed ssh connection only as a pool
+            // timeout: ask ssh itself what is wrong (and whether waiting can help).
+            if let Location::Sftp { endpoint, .. } = &self.location {
+                if retry && (message.contains("connection request") || message.contains("ssh")) {
+                    if let Some((why, transient)) = ssh_diagnose(endpoint, self.opts.retry_for) {
+                        message = why;
+                        retry = transient;
+                    }
+                }
+            }
+            if !retry {
+                return Err(io::Error::new(
+                    kind,
+                    format!("{what} {path} on {}: {message}", self.location),
+                ));
+            }
+            let elapsed = start.elapsed();
+            if elapsed + delay > self.opts.retry_for {
+                return Err(io::Error::new(
+                    kind,
+                    format!(
+                        "gave up after {} and {attempts} attempts: the server {} keeps failing \
+                         ({what} {path}): {message}",
+                        human(elapsed),
+                        self.location
+                    ),
+                ));
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    fn stat_len(&self, path: &str) -> io::Result<Option<u64>> {
+        match self.run("stat", path, 0, || self.op.stat(path)) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_s3(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        use md5::{Digest, Md5};
+        let body = Buffer::from(data.to_vec());
+        let meta = self.run("write", path, data.len(), || {
+            self.op.write(path, body.clone())
+        })?;
+        let ours = hex::encode(Md5::digest(data));
+        match meta
+            .etag()
+            .map(|e| e.trim_matches('"').to_ascii_lowercase())
+        {
+            Some(etag) if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                if etag != ours {
+                    let _ = self.run("delete", path, 0, || self.op.delete(path));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} stored {path} with MD5 {etag}, not the {ours} that was sent",
+                            self.location
+                        ),
+                    ));
+                }
+            }
+            // No MD5 ETag (some servers, encryption with KMS): check what was stored by size.
+            _ => self.verify_len(path, data.len())?,
+        }
+        Ok(())
+    }
+
+    fn verify_len(&self, path: &str, want: usize) -> io::Result<()> {
+        match self.stat_len(path)? {
+            Some(n) if n == want as u64 => Ok(()),
+            got => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} stored {path} with {} bytes, not the {want} that were sent",
+                    self.location,
+                    got.map_or("no".to_string(), |n| n.to_string())
+                ),
+            )),
+        }
+    }
+
+    fn put_sftp(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut r = [0u8; 12];
+        getrandom::getrandom(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = if dir.is_empty() {
+            format!(".tmp-{}", hex::encode(r))
+        } else {
+            format!("{dir}/.tmp-{}", hex::encode(r))
+        };
+        let body = Buffer::from(data.to_vec());
+        let result = (|| {
+            self.run("write", &tmp, data.len(), || {
+                self.op.write(&tmp, body.clone())
+            })?;
+            let back = self.run("read back", &tmp, data.len(), || self.op.read(&tmp))?;
+            if back.len() != data.len() || back.to_bytes() != data {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} gave back {} bytes for {tmp} that differ from the {} written",
+                        self.location,
+                        back.len(),
+                        data.len()
+                    ),
+                ));
+            }
+            match self.run("rename", &tmp, 0, || self.op.rename(&tmp, path)) {
+                Ok(()) => Ok(()),
+                // A retried rename whose first attempt went through, or a concurrent writer of
+                // the same content-named object: what matters is the final object.
+                Err(e) => match self.stat_len(path) {
+                    Ok(Some(n)) if n == data.len() as u64 => Ok(()),
+                    _ => Err(e),
+                },
+            }
+        })();
+        if result.is_err() || self.stat_len(&tmp).ok().flatten().is_some() {
+            let _ = self.run("delete", &tmp, 0, || self.op.delete(&tmp));
+        }
+        result
+    }
+
+    fn list_dir(&self, dir: &str, recursive: bool) -> io::Result<Vec<(String, u64)>> {
+        let prefix = format!("{dir}/");
+        let entries = match self.run("list", &prefix, 0, || {
+            self.op.list_with(&prefix).recursive(recursive)
+        }) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| {
+                let name = e.path().rsplit('/').next().unwrap_or_default().to_string();
+                (name, e.metadata().content_length())
+            })
+            .collect())
+    }
+}
+
+fn build_operator(location: &Location, sftp_root_override: &str) -> io::Result<Operator> {
+    let op = match location {
+        Location::Local(_) => return Err(invalid("a local path is not a remote location")),
+        Location::Sftp { endpoint, path } => {
+            let root = if sftp_root_override.is_empty() {
+                path.as_str()
+            } else {
+                sftp_root_override
+            };
+            let b = opendal::services::Sftp::default()
+                .endpoint(endpoint)
+                .root(root)
+                .known_hosts_strategy("strict");
+            Operator::new(b).map(|b| b.finish())
+        }
+        Location::S3 {
+            endpoint,
+            bucket,
+            prefix,
+        } => {
+            let region = env("AWS_DEFAULT_REGION")
+                .or_else(|| env("AWS_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_string());
+            let mut b = opendal::services::S3::default()
+                .endpoint(endpoint)
+                .bucket(bucket)
+                .root(&format!("/{prefix}"))
+                .region(&region)
+                .checksum_algorithm("md5")
+                .disable_ec2_metadata();
+            if let (Some(id), Some(secret)) =
+                (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+            {
+                b = b.access_key_id(&id).secret_access_key(&secret);
+            }
+            if let Some(token) = env("AWS_SESSION_TOKEN") {
+                b = b.session_token(&token);
+            }
+            Operator::new(b).map(|b| b.finish())
+        }
+    };
+    op.map_err(|e| invalid(format!("{location}: {e}")))
+}
+
+/// Messages of servers and of ssh that waiting does not change.
+const PERMANENT: [&str; 9] = [
+    "Permission denied",
+    "Host key verification failed",
+    "Could not resolve hostname",
+    "No such file or directory",
+    "Bad configuration option",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "AccessDenied",
+];
+
+/// Runs `ssh -s DEST sftp` as OpenDAL would and returns ssh's own complaint, and whether
+/// waiting may help; None when ssh connects fine.
+fn ssh_diagnose(endpoint: &str, limit: Duration) -> Option<(String, bool)> {
+    use std::process::{Command, Stdio};
+    let secs = limit.as_secs().clamp(1, 30);
+    let mut child = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={secs}"))
+        .args(["-s", endpoint, "sftp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() < Duration::from_secs(secs + 5) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Some((
+                    format!("ssh {endpoint} did not connect within {secs}s"),
+                    true,
+                ));
+            }
+        }
+    };
+    if status.success() {
+        return None;
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let why = err
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("ssh failed")
+        .to_string();
+    let transient = !PERMANENT.iter().any(|p| err.contains(p));
+    Some((format!("ssh {endpoint}: {why}"), transient))
+}
+
+/// Whether waiting and trying again can help.
+fn retryable(e: &opendal::Error) -> bool {
+    match e.kind() {
+        DalKind::NotFound
+        | DalKind::PermissionDenied
+        | DalKind::ConfigInvalid
+        | DalKind::Unsupported
+        | DalKind::IsADirectory
+        | DalKind::NotADirectory
+        | DalKind::AlreadyExists
+        | DalKind::IsSameFile
+        | DalKind::ConditionNotMatch
+        | DalKind::RangeNotSatisfied => false,
+        _ => {
+            // ssh's own verdicts on authentication and host keys do not change by waiting.
+            let m = e.to_string();
+            !PERMANENT.iter().any(|s| m.contains(s))
+        }
+    }
+}
+
+fn io_kind(e: &opendal::Error) -> io::ErrorKind {
+    match e.kind() {
+        DalKind::NotFound => io::ErrorKind::NotFound,
+        DalKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        DalKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+        DalKind::RangeNotSatisfied => io::ErrorKind::UnexpectedEof,
+        DalKind::ConfigInvalid | DalKind::Unsupported => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn create(&self) -> io::Result<()> {
+        if let Location::Sftp { path, .. } = &self.location {
+            // The repository directory itself, from the server's root.
+            let top = build_operator(&self.location, "/")?;
+            let rel = format!("{}/", path.trim_start_matches('/'));
+            self.run("create directory", path, 0, || top.create_dir(&rel))?;
+        }
+        let existing = match self.run("list", "/", 0, || self.op.list("/")) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if existing.iter().any(|e| {
+            let p = e.path().trim_matches('/');
+            !p.is_empty()
+        }) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the location is not empty",
+            ));
+        }
+        if self.is_sftp() {
+            for kind in [
+                FileKind::Key,
+                FileKind::Pack,
+                FileKind::Index,
+                FileKind::Snapshot,
+                FileKind::Lock,
+            ] {
+                let dir = format!("{}/", kind.dir());
+                self.run("create directory", &dir, 0, || self.op.create_dir(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        let path = kind.path(name);
+        match self.stat_len(&path)? {
+            Some(n) if n == data.len() as u64 => return Ok(()),
+            // A damaged leftover under a content-hash name: it can only be wrong, replace it.
+            Some(_) => self.run("delete", &path, 0, || self.op.delete(&path))?,
+            None => {}
+        }
+        if self.is_sftp() {
+            self.put_sftp(&path, data)
+        } else {
+            self.put_s3(&path, data)
+        }
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+        let path = kind.path(name);
+        let b = self.run("read", &path, 0, || self.op.read(&path))?;
+        Ok(b.to_vec())
+    }
+
+    fn get_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let path = kind.path(name);
+        let end = offset + len as u64;
+        let b = self.run("read", &path, len, || {
+            self.op.read_with(&path).range(offset..end)
+        })?;
+        if b.len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path}: {} bytes at {offset}, wanted {len}", b.len()),
+            ));
+        }
+        Ok(b.to_vec())
+    }
+
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+        let mut out: Vec<(String, u64)> = match kind {
+            FileKind::Config => {
+                return Ok(self
+                    .stat_len("config")?
+                    .map(|n| ("config".to_string(), n))
+                    .into_iter()
+                    .collect())
+            }
+            FileKind::Pack => self.list_dir("data", true)?,
+            k => self.list_dir(k.dir(), false)?,
+        };
+        out.retain_mut(|(name, _)| match kind {
+            FileKind::KeyCopy => match name.strip_suffix(".copy") {
+                Some(n) if is_id_name(n) => {
+                    *name = n.to_string();
+                    true
+                }
+                _ => false,
+            },
+            _ => is_id_name(name),
+        });
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
+        let path = kind.path(name);
+        match self.run("delete", &path, 0, || self.op.delete(&path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_temporaries(&self) -> io::Result<u64> {
+        let entries = self.run("list", "/", 0, || self.op.list_with("/").recursive(true))?;
+        let mut freed = 0;
+        for e in entries {
+            let path = e.path().to_string();
+            let base = path.rsplit('/').next().unwrap_or_default();
+            if e.metadata().is_file() && base.starts_with(".tmp-") {
+                freed += e.metadata().content_length();
+                self.run("delete", &path, 0, || self.op.delete(&path))?;
+            }
+        }
+        Ok(freed)
+    }
+
+    fn connections(&self) -> usize {
+        self.opts.connections
+    }
+}

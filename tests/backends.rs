@@ -1,0 +1,274 @@
+//! One conformance suite for every storage backend: memory, local directory, SFTP (a real sshd
+//! on loopback) and S3 (a real Garage node on loopback). Whatever the repository code assumes
+//! of a backend (repo-format.md §10) is checked here, the same way on each.
+
+mod common;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::backend::{Backend, FileKind, LocalBackend, Location, MemBackend};
+use cairn::backend::{RemoteBackend, RemoteOptions};
+use common::servers::{self, Garage, Sshd};
+
+fn name(seed: u8) -> String {
+    hex::encode(blake3::hash(&[seed]).as_bytes())
+}
+
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    common::random_bytes(seed, len)
+}
+
+/// The whole contract, on an empty location.
+fn conformance(b: &dyn Backend) {
+    // create: an empty location becomes a repository layout; nothing is listed yet.
+    b.create().expect("create");
+    for kind in FileKind::ALL {
+        assert!(
+            b.list(kind).expect("list").is_empty(),
+            "{kind:?} listed on a new location"
+        );
+    }
+
+    // put / get for every kind, each under its own name; missing objects are NotFound.
+    let kinds = [
+        FileKind::Key,
+        FileKind::KeyCopy,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+        FileKind::Drill,
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        let data = bytes(i as u64, 1000 + i * 37);
+        b.put(*kind, &name(i as u8), &data).expect("put");
+        assert_eq!(b.get(*kind, &name(i as u8)).expect("get"), data, "{kind:?}");
+        let missing = b.get(*kind, &name(200)).expect_err("a missing object");
+        assert_eq!(
+            missing.kind(),
+            io::ErrorKind::NotFound,
+            "{kind:?}: {missing}"
+        );
+    }
+    b.put(FileKind::Config, "config", b"config bytes")
+        .expect("put config");
+    assert_eq!(
+        b.get(FileKind::Config, "config").expect("get config"),
+        b"config bytes"
+    );
+    assert_eq!(
+        b.list(FileKind::Config).expect("list config"),
+        vec![("config".to_string(), 12)]
+    );
+
+    // Listing: each kind lists exactly its own objects with their sizes (a key's copy is listed
+    // by the key's id, and only as a copy).
+    for (i, kind) in kinds.iter().enumerate() {
+        assert_eq!(
+            b.list(*kind).expect("list"),
+            vec![(name(i as u8), 1000 + i as u64 * 37)],
+            "{kind:?}"
+        );
+    }
+
+    // A location that holds something cannot be created again.
+    let again = b.create().expect_err("create over a repository");
+    assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+
+    // Storing an existing name again (same content, same length) is a no-op.
+    let pack = name(2);
+    b.put(FileKind::Pack, &pack, &bytes(2, 1074))
+        .expect("put again");
+    assert_eq!(b.list(FileKind::Pack).expect("list").len(), 1);
+
+    // Ranges: exact bytes inside, an error past the end.
+    let data = bytes(2, 1074);
+    assert_eq!(
+        b.get_range(FileKind::Pack, &pack, 100, 200).expect("range"),
+        &data[100..300]
+    );
+    assert_eq!(
+        b.get_range(FileKind::Pack, &pack, 1070, 4).expect("tail"),
+        &data[1070..]
+    );
+    assert!(
+        b.get_range(FileKind::Pack, &pack, 1070, 10).is_err(),
+        "a range past the end"
+    );
+
+    // A large object (many network packets, several MiB) round-trips byte for byte.
+    let big = bytes(99, 6 << 20);
+    let big_name = hex::encode(blake3::hash(&big).as_bytes());
+    b.put(FileKind::Pack, &big_name, &big).expect("put big");
+    assert_eq!(b.get(FileKind::Pack, &big_name).expect("get big"), big);
+    assert_eq!(
+        b.get_range(FileKind::Pack, &big_name, 5 << 20, 4096)
+            .expect("range big"),
+        &big[5 << 20..(5 << 20) + 4096]
+    );
+
+    // Tree packs go through the same storage (a cache may sit in front).
+    let tree = bytes(7, 3000);
+    let tree_name = hex::encode(blake3::hash(&tree).as_bytes());
+    b.put_tree_pack(&tree_name, &tree).expect("put tree pack");
+    assert_eq!(
+        b.get_tree_range(&tree_name, 10, 20).expect("tree range"),
+        &tree[10..30]
+    );
+
+    // Concurrent writers of different objects: all stored whole, all listed.
+    let before = b.list(FileKind::Pack).expect("list").len();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            s.spawn(move || {
+                for j in 0..4u64 {
+                    let data = bytes(1000 + t * 10 + j, 20_000 + (t * 4 + j) as usize);
+                    let n = hex::encode(blake3::hash(&data).as_bytes());
+                    b.put(FileKind::Pack, &n, &data).expect("concurrent put");
+                }
+            });
+        }
+    });
+    let listed = b.list(FileKind::Pack).expect("list");
+    assert_eq!(listed.len(), before + 32);
+    for (n, size) in &listed {
+        let got = b.get(FileKind::Pack, n).expect("get listed");
+        assert_eq!(got.len() as u64, *size, "listed size of {n}");
+        // Every pack stored by content hash is whole under its final name.
+        if *n != pack {
+            assert_eq!(
+                hex::encode(blake3::hash(&got).as_bytes()),
+                *n,
+                "content of {n}"
+            );
+        }
+    }
+    // Two writers of the same content-named object at once: one object, whole.
+    let same = bytes(4242, 50_000);
+    let same_name = hex::encode(blake3::hash(&same).as_bytes());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                b.put(FileKind::Pack, &same_name, &same)
+                    .expect("racing put")
+            });
+        }
+    });
+    assert_eq!(b.get(FileKind::Pack, &same_name).expect("get"), same);
+
+    // Writers leave no temporary files behind; removing them finds nothing.
+    assert_eq!(b.remove_temporaries().expect("remove temporaries"), 0);
+
+    // delete: gone from get and list; deleting again is not an error.
+    b.delete(FileKind::Snapshot, &name(4)).expect("delete");
+    assert_eq!(
+        b.get(FileKind::Snapshot, &name(4))
+            .expect_err("deleted")
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    assert!(b.list(FileKind::Snapshot).expect("list").is_empty());
+    b.delete(FileKind::Snapshot, &name(4))
+        .expect("delete a missing object");
+}
+
+#[test]
+fn memory_backend_conforms() {
+    conformance(&MemBackend::new());
+}
+
+#[test]
+fn local_backend_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance(&LocalBackend::new(dir.path().join("repo")));
+}
+
+fn remote(url: &str, retry_for: Duration) -> Arc<RemoteBackend> {
+    let loc = Location::parse(url).expect("location");
+    Arc::new(
+        RemoteBackend::open(
+            &loc,
+            RemoteOptions {
+                connections: 4,
+                retry_for,
+            },
+        )
+        .expect("open remote"),
+    )
+}
+
+/// The ssh wrapper of a test server goes first in this process's PATH (cairn runs `ssh`).
+fn use_ssh_of(sshd: &Sshd) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let first = sshd.bin.display().to_string();
+    std::env::set_var("PATH", format!("{first}:{path}"));
+}
+
+fn use_garage_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", Garage::KEY_ID);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", Garage::SECRET);
+    std::env::set_var("AWS_DEFAULT_REGION", Garage::REGION);
+}
+
+// The server tests run one after the other in one test: they share process environment
+// (PATH, AWS_*), which parallel tests must not change under each other.
+#[test]
+fn remote_backends_conform_and_give_up_cleanly() {
+    if servers::skip("sshd, garage") {
+        return;
+    }
+    let sshd = Sshd::start();
+    use_ssh_of(&sshd);
+    conformance(remote(&sshd.url("conformance"), Duration::from_secs(30)).as_ref());
+    // The restic form of the same location reaches the same repository.
+    let restic_form = format!("sftp:{}:{}", Sshd::HOST, sshd.path("conformance").display());
+    let again = remote(&restic_form, Duration::from_secs(30));
+    assert_eq!(again.list(FileKind::Config).expect("list").len(), 1);
+
+    let garage = Garage::start();
+    use_garage_credentials();
+    conformance(remote(&garage.url("conformance"), Duration::from_secs(30)).as_ref());
+
+    // A server that is not there: retried, then a clear error naming server and object, well
+    // within the retry time plus one backoff step.
+    let dead = format!(
+        "s3:http://127.0.0.1:{}/{}/x",
+        servers::free_port(),
+        Garage::BUCKET
+    );
+    let b = remote(&dead, Duration::from_secs(3));
+    let start = Instant::now();
+    let e = b
+        .put(FileKind::Index, &name(1), b"x")
+        .expect_err("no server");
+    let took = start.elapsed();
+    let msg = e.to_string();
+    assert!(msg.contains("gave up after"), "{msg}");
+    assert!(msg.contains(&dead), "names the server: {msg}");
+    assert!(msg.contains("index/"), "names the object: {msg}");
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+
+    // Wrong credentials are not retried: an answer at once.
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
+    let b = remote(&garage.url("conformance"), Duration::from_secs(600));
+    let start = Instant::now();
+    let e = b.get(FileKind::Config, "config").expect_err("bad secret");
+    assert!(start.elapsed() < Duration::from_secs(60), "{e}");
+    use_garage_credentials();
+
+    // An unknown host key is refused, not accepted silently, and not retried.
+    let unknown = format!(
+        "sftp://127.0.0.1:{}/{}",
+        sshd.port,
+        sshd.path("x").display()
+    );
+    let b = remote(&unknown, Duration::from_secs(600));
+    let start = Instant::now();
+    assert!(
+        b.list(FileKind::Config).is_err(),
+        "an unverified host key was accepted"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
