@@ -1,3 +1,4 @@
+#![cfg(feature = "remote")]
 //! One conformance suite for every storage backend: memory, local directory, SFTP (a real sshd
 //! on loopback) and S3 (a real Garage node on loopback). Whatever the repository code assumes
 //! of a backend (repo-format.md §10) is checked here, the same way on each.

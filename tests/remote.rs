@@ -1,3 +1,4 @@
+#![cfg(feature = "remote")]
 //! The binary against real servers on loopback: OpenSSH's sshd for `sftp://` and Garage for
 //! `s3:` (tests/common/servers.rs). On each: init, backup, incremental backup, byte-identical
 //! restore, `check --read-data`, forget + prune, copy local ⇄ remote; the server killed
