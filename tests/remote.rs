@@ -401,6 +401,14 @@ fn killed_mid_backup(mut server: Server) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Lock files work without OS locks: prune is refused while the backup runs.
+    let prune = e.cmd(&server, &url).arg("prune").run();
+    prune.expect(11);
+    assert!(
+        prune.stderr.contains("backup"),
+        "names the holder: {}",
+        prune.stderr
+    );
     std::thread::sleep(Duration::from_millis(1500));
     server.kill();
     let out = child.wait_with_output().expect("wait");

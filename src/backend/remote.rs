@@ -153,7 +153,7 @@ impl RemoteBackend {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     let retry = retryable(&e);
-                    (io_kind(&e), e.to_string(), retry)
+                    (io_kind(&e), describe(&e), retry)
                 }
                 Err(_) => (
                     io::ErrorKind::TimedOut,
@@ -410,7 +410,22 @@ fn ssh_diagnose(endpoint: &str, limit: Duration) -> Option<(String, bool)> {
         .unwrap_or("ssh failed")
         .to_string();
     let transient = !PERMANENT.iter().any(|p| err.contains(p));
-    Some((format!("ssh {endpoint}: {why}"), transient))
+    Some((why.to_string(), transient))
+}
+
+/// OpenDAL's error with its root cause (the refused connection, the server's answer), without
+/// the request context it carries.
+fn describe(e: &opendal::Error) -> String {
+    let mut root: Option<String> = None;
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        root = Some(s.to_string());
+        cur = s.source();
+    }
+    match root {
+        Some(r) => format!("{} ({})", r, e.kind()),
+        None => e.to_string(),
+    }
 }
 
 /// Whether waiting and trying again can help.

@@ -274,7 +274,7 @@ impl Ctx {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(cairn::Error::Backend {
-                        path: kind.dir().to_string(),
+                        path: kind.path("").trim_end_matches(['/', '.']).to_string(),
                         source: e,
                     }
                     .into())
