@@ -542,22 +542,35 @@ fn packer(
             let recycle_tx = recycle_tx.clone();
             scope.spawn(move || {
                 for p in up_rx {
-                    let r = if dry_run { Ok(()) } else { p.store(backend) };
+                    let size = p.bytes.len() as u64;
+                    let (id, entries) = (p.id, p.entries.clone());
+                    // The buffer comes back unless the backend kept it (no copy of the pack).
+                    let r = if dry_run {
+                        Ok(Some(p.bytes))
+                    } else {
+                        p.store_owned(backend)
+                    };
                     let mut u = uploaded.lock().unwrap_or_else(|p| p.into_inner());
                     u.pending -= 1;
-                    match r {
-                        Ok(()) => u.packs.push(IndexPack {
-                            id: p.id,
-                            size: p.bytes.len() as u64,
-                            blobs: p.entries,
-                        }),
+                    let back = match r {
+                        Ok(back) => {
+                            u.packs.push(IndexPack {
+                                id,
+                                size,
+                                blobs: entries,
+                            });
+                            back
+                        }
                         Err(e) => {
                             u.error.get_or_insert(e);
+                            None
                         }
-                    }
+                    };
                     done.notify_all();
                     drop(u);
-                    let _ = recycle_tx.try_send(p.bytes);
+                    if let Some(buf) = back {
+                        let _ = recycle_tx.try_send(buf);
+                    }
                 }
             });
         }

@@ -154,6 +154,9 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     let start = Instant::now();
     let mut damaged: HashMap<BlobId, String> = HashMap::new();
 
+    // Size checks first (from the listing), then the packs are read and verified on every core
+    // and with `connections` reads in flight; results are merged in pack order.
+    let mut jobs: Vec<(&PackId, u64, &[PackEntry], bool)> = Vec::new();
     for pack in &pack_ids {
         let (size, entries) = &by_pack[pack];
         r.packs += 1;
@@ -178,20 +181,54 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
             r.errors.push(p);
             continue;
         }
-        let mut read = to_read.contains(pack);
-        if read && opts.budget.is_some_and(|b| start.elapsed() >= b) {
+        jobs.push((pack, *size, entries, to_read.contains(pack)));
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(repo.backend().connections())
+        .min(jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Vec<std::sync::Mutex<Option<(CheckReport, HashMap<BlobId, String>, bool)>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    {
+        let repo = &*repo;
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((pack, size, entries, wanted)) = jobs.get(i) else {
+                        break;
+                    };
+                    let skipped = *wanted && opts.budget.is_some_and(|b| start.elapsed() >= b);
+                    let read = *wanted && !skipped;
+                    let mut pr = CheckReport::default();
+                    let mut pd = HashMap::new();
+                    check_pack(repo, pack, *size, entries, read, &mut pr, &mut pd);
+                    *outcomes[i].lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((pr, pd, skipped));
+                });
+            }
+        });
+    }
+    for ((pack, size, _, wanted), outcome) in jobs.iter().zip(outcomes) {
+        let Some((pr, pd, skipped)) = outcome.into_inner().unwrap_or_else(|p| p.into_inner())
+        else {
+            continue;
+        };
+        let read = *wanted && !skipped;
+        if skipped {
             r.packs_skipped_budget += 1;
-            read = false;
         }
-        let errors_before = r.errors.len();
-        check_pack(repo, pack, *size, entries, read, &mut r, &mut damaged);
         if read {
             r.packs_read += 1;
             r.bytes_read += size;
-            if r.errors.len() == errors_before {
-                state.insert(name.clone(), opts.now_ns);
+            if pr.errors.is_empty() {
+                state.insert(pack.to_hex(), opts.now_ns);
             }
         }
+        r.blobs_read += pr.blobs_read;
+        r.errors.extend(pr.errors);
+        damaged.extend(pd);
     }
     for (name, size) in &listed {
         let known = PackId::from_hex(name).is_some_and(|id| by_pack.contains_key(&id));

@@ -142,6 +142,13 @@ impl Backend for CachedBackend {
         Ok(())
     }
 
+    fn put_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        if cached_kind(kind) {
+            return self.put(kind, name, &data).map(|()| Some(data));
+        }
+        self.inner.put_owned(kind, name, data)
+    }
+
     fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
         let Some(path) = self.file(kind, name).filter(|_| cached_kind(kind)) else {
             return self.inner.get(kind, name);

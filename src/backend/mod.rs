@@ -118,6 +118,13 @@ pub trait Backend: Send + Sync {
     /// the stored object has the same length (names are content hashes).
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()>;
 
+    /// Stores an object like [`Self::put`], given its buffer: a backend that would otherwise
+    /// copy the bytes (to hand them to a network client) keeps it and returns None; others
+    /// return it for reuse.
+    fn put_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        self.put(kind, name, &data).map(|()| Some(data))
+    }
+
     /// Reads a whole object. A missing object is `NotFound`.
     fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
 

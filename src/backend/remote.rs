@@ -202,9 +202,10 @@ impl RemoteBackend {
         }
     }
 
-    fn put_s3(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    fn put_s3(&self, path: &str, body: Buffer) -> io::Result<()> {
         use md5::{Digest, Md5};
-        let body = Buffer::from(data.to_vec());
+        let data = body.to_bytes();
+        let data = &data[..];
         let meta = self.run("write", path, data.len(), || {
             self.op.write(path, body.clone())
         })?;
@@ -245,7 +246,9 @@ impl RemoteBackend {
         }
     }
 
-    fn put_sftp(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    fn put_sftp(&self, path: &str, body: Buffer) -> io::Result<()> {
+        let data = body.to_bytes();
+        let data = &data[..];
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
         let mut r = [0u8; 12];
         getrandom::getrandom(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
@@ -254,7 +257,6 @@ impl RemoteBackend {
         } else {
             format!("{dir}/.tmp-{}", hex::encode(r))
         };
-        let body = Buffer::from(data.to_vec());
         let result = (|| {
             self.run("write", &tmp, data.len(), || {
                 self.op.write(&tmp, body.clone())
@@ -511,18 +513,25 @@ impl Backend for RemoteBackend {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        self.put_owned(kind, name, data.to_vec()).map(|_| ())
+    }
+
+    fn put_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
         let path = kind.path(name);
         match self.stat_len(&path)? {
-            Some(n) if n == data.len() as u64 => return Ok(()),
+            Some(n) if n == data.len() as u64 => return Ok(Some(data)),
             // A damaged leftover under a content-hash name: it can only be wrong, replace it.
             Some(_) => self.run("delete", &path, 0, || self.op.delete(&path))?,
             None => {}
         }
+        // The buffer becomes the request body as it is: no copy of the object.
+        let body = Buffer::from(data);
         if self.is_sftp() {
-            self.put_sftp(&path, data)
+            self.put_sftp(&path, body)?;
         } else {
-            self.put_s3(&path, data)
+            self.put_s3(&path, body)?;
         }
+        Ok(None)
     }
 
     fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
@@ -588,6 +597,9 @@ impl Backend for RemoteBackend {
     }
 
     fn remove_temporaries(&self) -> io::Result<u64> {
+        if !self.is_sftp() {
+            return Ok(0); // an S3 PUT is atomic: there are no temporary objects
+        }
         let entries = self.run("list", "/", 0, || self.op.list_with("/").recursive(true))?;
         let mut freed = 0;
         for e in entries {
