@@ -188,7 +188,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         .max(repo.backend().connections())
         .min(jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let outcomes: Vec<std::sync::Mutex<Option<(CheckReport, HashMap<BlobId, String>, bool)>>> =
+    let outcomes: Vec<std::sync::Mutex<Option<PackOutcome>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     {
         let repo = &*repo;
@@ -428,6 +428,10 @@ fn walk_check(
         }
     }
 }
+
+/// One pack's findings: its report, the blobs it found damaged, and whether the budget ran out
+/// before it could be read.
+type PackOutcome = (CheckReport, HashMap<BlobId, String>, bool);
 
 fn check_pack(
     repo: &Repository,
