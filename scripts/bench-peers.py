@@ -587,7 +587,7 @@ def first_line(argv) -> str:
 
 class Cairn(Tool):
     name = "cairn"
-    notes = "defaults (compression auto, 32 MiB packs, threads = all cores); cache in XDG_CACHE_HOME"
+    notes = "defaults (compression auto, 16 MiB packs, threads = all cores); cache in XDG_CACHE_HOME"
 
     def env(self, ctx):
         env = super().env(ctx)

@@ -134,11 +134,11 @@ pub trait BackupProgress: Send + Sync {
 pub struct NoProgress;
 impl BackupProgress for NoProgress {}
 
-/// Chunks and trees waiting for compression: ≤ 8 × threads × 2 MiB (max chunk; trees may be
-/// larger). Deep enough that small files do not make the threads wait on each other.
-const JOBS_PER_THREAD: usize = 8;
-/// Sealed blobs waiting for the packer: ≤ 8 × threads × 2 MiB.
-const SEALED_PER_THREAD: usize = 8;
+/// Chunks and trees waiting for compression: ≤ 2 × threads × 2 MiB (max chunk; trees may be
+/// larger). Measured on 57,000 small files: deeper queues are no faster, only larger.
+const JOBS_PER_THREAD: usize = 2;
+/// Sealed blobs waiting for the packer: ≤ 2 × threads × 2 MiB.
+const SEALED_PER_THREAD: usize = 2;
 
 struct Job {
     kind: BlobKind,
@@ -532,9 +532,10 @@ fn packer(
     let uploads = backend.connections().max(1);
     // ≤ `uploads` finished packs (each ≤ pack size + one blob) wait or are being written.
     let (up_tx, up_rx) = bounded::<crate::pack::FinishedPack>(0);
-    // A written pack's buffer comes back for the next pack (one waits at most: memory stays
-    // bounded by 2 writers + `uploads` + 1 pack buffers).
-    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(1);
+    // A written pack's buffer comes back for the next pack, so after the first few packs no
+    // buffer is allocated (and faulted in) again: memory stays bounded by 2 writers + `uploads`
+    // + 1 pack buffers, and the CPU spends nothing on page faults.
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(uploads + 1);
     thread::scope(|scope| {
         for _ in 0..uploads {
             let up_rx = up_rx.clone();

@@ -8,8 +8,9 @@ use crate::id::RepoId;
 /// The format version this code writes and reads. repo-format.md "Version history".
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Default pack target size: 32 MiB.
-pub const DEFAULT_PACK_SIZE: u32 = 32 << 20;
+/// Default pack target size: 16 MiB. A backup holds at most (uploads + 2) packs in memory, and
+/// 16 MiB files are as easy on USB disks and object stores as larger ones.
+pub const DEFAULT_PACK_SIZE: u32 = 16 << 20;
 /// Bounds on the pack target size.
 pub const MIN_PACK_SIZE: u32 = 1 << 20;
 pub const MAX_PACK_SIZE: u32 = 512 << 20;

@@ -69,6 +69,7 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
         | Some(libc::ENODEV)
         | Some(libc::ENXIO)
         | Some(libc::ENOTCONN)
+        | Some(libc::ECONNABORTED)
         | Some(libc::ESHUTDOWN) => {
             " — the device is gone or failing (unplugged?): reconnect it and run `cairn check`; \
              nothing half-written is ever used"
