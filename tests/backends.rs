@@ -227,6 +227,15 @@ fn remote_backends_conform_and_give_up_cleanly() {
     let restic_form = format!("sftp:{}:{}", Sshd::HOST, sshd.path("conformance").display());
     let again = remote(&restic_form, Duration::from_secs(30));
     assert_eq!(again.list(FileKind::Config).expect("list").len(), 1);
+    // And so does the explicit user@host:port form.
+    let explicit = format!(
+        "sftp://{}@127.0.0.1:{}{}",
+        Sshd::user(),
+        sshd.port,
+        sshd.path("conformance").display()
+    );
+    let again = remote(&explicit, Duration::from_secs(30));
+    assert_eq!(again.list(FileKind::Config).expect("list").len(), 1);
 
     let garage = Garage::start();
     use_garage_credentials();
@@ -259,17 +268,14 @@ fn remote_backends_conform_and_give_up_cleanly() {
     assert!(start.elapsed() < Duration::from_secs(60), "{e}");
     use_garage_credentials();
 
-    // An unknown host key is refused, not accepted silently, and not retried.
-    let unknown = format!(
-        "sftp://127.0.0.1:{}/{}",
-        sshd.port,
-        sshd.path("x").display()
-    );
+    // An unknown host key is refused, not accepted silently, and not retried. (`localhost` is
+    // not in the test's known_hosts; only `[127.0.0.1]:port` is.)
+    let unknown = format!("sftp://localhost:{}{}", sshd.port, sshd.path("x").display());
     let b = remote(&unknown, Duration::from_secs(600));
     let start = Instant::now();
-    assert!(
-        b.list(FileKind::Config).is_err(),
-        "an unverified host key was accepted"
-    );
+    let r = b.list(FileKind::Config);
+    assert!(r.is_err(), "an unverified host key was accepted: {r:?}");
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("Host key verification failed"), "{msg}");
     assert!(start.elapsed() < Duration::from_secs(60));
 }

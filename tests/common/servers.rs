@@ -148,7 +148,10 @@ impl Sshd {
             format!(
                 "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
                  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {kh}\n  \
-                 StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n",
+                 StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n\
+                 Host 127.0.0.1\n  IdentityFile {key}\n  IdentitiesOnly yes\n  \
+                 UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  \
+                 LogLevel ERROR\n",
                 alias = Self::HOST,
                 key = d.join("user_key").display(),
                 kh = d.join("known_hosts").display(),
@@ -202,6 +205,11 @@ impl Sshd {
     /// The repository URL of `path(name)`, through the host alias.
     pub fn url(&self, name: &str) -> String {
         format!("sftp://{}{}", Self::HOST, self.path(name).display())
+    }
+
+    /// The user the tests log in as.
+    pub fn user() -> String {
+        std::env::var("USER").unwrap_or_else(|_| "root".into())
     }
 
     /// Kills the server (SIGKILL) and its per-connection processes: every connection drops
