@@ -542,12 +542,11 @@ fn packer(
             let (uploaded, done) = (&uploaded, &done);
             let recycle_tx = recycle_tx.clone();
             scope.spawn(move || {
-                for p in up_rx {
+                for mut p in up_rx {
                     let size = p.bytes.len() as u64;
-                    let (id, entries) = (p.id, p.entries.clone());
                     // The buffer comes back unless the backend kept it (no copy of the pack).
                     let r = if dry_run {
-                        Ok(Some(p.bytes))
+                        Ok(Some(std::mem::take(&mut p.bytes)))
                     } else {
                         p.store_owned(backend)
                     };
@@ -556,9 +555,9 @@ fn packer(
                     let back = match r {
                         Ok(back) => {
                             u.packs.push(IndexPack {
-                                id,
+                                id: p.id,
                                 size,
-                                blobs: entries,
+                                blobs: p.entries,
                             });
                             back
                         }

@@ -112,18 +112,23 @@ impl FinishedPack {
             &name,
         ))
     }
-    /// Like [`Self::store`], handing the buffer to the backend; returns it when the backend did
-    /// not keep it, for the next pack.
+    /// Like [`Self::store`], handing the buffer to the backend (`bytes` is left empty); returns
+    /// it when the backend did not keep it, for the next pack.
     pub fn store_owned(
-        self,
+        &mut self,
         backend: &dyn crate::backend::Backend,
     ) -> crate::error::Result<Option<Vec<u8>>> {
         if self.holds_trees() {
-            return self.store(backend).map(|()| Some(self.bytes));
+            self.store(backend)?;
+            return Ok(Some(std::mem::take(&mut self.bytes)));
         }
         let name = self.id.to_hex();
         backend
-            .put_owned(crate::backend::FileKind::Pack, &name, self.bytes)
+            .put_owned(
+                crate::backend::FileKind::Pack,
+                &name,
+                std::mem::take(&mut self.bytes),
+            )
             .map_err(crate::repo::backend_err(
                 crate::backend::FileKind::Pack,
                 &name,

@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{Backend, FileKind, OsLock};
+use super::{temp_name, Backend, FileKind, OsLock};
 use crate::id::content_hash;
 
 pub struct CachedBackend {
@@ -62,9 +62,7 @@ impl CachedBackend {
         if fs::create_dir_all(dir).is_err() {
             return;
         }
-        let mut r = [0u8; 8];
-        let _ = getrandom::getrandom(&mut r);
-        let tmp = dir.join(format!(".tmp-{}", hex::encode(r)));
+        let tmp = dir.join(temp_name());
         if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, path).is_ok() {
             return;
         }
@@ -91,6 +89,13 @@ impl CachedBackend {
         }
     }
 
+    fn mark_verified(&self, name: &str) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+    }
+
     fn read_cached_range(
         &self,
         path: &Path,
@@ -111,10 +116,7 @@ impl CachedBackend {
                 let _ = fs::remove_file(path);
                 return None;
             }
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.to_string());
+            self.mark_verified(name);
         }
         f.seek(SeekFrom::Start(offset)).ok()?;
         let mut buf = vec![0u8; len];
@@ -223,10 +225,7 @@ impl Backend for CachedBackend {
         match self.inner.get(FileKind::Pack, name) {
             Ok(all) if name_matches(name, &all) => {
                 self.keep(&path, &all);
-                self.verified
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_string());
+                self.mark_verified(name);
                 let start = offset as usize;
                 match all.get(start..start + len) {
                     Some(b) => Ok(b.to_vec()),

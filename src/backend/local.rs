@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileKind, OsLock};
+use super::{temp_name, Backend, FileKind, OsLock};
 use crate::id::is_id_name;
 
 pub struct LocalBackend {
@@ -93,13 +93,6 @@ fn parent_of(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-fn temp_name() -> String {
-    let mut r = [0u8; 8];
-    // A collision only makes create_new fail and the put retry with another name.
-    let _ = getrandom::getrandom(&mut r);
-    format!(".tmp-{}", hex::encode(r))
 }
 
 /// Objects at least this large (packs) bypass the page cache (`O_DIRECT`): they are written
@@ -187,13 +180,7 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir_durable(&self.root)?,
             Err(e) => return Err(e),
         }
-        for kind in [
-            FileKind::Key,
-            FileKind::Pack,
-            FileKind::Index,
-            FileKind::Snapshot,
-            FileKind::Lock,
-        ] {
+        for kind in FileKind::LAYOUT_DIRS {
             create_dir_durable(&self.root.join(kind.dir()))?;
         }
         sync_dir(&self.root)

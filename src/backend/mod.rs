@@ -20,34 +20,56 @@ pub use local::LocalBackend;
 pub use location::{Location, LocationError};
 pub use mem::MemBackend;
 #[cfg(feature = "remote")]
-pub use remote::{RemoteBackend, RemoteOptions};
+pub use remote::RemoteBackend;
+
+/// How a remote backend behaves on the wire (ignored by local directories).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteOptions {
+    /// Transfers in flight at once (`--connections`).
+    pub connections: usize,
+    /// How long to keep retrying an operation while the server fails (`--retry-timeout`).
+    pub retry_for: std::time::Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            connections: 4,
+            retry_for: std::time::Duration::from_secs(120),
+        }
+    }
+}
 
 /// Opens the backend for a location: a local directory, or (with the `remote` feature) an
 /// SFTP server or S3-compatible bucket.
-#[cfg(feature = "remote")]
 pub fn open_location(
     location: &Location,
     remote: RemoteOptions,
 ) -> io::Result<std::sync::Arc<dyn Backend>> {
-    Ok(match location {
-        Location::Local(p) => std::sync::Arc::new(LocalBackend::new(p.clone())),
-        _ => std::sync::Arc::new(RemoteBackend::open(location, remote)?),
-    })
-}
-
-/// Opens the backend for a location; this build has local directories only.
-#[cfg(not(feature = "remote"))]
-pub fn open_location(location: &Location) -> io::Result<std::sync::Arc<dyn Backend>> {
     match location {
         Location::Local(p) => Ok(std::sync::Arc::new(LocalBackend::new(p.clone()))),
-        _ => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "{location}: this cairn was built without remote repositories \
-                 (cargo feature `remote`)"
-            ),
-        )),
+        #[cfg(feature = "remote")]
+        _ => Ok(std::sync::Arc::new(RemoteBackend::open(location, remote)?)),
+        #[cfg(not(feature = "remote"))]
+        _ => {
+            let _ = remote;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{location}: this cairn was built without remote repositories \
+                     (cargo feature `remote`)"
+                ),
+            ))
+        }
     }
+}
+
+/// A temporary name for a file being written (`.tmp-` and 16 random hex digits), in the
+/// directory of its final name. A collision only makes a writer retry or fail its check.
+pub(crate) fn temp_name() -> String {
+    let mut r = [0u8; 8];
+    let _ = getrandom::getrandom(&mut r);
+    format!(".tmp-{}", hex::encode(r))
 }
 
 /// The kinds of files in a repository, each in its own place (cli.md "The repository on disk").
@@ -76,6 +98,15 @@ impl FileKind {
         FileKind::Snapshot,
         FileKind::Lock,
         FileKind::Drill,
+    ];
+
+    /// The directories `init` creates (repo-format.md §1.2); the others appear on first use.
+    pub const LAYOUT_DIRS: [FileKind; 5] = [
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
     ];
 
     /// The top-level directory of this kind (`config` is a file at the top).

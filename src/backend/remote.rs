@@ -24,26 +24,8 @@ use std::time::{Duration, Instant};
 use opendal::{Buffer, ErrorKind as DalKind, Operator};
 
 use super::location::Location;
-use super::{Backend, FileKind};
+use super::{temp_name, Backend, FileKind, RemoteOptions};
 use crate::id::is_id_name;
-
-/// How a remote backend behaves on the wire.
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteOptions {
-    /// Transfers in flight at once (`--connections`).
-    pub connections: usize,
-    /// How long to keep retrying an operation while the server fails (`--retry-timeout`).
-    pub retry_for: Duration,
-}
-
-impl Default for RemoteOptions {
-    fn default() -> Self {
-        RemoteOptions {
-            connections: 4,
-            retry_for: Duration::from_secs(120),
-        }
-    }
-}
 
 pub struct RemoteBackend {
     op: Operator,
@@ -94,6 +76,7 @@ impl RemoteBackend {
     /// Connects lazily: building the backend contacts no server.
     pub fn open(location: &Location, opts: RemoteOptions) -> io::Result<RemoteBackend> {
         let op = build_operator(location, "")?;
+        let connections = opts.connections.max(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-remote")
@@ -104,11 +87,11 @@ impl RemoteBackend {
             rt,
             location: location.clone(),
             opts: RemoteOptions {
-                connections: opts.connections.max(1),
+                connections,
                 ..opts
             },
             slots: Slots {
-                free: Mutex::new(opts.connections.max(1)),
+                free: Mutex::new(connections),
                 freed: Condvar::new(),
             },
             preflight: std::sync::OnceLock::new(),
@@ -249,13 +232,9 @@ impl RemoteBackend {
     fn put_sftp(&self, path: &str, body: Buffer) -> io::Result<()> {
         let data = body.to_bytes();
         let data = &data[..];
-        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        let mut r = [0u8; 12];
-        getrandom::getrandom(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp = if dir.is_empty() {
-            format!(".tmp-{}", hex::encode(r))
-        } else {
-            format!("{dir}/.tmp-{}", hex::encode(r))
+        let tmp = match path.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/{}", temp_name()),
+            None => temp_name(),
         };
         let result = (|| {
             self.run("write", &tmp, data.len(), || {
@@ -274,19 +253,20 @@ impl RemoteBackend {
                 ));
             }
             match self.run("rename", &tmp, 0, || self.op.rename(&tmp, path)) {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(true),
                 // A retried rename whose first attempt went through, or a concurrent writer of
-                // the same content-named object: what matters is the final object.
+                // the same content-named object: what matters is the final object (the
+                // temporary file may still be there).
                 Err(e) => match self.stat_len(path) {
-                    Ok(Some(n)) if n == data.len() as u64 => Ok(()),
+                    Ok(Some(n)) if n == data.len() as u64 => Ok(false),
                     _ => Err(e),
                 },
             }
         })();
-        if result.is_err() || self.stat_len(&tmp).ok().flatten().is_some() {
+        if !matches!(result, Ok(true)) {
             let _ = self.run("delete", &tmp, 0, || self.op.delete(&tmp));
         }
-        result
+        result.map(|_| ())
     }
 
     fn list_dir(&self, dir: &str, recursive: bool) -> io::Result<Vec<(String, u64)>> {
@@ -498,13 +478,7 @@ impl Backend for RemoteBackend {
             ));
         }
         if self.is_sftp() {
-            for kind in [
-                FileKind::Key,
-                FileKind::Pack,
-                FileKind::Index,
-                FileKind::Snapshot,
-                FileKind::Lock,
-            ] {
+            for kind in FileKind::LAYOUT_DIRS {
                 let dir = format!("{}/", kind.dir());
                 self.run("create directory", &dir, 0, || self.op.create_dir(&dir))?;
             }

@@ -230,7 +230,6 @@ impl Ctx {
         uncached: bool,
     ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
         let loc = Location::parse(location)?;
-        #[cfg(feature = "remote")]
         let raw = cairn::backend::open_location(
             &loc,
             cairn::backend::RemoteOptions {
@@ -238,8 +237,6 @@ impl Ctx {
                 retry_for: self.g.retry_timeout,
             },
         )?;
-        #[cfg(not(feature = "remote"))]
-        let raw = cairn::backend::open_location(&loc)?;
         if !loc.is_remote() || uncached || self.g.no_cache {
             return Ok((raw, None));
         }
