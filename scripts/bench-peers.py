@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -47,14 +46,23 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    GiB, MiB, StepFailed, compare, find_restored_root, first_line, human, list_files, manifest, tail, warm)
+
+
+def verify(target: Path, corpus: Path, expected: dict) -> tuple[bool, str]:
+    root = find_restored_root(target, corpus, "disk.img", "small")
+    if root is None:
+        return False, "restored tree not found under the target"
+    return compare(root, expected)
+
 
 PROJECT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-peers-password"
 CORPUS_VERSION = 2
-MiB = 1 << 20
-GiB = 1 << 30
 
 # Default corpus: 2300 MiB (2.41 GB) = 1 GiB disk image + ~300 MiB media + ~977 MiB small files
 # (the whole toolchain tree: ~52,000 files). --size scales all three by the same factor.
@@ -88,19 +96,8 @@ def parse_size(text: str) -> int:
     return int(float(t) * mult)
 
 
-def human(n: float) -> str:
-    for unit, m in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if n >= m:
-            return f"{n / m:.2f} {unit}"
-    return f"{int(n)} B"
-
-
 # --------------------------------------------------------------------------------------------
 # Running and measuring commands
-
-
-class StepFailed(Exception):
-    pass
 
 
 TIME_BIN = "/usr/bin/time"  # GNU time: see run_measured
@@ -177,14 +174,6 @@ def run_measured(argv, env, cwd, out_path, err_path, timeout, stdout_devnull=Fal
     return res
 
 
-def tail(path: Path, n=25) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
 def repo_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -217,25 +206,6 @@ def small_sources():
             ("usr-lib-python", Path(f"/usr/lib/python3.{sys.version_info.minor}")),
             ("usr-share", Path("/usr/share"))]
     return [(label, d) for label, d in srcs if d.is_dir()]
-
-
-def list_files(root: Path):
-    """Regular files under root, sorted, as (relpath, size); symlinks skipped."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for f in sorted(filenames):
-            p = os.path.join(dirpath, f)
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if not (st.st_mode & 0o170000 == 0o100000):
-                continue
-            if not os.access(p, os.R_OK):
-                continue
-            out.append((os.path.relpath(p, root), st.st_size))
-    return out
 
 
 def corpus_spec(size: int):
@@ -499,55 +469,6 @@ def undo_mutation(work: Path, corpus: Path):
 # Hash walks (verification) and warming the cache
 
 
-def hash_file(path: str) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(4 * MiB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def manifest(root: Path) -> dict:
-    files = [rel for rel, _ in list_files(root)]
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as ex:
-        hashes = list(ex.map(lambda r: hash_file(os.path.join(root, r)), files, chunksize=64))
-    return dict(zip(files, hashes))
-
-
-def warm(root: Path):
-    for rel, _ in list_files(root):
-        with open(root / rel, "rb", buffering=0) as f:
-            while f.read(8 * MiB):
-                pass
-
-
-def find_restored_root(target: Path, corpus: Path):
-    for cand in (target / str(corpus).lstrip("/"), target / corpus.name, target):
-        if (cand / "disk.img").is_file() and (cand / "small").is_dir():
-            return cand
-    for dirpath, dirnames, filenames in os.walk(target):
-        if "disk.img" in filenames and "small" in dirnames:
-            return Path(dirpath)
-    return None
-
-
-def verify(target: Path, corpus: Path, expected: dict):
-    root = find_restored_root(target, corpus)
-    if root is None:
-        return False, "restored tree not found under the target"
-    got = manifest(root)
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    differ = sorted(r for r in expected.keys() & got.keys() if expected[r] != got[r])
-    if missing or extra or differ:
-        return False, (f"{len(missing)} missing, {len(differ)} differ, {len(extra)} extra "
-                       f"(e.g. {(missing + differ + extra)[:3]})")
-    return True, f"all {len(got)} files identical"
-
-
 # --------------------------------------------------------------------------------------------
 # Tools
 
@@ -575,14 +496,6 @@ class Tool:
     def commands(self, step, ctx):
         """A list of (argv, options) run in sequence for `step`."""
         raise NotImplementedError
-
-
-def first_line(argv) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        return (r.stdout or r.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as e:
-        return f"unknown ({e})"
 
 
 class Cairn(Tool):

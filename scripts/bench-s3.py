@@ -50,8 +50,19 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    GiB, MiB, StepFailed, compare, find_restored_root, first_line, human, list_files, manifest, tail, warm)
+
+
+def verify(target: Path, corpus: Path, expected: dict) -> tuple[bool, str]:
+    root = find_restored_root(target, corpus, "large.bin", "text")
+    if root is None:
+        return False, f"restored tree (large.bin + text/) not found under {target}"
+    return compare(root, expected)
+
 
 PROJECT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-s3-password"
@@ -59,8 +70,6 @@ KEY_ID = "GK0123456789abcdef01234567"
 SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 REGION = "garage"
 BUCKET = "bench"
-MiB = 1 << 20
-GiB = 1 << 30
 TIME_BIN = "/usr/bin/time"
 
 STEPS = [
@@ -93,19 +102,8 @@ def parse_size(text: str) -> int:
     return n
 
 
-def human(n: float) -> str:
-    for unit, m in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if n >= m:
-            return f"{n / m:.2f} {unit}"
-    return f"{int(n)} B"
-
-
 class BenchError(Exception):
     """A failure that ends the benchmark with a message (no traceback)."""
-
-
-class StepFailed(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,14 +119,6 @@ def on_signal(signum, _frame):
         except ProcessLookupError:
             pass
     raise SystemExit(128 + signum)  # `finally` stops Garage and removes the temp dir
-
-
-def tail(path: Path, n=25) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
 
 
 def run_measured(argv, env, cwd, out_path: Path, err_path: Path, timeout: float) -> dict:
@@ -182,14 +172,6 @@ def run_measured(argv, env, cwd, out_path: Path, err_path: Path, timeout: float)
     if timed_out:
         res["error"] = f"timed out after {timeout:.0f} s"
     return res
-
-
-def first_line(argv) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        return (r.stdout or r.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as e:
-        return f"unknown ({e})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,64 +475,6 @@ def generate_corpus(root: Path, size: int, seed: int = 20261124) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # Hashing, verification, warming the cache
-
-
-def list_files(root: Path):
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for f in sorted(filenames):
-            p = os.path.join(dirpath, f)
-            st = os.lstat(p)
-            if st.st_mode & 0o170000 == 0o100000:
-                out.append((os.path.relpath(p, root), st.st_size))
-    return out
-
-
-def hash_file(path: str) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb", buffering=0) as f:
-        while b := f.read(4 * MiB):
-            h.update(b)
-    return h.hexdigest()
-
-
-def manifest(root: Path) -> dict:
-    files = [rel for rel, _ in list_files(root)]
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as ex:
-        hashes = list(ex.map(lambda r: hash_file(os.path.join(root, r)), files, chunksize=32))
-    return dict(zip(files, hashes))
-
-
-def warm(root: Path):
-    for rel, _ in list_files(root):
-        with open(root / rel, "rb", buffering=0) as f:
-            while f.read(8 * MiB):
-                pass
-
-
-def find_restored_root(target: Path, corpus: Path):
-    for cand in (target / str(corpus).lstrip("/"), target / corpus.name, target):
-        if (cand / "large.bin").is_file() and (cand / "text").is_dir():
-            return cand
-    for dirpath, dirnames, filenames in os.walk(target):
-        if "large.bin" in filenames and "text" in dirnames:
-            return Path(dirpath)
-    return None
-
-
-def verify(target: Path, corpus: Path, expected: dict) -> tuple[bool, str]:
-    root = find_restored_root(target, corpus)
-    if root is None:
-        return False, f"restored tree (large.bin + text/) not found under {target}"
-    got = manifest(root)
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    differ = sorted(r for r in expected.keys() & got.keys() if expected[r] != got[r])
-    if missing or extra or differ:
-        return False, (f"{len(missing)} missing, {len(differ)} differ, {len(extra)} extra "
-                       f"(e.g. {(missing + differ + extra)[:3]})")
-    return True, f"all {len(got)} files byte-identical"
 
 
 # --------------------------------------------------------------------------------------------
