@@ -129,6 +129,26 @@ fn make_source(dir: &Path, seed: u64) {
     fs::create_dir_all(dir.join("empty-dir")).expect("dir");
 }
 
+/// Restores `selector` (plus `extra` arguments) with `cmd` into a new directory `name` of the
+/// fixture and asserts it is byte- and metadata-identical to `source`.
+fn restores_as(
+    e: &Env,
+    cmd: TestCommand,
+    selector: &str,
+    extra: &[&str],
+    source: &Path,
+    name: &str,
+) {
+    let target = e.path(name);
+    cmd.args(["restore", selector])
+        .args(extra)
+        .arg("--target")
+        .arg(&target)
+        .run()
+        .ok();
+    assert_same_tree(source, &restored(&target, source));
+}
+
 fn full_cycle(server: &Server) {
     let e = Env::new();
     let url = server.url("repo");
@@ -215,13 +235,7 @@ fn full_cycle(server: &Server) {
         .ok();
 
     // Restore is byte-identical.
-    let out = e.path("out");
-    e.cmd(server, &url)
-        .args(["restore", "latest", "--target"])
-        .arg(&out)
-        .run()
-        .ok();
-    assert_same_tree(&src, &restored(&out, &src));
+    restores_as(&e, e.cmd(server, &url), "latest", &[], &src, "out");
 
     e.cmd(server, &url)
         .args(["check", "--read-data"])
@@ -242,13 +256,7 @@ fn full_cycle(server: &Server) {
         .args(["check", "--read-data"])
         .run()
         .ok();
-    let out2 = e.path("out2");
-    e.cmd(server, &url)
-        .args(["restore", "latest", "--target"])
-        .arg(&out2)
-        .run()
-        .ok();
-    assert_same_tree(&src, &restored(&out2, &src));
+    restores_as(&e, e.cmd(server, &url), "latest", &[], &src, "out2");
 
     // copy local → remote: a local repository's snapshot arrives and restores from the server.
     let local = Fixture::new();
@@ -269,13 +277,7 @@ fn full_cycle(server: &Server) {
         .find(|l| l["action"] == "copied")
         .and_then(|l| l["destination"].as_str().map(String::from))
         .expect("copied snapshot id");
-    let out3 = e.path("out3");
-    e.cmd(server, &url)
-        .args(["restore", &dest_id, "--target"])
-        .arg(&out3)
-        .run()
-        .ok();
-    assert_same_tree(&src2, &restored(&out3, &src2));
+    restores_as(&e, e.cmd(server, &url), &dest_id, &[], &src2, "out3");
 
     // copy remote → local, into a repository with the remote's chunker parameters.
     let back = Fixture::empty();
@@ -308,13 +310,7 @@ fn full_cycle(server: &Server) {
         let id = snap["id"].as_str().expect("id");
         let source = PathBuf::from(snap["paths"][0].as_str().expect("path"));
         assert!(source == src || source == src2, "{source:?}");
-        let target = e.path(&format!("back-{i}"));
-        back.cmd()
-            .args(["restore", id, "--target"])
-            .arg(&target)
-            .run()
-            .ok();
-        assert_same_tree(&source, &restored(&target, &source));
+        restores_as(&e, back.cmd(), id, &[], &source, &format!("back-{i}"));
     }
 }
 
@@ -463,13 +459,7 @@ fn killed_mid_backup(mut server: Server) {
         "the second backup stored {} of {total} bytes again",
         u(&next, "data_added_stored")
     );
-    let out_dir = e.path("out");
-    e.cmd(&server, &url)
-        .args(["restore", "latest", "--target"])
-        .arg(&out_dir)
-        .run()
-        .ok();
-    assert_same_tree(&src, &restored(&out_dir, &src));
+    restores_as(&e, e.cmd(&server, &url), "latest", &[], &src, "out");
     e.cmd(&server, &url)
         .args(["check", "--read-data"])
         .run()
@@ -536,13 +526,15 @@ fn s3_two_clients_back_up_concurrently_and_share_data() {
         r.ok();
     }
     for who in ["alice", "bob"] {
-        let out = e.path(&format!("out-{who}"));
-        e.cmd(&server, &url)
-            .args(["restore", "latest", "--host", who, "--target"])
-            .arg(&out)
-            .run()
-            .ok();
-        assert_same_tree(&e.path(who), &restored(&out, &e.path(who)));
+        let name = format!("out-{who}");
+        restores_as(
+            &e,
+            e.cmd(&server, &url),
+            "latest",
+            &["--host", who],
+            &e.path(who),
+            &name,
+        );
     }
     // Racing writers may both have stored a shared blob; prune keeps one copy.
     let before: u64 = server
