@@ -1163,10 +1163,9 @@ impl Walker<'_> {
             if start > pos {
                 parts.push(ContentPart(None, start - pos));
             }
-            if start != pos {
-                file.seek(SeekFrom::Start(start))
-                    .map_err(ReadError::Source)?;
-            }
+            // Always: finding the regions moved the file offset (lseek SEEK_DATA/SEEK_HOLE).
+            file.seek(SeekFrom::Start(start))
+                .map_err(ReadError::Source)?;
             let take = end.saturating_sub(start);
             pos = start;
             for chunk in Chunker::with_size_hint(

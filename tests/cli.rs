@@ -263,6 +263,44 @@ fn restore_reproduces_every_entry_type_byte_for_byte() {
     }
 }
 
+/// Sparse files whose data starts at offset 0 (disk images, databases) are the common case:
+/// finding the data regions moves the file offset, and the first region must still be read
+/// from offset 0, not from where the search left it (which stored the region as zeros).
+#[test]
+fn a_sparse_file_with_data_at_its_start_keeps_that_data() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let head = random_bytes(30, 300_000);
+    let middle = random_bytes(31, 200_000);
+    {
+        let file = fs::File::create(src.join("disk.img")).unwrap();
+        file.write_all_at(&head, 0).unwrap();
+        file.write_all_at(&middle, 3 << 20).unwrap();
+        file.set_len(8 << 20).unwrap();
+        file.sync_all().unwrap();
+    }
+    let blocks = fs::metadata(src.join("disk.img")).unwrap().blocks();
+    assert!(
+        blocks * 512 < 2 << 20,
+        "the source filesystem cannot make sparse files"
+    );
+    f.backup(&[&src], &[]);
+    let target = f.path("target");
+    f.cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .run()
+        .ok();
+    let restored = fs::read(restored(&target, &src).join("disk.img")).unwrap();
+    assert_eq!(restored.len(), 8 << 20);
+    assert!(
+        restored[..head.len()] == head[..],
+        "the data at offset 0 was lost"
+    );
+    assert!(restored[3 << 20..(3 << 20) + middle.len()] == middle[..]);
+}
+
 #[test]
 fn a_snapshot_that_reuses_its_parents_files_restores_the_same_tree() {
     let f = Fixture::new();
