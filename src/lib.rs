@@ -5,6 +5,7 @@
 //! The on-disk format is specified in `repo-format.md`; modules that implement a part of it
 //! cite its section.
 
+pub(crate) mod aligned;
 pub mod backend;
 pub mod backup;
 pub mod check;

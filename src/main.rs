@@ -6,7 +6,28 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     tune_allocator();
+    raise_open_file_limit();
     cli::main()
+}
+
+/// A restore keeps the files of its batches in flight open (two descriptors for large ones);
+/// the usual soft limit of 1024 is lower than the hard limit for historical reasons only
+/// (select(2)), which cairn does not use. Raised to the hard limit, at most 65536.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed; no other memory is touched.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let want = lim.rlim_max.min(1 << 16);
+            if lim.rlim_cur < want {
+                lim.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
 }
 
 /// glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB), after

@@ -214,6 +214,45 @@ pub fn apply_metadata(path: &Path, node: &Node, set_owner: bool) -> io::Result<(
     }
 }
 
+/// [`apply_metadata`] for a regular file this process has open: through the descriptor, so no
+/// path is looked up again (and a renamed or replaced path cannot redirect it).
+pub fn apply_file_metadata(file: &std::fs::File, node: &Node, set_owner: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use xattr::FileExt;
+    let mut first_err: Option<io::Error> = None;
+    let mut note = |r: io::Result<()>| {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    };
+    if set_owner {
+        // SAFETY: fchown on a descriptor borrowed from `file` for the duration of the call.
+        let r = unsafe { libc::fchown(file.as_raw_fd(), node.uid, node.gid) };
+        note(if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        });
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        note(file.set_permissions(std::fs::Permissions::from_mode(node.mode)));
+    }
+    for x in &node.xattrs {
+        note(file.set_xattr(OsStr::from_bytes(&x.0), &x.1));
+    }
+    let mtime = filetime::FileTime::from_unix_time(node.mtime.0, node.mtime.1);
+    note(filetime::set_file_handle_times(
+        file,
+        Some(mtime),
+        Some(mtime),
+    ));
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Data regions `[start, end)` of a file, found with SEEK_DATA/SEEK_HOLE. A filesystem without
 /// support reports the whole file as data.
 pub fn data_regions(fd: std::os::fd::RawFd, size: u64) -> Vec<(u64, u64)> {

@@ -9,6 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{temp_name, Backend, FileKind, OsLock};
+use crate::aligned::{AlignedBuf, ALIGN};
 use crate::id::is_id_name;
 
 pub struct LocalBackend {
@@ -43,6 +44,16 @@ impl LocalBackend {
             .map(|d| d.path().join(name))
             .find(|p| p.is_file())
             .unwrap_or(own)
+    }
+
+    /// Opens an object for reading: where it belongs, or (a pack) wherever it is.
+    fn open_existing(&self, kind: FileKind, name: &str) -> io::Result<File> {
+        match File::open(self.full(kind, name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && kind == FileKind::Pack => {
+                File::open(self.existing(kind, name))
+            }
+            other => other,
+        }
     }
 }
 
@@ -99,17 +110,11 @@ fn parent_of(path: &Path) -> &Path {
 /// once and not read back soon, the kernel's copy into its cache costs more CPU than a copy
 /// into an aligned buffer, and the user's cached files are not evicted by backup data.
 const DIRECT_MIN: usize = 1 << 20;
-/// Alignment of `O_DIRECT` buffers, offsets and lengths (covers 512-byte and 4 KiB sectors).
-const ALIGN: usize = 4096;
 /// The aligned staging buffer of each writing thread.
-const STAGE_BLOCKS: usize = 256;
-
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Block([u8; ALIGN]);
+const STAGE_BYTES: usize = 1 << 20;
 
 thread_local! {
-    static STAGE: std::cell::RefCell<Option<Box<[Block]>>> = const { std::cell::RefCell::new(None) };
+    static STAGE: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Writes `data` at the start of the new file `f`: large objects through `O_DIRECT` where the
@@ -131,12 +136,9 @@ fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
     let mut done = 0;
     let direct = STAGE.with(|stage| -> io::Result<()> {
         let mut stage = stage.borrow_mut();
-        let blocks = stage.get_or_insert_with(|| vec![Block([0; ALIGN]); STAGE_BLOCKS].into());
-        // SAFETY: `Block` is plain bytes with no padding; the slice covers exactly the boxed
-        // blocks and lives as long as this borrow of them.
-        let buf: &mut [u8] = unsafe {
-            std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * ALIGN)
-        };
+        let buf = stage
+            .get_or_insert_with(|| AlignedBuf::new(STAGE_BYTES))
+            .as_mut_slice();
         while done < aligned {
             let n = buf.len().min(aligned - done);
             buf[..n].copy_from_slice(&data[done..done + n]);
@@ -223,7 +225,10 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.existing(kind, name))
+        let mut f = self.open_existing(kind, name)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     fn get_range(
@@ -233,11 +238,29 @@ impl Backend for LocalBackend {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
-        let mut f = File::open(self.existing(kind, name))?;
-        f.seek(SeekFrom::Start(offset))?;
+        use std::os::unix::fs::FileExt;
+        let f = self.open_existing(kind, name)?;
         let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf)?;
+        f.read_exact_at(&mut buf, offset)?;
         Ok(buf)
+    }
+
+    fn get_range_into<'b>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
+        use std::os::unix::fs::FileExt;
+        let f = self.open_existing(kind, name)?;
+        // Grown, never shrunk: a reused buffer is not zeroed again for every read.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        f.read_exact_at(&mut buf[..len], offset)?;
+        Ok(&buf[..len])
     }
 
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {

@@ -163,6 +163,20 @@ pub trait Backend: Send + Sync {
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize)
         -> io::Result<Vec<u8>>;
 
+    /// Reads like [`Backend::get_range`] into `buf`, which the caller reuses from read to
+    /// read (a restore reads thousands of ranges of up to 16 MiB); returns the bytes read.
+    fn get_range_into<'b>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
+        *buf = self.get_range(kind, name, offset, len)?;
+        Ok(&buf[..])
+    }
+
     /// Names (64-hex only; temporary and foreign files are skipped) and sizes of one kind.
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>>;
 
