@@ -208,6 +208,18 @@ struct Trie {
 }
 
 impl Trie {
+    /// The paths to back up under `path`, in the order the walk reaches them.
+    fn targets(&self, path: &Path) -> Vec<PathBuf> {
+        if self.target {
+            return vec![path.to_path_buf()];
+        }
+        let mut out = Vec::new();
+        for (name, child) in &self.children {
+            out.extend(child.targets(&path.join(OsStr::from_bytes(name))));
+        }
+        out
+    }
+
     fn insert(&mut self, path: &Path) {
         let mut t = self;
         for c in path.components() {
@@ -317,6 +329,13 @@ pub fn backup(
             r
         });
 
+        // Directories are listed and their entries stat'ed one step ahead of the walk, on
+        // another thread: an unchanged tree is mostly system calls, and a changed one keeps
+        // the workers fed while the next directory is read.
+        let (listing_tx, listing_rx) = bounded::<Listing>(PREFETCH_DIRS);
+        let roots = trie.targets(Path::new("/"));
+        let exclude = &opts.exclude;
+        scope.spawn(move || prefetch_listings(&roots, exclude, &listing_tx));
         let mut w = Walker {
             repo,
             opts,
@@ -336,8 +355,14 @@ pub fn backup(
             base: &base,
             last_checkpoint: Instant::now(),
             checkpoints: Vec::new(),
+            prefetch: Some(Prefetch {
+                rx: listing_rx,
+                peeked: None,
+            }),
         };
         let mut root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        // Stops the reader ahead (its next send fails) before the scope waits for it.
+        w.prefetch = None;
         if matches!(root, Err(Error::Interrupted)) && !dry_run {
             // Ctrl-C: keep what was done as a partial snapshot the next backup resumes from.
             if let Err(e) = w.checkpoint() {
@@ -715,6 +740,8 @@ struct Walker<'a> {
     last_checkpoint: Instant,
     /// Partial snapshots this run saved (the newest is kept until the run completes).
     checkpoints: Vec<SnapshotId>,
+    /// Directory listings read ahead on another thread.
+    prefetch: Option<Prefetch>,
 }
 
 impl Walker<'_> {
@@ -961,30 +988,21 @@ impl Walker<'_> {
         parent: Option<&Tree>,
         dir: Option<Node>,
     ) -> Result<TreeId> {
-        let mut entries = Vec::new();
-        match fs::read_dir(path) {
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => entries.push(e.file_name()),
-                        Err(e) => self.report(path, e),
-                    }
-                }
-            }
-            Err(e) => self.report(path, e),
+        let listing = match self.prefetch.as_mut().and_then(|p| p.take(path)) {
+            Some(l) => l,
+            None => list_dir(path, &self.opts.exclude),
+        };
+        for e in listing.errors {
+            self.report(path, e);
         }
-        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         self.stack.push(Frame {
             dir,
             nodes: Vec::new(),
         });
-        for name in entries {
+        for (name, meta) in listing.entries {
             self.tick()?;
             let child = path.join(&name);
-            if self.opts.exclude.excludes_path(&child) {
-                continue;
-            }
-            let meta = match fs::symlink_metadata(&child) {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     self.report(&child, e);
@@ -1197,6 +1215,109 @@ impl Walker<'_> {
     }
 }
 
+/// Directory listings the reader ahead may hold before the walk takes them.
+const PREFETCH_DIRS: usize = 64;
+
+/// A directory's entries (not excluded by pattern), sorted by name, each with its metadata
+/// (not following symlinks) or why it could not be had.
+struct Listing {
+    path: PathBuf,
+    entries: Vec<(std::ffi::OsString, io::Result<fs::Metadata>)>,
+    /// Errors reading the directory itself.
+    errors: Vec<io::Error>,
+}
+
+/// Lists a directory. Entries keep it open, so each is stat'ed relative to it (fstatat), not
+/// through its whole path again.
+fn list_dir(path: &Path, exclude: &Excludes) -> Listing {
+    let mut errors = Vec::new();
+    let mut found = Vec::new();
+    match fs::read_dir(path) {
+        Ok(rd) => {
+            for e in rd {
+                match e {
+                    Ok(e) => found.push((e.file_name(), e)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let entries = found
+        .into_iter()
+        .filter(|(name, _)| !exclude.excludes_path(&path.join(name)))
+        .map(|(name, e)| (name, e.metadata()))
+        .collect();
+    Listing {
+        path: path.to_path_buf(),
+        entries,
+        errors,
+    }
+}
+
+/// Lists every directory the walk will enter, in the order it enters them (depth first, by
+/// name), and sends the listings; stops when the walk no longer takes them.
+fn prefetch_listings(roots: &[PathBuf], exclude: &Excludes, tx: &Sender<Listing>) {
+    fn walk(dir: &Path, dev: u64, exclude: &Excludes, tx: &Sender<Listing>) -> bool {
+        let listing = list_dir(dir, exclude);
+        let subdirs: Vec<PathBuf> = listing
+            .entries
+            .iter()
+            .filter_map(|(name, meta)| {
+                let m = meta.as_ref().ok().filter(|m| m.is_dir())?;
+                let child = dir.join(name);
+                let enters =
+                    !(exclude.one_file_system && m.dev() != dev) && !exclude.marks_dir(&child);
+                enters.then_some(child)
+            })
+            .collect();
+        if tx.send(listing).is_err() {
+            return false;
+        }
+        subdirs.iter().all(|d| walk(d, dev, exclude, tx))
+    }
+    for root in roots {
+        match fs::symlink_metadata(root) {
+            Ok(m) if m.is_dir() => {
+                if !walk(root, m.dev(), exclude, tx) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The walk's side of the listings read ahead.
+struct Prefetch {
+    rx: Receiver<Listing>,
+    peeked: Option<Listing>,
+}
+
+impl Prefetch {
+    /// The listing of `path` if it was read ahead. Both sides go depth first by name, which
+    /// is the order of paths compared component by component: listings before `path` are of
+    /// directories the walk did not enter, and one after it means `path` was not read ahead
+    /// (the caller lists it itself).
+    fn take(&mut self, path: &Path) -> Option<Listing> {
+        loop {
+            let next = match self.peeked.take() {
+                Some(l) => l,
+                None => self.rx.recv().ok()?,
+            };
+            match next.path.as_path().cmp(path) {
+                std::cmp::Ordering::Equal => return Some(next),
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => {
+                    self.peeked = Some(next);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 enum ReadError {
     /// The source file: reported, the backup goes on.
     Source(io::Error),
@@ -1220,4 +1341,84 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(path: &str) -> Listing {
+        Listing {
+            path: PathBuf::from(path),
+            entries: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The walk takes listings by path: ones it skipped are dropped, and one that was not
+    /// read ahead is answered None without losing the listings after it.
+    #[test]
+    fn prefetched_listings_are_matched_by_path_in_walk_order() {
+        let (tx, rx) = bounded(16);
+        for p in ["/a", "/a/b", "/a/b/c", "/a/b-", "/a/d", "/e"] {
+            tx.send(listing(p)).unwrap();
+        }
+        drop(tx);
+        let mut pf = Prefetch { rx, peeked: None };
+        let got = |l: Option<Listing>| l.map(|l| l.path.display().to_string());
+        assert_eq!(got(pf.take(Path::new("/a"))), Some("/a".into()));
+        // "/a/b" and everything under it were not entered; "/a/b-" sorts after "/a/b/c".
+        assert_eq!(got(pf.take(Path::new("/a/b-"))), Some("/a/b-".into()));
+        // Not read ahead: None, and "/a/d" is still there.
+        assert_eq!(got(pf.take(Path::new("/a/c"))), None);
+        assert_eq!(got(pf.take(Path::new("/a/d"))), Some("/a/d".into()));
+        assert_eq!(got(pf.take(Path::new("/e"))), Some("/e".into()));
+        assert_eq!(got(pf.take(Path::new("/f"))), None);
+    }
+
+    /// What the reader ahead lists is what the walk would: entries sorted by name bytes,
+    /// excluded names left out, directories entered in order, marked ones not.
+    #[test]
+    fn the_reader_ahead_lists_directories_in_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in ["b/x", "a", "c/skip-me", "marked"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("marked/.nobackup"), b"").unwrap();
+        fs::write(root.join("a/file"), b"1").unwrap();
+        let exclude = Excludes {
+            patterns: Some(
+                crate::filter::Selection::new(&[], &["skip-me".to_string()], &[]).unwrap(),
+            ),
+            if_present: vec![".nobackup".into()],
+            ..Excludes::default()
+        };
+        let (tx, rx) = bounded(16);
+        prefetch_listings(std::slice::from_ref(&root), &exclude, &tx);
+        drop(tx);
+        let seen: Vec<(String, Vec<String>)> = rx
+            .iter()
+            .map(|l| {
+                let rel = l.path.strip_prefix(&root).unwrap().display().to_string();
+                let names = l
+                    .entries
+                    .iter()
+                    .map(|(n, _)| n.to_string_lossy().into_owned())
+                    .collect();
+                (rel, names)
+            })
+            .collect();
+        let want: Vec<(String, Vec<String>)> = vec![
+            (
+                "".into(),
+                vec!["a".into(), "b".into(), "c".into(), "marked".into()],
+            ),
+            ("a".into(), vec!["file".into()]),
+            ("b".into(), vec!["x".into()]),
+            ("b/x".into(), vec![]),
+            ("c".into(), vec![]),
+        ];
+        assert_eq!(seen, want);
+    }
 }
