@@ -1267,8 +1267,8 @@ fn prefetch_listings(roots: &[PathBuf], exclude: &Excludes, tx: &Sender<Listing>
             .filter_map(|(name, meta)| {
                 let m = meta.as_ref().ok().filter(|m| m.is_dir())?;
                 let child = dir.join(name);
-                let enters =
-                    !(exclude.one_file_system && m.dev() != dev) && !exclude.marks_dir(&child);
+                let other_fs = exclude.one_file_system && m.dev() != dev;
+                let enters = !other_fs && !exclude.marks_dir(&child);
                 enters.then_some(child)
             })
             .collect();
@@ -1279,11 +1279,7 @@ fn prefetch_listings(roots: &[PathBuf], exclude: &Excludes, tx: &Sender<Listing>
     }
     for root in roots {
         match fs::symlink_metadata(root) {
-            Ok(m) if m.is_dir() => {
-                if !walk(root, m.dev(), exclude, tx) {
-                    return;
-                }
-            }
+            Ok(m) if m.is_dir() && !walk(root, m.dev(), exclude, tx) => return,
             _ => {}
         }
     }
