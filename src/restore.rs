@@ -255,12 +255,21 @@ impl Shared<'_> {
         self.changed.notify_all();
     }
 
-    /// Waits until every batch up to `seq` is finished.
-    fn wait_through(&self, seq: u64) {
+    /// Waits until every batch up to `seq` is finished. Interrupted (Ctrl-C) while waiting:
+    /// the workers then skip what is queued, so those batches never finish.
+    fn wait_through(&self, seq: u64) -> Result<()> {
         let mut flow = self.flow();
         while flow.done_through < seq {
-            flow = self.changed.wait(flow).unwrap_or_else(|p| p.into_inner());
+            if self.cancelled() {
+                return Err(Error::Interrupted);
+            }
+            flow = self
+                .changed
+                .wait_timeout(flow, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+        Ok(())
     }
 
     /// The last step of a file: checks what happened to it, closes it, verifies it if asked,
@@ -472,7 +481,7 @@ impl Restorer<'_, '_> {
         }
         if let Some(group) = node.link_group() {
             if let Some((first, pending)) = self.links.get(&group).cloned() {
-                if self.link_to(&first, pending, &path) {
+                if self.link_to(&first, pending, &path)? {
                     return Ok(());
                 }
             }
@@ -529,7 +538,7 @@ impl Restorer<'_, '_> {
 
     /// Makes `path` another link to `first`, now or (when `first` is still being written) when
     /// `first` is finished. False when that fails and a copy is to be restored instead.
-    fn link_to(&mut self, first: &Path, pending: Option<PendingAt>, path: &Path) -> bool {
+    fn link_to(&mut self, first: &Path, pending: Option<PendingAt>, path: &Path) -> Result<bool> {
         if let Some((seq, i)) = pending {
             let links = if seq == self.seq {
                 self.batch.get(i).map(|f| &f.links)
@@ -545,23 +554,23 @@ impl Restorer<'_, '_> {
                 if !l.finished {
                     // Made (and counted) when the first link's content is complete.
                     l.paths.push(path.to_path_buf());
-                    return true;
+                    return Ok(true);
                 }
             }
             // That batch is finished: the first link exists (or was damaged and removed).
-            self.shared.wait_through(seq);
+            self.shared.wait_through(seq)?;
         }
         match fs::hard_link(first, path) {
             Ok(()) => {
                 self.out.files += 1;
-                true
+                Ok(true)
             }
             Err(e) => {
                 self.error(
                     path,
                     format!("hard link to {}: {e}; restoring a copy", first.display()),
                 );
-                false
+                Ok(false)
             }
         }
     }
@@ -721,7 +730,7 @@ impl Restorer<'_, '_> {
         }
         // Bounded look-ahead: wait until the batches before the last few are finished.
         self.shared
-            .wait_through(seq.saturating_sub(BATCHES_IN_FLIGHT));
+            .wait_through(seq.saturating_sub(BATCHES_IN_FLIGHT))?;
         self.apply_ready_dirs();
         for (i, f) in batch.files.iter().enumerate() {
             if f.left.load(Ordering::Relaxed) == 0 {
@@ -745,7 +754,7 @@ impl Restorer<'_, '_> {
     /// metadata.
     fn finish(&mut self) -> Result<()> {
         self.submit()?;
-        self.shared.wait_through(self.seq - 1);
+        self.shared.wait_through(self.seq - 1)?;
         self.apply_ready_dirs();
         Ok(())
     }
@@ -1231,6 +1240,82 @@ mod tests {
             damage: Mutex::new(Vec::new()),
             links: Mutex::new(Links::default()),
         }
+    }
+
+    /// Workers that write slowly (a USB disk) while the walk is far ahead, waiting for them:
+    /// Ctrl-C then must end the restore promptly with `Interrupted`, not leave the walk
+    /// waiting for batches whose remaining jobs the workers now skip.
+    #[test]
+    fn ctrl_c_while_the_walk_waits_for_slow_workers_ends_the_restore() {
+        use crate::backup::{backup, BackupOptions, NoProgress};
+        use crate::crypto::KdfParams;
+        use crate::repo::InitOptions;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        // Incompressible files in small packs: each batch of files is several jobs.
+        let mut rng = Rng(7);
+        for i in 0..900u32 {
+            let data: Vec<u8> = (0..20_000).map(|_| rng.next() as u8).collect();
+            fs::write(src.join(format!("f{i:04}")), data).expect("write");
+        }
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            kdf: KdfParams {
+                m_cost_kib: KdfParams::MIN_M_COST_KIB,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..InitOptions::default()
+        };
+        let backend = Arc::new(crate::backend::MemBackend::new());
+        let mut repo = Repository::init(backend, b"pw", &opts).expect("init");
+        repo.load_index().expect("index");
+        let bopts = BackupOptions {
+            paths: vec![src.clone()],
+            host: "h".into(),
+            time_ns: 1,
+            threads: 1,
+            ..BackupOptions::default()
+        };
+        let out = backup(&mut repo, &bopts, &NoProgress).expect("backup");
+        let snap = repo
+            .read_snapshot(&out.snapshot_id.expect("a snapshot"))
+            .expect("snapshot");
+
+        struct Slow {
+            writes: AtomicUsize,
+            cancel: Arc<AtomicBool>,
+        }
+        impl RestoreProgress for Slow {
+            fn bytes_done(&self, _n: u64) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                if self.writes.fetch_add(1, Ordering::Relaxed) == 20 {
+                    self.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Slow {
+            writes: AtomicUsize::new(0),
+            cancel: cancel.clone(),
+        };
+        let ropts = RestoreOptions {
+            target: tmp.path().join("target"),
+            cancel: Some(cancel),
+            threads: 2,
+            ..RestoreOptions::default()
+        };
+        // Its own thread, so that a restore that never ends fails the test instead of hanging it.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = restore(&repo, &Selected::Dir(snap.tree), &ropts, &progress);
+            let _ = done_tx.send(matches!(r, Err(Error::Interrupted)));
+        });
+        let interrupted = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the restore ended after Ctrl-C");
+        assert!(interrupted, "the restore reported Interrupted");
     }
 
     /// xorshift: deterministic pieces without a dependency.
