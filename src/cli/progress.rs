@@ -185,7 +185,12 @@ impl cairn::restore::RestoreProgress for Progress {
     }
 }
 
-/// Counts files and bytes under `paths` on a thread (stat only), for the backup's totals.
+/// A backup that ends sooner than this (an unchanged tree, a small change) is not scanned:
+/// the scan would stat every entry a second time for totals nobody sees.
+const SCAN_AFTER: Duration = Duration::from_millis(700);
+
+/// Counts files and bytes under `paths` on a thread (stat only), for the backup's totals;
+/// starts once the backup has run for [`SCAN_AFTER`].
 pub fn scan(
     paths: Vec<std::path::PathBuf>,
     excludes: cairn::backup::Excludes,
@@ -216,6 +221,13 @@ pub fn scan(
                     walk(&child, ex, t, stop);
                 }
             }
+        }
+        let start = Instant::now();
+        while start.elapsed() < SCAN_AFTER {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         for p in &paths {
             walk(p, &excludes, &totals, &stop);
