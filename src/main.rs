@@ -34,14 +34,22 @@ fn raise_open_file_limit() {
 /// which pack-sized buffers come from the heap and stay resident when freed. A fixed threshold
 /// keeps pack buffers (which backup recycles itself) in their own mappings, returned to the OS
 /// when dropped, while chunk-sized blocks are reused from the heap: peak memory follows what is
-/// in use.
+/// in use. glibc also gives threads up to 8 heaps ("arenas") per core, each keeping up to the
+/// trim threshold of freed memory: one per core plus the main one is enough for a pipeline
+/// with one stage per core, and 4 MiB kept per heap covers a few chunks without faulting them
+/// in again (2 MiB cost 10-30% of backup time, 8 MiB 6-10 MiB of peak memory).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        // Fixing the threshold also fixes the trim threshold (128 KiB): freed heap tops would
-        // be returned and faulted in again for every chunk.
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = i32::try_from(cores + 1).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            // Fixing the threshold also fixes the trim threshold (128 KiB): freed heap tops
+            // would be returned and faulted in again for every chunk.
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
     }
 }
