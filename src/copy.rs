@@ -533,39 +533,10 @@ impl IdMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, FileKind, MemBackend};
+    use crate::backend::{Backend, FileKind};
     use crate::backup::{backup, BackupOptions, NoProgress};
     use crate::check::{check, CheckOptions, ReadData};
-    use crate::crypto::KdfParams;
-    use crate::repo::InitOptions;
-
-    fn init(pw: &[u8]) -> (Arc<MemBackend>, Repository) {
-        let b = Arc::new(MemBackend::new());
-        let opts = InitOptions {
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                m_cost_kib: KdfParams::MIN_M_COST_KIB,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
-        let mut r = Repository::init(b.clone(), pw, &opts).expect("init");
-        r.load_index().expect("index");
-        (b, r)
-    }
-
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect()
-    }
+    use crate::testutil::{bytes, mem_repo as init};
 
     fn assert_clean(repo: &mut Repository) {
         let r = check(

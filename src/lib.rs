@@ -31,6 +31,8 @@ pub mod repo;
 pub mod restore;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod testutil;
 pub mod tree;
 pub mod units;
 

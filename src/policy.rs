@@ -1740,12 +1740,9 @@ mod tests {
             let group: Vec<(SnapshotId, &Snapshot)> = snaps.iter().map(|(id, s)| (*id, s)).collect();
             let mut shuffled = group.clone();
             // A deterministic Fisher-Yates from the seed.
-            let mut x = seed | 1;
+            let mut rng = crate::testutil::Rng(seed | 1);
             for i in (1..shuffled.len()).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
             }
             prop_assert_eq!(apply(&p, &group, now_ns), apply(&p, &shuffled, now_ns));
         }

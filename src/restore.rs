@@ -1225,6 +1225,7 @@ pub fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{mem_repo, Rng};
     use crate::tree::ContentPart;
 
     fn pending(path: PathBuf, size: u64) -> Pending {
@@ -1248,8 +1249,6 @@ mod tests {
     #[test]
     fn ctrl_c_while_the_walk_waits_for_slow_workers_ends_the_restore() {
         use crate::backup::{backup, BackupOptions, NoProgress};
-        use crate::crypto::KdfParams;
-        use crate::repo::InitOptions;
         let tmp = tempfile::tempdir().expect("tmp");
         let src = tmp.path().join("src");
         fs::create_dir_all(&src).expect("mkdir");
@@ -1259,18 +1258,7 @@ mod tests {
             let data: Vec<u8> = (0..20_000).map(|_| rng.next() as u8).collect();
             fs::write(src.join(format!("f{i:04}")), data).expect("write");
         }
-        let opts = InitOptions {
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                m_cost_kib: KdfParams::MIN_M_COST_KIB,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
-        let backend = Arc::new(crate::backend::MemBackend::new());
-        let mut repo = Repository::init(backend, b"pw", &opts).expect("init");
-        repo.load_index().expect("index");
+        let (_, mut repo) = mem_repo(b"pw");
         let bopts = BackupOptions {
             paths: vec![src.clone()],
             host: "h".into(),
@@ -1316,20 +1304,6 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the restore ended after Ctrl-C");
         assert!(interrupted, "the restore reported Interrupted");
-    }
-
-    /// xorshift: deterministic pieces without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     /// Pieces of two files arrive in uneven sizes, mostly in order but with whole segments
