@@ -238,10 +238,8 @@ impl Backend for LocalBackend {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let f = self.open_existing(kind, name)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset)?;
+        let mut buf = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut buf)?;
         Ok(buf)
     }
 
