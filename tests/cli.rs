@@ -182,11 +182,7 @@ fn restore_reproduces_every_entry_type_byte_for_byte() {
     assert_eq!(summary["total_bytes_processed"], json!(bytes));
 
     let target = f.path("restore");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     let out = restored(&target, &src);
     assert_same_tree(&src, &out);
 
@@ -287,11 +283,7 @@ fn a_sparse_file_with_data_at_its_start_keeps_that_data() {
     );
     f.backup(&[&src], &[]);
     let target = f.path("target");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     let restored = fs::read(restored(&target, &src).join("disk.img")).unwrap();
     assert_eq!(restored.len(), 8 << 20);
     assert!(
@@ -1042,11 +1034,7 @@ fn backup_with_an_unreadable_file_exits_3_and_keeps_the_rest() {
     assert!(is_hex_id(s["snapshot_id"].as_str().unwrap()));
 
     let target = f.path("t");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     assert_eq!(
         fs::read(restored(&target, &src.join("a.txt"))).unwrap(),
         b"readable\n"
@@ -1163,7 +1151,7 @@ proptest! {
         }
         f.backup(&[&src], &[]);
         let target = f.path("t");
-        f.cmd().args(["restore", "latest", "--target"]).arg(&target).run().ok();
+        f.restore_latest(&target);
         assert_same_tree(&src, &restored(&target, &src));
     }
 }

@@ -53,11 +53,7 @@ fn a_zeroed_or_deleted_config_is_recovered_from_the_key_files_copy() {
         f.cmd().args(["repair", "config"]).run().ok();
         f.cmd().args(["check", "--read-data"]).run().ok();
         let target = f.path("out");
-        f.cmd()
-            .args(["restore", "latest", "--target"])
-            .arg(&target)
-            .run()
-            .ok();
+        f.restore_latest(&target);
         assert_same_tree(&src, &restored(&target, &src));
     }
 }

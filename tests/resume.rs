@@ -96,11 +96,7 @@ fn ctrl_c_saves_a_partial_snapshot_and_the_next_backup_resumes_from_it() {
     );
     assert_eq!(snaps[0]["partial"], false);
     let target = f.path("out");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     assert_same_tree(&src, &restored(&target, &src));
 }
 
@@ -167,11 +163,7 @@ fn backups_killed_at_random_moments_leave_a_clean_repository_and_are_resumed() {
     );
     f.cmd().args(["check", "--read-data"]).run().ok();
     let target = f.path("out");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     assert_same_tree(&src, &restored(&target, &src));
     assert!(snapshots(&f).iter().all(|s| s["partial"] == false));
 }

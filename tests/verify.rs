@@ -226,11 +226,7 @@ fn repair_snapshots_rewrites_around_a_lost_pack_and_everything_else_restores() {
         .any(|t| t == "repaired"));
     // Every file the notes do not name restores byte-identically.
     let target = f.path("out");
-    f.cmd()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .run()
-        .ok();
+    f.restore_latest(&target);
     let out = restored(&target, &src);
     let mut restored_files = 0;
     for rel in walk(&src) {

@@ -276,6 +276,15 @@ impl Fixture {
         id
     }
 
+    /// Restores the latest snapshot into `target`; the restore must exit 0.
+    pub fn restore_latest(&self, target: &Path) {
+        self.cmd()
+            .args(["restore", "latest", "--target"])
+            .arg(target)
+            .run()
+            .ok();
+    }
+
     /// Every file in the repository, by path relative to it, with its bytes.
     pub fn repo_files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
