@@ -1018,9 +1018,6 @@ impl Walker<'_> {
             {
                 continue;
             }
-            if meta.is_dir() && self.opts.exclude.marks_dir(&child) {
-                continue;
-            }
             if let Some(node) =
                 self.backup_entry(&child, name.as_bytes().to_vec(), &meta, parent)?
             {
@@ -1218,8 +1215,9 @@ impl Walker<'_> {
 /// Directory listings the reader ahead may hold before the walk takes them.
 const PREFETCH_DIRS: usize = 64;
 
-/// A directory's entries (not excluded by pattern), sorted by name, each with its metadata
-/// (not following symlinks) or why it could not be had.
+/// A directory's entries (not excluded by pattern or, for directories, by a marker file in
+/// them), sorted by name, each with its metadata (not following symlinks) or why it could not
+/// be had.
 struct Listing {
     path: PathBuf,
     entries: Vec<(std::ffi::OsString, io::Result<fs::Metadata>)>,
@@ -1244,11 +1242,18 @@ fn list_dir(path: &Path, exclude: &Excludes) -> Listing {
         Err(e) => errors.push(e),
     }
     found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let entries = found
-        .into_iter()
-        .filter(|(name, _)| !exclude.excludes_path(&path.join(name)))
-        .map(|(name, e)| (name, e.metadata()))
-        .collect();
+    let mut entries = Vec::with_capacity(found.len());
+    for (name, e) in found {
+        let child = path.join(&name);
+        if exclude.excludes_path(&child) {
+            continue;
+        }
+        let meta = e.metadata();
+        if meta.as_ref().is_ok_and(|m| m.is_dir()) && exclude.marks_dir(&child) {
+            continue;
+        }
+        entries.push((name, meta));
+    }
     Listing {
         path: path.to_path_buf(),
         entries,
@@ -1268,8 +1273,7 @@ fn prefetch_listings(roots: &[PathBuf], exclude: &Excludes, tx: &Sender<Listing>
                 let m = meta.as_ref().ok().filter(|m| m.is_dir())?;
                 let child = dir.join(name);
                 let other_fs = exclude.one_file_system && m.dev() != dev;
-                let enters = !other_fs && !exclude.marks_dir(&child);
-                enters.then_some(child)
+                (!other_fs).then_some(child)
             })
             .collect();
         if tx.send(listing).is_err() {
@@ -1373,7 +1377,7 @@ mod tests {
     }
 
     /// What the reader ahead lists is what the walk would: entries sorted by name bytes,
-    /// excluded names left out, directories entered in order, marked ones not.
+    /// excluded names and marked directories left out, directories entered in order.
     #[test]
     fn the_reader_ahead_lists_directories_in_walk_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1406,10 +1410,7 @@ mod tests {
             })
             .collect();
         let want: Vec<(String, Vec<String>)> = vec![
-            (
-                "".into(),
-                vec!["a".into(), "b".into(), "c".into(), "marked".into()],
-            ),
+            ("".into(), vec!["a".into(), "b".into(), "c".into()]),
             ("a".into(), vec!["file".into()]),
             ("b".into(), vec!["x".into()]),
             ("b/x".into(), vec![]),
