@@ -239,18 +239,19 @@ impl Shared<'_> {
             .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+    fn flow(&self) -> MutexGuard<'_, Flow> {
         self.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn batch_finished(&self, seq: u64) {
         let mut flow = self.flow();
         flow.finished.insert(seq);
-        while {
+        loop {
             let next = flow.done_through + 1;
-            flow.finished.remove(&next)
-        } {
-            flow.done_through += 1;
+            if !flow.finished.remove(&next) {
+                break;
+            }
+            flow.done_through = next;
         }
         self.changed.notify_all();
     }
