@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -129,6 +129,17 @@ impl MasterKeys {
     ) -> Result<Vec<u8>, OpenError> {
         open_with(&self.enc.0, kind, binding, sealed)
     }
+
+    /// [`MasterKeys::open`] into a buffer the caller reuses.
+    pub fn open_into(
+        &self,
+        kind: ObjectKind,
+        binding: &[u8],
+        sealed: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<(), OpenError> {
+        open_into(&self.enc.0, kind, binding, sealed, plain)
+    }
 }
 
 /// A sealed object failed to open: it is damaged, or was made with another key.
@@ -191,15 +202,41 @@ pub(crate) fn open_with(
     binding: &[u8],
     sealed: &[u8],
 ) -> Result<Vec<u8>, OpenError> {
+    let mut plain = Vec::new();
+    open_into(key, kind, binding, sealed, &mut plain)?;
+    Ok(plain)
+}
+
+/// Opens `sealed` into `plain` (replacing what it held), reusing its allocation: the
+/// restore's workers open one blob after another without asking the allocator each time.
+pub(crate) fn open_into(
+    key: &[u8; 32],
+    kind: ObjectKind,
+    binding: &[u8],
+    sealed: &[u8],
+    plain: &mut Vec<u8>,
+) -> Result<(), OpenError> {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::Tag;
     if sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError::TooShort);
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    plain.clear();
+    plain.extend_from_slice(ct);
     let cipher = XChaCha20Poly1305::new(Key::from_slice(key));
-    let a = aad(kind, binding);
     cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &a })
-        .map_err(|_| OpenError::Authentication)
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            &aad(kind, binding),
+            plain,
+            Tag::from_slice(tag),
+        )
+        .map_err(|_| {
+            plain.clear();
+            OpenError::Authentication
+        })
 }
 
 /// Argon2id parameters stored in a key file (repo-format.md §2.1).

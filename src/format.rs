@@ -86,14 +86,16 @@ fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 }
 
 /// zstd decompression of a frame of known size, reusing this thread's context.
-fn zstd_decompress(data: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses one frame into the spare capacity of `out` (reserved by the caller for the
+/// frame's declared size).
+fn zstd_decompress_into(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
         match d.as_mut() {
-            Some(dec) => dec.decompress(data, size),
+            Some(dec) => dec.decompress_to_buffer(data, out),
             None => Err(std::io::Error::other("zstd context")),
         }
     })
@@ -189,22 +191,74 @@ pub fn decode_object(
     decompress_body(plain, expect)
 }
 
+/// Buffers that [`decode_object_into`] reuses from one object to the next.
+#[derive(Default)]
+pub struct DecodeBufs {
+    opened: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// [`decode_object`] into reused buffers: the plaintext is borrowed from `bufs`.
+pub fn decode_object_into<'a>(
+    keys: &MasterKeys,
+    kind: ObjectKind,
+    binding: &[u8],
+    sealed: &[u8],
+    expect: Expect,
+    bufs: &'a mut DecodeBufs,
+) -> Result<&'a [u8], DecodeError> {
+    keys.open_into(kind, binding, sealed, &mut bufs.opened)?;
+    Ok(
+        match decompress_into(&bufs.opened, expect, &mut bufs.out)? {
+            Body::Raw => &bufs.opened[1..],
+            Body::Decompressed => &bufs.out,
+        },
+    )
+}
+
 pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    match decompress_into(&plain, expect, &mut out)? {
+        Body::Raw => {
+            plain.remove(0);
+            Ok(plain)
+        }
+        Body::Decompressed => Ok(out),
+    }
+}
+
+/// Where [`decompress_into`] left the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Stored raw: the plaintext after its flag byte.
+    Raw,
+    /// Decompressed into the output buffer.
+    Decompressed,
+}
+
+/// Checks and decompresses an envelope plaintext (flag byte, then the body) into `out`,
+/// reusing its allocation. A raw body is not copied: it stays in `plain`.
+pub fn decompress_into(
+    plain: &[u8],
+    expect: Expect,
+    out: &mut Vec<u8>,
+) -> Result<Body, DecodeError> {
     let (max, exact) = match expect {
         Expect::Exact(n) => (n, true),
         Expect::AtMost(n) => (n, false),
     };
     let flag = *plain.first().ok_or(DecodeError::Empty)?;
-    let out = match flag {
-        FLAG_RAW => {
-            plain.remove(0);
-            plain
-        }
+    let body = &plain[1..];
+    let (found, kind) = match flag {
+        FLAG_RAW => (body.len(), Body::Raw),
         FLAG_ZSTD => {
-            let body = &plain[1..];
+            out.clear();
             match zstd::zstd_safe::get_frame_content_size(body) {
-                Ok(Some(n)) if n as usize <= max => zstd_decompress(body, n as usize)
-                    .map_err(|e| DecodeError::Zstd(e.to_string()))?,
+                Ok(Some(n)) if n as usize <= max => {
+                    out.reserve(n as usize);
+                    zstd_decompress_into(body, out)
+                        .map_err(|e| DecodeError::Zstd(e.to_string()))?;
+                }
                 Ok(Some(n)) => {
                     return Err(DecodeError::Length {
                         found: n as usize,
@@ -212,21 +266,20 @@ pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, De
                     })
                 }
                 _ => {
-                    let mut out = Vec::new();
                     let dec = zstd::stream::read::Decoder::new(body)
                         .map_err(|e| DecodeError::Zstd(e.to_string()))?;
                     dec.take(max as u64 + 1)
-                        .read_to_end(&mut out)
+                        .read_to_end(out)
                         .map_err(|e| DecodeError::Zstd(e.to_string()))?;
-                    out
                 }
             }
+            (out.len(), Body::Decompressed)
         }
         f => return Err(DecodeError::Flag(f)),
     };
-    if (exact && out.len() != max) || out.len() > max {
+    if (exact && found != max) || found > max {
         return Err(DecodeError::Length {
-            found: out.len(),
+            found,
             expected: if exact {
                 max.to_string()
             } else {
@@ -234,7 +287,7 @@ pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, De
             },
         });
     }
-    Ok(out)
+    Ok(kind)
 }
 
 /// MessagePack with structs as arrays (trees, index files, pack headers: compact, canonical).
