@@ -157,7 +157,6 @@ pub fn restore(
     // One more worker than cores keeps the CPUs busy while some wait for the disk (direct
     // writes are synchronous); a remote repository answers faster with more reads in flight.
     let workers = (threads + 1).max(repo.backend().connections());
-    let (finished, to_write_back) = crossbeam_channel::bounded(WRITE_BACK_QUEUE);
     let shared = Shared {
         repo,
         opts,
@@ -165,13 +164,9 @@ pub fn restore(
         out: Mutex::new(RestoreOutcome::default()),
         flow: Mutex::new(Flow::default()),
         changed: Condvar::new(),
-        finished_files: Mutex::new(Some(finished)),
     };
     let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
     let mut out = std::thread::scope(|scope| {
-        scope.spawn(move || write_back(to_write_back));
-        // However the walk ends (even by a panic), the write-back thread is then told to end.
-        let _stop = StopWriteBack(&shared);
         for _ in 0..workers {
             let queue = queue.clone();
             let shared = &shared;
@@ -184,6 +179,7 @@ pub fn restore(
             out: RestoreOutcome::default(),
             links: HashMap::new(),
             batch: Vec::new(),
+            batch_files: batch_files(),
             batch_bytes: 0,
             seq: 1,
             recent: VecDeque::new(),
@@ -213,34 +209,9 @@ pub fn restore(
     Ok(out)
 }
 
-/// Ends the write-back thread's input when dropped.
-struct StopWriteBack<'s, 'a>(&'s Shared<'a>);
-
-impl Drop for StopWriteBack<'_, '_> {
-    fn drop(&mut self) {
-        self.0.no_more_write_back();
-    }
-}
-
-/// Finished files waiting for the write-back thread at most.
-const WRITE_BACK_QUEUE: usize = 1024;
-
-/// Starts writing each finished file's data to the disk, without waiting for it, and closes
-/// the file. The final `syncfs` then has little left to write: on a restore of many small
-/// files, waiting for all of that write-back at the end took a tenth of the whole time, with
-/// the CPUs idle.
-fn write_back(files: crossbeam_channel::Receiver<fs::File>) {
-    for file in files {
-        // SAFETY: a plain system call on a descriptor that stays open during the call. Only a
-        // hint: where it is not supported, the final syncfs writes everything.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-}
-
-/// Batches queued or being written while the walk goes on.
-const BATCHES_IN_FLIGHT: u64 = 2;
+/// Batches queued or being written while the walk goes on. With two, workers sat idle while
+/// the last job of the older batch ran and the walk could hand out nothing new.
+const BATCHES_IN_FLIGHT: u64 = 4;
 
 /// What the walking thread and the workers share.
 struct Shared<'a> {
@@ -252,9 +223,6 @@ struct Shared<'a> {
     flow: Mutex<Flow>,
     /// Signalled whenever a batch is finished.
     changed: Condvar,
-    /// Finished files whose write-back the write-back thread starts (see [`write_back`]);
-    /// None once the restore no longer takes any.
-    finished_files: Mutex<Option<crossbeam_channel::Sender<fs::File>>>,
 }
 
 /// Which batches are finished.
@@ -306,26 +274,6 @@ impl Shared<'_> {
                 .0;
         }
         Ok(())
-    }
-
-    /// Hands a finished file to the write-back thread, or closes it here when that thread has
-    /// enough waiting (each waiting file holds a descriptor).
-    fn write_back_later(&self, file: fs::File) {
-        let to = self
-            .finished_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(to) = &*to {
-            let _ = to.try_send(file);
-        }
-    }
-
-    /// Stops handing files to the write-back thread, which then ends.
-    fn no_more_write_back(&self) {
-        self.finished_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
     }
 
     /// The last step of a file: checks what happened to it, closes it, verifies it if asked,
@@ -382,9 +330,7 @@ impl Shared<'_> {
                     let applied = f.with_out(|out| {
                         meta::apply_file_metadata(&out.file, &f.node, self.opts.set_owner)
                     });
-                    if let Some(file) = f.take_file() {
-                        self.write_back_later(file);
-                    }
+                    f.close();
                     if let Some(Err(e)) = applied {
                         done.errors.push(RestoreError {
                             path: f.path.clone(),
@@ -439,6 +385,8 @@ struct Restorer<'a, 's> {
     links: HashMap<(u64, u64), (PathBuf, Option<PendingAt>)>,
     /// Files of the batch being gathered (number `seq`).
     batch: Vec<Pending>,
+    /// Files a batch holds at most (see [`batch_files`]).
+    batch_files: usize,
     batch_bytes: u64,
     seq: u64,
     /// Batches handed to the workers that may still be running (for hard links to them).
@@ -575,7 +523,7 @@ impl Restorer<'_, '_> {
                             .or_insert_with(|| (path.clone(), Some(pending)));
                     }
                     // Content, checks and metadata follow when the batch is written.
-                    if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+                    if self.batch.len() >= self.batch_files || self.batch_bytes >= BATCH_BYTES {
                         self.submit()?;
                     }
                 } else {
@@ -915,12 +863,18 @@ fn run_job(
 }
 
 /// Files whose content a batch writes: at most this many at once (each holds a descriptor
-/// while it is written)...
+/// while it is written, two with direct I/O)...
 const BATCH_FILES: usize = 256;
 /// ...or this many bytes of content.
 const BATCH_BYTES: u64 = 256 << 20;
-/// Stored bytes of a pack one job reads at most (a single larger blob is one job).
-const JOB_BYTES: u64 = 1 << 20;
+/// Descriptors kept free for everything else (the repository, the workers' pack reads,
+/// verification).
+const SPARE_DESCRIPTORS: u64 = 32;
+/// Stored bytes of a pack one job reads at most (a single larger blob is one job)...
+const JOB_BYTES: u64 = 4 << 20;
+/// ...and blobs it opens at most: a job of small files finishes quickly, so the workers
+/// share a batch evenly.
+const JOB_ENTRIES: usize = 32;
 /// Blobs closer than this in a pack are fetched with one read (the gap is read and dropped).
 const COALESCE_GAP: u64 = 256 << 10;
 /// The most one read fetches: bounds each worker's memory.
@@ -938,9 +892,9 @@ const LATER_MAX: usize = 256 << 10;
 /// Stretches one worker gathers at once (a blob can go to several places).
 const RUNS: usize = 2;
 
-/// Cuts a pack's needed entries (in offset order) into jobs of about [`JOB_BYTES`]: a batch
-/// of small files often needs one or two packs, and as one job each they kept only one or
-/// two workers busy while the others waited.
+/// Cuts a pack's needed entries (in offset order) into jobs of about [`JOB_BYTES`] or
+/// [`JOB_ENTRIES`] blobs: a batch of small files often needs one or two packs, and as one job
+/// each they kept only one or two workers busy while the others waited.
 fn split_job(entries: Vec<(PackEntry, Dests)>) -> Vec<Vec<(PackEntry, Dests)>> {
     let mut jobs = Vec::new();
     let mut cur = Vec::new();
@@ -948,7 +902,7 @@ fn split_job(entries: Vec<(PackEntry, Dests)>) -> Vec<Vec<(PackEntry, Dests)>> {
     for (e, d) in entries {
         bytes += u64::from(e.length);
         cur.push((e, d));
-        if bytes >= JOB_BYTES {
+        if bytes >= JOB_BYTES || cur.len() >= JOB_ENTRIES {
             jobs.push(std::mem::take(&mut cur));
             bytes = 0;
         }
@@ -981,6 +935,24 @@ fn coalesce(entries: &[(PackEntry, Vec<(usize, u64)>)]) -> Vec<(Vec<PackEntry>, 
         }
     }
     out
+}
+
+/// Files per batch: [`BATCH_FILES`], or fewer where the limit on open descriptors would not
+/// hold every file of the batches in flight (two descriptors each): a file that cannot be
+/// opened would not be restored.
+fn batch_files() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return BATCH_FILES;
+    }
+    let per_batch = lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / (2 * (BATCHES_IN_FLIGHT + 1));
+    (per_batch as usize).clamp(1, BATCH_FILES)
 }
 
 /// Where one blob goes: (file in the batch, offset in that file).
@@ -1156,19 +1128,6 @@ impl Pending {
             }
         }
         Ok(())
-    }
-
-    /// Takes the open file out (closing the direct descriptor); nothing is written to it
-    /// through this `Pending` after this.
-    fn take_file(&self) -> Option<fs::File> {
-        let state = std::mem::replace(
-            &mut *self.out.write().unwrap_or_else(|p| p.into_inner()),
-            OutState::Closed,
-        );
-        match state {
-            OutState::Open(out) => Some(out.file),
-            _ => None,
-        }
     }
 
     /// Closes the file's descriptors; nothing is written to it after this.
@@ -1506,13 +1465,18 @@ mod tests {
             offset += length;
         }
         let jobs = split_job(entries.clone());
-        assert!(jobs.len() >= 4, "{} jobs for 300 blobs", jobs.len());
+        assert!(
+            jobs.len() >= 300 / JOB_ENTRIES,
+            "{} jobs for 300 blobs",
+            jobs.len()
+        );
         let flat: Vec<_> = jobs.iter().flatten().cloned().collect();
         assert!(flat == entries, "entries lost or reordered");
         for job in &jobs {
             let bytes: u64 = job.iter().map(|(e, _)| u64::from(e.length)).sum();
             let last = u64::from(job[job.len() - 1].0.length);
             assert!(bytes - last < JOB_BYTES, "a job of {bytes} bytes");
+            assert!(job.len() <= JOB_ENTRIES, "a job of {} blobs", job.len());
         }
     }
 

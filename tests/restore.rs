@@ -48,6 +48,38 @@ fn hard_links_and_directory_times_hold_across_many_batches() {
     );
 }
 
+/// Under a low limit on open descriptors (some containers and service managers set 1024 or
+/// less, as a hard limit), a restore of many files must still open every one of them: the
+/// batches in flight shrink to fit, instead of files failing with "too many open files".
+/// Each file here stays open from its first write to its last: its two data regions (with a
+/// hole between) are a blob of its own and one that every file shares, in another pack.
+#[test]
+fn a_low_open_file_limit_still_restores_every_file() {
+    use std::os::unix::fs::FileExt;
+    let f = Fixture::empty();
+    f.cmd()
+        .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
+        .run()
+        .ok();
+    let src = f.path("src");
+    let shared = random_bytes(7, 4096);
+    for i in 0..600u64 {
+        let path = src.join(format!("d{}/f{i:04}", i % 4));
+        write(&path, random_bytes(900 + i, 4096));
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&shared, 1 << 20).unwrap();
+    }
+    f.backup(&[&src], &[]);
+    let target = f.path("target");
+    f.cmd()
+        .fd_limit(128)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .run()
+        .ok();
+    assert_same_entries(&src, &restored(&target, &src));
+}
+
 /// Large files arrive as stretches of whole blocks (direct I/O) with partial blocks at the
 /// edges (page cache): a multi-megabyte file, one just above the direct-I/O threshold, a
 /// sparse file with holes inside and at its end, and a file whose chunks repeat (one blob,

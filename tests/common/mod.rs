@@ -159,6 +159,29 @@ impl TestCommand {
         self
     }
 
+    /// Runs the command with at most `n` open descriptors (soft and hard limit, so the
+    /// program cannot raise it).
+    pub fn fd_limit(mut self, n: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.what.push_str(&format!(" (with ulimit -n {n})"));
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: the closure only calls setrlimit, which is async-signal-safe, between fork
+        // and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Self {
         self.cmd.env(k, v);
         self
