@@ -810,8 +810,53 @@ def rm_rf(p: Path):
         p.unlink()
 
 
+RESTORE_FS_NOTE = {
+    "same": "restores too.",
+    "fresh": "each restore to a new ext4 (no journal) on a loop device with direct I/O, made "
+             "just before it and thrown away after its verification (`--restore-fs fresh`).",
+}
+
+
+class FreshFs:
+    """--restore-fs fresh: each restore goes to an ext4 made just before it (without a journal,
+    like this machine's root filesystem) on a loop device with direct I/O, and the filesystem is
+    thrown away once the restored tree is verified.
+
+    Why: the root filesystem ages while benchmarks run (hundreds of thousands of files created
+    and deleted), and the cost of creating files there varies run to run with the state of the
+    inode allocator and of the guest's free memory; on this VM identical cairn restores took
+    3.4-7 s. A fresh filesystem gives every tool the same starting point in every run."""
+
+    def __init__(self, work: Path):
+        self.img = work / "restore-fs.img"
+        self.mnt = work / "restore-fs"
+        self.dev = None
+
+    def make(self, size: int):
+        self.drop()
+        with open(self.img, "wb") as f:
+            f.truncate(size)
+        self.dev = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", str(self.img)],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", self.dev], check=True)
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
+
+    def drop(self):
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", str(self.mnt)], check=True)
+        if self.img.exists():  # this run's device, and any an interrupted run left behind
+            left = subprocess.run(["losetup", "-j", str(self.img), "-n", "-O", "NAME"],
+                                  capture_output=True, text=True).stdout.split()
+            for dev in left:
+                subprocess.run(["losetup", "-d", dev], check=False)
+        self.dev = None
+        if self.img.exists():
+            self.img.unlink()
+
+
 def run_tool(tool: Tool, run: int, work: Path, corpus: Path, ops, expected_fn, args,
-             trash: Trash):
+             trash: Trash, fresh: FreshFs | None = None):
     ctx = {
         "repo": work / "repos" / tool.name,
         "cache": work / "cache" / tool.name,
@@ -863,14 +908,23 @@ def run_tool(tool: Tool, run: int, work: Path, corpus: Path, ops, expected_fn, a
         try:
             warm(corpus / "disk.img")  # the swapped-in mutated image
             step("backup3")
+            if fresh:
+                fresh.make(int(sum(f.stat().st_size for f in corpus.rglob("*") if f.is_file())
+                               * 1.5) + 2 * GiB)
+                ctx["target"] = fresh.mnt / tool.name
+            else:
+                trash.before_restore()
             ctx["target"].mkdir(parents=True, exist_ok=True)
-            trash.before_restore()
             step("restore")
             ok, msg = verify(ctx["target"], corpus, expected_fn())
             result["verify"] = (ok, msg)
             log(f"run {run} {tool.name:8} verification: {'OK' if ok else 'FAILED'}: {msg}")
         finally:
-            trash.discard(ctx["target"])
+            if fresh:
+                fresh.drop()
+                ctx["target"] = work / "restore" / tool.name
+            else:
+                trash.discard(ctx["target"])
             undo_mutation(work, corpus)
         step("prune")
         step("check")
@@ -972,7 +1026,8 @@ def render(results, tools, info, args, machine, corpus_info, plan_text, started,
         f"- media: {corpus_info['media_files']} files of 2–20 MB of random bytes, "
         f"{human(spec['media_budget'])}.\n\n"
         f"Mutation before the third backup: {plan_text}. Page cache warm (corpus read before "
-        f"each tool's run). Repositories, caches and restores on the same disk as the corpus.\n")
+        f"each tool's run). Repositories and caches on the same disk as the corpus; "
+        f"{RESTORE_FS_NOTE[args.restore_fs]}\n")
     lines.append("## Tools\n")
     for t in tools:
         lines.append(f"- **{t.name}** {t.version_text} — {t.notes}")
@@ -1121,9 +1176,15 @@ def main():
                     help="when the disk is too small to keep every restore until the end: "
                          "seconds between deleting files and the next restore (ext4 without a "
                          "journal scans recently deleted inodes on every file creation)")
+    ap.add_argument("--restore-fs", choices=["same", "fresh"], default="same",
+                    help="same: restore to WORK/restore, on the disk of the corpus and the "
+                         "repositories; fresh: to a new ext4 on a loop device made for each "
+                         "restore, the same for every tool (needs root)")
     ap.add_argument("--out", help="Markdown report path "
                                   "(default scripts/results/YYYY-MM-DD-peers.md)")
     args = ap.parse_args()
+    if args.restore_fs == "fresh" and os.geteuid() != 0:
+        ap.error("--restore-fs fresh makes and mounts filesystems: run as root")
     if args.tools:
         bad = set(args.tools.split(",")) - set(TOOL_CLASSES)
         if bad:
@@ -1179,6 +1240,8 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     # Deferred deletion needs room for every restore and repository of the whole benchmark.
     need = int(size * 1.6 * len(tools) * args.runs)  # a restore (1.0) and a repository (<0.6)
+    if args.restore_fs == "fresh":  # one restore at a time, on its own filesystem image
+        need = int(size * 0.6 * len(tools) * args.runs + size * 1.5)
     free = shutil.disk_usage(work).free
     trash = Trash(work, defer=free > need + 4 * GiB and not args.no_trash, settle=args.settle)
     if not trash.defer and not args.no_trash:
@@ -1197,9 +1260,11 @@ def main():
     trash.empty()  # leftovers of an earlier, interrupted run
     trash.before_restore()
     results = []
+    fresh = FreshFs(work) if args.restore_fs == "fresh" else None
     for run in range(1, args.runs + 1):
         for tool in tools:
-            results.append(run_tool(tool, run, work, corpus, ops, expected, args, trash))
+            results.append(run_tool(tool, run, work, corpus, ops, expected, args, trash,
+                                    fresh))
             (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
         report = render(results, tools, corpus_info, args, machine, corpus_info, plan_text,
                         started, datetime.datetime.now(datetime.timezone.utc))
