@@ -888,7 +888,10 @@ const RUN_BYTES: usize = 4 << 20;
 /// Stretches shorter than this go through the page cache (a direct write waits for the disk).
 const DIRECT_WRITE_MIN: u64 = 64 << 10;
 /// Bytes of a directly written file's small pieces held back from the page cache at most.
-const LATER_MAX: usize = 256 << 10;
+/// A stretch is at least one chunk (128 KiB or more, but for a file's last) and leaves at most
+/// two partial blocks, so this is one flush per eight stretches or more; the files in flight
+/// bound the total.
+const LATER_MAX: usize = 64 << 10;
 /// Stretches one worker gathers at once (a blob can go to several places).
 const RUNS: usize = 2;
 
