@@ -525,6 +525,26 @@ fn seal_worker(
     Ok(())
 }
 
+/// A checkpoint's answer from the packer. The packer can fail and end with the request still
+/// in its queue: the reply channel is then never dropped (a queue keeps its messages while
+/// anyone can still send to it), so waiting on it alone would wait for ever. A backup whose
+/// server died mid-run hung here.
+fn wait_for_reply(
+    reply: &Receiver<Result<Vec<IndexPack>>>,
+    stopped: &AtomicBool,
+) -> Result<Vec<IndexPack>> {
+    use crossbeam_channel::RecvTimeoutError;
+    let gone = || Error::InvalidInput("the storage pipeline stopped".into());
+    loop {
+        match reply.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Timeout) if !stopped.load(Ordering::SeqCst) => {}
+            // Stopped (or gone): an answer sent just before the end is still taken.
+            Err(_) => return reply.try_recv().map_err(|_| gone())?,
+        }
+    }
+}
+
 /// The longest time a written pack waits for an index file naming it.
 const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -808,9 +828,7 @@ impl Walker<'_> {
         flush
             .send(reply_tx)
             .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))?;
-        let packs = reply_rx
-            .recv()
-            .map_err(|_| Error::InvalidInput("the storage pipeline stopped".into()))??;
+        let packs = wait_for_reply(&reply_rx, &self.pipeline.stopped)?;
         if !packs.is_empty() {
             // Invariant: the packs are durable (the packer's put returned).
             self.repo.write_index(&IndexFile {
@@ -1346,6 +1364,34 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packer failed and ended with a checkpoint's request still queued: the request's
+    /// reply channel lives on in the queue, so the checkpoint must notice the packer stopped
+    /// instead of waiting for an answer that never comes. It hung before (a backup whose S3
+    /// server was killed mid-run, now and then).
+    #[test]
+    fn a_checkpoint_does_not_wait_for_a_packer_that_stopped() {
+        let (flush_tx, flush_rx) = bounded::<FlushRequest>(1);
+        let (reply_tx, reply_rx) = bounded(1);
+        flush_tx.send(reply_tx).expect("queued");
+        drop(flush_rx); // the packer ended without reading it; the walker still holds flush_tx
+        let stopped = AtomicBool::new(true);
+        let (done_tx, done_rx) = bounded(1);
+        std::thread::spawn(move || {
+            let _ = done_tx.send(wait_for_reply(&reply_rx, &stopped).is_err());
+        });
+        let failed = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the checkpoint still waits for a packer that has stopped");
+        assert!(failed, "no answer came, so the checkpoint fails");
+        drop(flush_tx);
+
+        // An answer sent just before the packer stopped is still taken.
+        let (reply_tx, reply_rx) = bounded(1);
+        reply_tx.send(Ok(Vec::new())).expect("answer");
+        let stopped = AtomicBool::new(true);
+        assert!(wait_for_reply(&reply_rx, &stopped).is_ok());
+    }
 
     fn listing(path: &str) -> Listing {
         Listing {
