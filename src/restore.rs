@@ -1151,13 +1151,10 @@ impl Pending {
             let mut later = self.later.lock().unwrap_or_else(|p| p.into_inner());
             later.bytes += data.len();
             later.pieces.push((off, data.to_vec()));
-            if later.bytes < LATER_MAX {
-                return;
-            }
-            std::mem::take(&mut *later)
+            later.bytes >= LATER_MAX
         };
-        for (off, data) in due.pieces {
-            self.write_buffered(&data, off);
+        if due {
+            self.write_held_back();
         }
     }
 

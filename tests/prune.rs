@@ -102,11 +102,7 @@ fn prune_frees_the_unique_data_of_forgotten_snapshots_and_the_rest_restores() {
 
 #[test]
 fn prune_killed_at_any_instant_leaves_a_repository_that_checks_clean() {
-    let f = Fixture::empty();
-    f.cmd()
-        .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
-        .run()
-        .ok();
+    let f = Fixture::small_packs();
     let src = f.path("src");
     let mut snaps = Vec::new();
     for round in 0..4u64 {

@@ -56,11 +56,7 @@ fn hard_links_and_directory_times_hold_across_many_batches() {
 #[test]
 fn a_low_open_file_limit_still_restores_every_file() {
     use std::os::unix::fs::FileExt;
-    let f = Fixture::empty();
-    f.cmd()
-        .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
-        .run()
-        .ok();
+    let f = Fixture::small_packs();
     let src = f.path("src");
     let shared = random_bytes(7, 4096);
     for i in 0..600u64 {
@@ -86,11 +82,7 @@ fn a_low_open_file_limit_still_restores_every_file() {
 /// many places) must all come back byte for byte, holes still holes.
 #[test]
 fn large_sparse_and_repeating_files_restore_byte_for_byte() {
-    let f = Fixture::empty();
-    f.cmd()
-        .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
-        .run()
-        .ok();
+    let f = Fixture::small_packs();
     let src = f.path("src");
     write(
         src.join("big.bin"),

@@ -9,11 +9,7 @@ use common::*;
 
 /// A repository with several packs and a snapshot of a few files.
 fn fixture_with_data() -> (Fixture, std::path::PathBuf, String) {
-    let f = Fixture::empty();
-    f.cmd()
-        .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
-        .run()
-        .ok();
+    let f = Fixture::small_packs();
     let src = f.path("src");
     for i in 0..12u64 {
         write(

@@ -254,6 +254,16 @@ impl Fixture {
         Fixture { tmp, repo }
     }
 
+    /// Like [`Fixture::new`], with 1 MiB packs: a few megabytes of data span many packs.
+    pub fn small_packs() -> Self {
+        let f = Self::empty();
+        f.cmd()
+            .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
+            .run()
+            .ok();
+        f
+    }
+
     /// A temp dir with a repository at `repo/` opened by [`PASSWORD`].
     pub fn new() -> Self {
         let f = Self::empty();
