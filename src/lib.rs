@@ -29,6 +29,7 @@ pub mod prune;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod safe_fs;
 pub mod snapshot;
 pub mod stats;
 #[cfg(test)]

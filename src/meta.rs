@@ -1,7 +1,8 @@
-//! Reading file metadata into nodes, and writing it back on restore. Unix only.
+//! Reading file metadata into nodes (a restore writes it back through src/safe_fs.rs). Unix
+//! only.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CStr;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -139,118 +140,10 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     Ok(out)
 }
 
-pub fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-}
-
-/// Creates a FIFO or device node.
-pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
-    let c = cstring(path)?;
-    let fmt = match node.kind {
-        NodeKind::Fifo => libc::S_IFIFO,
-        NodeKind::CharDevice => libc::S_IFCHR,
-        NodeKind::BlockDevice => libc::S_IFBLK,
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "not a special file",
-            ))
-        }
-    };
-    // SAFETY: c is a valid NUL-terminated path.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            fmt | (node.mode & 0o777) as libc::mode_t,
-            node.rdev as libc::dev_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Whether this process may set ownership (it is root).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Applies ownership (as root), mode, xattrs and times to a restored entry, without following
-/// symlinks. Returns the first failure; later steps still run.
-pub fn apply_metadata(path: &Path, node: &Node, set_owner: bool) -> io::Result<()> {
-    let mut first_err: Option<io::Error> = None;
-    let mut note = |r: io::Result<()>| {
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-        }
-    };
-    if set_owner {
-        note(std::os::unix::fs::lchown(
-            path,
-            Some(node.uid),
-            Some(node.gid),
-        ));
-    }
-    if node.kind != NodeKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        note(std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(node.mode),
-        ));
-    }
-    for x in &node.xattrs {
-        note(xattr::set(path, OsStr::from_bytes(&x.0), &x.1));
-    }
-    let mtime = filetime::FileTime::from_unix_time(node.mtime.0, node.mtime.1);
-    // Access times are not stored (reading a file changes them); restored files get the mtime.
-    note(filetime::set_symlink_file_times(path, mtime, mtime));
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// [`apply_metadata`] for a regular file this process has open: through the descriptor, so no
-/// path is looked up again (and a renamed or replaced path cannot redirect it).
-pub fn apply_file_metadata(file: &std::fs::File, node: &Node, set_owner: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use xattr::FileExt;
-    let mut first_err: Option<io::Error> = None;
-    let mut note = |r: io::Result<()>| {
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-        }
-    };
-    if set_owner {
-        // SAFETY: fchown on a descriptor borrowed from `file` for the duration of the call.
-        let r = unsafe { libc::fchown(file.as_raw_fd(), node.uid, node.gid) };
-        note(if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        });
-    }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        note(file.set_permissions(std::fs::Permissions::from_mode(node.mode)));
-    }
-    for x in &node.xattrs {
-        note(file.set_xattr(OsStr::from_bytes(&x.0), &x.1));
-    }
-    let mtime = filetime::FileTime::from_unix_time(node.mtime.0, node.mtime.1);
-    note(filetime::set_file_handle_times(
-        file,
-        Some(mtime),
-        Some(mtime),
-    ));
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 /// Data regions `[start, end)` of a file, found with SEEK_DATA/SEEK_HOLE. A filesystem without

@@ -1,16 +1,22 @@
 //! Restore: walk a snapshot's tree, write file content at its offsets (holes stay holes), then
 //! metadata, directories last. A blob that fails authentication or its id check makes that file
 //! damaged: it is removed, named in the outcome, and the rest of the restore goes on.
+//!
+//! The target may already hold anything: files, symlinks pointing outside it, hard links to
+//! files outside it, FIFOs. Every entry below the target is reached through the descriptor of
+//! its directory and never through a symlink (src/safe_fs.rs), so a restore never writes,
+//! creates or deletes anything outside its target. What stands in the way of the snapshot is
+//! replaced only as [`Overwrite`] says; a directory that is not empty is never removed.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::aligned::{align_down, align_up, AlignedBuf, ALIGN};
@@ -18,20 +24,28 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::DecodeBufs;
 use crate::id::{BlobId, PackId, TreeId};
-use crate::meta;
 use crate::pack::{self, PackEntry};
 use crate::repo::Repository;
+use crate::safe_fs::{self, kind_name, Dir};
 use crate::tree::{Node, NodeKind, Tree};
 
-/// What to do with a file that already exists at the target.
+/// What to do with an entry that already exists where the snapshot has one.
+///
+/// Only entries at paths the snapshot holds are ever replaced; nothing the snapshot does not
+/// contain is touched, and no mode removes a directory that is not empty (it is reported as
+/// an obstacle and left in place).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Overwrite {
-    /// Replace it.
+    /// Replace it: a file, symlink, special file or empty directory is removed (never
+    /// followed) and the snapshot's entry made in its place.
     #[default]
     Always,
-    /// Replace it unless size and mtime already match the snapshot.
+    /// Like `Always`, except that a regular file whose size and modification time (seconds
+    /// and nanoseconds) equal the snapshot's is kept without being read (with `verify`, it is
+    /// read and compared with the snapshot).
     IfChanged,
-    /// Leave it alone.
+    /// Never remove, replace or change anything that exists, files and directories alike
+    /// (their metadata included); only what is missing is restored.
     Never,
 }
 
@@ -53,7 +67,8 @@ impl std::str::FromStr for Overwrite {
 pub struct RestoreOptions {
     pub target: PathBuf,
     pub overwrite: Overwrite,
-    /// Re-read every restored file and check it against the snapshot's chunk ids.
+    /// Re-read every restored file, and every existing file kept in its place, and check it
+    /// against the snapshot's chunk ids.
     pub verify: bool,
     /// Set ownership (only possible as root).
     pub set_owner: bool,
@@ -82,18 +97,22 @@ pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub other: u64,
+    /// Entries kept as they were (`--overwrite never` or `if-changed`) and sockets.
     pub skipped: u64,
+    /// Bytes of file content written (of files that were restored).
     pub bytes: u64,
     pub verified_files: u64,
     /// Files whose content could not be restored (damaged or missing data); not left on disk.
     pub damaged: Vec<RestoreError>,
-    /// Everything else that went wrong (metadata, creation failures).
+    /// Everything else that went wrong: entries in the way, failed writes, metadata.
     pub errors: Vec<RestoreError>,
+    /// The target's file system ran out of space: the restore stopped there.
+    pub disk_full: bool,
 }
 
 impl RestoreOutcome {
     pub fn ok(&self) -> bool {
-        self.damaged.is_empty() && self.errors.is_empty()
+        self.damaged.is_empty() && self.errors.is_empty() && !self.disk_full
     }
 }
 
@@ -150,6 +169,7 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let fresh = fs::symlink_metadata(&opts.target).is_err();
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    let target = Arc::new(Dir::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?);
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -164,6 +184,7 @@ pub fn restore(
         out: Mutex::new(RestoreOutcome::default()),
         flow: Mutex::new(Flow::default()),
         changed: Condvar::new(),
+        disk_full: Arc::new(AtomicBool::new(false)),
     };
     let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
     let mut out = std::thread::scope(|scope| {
@@ -176,6 +197,13 @@ pub fn restore(
         let mut r = Restorer {
             shared: &shared,
             jobs,
+            target: target.clone(),
+            stack: vec![Frame {
+                rel: PathBuf::new(),
+                name: Vec::new(),
+                state: FrameState::Open(target.clone()),
+                made: fresh,
+            }],
             out: RestoreOutcome::default(),
             links: HashMap::new(),
             batch: Vec::new(),
@@ -189,10 +217,10 @@ pub fn restore(
         let walked = match selected {
             Selected::Dir(id) => repo
                 .read_tree(id)
-                .and_then(|tree| r.restore_tree(&tree, &opts.target, &base, fresh)),
+                .and_then(|tree| r.restore_tree(&tree, &base)),
             Selected::Entry(node) => {
                 let parent = base.parent().unwrap_or(Path::new("/")).to_path_buf();
-                r.restore_node(node, &opts.target, &parent, false)
+                r.restore_node(node, &parent)
             }
         };
         walked.and_then(|()| r.finish()).map(|()| r.out)
@@ -200,11 +228,13 @@ pub fn restore(
     })?;
     let theirs = shared.out.into_inner().unwrap_or_else(|p| p.into_inner());
     out.absorb(theirs);
+    out.disk_full = shared.disk_full.load(Ordering::Relaxed);
     // One filesystem-wide flush at the end instead of an fsync per file.
-    if let Ok(dir) = fs::File::open(&opts.target) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is valid for the duration of the call.
-        unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if let Err(e) = target.sync_filesystem() {
+        out.errors.push(RestoreError {
+            path: opts.target.clone(),
+            error: format!("flushing the restored files to the disk failed: {e}"),
+        });
     }
     Ok(out)
 }
@@ -212,6 +242,11 @@ pub fn restore(
 /// Batches queued or being written while the walk goes on. With two, workers sat idle while
 /// the last job of the older batch ran and the walk could hand out nothing new.
 const BATCHES_IN_FLIGHT: u64 = 4;
+
+/// Directories of the walk's path held open at once; deeper ones give back the descriptors of
+/// their shallower ancestors, which are opened again (beneath the target) when the walk
+/// returns to them. Bounds descriptors whatever the depth of the tree.
+const OPEN_DIRS: usize = 32;
 
 /// What the walking thread and the workers share.
 struct Shared<'a> {
@@ -223,6 +258,8 @@ struct Shared<'a> {
     flow: Mutex<Flow>,
     /// Signalled whenever a batch is finished.
     changed: Condvar,
+    /// A write found the target's file system full: nothing more is written.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// Which batches are finished.
@@ -240,6 +277,10 @@ impl Shared<'_> {
             .cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
     }
 
     fn flow(&self) -> MutexGuard<'_, Flow> {
@@ -281,40 +322,52 @@ impl Shared<'_> {
     fn finish_file(&self, batch: &BatchState, i: usize) {
         let f = &batch.files[i];
         f.write_held_back();
-        // A file with nothing to write (empty, all holes) and no damage is created only now.
-        if f.damage().is_empty() {
+        // A file with nothing to write (empty, all holes) and no problem is created only now.
+        if f.problems().is_empty() {
             f.with_out(|_| ());
         }
-        let damage = std::mem::take(&mut *f.damage());
+        let problems = std::mem::take(&mut *f.problems());
         let links = {
             let mut l = f.links.lock().unwrap_or_else(|p| p.into_inner());
             l.finished = true;
             std::mem::take(&mut l.paths)
         };
         let mut done = RestoreOutcome::default();
-        if !damage.is_empty() {
-            f.close();
-            let error = format!(
-                "not restored, its data is damaged or missing: {}",
-                damage.join("; ")
-            );
-            // Links are not made: they would share the damaged content.
+        if !problems.is_empty() {
+            f.remove_own();
+            let (error, damaged) = problems.describe();
+            // Links are not made: they would share the missing content.
             for link in links {
-                done.damaged.push(RestoreError {
-                    path: link,
+                let e = RestoreError {
+                    path: link.path,
                     error: error.clone(),
-                });
+                };
+                if damaged {
+                    done.damaged.push(e);
+                } else {
+                    done.errors.push(e);
+                }
             }
-            if f.created.load(Ordering::Relaxed) {
-                let _ = fs::remove_file(&f.path);
-            }
-            done.damaged.push(RestoreError {
+            let e = RestoreError {
                 path: f.path.clone(),
                 error,
-            });
+            };
+            if damaged {
+                done.damaged.push(e);
+            } else {
+                done.errors.push(e);
+            }
         } else {
             let verified = if self.opts.verify {
-                verify_file(self.repo, &f.path, &f.node).map(|()| done.verified_files += 1)
+                let reopened = f
+                    .with_out(|out| safe_fs::reopen_read(&out.file))
+                    .unwrap_or_else(|| f.dir.open_file(&f.name));
+                match reopened {
+                    Ok(file) => {
+                        verify_reader(self.repo, file, &f.node).map(|()| done.verified_files += 1)
+                    }
+                    Err(e) => Err(format!("verify: cannot reopen: {e}")),
+                }
             } else {
                 Ok(())
             };
@@ -328,7 +381,7 @@ impl Shared<'_> {
                 }
                 Ok(()) => {
                     let applied = f.with_out(|out| {
-                        meta::apply_file_metadata(&out.file, &f.node, self.opts.set_owner)
+                        safe_fs::apply_fd_metadata(out.file.as_fd(), &f.node, self.opts.set_owner)
                     });
                     f.close();
                     if let Some(Err(e)) = applied {
@@ -338,11 +391,12 @@ impl Shared<'_> {
                         });
                     }
                     done.files += 1;
+                    done.bytes += f.written.load(Ordering::Relaxed);
                     for link in links {
-                        match fs::hard_link(&f.path, &link) {
+                        match f.dir.hard_link(&f.name, &link.dir, &link.name) {
                             Ok(()) => done.files += 1,
                             Err(e) => done.errors.push(RestoreError {
-                                path: link,
+                                path: link.path,
                                 error: format!("hard link to {}: {e}", f.path.display()),
                             }),
                         }
@@ -371,7 +425,44 @@ impl RestoreOutcome {
         self.verified_files += other.verified_files;
         self.damaged.extend(other.damaged);
         self.errors.extend(other.errors);
+        self.disk_full |= other.disk_full;
     }
+}
+
+/// A directory of the walk's path: the target itself at the bottom of the stack, then each
+/// snapshot directory being restored into it.
+struct Frame {
+    /// Its path relative to the target (empty for the target).
+    rel: PathBuf,
+    /// Its name in its parent (empty for the target).
+    name: Vec<u8>,
+    state: FrameState,
+    /// Made by this restore: nothing can be in it but what the restore put there, so entries
+    /// need no look before they are made (a make that finds something there anyway fails).
+    made: bool,
+}
+
+enum FrameState {
+    /// Not in the target yet: a selective restore makes it when something goes into it.
+    Pending,
+    Open(Arc<Dir>),
+    /// Was open; its descriptor was given back (see [`OPEN_DIRS`]).
+    Closed,
+    /// Could not be made or opened (reported once); nothing below it is restored.
+    Failed,
+}
+
+/// The first restored path of a hard-link group, relative to the target.
+#[derive(Clone)]
+struct FirstLink {
+    rel: PathBuf,
+}
+
+/// Where an entry goes: its directory and name, and its full path for messages.
+struct LinkAt {
+    dir: Arc<Dir>,
+    name: Vec<u8>,
+    path: PathBuf,
 }
 
 /// The walk: directories, special files and links are made as it goes; files are gathered
@@ -379,10 +470,13 @@ impl RestoreOutcome {
 struct Restorer<'a, 's> {
     shared: &'s Shared<'a>,
     jobs: crossbeam_channel::Sender<Job>,
+    target: Arc<Dir>,
+    /// The target and the directories the walk is in.
+    stack: Vec<Frame>,
     /// What the walk itself did.
     out: RestoreOutcome,
     /// First restored path of each hard-link group, and where it is pending.
-    links: HashMap<(u64, u64), (PathBuf, Option<PendingAt>)>,
+    links: HashMap<(u64, u64), (FirstLink, Option<PendingAt>)>,
     /// Files of the batch being gathered (number `seq`).
     batch: Vec<Pending>,
     /// Files a batch holds at most (see [`batch_files`]).
@@ -391,8 +485,17 @@ struct Restorer<'a, 's> {
     seq: u64,
     /// Batches handed to the workers that may still be running (for hard links to them).
     recent: VecDeque<Arc<BatchState>>,
-    /// Closed directories waiting for their files: (batch that must be finished, path, node).
+    /// Closed directories waiting for their files: (batch that must be finished, path
+    /// relative to the target, node).
     dirs: VecDeque<(u64, PathBuf, Node)>,
+}
+
+/// Whether an entry may be made where the snapshot has it.
+enum Way {
+    /// Nothing is there (any more).
+    Clear,
+    /// Something stays there (kept, or reported as an obstacle).
+    Blocked,
 }
 
 impl Restorer<'_, '_> {
@@ -403,108 +506,72 @@ impl Restorer<'_, '_> {
         });
     }
 
-    /// `fresh`: `dir` was just created by this restore, so nothing in it can exist yet.
-    fn restore_tree(
-        &mut self,
-        tree: &Tree,
-        dir: &Path,
-        snap_dir: &Path,
-        fresh: bool,
-    ) -> Result<()> {
+    /// The full path of an entry of the target, for messages.
+    fn shown(&self, rel: &Path) -> PathBuf {
+        self.shared.opts.target.join(rel)
+    }
+
+    fn top(&self) -> &Frame {
+        &self.stack[self.stack.len() - 1]
+    }
+
+    fn restore_tree(&mut self, tree: &Tree, snap_dir: &Path) -> Result<()> {
         for node in &tree.nodes {
             if self.shared.cancelled() {
                 return Err(Error::Interrupted);
             }
-            self.restore_node(node, dir, snap_dir, fresh)?;
+            if self.shared.disk_full() {
+                return Ok(());
+            }
+            self.restore_node(node, snap_dir)?;
         }
         Ok(())
     }
 
-    fn restore_node(
-        &mut self,
-        node: &Node,
-        dir: &Path,
-        snap_dir: &Path,
-        fresh: bool,
-    ) -> Result<()> {
-        let path = dir.join(OsStr::from_bytes(&node.name));
+    fn restore_node(&mut self, node: &Node, snap_dir: &Path) -> Result<()> {
         let snap_path = snap_dir.join(OsStr::from_bytes(&node.name));
+        let rel = self.top().rel.join(OsStr::from_bytes(&node.name));
+        if node.kind == NodeKind::Dir {
+            return self.restore_dir(node, rel, &snap_path);
+        }
         if let Some(select) = &self.shared.opts.select {
-            if node.kind != NodeKind::Dir && !select(&snap_path, node) {
-                return Ok(());
-            }
-            // Parents of a selected entry are created on demand; their metadata follows later.
-            if let Err(e) = fs::create_dir_all(dir) {
-                self.error(dir, e);
+            if !select(&snap_path, node) {
                 return Ok(());
             }
         }
-        match node.kind {
-            NodeKind::Dir if self.shared.opts.select.is_some() => {
-                let Some(sub) = node.subtree else {
-                    return Ok(());
-                };
-                self.restore_subtree(sub, &path, &snap_path, false)?;
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                    self.out.dirs += 1;
-                    self.finish_dir(path, node);
-                }
-                return Ok(());
-            }
-            NodeKind::Dir => {
-                let existing = if fresh {
-                    None
-                } else {
-                    fs::symlink_metadata(&path).ok()
-                };
-                let made = match existing {
-                    Some(m) if m.is_dir() => Ok(false),
-                    Some(_) => fs::remove_file(&path)
-                        .and_then(|_| fs::create_dir(&path))
-                        .map(|()| true),
-                    None => fs::create_dir(&path).map(|()| true),
-                };
-                let made = match made {
-                    Ok(made) => made,
-                    Err(e) => {
-                        self.error(&path, e);
-                        return Ok(());
-                    }
-                };
-                let Some(sub) = node.subtree else {
-                    return Ok(());
-                };
-                self.restore_subtree(sub, &path, &snap_path, made)?;
-                self.out.dirs += 1;
-                // Directory metadata last, after every child is in place.
-                self.finish_dir(path, node);
-                return Ok(());
-            }
-            _ => {}
-        }
-        if !fresh && self.skip_existing(&path, node) {
-            self.out.skipped += 1;
+        let path = self.shown(&rel);
+        // Parents of a selected entry are made on demand; their metadata follows later.
+        let Some(dir) = self.current_dir() else {
             return Ok(());
+        };
+        if !self.top().made {
+            if let Way::Blocked = self.clear_the_way(&dir, node, &path) {
+                return Ok(());
+            }
         }
         if let Some(group) = node.link_group() {
             if let Some((first, pending)) = self.links.get(&group).cloned() {
-                if self.link_to(&first, pending, &path)? {
+                let at = LinkAt {
+                    dir: dir.clone(),
+                    name: node.name.clone(),
+                    path: path.clone(),
+                };
+                if self.link_to(&first, pending, at)? {
                     return Ok(());
                 }
             }
         }
         let created = match node.kind {
             NodeKind::File => {
-                self.restore_file(&path, node);
+                self.restore_file(dir.clone(), path.clone(), node);
                 Ok(())
             }
             NodeKind::Symlink => {
                 let target = node.target.clone().unwrap_or_default();
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
-                    .map_err(|e| e.to_string())
+                dir.symlink(&target, &node.name)
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                meta::make_special(&path, node).map_err(|e| e.to_string())
+                dir.mknod(&node.name, node)
             }
             NodeKind::Socket => {
                 // A socket belongs to the process that made it; there is nothing to restore.
@@ -520,7 +587,7 @@ impl Restorer<'_, '_> {
                         let pending = (self.seq, self.batch.len() - 1);
                         self.links
                             .entry(group)
-                            .or_insert_with(|| (path.clone(), Some(pending)));
+                            .or_insert_with(|| (FirstLink { rel: rel.clone() }, Some(pending)));
                     }
                     // Content, checks and metadata follow when the batch is written.
                     if self.batch.len() >= self.batch_files || self.batch_bytes >= BATCH_BYTES {
@@ -530,22 +597,313 @@ impl Restorer<'_, '_> {
                     if let Some(group) = node.link_group() {
                         self.links
                             .entry(group)
-                            .or_insert_with(|| (path.clone(), None));
+                            .or_insert_with(|| (FirstLink { rel: rel.clone() }, None));
                     }
-                    if let Err(e) = meta::apply_metadata(&path, node, self.shared.opts.set_owner) {
+                    if let Err(e) =
+                        dir.set_entry_metadata(&node.name, node, self.shared.opts.set_owner)
+                    {
                         self.error(&path, format!("metadata: {e}"));
                     }
                     self.out.other += 1;
                 }
             }
-            Err(e) => self.error(&path, e),
+            Err(e) => self.error(&path, format_args!("cannot create: {e}")),
         }
         Ok(())
     }
 
-    /// Makes `path` another link to `first`, now or (when `first` is still being written) when
+    /// A directory of the snapshot: made (or found) in the target — at once, or on first use
+    /// in a selective restore — then its entries, then (once its files are written) its
+    /// metadata.
+    fn restore_dir(&mut self, node: &Node, rel: PathBuf, snap_path: &Path) -> Result<()> {
+        if self
+            .stack
+            .iter()
+            .any(|f| matches!(f.state, FrameState::Failed))
+        {
+            // An ancestor could not be made (reported): nothing below it can be restored.
+            return Ok(());
+        }
+        self.stack.push(Frame {
+            rel,
+            name: node.name.clone(),
+            state: FrameState::Pending,
+            made: false,
+        });
+        if self.shared.opts.select.is_none() {
+            self.current_dir();
+        }
+        let walked = match (&self.top().state, node.subtree) {
+            (FrameState::Failed, _) | (_, None) => Ok(()),
+            (_, Some(sub)) => self.restore_subtree(sub, snap_path),
+        };
+        let Some(frame) = self.stack.pop() else {
+            return walked;
+        };
+        walked?;
+        if matches!(frame.state, FrameState::Open(_) | FrameState::Closed) {
+            self.out.dirs += 1;
+            // `--overwrite never` leaves the metadata of a directory that was there alone.
+            if frame.made || self.shared.opts.overwrite != Overwrite::Never {
+                self.finish_dir(frame.rel, node);
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory the walk is in, made or opened now if it is not yet; None when it (or a
+    /// directory above it) cannot be, which was reported.
+    fn current_dir(&mut self) -> Option<Arc<Dir>> {
+        let top = self.stack.len() - 1;
+        // The deepest directory that is in the target already (the target, frame 0, always is).
+        let mut base = top;
+        while matches!(self.stack[base].state, FrameState::Pending) {
+            base = base.checked_sub(1)?;
+        }
+        match &self.stack[base].state {
+            FrameState::Failed => return None,
+            FrameState::Closed => {
+                // Opened again directly beneath the target: the directories above it need
+                // no descriptor.
+                let state = match self.target.open_beneath(&self.stack[base].rel) {
+                    Ok(d) => FrameState::Open(Arc::new(d)),
+                    Err(e) => {
+                        let path = self.shown(&self.stack[base].rel);
+                        self.error(&path, format_args!("cannot open the directory again: {e}"));
+                        FrameState::Failed
+                    }
+                };
+                self.stack[base].state = state;
+                if matches!(self.stack[base].state, FrameState::Failed) {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        // Then each directory not made yet, in its parent.
+        for j in base + 1..=top {
+            let state = self.make_dir(j);
+            let failed = matches!(state, FrameState::Failed);
+            self.stack[j].state = state;
+            if failed {
+                return None;
+            }
+            self.limit_open_dirs(j);
+        }
+        match &self.stack[top].state {
+            FrameState::Open(d) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// Gives back the descriptor of the directory [`OPEN_DIRS`] levels above frame `j` (never
+    /// the target's), so that at most that many are held whatever the depth.
+    fn limit_open_dirs(&mut self, j: usize) {
+        if j > OPEN_DIRS {
+            let f = &mut self.stack[j - OPEN_DIRS];
+            if matches!(f.state, FrameState::Open(_)) {
+                f.state = FrameState::Closed;
+            }
+        }
+    }
+
+    /// Makes (or opens the existing) directory of frame `j` in its parent, which is open.
+    fn make_dir(&mut self, j: usize) -> FrameState {
+        let FrameState::Open(parent) = &self.stack[j - 1].state else {
+            return FrameState::Failed;
+        };
+        let parent = parent.clone();
+        let parent_made = self.stack[j - 1].made;
+        let name = self.stack[j].name.clone();
+        let path = self.shown(&self.stack[j].rel);
+        // In a directory this restore made, nothing is there yet: no look first. Should
+        // something be there anyway, the make fails and the look below decides.
+        if parent_made {
+            match parent.create_dir(&name, 0o700) {
+                Ok(()) => return self.open_made(j, &parent, &name, &path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    self.error(&path, format_args!("cannot create the directory: {e}"));
+                    return FrameState::Failed;
+                }
+            }
+        }
+        let existing = match parent.stat(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(
+                    &path,
+                    format_args!("cannot look at the existing entry: {e}"),
+                );
+                return FrameState::Failed;
+            }
+        };
+        match existing {
+            Some(st) if st.kind == NodeKind::Dir => match parent.open_dir(&name) {
+                Ok(d) => FrameState::Open(Arc::new(d)),
+                Err(e) => {
+                    self.error(
+                        &path,
+                        format_args!("cannot open the existing directory: {e}"),
+                    );
+                    FrameState::Failed
+                }
+            },
+            Some(st) if self.shared.opts.overwrite == Overwrite::Never => {
+                self.error(
+                    &path,
+                    format_args!(
+                        "not restored: a {} is in the way where the snapshot has a directory \
+                         (kept: --overwrite never)",
+                        kind_name(st.kind)
+                    ),
+                );
+                FrameState::Failed
+            }
+            Some(st) => {
+                // A file, symlink or special file where the snapshot has a directory: removed
+                // (a symlink as itself, never what it points to).
+                if let Err(e) = parent.remove_file(&name) {
+                    self.error(
+                        &path,
+                        format_args!("cannot replace the existing {}: {e}", kind_name(st.kind)),
+                    );
+                    return FrameState::Failed;
+                }
+                match parent.create_dir(&name, 0o700) {
+                    Ok(()) => self.open_made(j, &parent, &name, &path),
+                    Err(e) => {
+                        self.error(&path, format_args!("cannot create the directory: {e}"));
+                        FrameState::Failed
+                    }
+                }
+            }
+            None => match parent.create_dir(&name, 0o700) {
+                Ok(()) => self.open_made(j, &parent, &name, &path),
+                Err(e) => {
+                    self.error(&path, format_args!("cannot create the directory: {e}"));
+                    FrameState::Failed
+                }
+            },
+        }
+    }
+
+    /// Opens a directory this restore just made.
+    fn open_made(&mut self, j: usize, parent: &Dir, name: &[u8], path: &Path) -> FrameState {
+        match parent.open_dir(name) {
+            Ok(d) => {
+                self.stack[j].made = true;
+                FrameState::Open(Arc::new(d))
+            }
+            Err(e) => {
+                self.error(path, format_args!("cannot open the new directory: {e}"));
+                FrameState::Failed
+            }
+        }
+    }
+
+    /// Decides about an entry that may exist where the snapshot has the non-directory `node`;
+    /// removes it when it is to be replaced.
+    fn clear_the_way(&mut self, dir: &Dir, node: &Node, path: &Path) -> Way {
+        let st = match dir.stat(&node.name) {
+            Ok(None) => return Way::Clear,
+            Ok(Some(st)) => st,
+            Err(e) => {
+                self.error(path, format_args!("cannot look at the existing entry: {e}"));
+                return Way::Blocked;
+            }
+        };
+        let overwrite = self.shared.opts.overwrite;
+        match overwrite {
+            Overwrite::Never if st.kind != node.kind => {
+                self.error(
+                    path,
+                    format_args!(
+                        "not restored: a {} is in the way where the snapshot has a {} \
+                         (kept: --overwrite never)",
+                        kind_name(st.kind),
+                        kind_name(node.kind)
+                    ),
+                );
+                return Way::Blocked;
+            }
+            Overwrite::Never => {
+                self.keep_existing(dir, node, path, "--overwrite never");
+                return Way::Blocked;
+            }
+            Overwrite::IfChanged
+                if node.kind == NodeKind::File
+                    && st.kind == NodeKind::File
+                    && st.size == node.size
+                    && st.mtime == (node.mtime.0, node.mtime.1) =>
+            {
+                self.keep_existing(dir, node, path, "--overwrite if-changed");
+                return Way::Blocked;
+            }
+            _ => {}
+        }
+        // Replace: unlinked first, so other hard links to the old file keep their content.
+        let removed = if st.kind == NodeKind::Dir {
+            dir.remove_empty_dir(&node.name)
+        } else {
+            dir.remove_file(&node.name)
+        };
+        match removed {
+            Ok(()) => Way::Clear,
+            Err(e)
+                if st.kind == NodeKind::Dir
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
+            {
+                self.error(
+                    path,
+                    format_args!(
+                        "not restored: a directory that is not empty is in the way where the \
+                         snapshot has a {} (left in place)",
+                        kind_name(node.kind)
+                    ),
+                );
+                Way::Blocked
+            }
+            Err(e) => {
+                self.error(
+                    path,
+                    format_args!("cannot replace the existing {}: {e}", kind_name(st.kind)),
+                );
+                Way::Blocked
+            }
+        }
+    }
+
+    /// Counts an existing entry kept in place; with `verify`, a kept file is read and compared
+    /// with the snapshot (a difference is reported, the file is left as it is).
+    fn keep_existing(&mut self, dir: &Dir, node: &Node, path: &Path, why: &str) {
+        self.out.skipped += 1;
+        if !self.shared.opts.verify || node.kind != NodeKind::File {
+            return;
+        }
+        let checked = dir
+            .open_file(&node.name)
+            .map_err(|e| format!("verify: cannot open: {e}"))
+            .and_then(|f| verify_reader(self.shared.repo, f, node));
+        match checked {
+            Ok(()) => self.out.verified_files += 1,
+            Err(e) => self.error(
+                path,
+                format_args!(
+                    "the existing file differs from the snapshot ({e}); left as it is ({why})"
+                ),
+            ),
+        }
+    }
+
+    /// Makes `at` another link to `first`, now or (when `first` is still being written) when
     /// `first` is finished. False when that fails and a copy is to be restored instead.
-    fn link_to(&mut self, first: &Path, pending: Option<PendingAt>, path: &Path) -> Result<bool> {
+    fn link_to(
+        &mut self,
+        first: &FirstLink,
+        pending: Option<PendingAt>,
+        at: LinkAt,
+    ) -> Result<bool> {
         if let Some((seq, i)) = pending {
             let links = if seq == self.seq {
                 self.batch.get(i).map(|f| &f.links)
@@ -560,82 +918,60 @@ impl Restorer<'_, '_> {
                 let mut l = links.lock().unwrap_or_else(|p| p.into_inner());
                 if !l.finished {
                     // Made (and counted) when the first link's content is complete.
-                    l.paths.push(path.to_path_buf());
+                    l.paths.push(at);
                     return Ok(true);
                 }
             }
             // That batch is finished: the first link exists (or was damaged and removed).
             self.shared.wait_through(seq)?;
         }
-        match fs::hard_link(first, path) {
+        let parent = first.rel.parent().unwrap_or(Path::new(""));
+        let name = first
+            .rel
+            .file_name()
+            .map(|n| n.as_bytes())
+            .unwrap_or_default();
+        let linked = self
+            .target
+            .open_beneath(parent)
+            .and_then(|d| d.hard_link(name, &at.dir, &at.name));
+        match linked {
             Ok(()) => {
                 self.out.files += 1;
                 Ok(true)
             }
             Err(e) => {
+                let first = self.shown(&first.rel);
                 self.error(
-                    path,
-                    format!("hard link to {}: {e}; restoring a copy", first.display()),
+                    &at.path,
+                    format_args!("hard link to {}: {e}; restoring a copy", first.display()),
                 );
                 Ok(false)
             }
         }
     }
 
-    /// Decides about an existing entry at `path`; removes it when it is to be replaced.
-    fn skip_existing(&mut self, path: &Path, node: &Node) -> bool {
-        let Ok(m) = fs::symlink_metadata(path) else {
-            return false;
-        };
-        match self.shared.opts.overwrite {
-            Overwrite::Never => return true,
-            Overwrite::IfChanged => {
-                use std::os::unix::fs::MetadataExt;
-                if node.kind == NodeKind::File
-                    && m.is_file()
-                    && m.len() == node.size
-                    && m.mtime() == node.mtime.0
-                    && m.mtime_nsec() as u32 == node.mtime.1
-                {
-                    return true;
-                }
-            }
-            Overwrite::Always => {}
-        }
-        // Replace: unlink first, so other hard links to the old file are not modified.
-        let removed = if m.is_dir() {
-            fs::remove_dir_all(path)
-        } else {
-            fs::remove_file(path)
-        };
-        if let Err(e) = removed {
-            self.error(path, format!("cannot replace existing entry: {e}"));
-        }
-        false
-    }
-
     /// Queues a file for the batch being gathered; it is created when the workers first write
     /// to it (at its final size: holes stay holes).
-    fn restore_file(&mut self, path: &Path, node: &Node) {
-        self.shared.progress.file_started(path);
+    fn restore_file(&mut self, dir: Arc<Dir>, path: PathBuf, node: &Node) {
+        self.shared.progress.file_started(&path);
         self.batch_bytes += node.size;
-        self.batch
-            .push(Pending::new(path.to_path_buf(), node.clone()));
+        self.batch.push(Pending::new(
+            dir,
+            path,
+            node.clone(),
+            self.shared.disk_full.clone(),
+        ));
     }
 
     /// Restores a directory's entries; a tree that cannot be read is reported as damage.
-    fn restore_subtree(
-        &mut self,
-        sub: TreeId,
-        path: &Path,
-        snap_path: &Path,
-        fresh: bool,
-    ) -> Result<()> {
+    fn restore_subtree(&mut self, sub: TreeId, snap_path: &Path) -> Result<()> {
         match self.shared.repo.read_tree(&sub) {
-            Ok(t) => self.restore_tree(&t, path, snap_path, fresh),
+            Ok(t) => self.restore_tree(&t, snap_path),
             Err(e) => {
+                let path = self.shown(&self.top().rel);
                 self.out.damaged.push(RestoreError {
-                    path: path.to_path_buf(),
+                    path,
                     error: format!("directory contents cannot be read: {e}"),
                 });
                 Ok(())
@@ -644,18 +980,19 @@ impl Restorer<'_, '_> {
     }
 
     /// Applies a directory's metadata once every batch holding some of its files is finished.
-    fn finish_dir(&mut self, path: PathBuf, node: &Node) {
+    fn finish_dir(&mut self, rel: PathBuf, node: &Node) {
         let after = if self.batch.is_empty() {
             self.seq - 1
         } else {
             self.seq
         };
-        self.dirs.push_back((after, path, node.clone()));
+        self.dirs.push_back((after, rel, node.clone()));
         self.apply_ready_dirs();
     }
 
     /// Applies the metadata of the waiting directories whose files are all finished
-    /// (innermost first: they were queued as they closed).
+    /// (innermost first: they were queued as they closed), through a descriptor opened
+    /// beneath the target without following symlinks.
     fn apply_ready_dirs(&mut self) {
         let done = self.shared.flow().done_through;
         while self
@@ -663,15 +1000,18 @@ impl Restorer<'_, '_> {
             .front()
             .is_some_and(|(after, _, _)| *after <= done)
         {
-            let Some((_, path, node)) = self.dirs.pop_front() else {
+            let Some((_, rel, node)) = self.dirs.pop_front() else {
                 break;
             };
-            if let Err(e) = meta::apply_metadata(&path, &node, self.shared.opts.set_owner) {
-                self.error(&path, format!("metadata: {e}"));
+            let applied = self.target.open_beneath(&rel).and_then(|d| {
+                safe_fs::apply_fd_metadata(d.as_fd(), &node, self.shared.opts.set_owner)
+            });
+            if let Err(e) = applied {
+                let path = self.shown(&rel);
+                self.error(&path, format_args!("metadata: {e}"));
             }
         }
     }
-
     /// Hands the gathered batch to the workers: one job per pack, its blobs in offset order.
     fn submit(&mut self) -> Result<()> {
         if self.batch.is_empty() {
@@ -706,10 +1046,10 @@ impl Restorer<'_, '_> {
                 }
                 None => {
                     for (i, off) in dests {
-                        files[i].damaged(format!(
+                        files[i].failed(Problem::Damage(format!(
                             "chunk {} at offset {off} is in no index",
                             id.short()
-                        ));
+                        )));
                     }
                 }
             }
@@ -804,8 +1144,21 @@ fn run_job(
     let (repo, files) = (shared.repo, &job.batch.files);
     let name = job.pack.to_hex();
     let mut touched = Vec::new();
-    let mut written = 0u64;
-    for (run, dests) in coalesce(&job.entries) {
+    if shared.disk_full() {
+        // Nothing more is written: each file of this job ends as not restored.
+        for (_, dests) in &job.entries {
+            for &(fi, _) in dests {
+                touched.push(fi);
+                files[fi].failed(Problem::DiskFull("not written".into()));
+            }
+        }
+    }
+    let entries = if shared.disk_full() {
+        &[][..]
+    } else {
+        &job.entries[..]
+    };
+    for (run, dests) in coalesce(entries) {
         let start = run[0].offset as u64;
         let end = run
             .last()
@@ -843,18 +1196,17 @@ fn run_job(
                 match &plain {
                     Ok(data) => {
                         asm.put(files, fi, off, data);
-                        written += data.len() as u64;
                         shared.progress.bytes_done(data.len() as u64);
                     }
-                    Err(why) => {
-                        files[fi].damaged(format!("chunk {} at offset {off}: {why}", e.id.short()))
-                    }
+                    Err(why) => files[fi].failed(Problem::Damage(format!(
+                        "chunk {} at offset {off}: {why}",
+                        e.id.short()
+                    ))),
                 }
             }
         }
     }
     asm.flush_all(files);
-    shared.out.lock().unwrap_or_else(|p| p.into_inner()).bytes += written;
     for fi in touched {
         if files[fi].left.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.finish_file(&job.batch, fi);
@@ -868,8 +1220,8 @@ const BATCH_FILES: usize = 256;
 /// ...or this many bytes of content.
 const BATCH_BYTES: u64 = 256 << 20;
 /// Descriptors kept free for everything else (the repository, the workers' pack reads,
-/// verification).
-const SPARE_DESCRIPTORS: u64 = 32;
+/// verification, the walk's [`OPEN_DIRS`] directories).
+const SPARE_DESCRIPTORS: u64 = 32 + OPEN_DIRS as u64;
 /// Stored bytes of a pack one job reads at most (a single larger blob is one job)...
 const JOB_BYTES: u64 = 4 << 20;
 /// ...and blobs it opens at most: a job of small files finishes quickly, so the workers
@@ -941,8 +1293,8 @@ fn coalesce(entries: &[(PackEntry, Vec<(usize, u64)>)]) -> Vec<(Vec<PackEntry>, 
 }
 
 /// Files per batch: [`BATCH_FILES`], or fewer where the limit on open descriptors would not
-/// hold every file of the batches in flight (two descriptors each): a file that cannot be
-/// opened would not be restored.
+/// hold every file of the batches in flight (three descriptors each: two for the file, one for
+/// its directory): a file that cannot be opened would not be restored.
 fn batch_files() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -954,7 +1306,7 @@ fn batch_files() -> usize {
     {
         return BATCH_FILES;
     }
-    let per_batch = lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / (2 * (BATCHES_IN_FLIGHT + 1));
+    let per_batch = lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / (3 * (BATCHES_IN_FLIGHT + 1));
     (per_batch as usize).clamp(1, BATCH_FILES)
 }
 
@@ -963,18 +1315,80 @@ type Dests = Vec<(usize, u64)>;
 
 /// A file of a batch.
 struct Pending {
+    /// Its directory in the target, and its name there.
+    dir: Arc<Dir>,
+    name: Vec<u8>,
+    /// Its full path, for messages.
     path: PathBuf,
     node: Node,
     out: RwLock<OutState>,
-    /// This restore created the file (a damaged one is removed again).
-    created: AtomicBool,
+    /// The inode this restore created (0: none yet); only that is removed again.
+    created: AtomicU64,
     /// Chunk writes still to come.
     left: AtomicUsize,
-    damage: Mutex<Vec<String>>,
+    problems: Mutex<Problems>,
+    /// Bytes of content written to it.
+    written: AtomicU64,
+    /// Set by the first write that finds the disk full (shared by the whole restore).
+    disk_full: Arc<AtomicBool>,
     /// Hard links to make once the content is complete.
     links: Mutex<Links>,
     /// Pieces of a directly written file that go through the page cache, held back.
     later: Mutex<Later>,
+}
+
+/// Why a file could not be restored.
+enum Problem {
+    /// Its data in the repository is damaged or missing.
+    Damage(String),
+    /// The target's file system is full.
+    DiskFull(String),
+    /// Writing it failed otherwise (permissions, I/O errors of the target's disk...).
+    Target(String),
+}
+
+/// Everything that went wrong with one file.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The message naming every problem, and whether the repository's data is to blame
+    /// (damage) rather than the target (a full disk, a failed write).
+    fn describe(&self) -> (String, bool) {
+        let mut damage = Vec::new();
+        let mut target = Vec::new();
+        let mut full = false;
+        for p in &self.0 {
+            match p {
+                Problem::Damage(m) => damage.push(m.as_str()),
+                Problem::DiskFull(m) => {
+                    full = true;
+                    target.push(m.as_str())
+                }
+                Problem::Target(m) => target.push(m.as_str()),
+            }
+        }
+        if full {
+            (
+                format!("not restored: the disk is full ({})", target.join("; ")),
+                false,
+            )
+        } else if !target.is_empty() {
+            (format!("not restored: {}", target.join("; ")), false)
+        } else {
+            (
+                format!(
+                    "not restored, its data is damaged or missing: {}",
+                    damage.join("; ")
+                ),
+                true,
+            )
+        }
+    }
 }
 
 /// Pieces of a directly written file held back from the page cache: a buffered write takes
@@ -1005,33 +1419,69 @@ struct Out {
 struct Links {
     /// The file is finished: links are no longer queued here.
     finished: bool,
-    paths: Vec<PathBuf>,
+    paths: Vec<LinkAt>,
+}
+
+/// Whether an error means the file system is out of space (or the user out of quota).
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 impl Pending {
-    fn new(path: PathBuf, node: Node) -> Pending {
+    fn new(dir: Arc<Dir>, path: PathBuf, node: Node, disk_full: Arc<AtomicBool>) -> Pending {
         Pending {
+            dir,
+            name: node.name.clone(),
             path,
             node,
             out: RwLock::new(OutState::New),
-            created: AtomicBool::new(false),
+            created: AtomicU64::new(0),
             left: AtomicUsize::new(0),
-            damage: Mutex::new(Vec::new()),
+            problems: Mutex::new(Problems::default()),
+            written: AtomicU64::new(0),
+            disk_full,
             links: Mutex::new(Links::default()),
             later: Mutex::new(Later::default()),
         }
     }
 
-    fn damage(&self) -> MutexGuard<'_, Vec<String>> {
-        self.damage.lock().unwrap_or_else(|p| p.into_inner())
+    fn problems(&self) -> MutexGuard<'_, Problems> {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn damaged(&self, why: String) {
-        self.damage().push(why);
+    fn failed(&self, p: Problem) {
+        self.problems().0.push(p);
+    }
+
+    /// Records a failed operation on the target: a full disk stops the whole restore.
+    fn target_failed(&self, what: String, e: &io::Error) {
+        if is_disk_full(e) {
+            self.disk_full.store(true, Ordering::Relaxed);
+            self.failed(Problem::DiskFull(format!("{what}: {e}")));
+        } else {
+            self.failed(Problem::Target(format!("{what}: {e}")));
+        }
+    }
+
+    /// Closes the file and removes it, if this restore created it and it is still there
+    /// under its name (not something put there since).
+    fn remove_own(&self) {
+        self.close();
+        let ino = self.created.load(Ordering::Relaxed);
+        if ino != 0
+            && self
+                .dir
+                .stat(&self.name)
+                .ok()
+                .flatten()
+                .is_some_and(|st| st.ino == ino && st.kind == NodeKind::File)
+        {
+            let _ = self.dir.remove_file(&self.name);
+        }
     }
 
     /// Runs `f` on the open file, creating the file on first use. None when it could not be
-    /// created (recorded as damage) or is already closed.
+    /// created (recorded as a problem) or is already closed.
     fn with_out<R>(&self, f: impl FnOnce(&Out) -> R) -> Option<R> {
         {
             let state = self.out.read().unwrap_or_else(|p| p.into_inner());
@@ -1045,8 +1495,8 @@ impl Pending {
         if let OutState::New = *state {
             *state = match self.create() {
                 Ok(out) => OutState::Open(out),
-                Err(why) => {
-                    self.damaged(why);
+                Err((what, e)) => {
+                    self.target_failed(what, &e);
                     OutState::Closed
                 }
             };
@@ -1057,16 +1507,16 @@ impl Pending {
         }
     }
 
-    /// Creates the file at its final size (holes stay holes: nothing is written there).
-    fn create(&self) -> Result<Out, String> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
-            .map_err(|e| format!("cannot create: {e}"))?;
-        self.created.store(true, Ordering::Relaxed);
+    /// Creates the file at its final size (holes stay holes: nothing is written there), in
+    /// its directory, where nothing may stand (a symlink there is an error, not followed).
+    fn create(&self) -> Result<Out, (String, io::Error)> {
+        let file = self
+            .dir
+            .create_file(&self.name, 0o600)
+            .map_err(|e| ("cannot create".to_string(), e))?;
+        if let Ok(st) = self.dir_entry_stat(&file) {
+            self.created.store(st.ino, Ordering::Relaxed);
+        }
         let direct = self.node.size >= DIRECT_FILE_MIN;
         // The final size up front where the content ends in a hole, and for direct writes
         // (their stretches land in any order); otherwise the last write sets it.
@@ -1077,20 +1527,21 @@ impl Pending {
             .is_some_and(|p| p.chunk().is_some());
         if direct || (!ends_in_data && self.node.size > 0) {
             file.set_len(self.node.size)
-                .map_err(|e| format!("cannot set length: {e}"))?;
+                .map_err(|e| ("cannot set its length".to_string(), e))?;
         }
         let direct = if direct {
             self.allocate(&file)?;
             // Reopened through /proc: the very file just created, whatever its path is now.
-            OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-                .ok()
+            safe_fs::reopen_direct(&file).ok()
         } else {
             None
         };
         Ok(Out { file, direct })
+    }
+
+    /// What the open `file` is (its inode, to recognise it later).
+    fn dir_entry_stat(&self, file: &fs::File) -> io::Result<safe_fs::EntryStat> {
+        safe_fs::stat_fd(file.as_fd())
     }
 
     /// Reserves the blocks of the file's data regions (its holes stay holes) before the
@@ -1098,7 +1549,7 @@ impl Pending {
     /// overwrite, which file systems such as ext4 and XFS let workers do in parallel, while
     /// a write that allocates holds the file's lock until the disk has it. A full disk shows
     /// here, before anything is written. File systems without `fallocate` go on without it.
-    fn allocate(&self, file: &fs::File) -> Result<(), String> {
+    fn allocate(&self, file: &fs::File) -> Result<(), (String, io::Error)> {
         let mut regions: Vec<(u64, u64)> = Vec::new();
         let mut off = 0u64;
         for part in &self.node.content {
@@ -1112,19 +1563,16 @@ impl Pending {
             off += len;
         }
         for (start, end) in regions {
-            // SAFETY: a plain system call on a descriptor that stays open during the call.
-            let r = unsafe {
-                libc::fallocate(
-                    file.as_raw_fd(),
-                    0,
-                    start as libc::off_t,
-                    (end - start) as libc::off_t,
-                )
-            };
-            if r != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    return Err(format!("cannot reserve space: {e}"));
+            let r = rustix::fs::fallocate(
+                file,
+                rustix::fs::FallocateFlags::empty(),
+                start,
+                end - start,
+            );
+            if let Err(e) = r {
+                let e = io::Error::from(e);
+                if is_disk_full(&e) {
+                    return Err(("cannot reserve space".to_string(), e));
                 }
                 // Not supported here (or not for this file): the writes allocate instead.
                 return Ok(());
@@ -1140,8 +1588,12 @@ impl Pending {
 
     /// Writes through the page cache.
     fn write_buffered(&self, data: &[u8], off: u64) {
-        if let Some(Err(e)) = self.with_out(|out| out.file.write_all_at(data, off)) {
-            self.damaged(format!("write at offset {off} failed: {e}"));
+        match self.with_out(|out| out.file.write_all_at(data, off)) {
+            Some(Ok(())) => {
+                self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Some(Err(e)) => self.target_failed(format!("write at offset {off} failed"), &e),
+            None => {}
         }
     }
 
@@ -1190,8 +1642,12 @@ impl Pending {
             }
             Ok(())
         });
-        if let Some(Err(e)) = written {
-            self.damaged(format!("write at offset {off} failed: {e}"));
+        match written {
+            Some(Ok(())) => {
+                self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Some(Err(e)) => self.target_failed(format!("write at offset {off} failed"), &e),
+            None => {}
         }
     }
 }
@@ -1317,10 +1773,9 @@ impl Assembler {
     }
 }
 
-/// Re-reads a restored file and checks every chunk against its keyed id and every hole is zeros.
-pub fn verify_file(repo: &Repository, path: &Path, node: &Node) -> Result<(), String> {
-    let mut f =
-        crate::backup::open_nofollow(path).map_err(|e| format!("verify: cannot reopen: {e}"))?;
+/// Reads a restored (or kept) file and checks every chunk against its keyed id and every hole
+/// is zeros.
+fn verify_reader(repo: &Repository, mut f: fs::File, node: &Node) -> Result<(), String> {
     let mut buf = Vec::new();
     for (i, part) in node.content.iter().enumerate() {
         buf.clear();
@@ -1376,11 +1831,12 @@ mod tests {
     use crate::testutil::{mem_repo, Rng};
     use crate::tree::ContentPart;
 
-    fn pending(path: PathBuf, size: u64) -> Pending {
-        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+    fn pending(dir: &Path, name: &str, size: u64) -> Pending {
+        let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
         node.size = size;
         node.content = vec![ContentPart(Some(BlobId([7; 32])), size)];
-        Pending::new(path, node)
+        let d = Arc::new(Dir::open(dir).expect("open the directory"));
+        Pending::new(d, dir.join(name), node, Arc::new(AtomicBool::new(false)))
     }
 
     /// Workers that write slowly (a USB disk) while the walk is far ahead, waiting for them:
@@ -1495,7 +1951,7 @@ mod tests {
         let files: Vec<Pending> = sizes
             .iter()
             .enumerate()
-            .map(|(i, &n)| pending(dir.path().join(format!("f{i}")), n))
+            .map(|(i, &n)| pending(dir.path(), &format!("f{i}"), n))
             .collect();
         // Each file in segments; each segment in pieces of 1 byte to 3 MiB, in order.
         let mut segments: Vec<Vec<(usize, u64, usize)>> = Vec::new();
@@ -1539,7 +1995,11 @@ mod tests {
             assert!(direct.is_some(), "file {fi} was created");
             f.write_held_back();
             f.close();
-            assert!(f.damage().is_empty(), "file {fi}: {:?}", f.damage());
+            assert!(
+                f.problems().is_empty(),
+                "file {fi}: {:?}",
+                f.problems().describe()
+            );
             let got = fs::read(&f.path).expect("read back");
             assert_eq!(got.len(), contents[fi].len(), "file {fi}: length");
             assert!(got == contents[fi], "file {fi}: content differs");

@@ -24,7 +24,11 @@ pub struct Args {
     /// Do not restore paths matching this pattern (repeatable)
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
-    /// What to do with files that already exist: always, if-changed or never
+    /// What to do with entries that already exist where the snapshot has one: always (replace
+    /// files, symlinks and empty directories), if-changed (like always, but keep a regular
+    /// file whose size and modification time match the snapshot's) or never (change nothing
+    /// that exists). A directory that is not empty is never removed: it is reported and left
+    /// in place. With --verify, kept files are read and compared with the snapshot too
     #[arg(long, default_value = "always", value_parser = parse_overwrite)]
     overwrite: Overwrite,
     #[command(flatten)]
@@ -79,6 +83,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "skipped": out.skipped,
             "bytes_restored": out.bytes,
             "files_verified": out.verified_files,
+            "disk_full": out.disk_full,
             "errors": problems,
         }))?;
     } else {
@@ -107,6 +112,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     out.damaged.len()
                 );
             }
+        }
+        if out.disk_full {
+            eprintln!(
+                "cairn: the disk holding {} is full: the restore stopped after writing {} \
+                 ({} files); free space (or restore elsewhere) and run it again",
+                a.target.display(),
+                output::size(out.bytes),
+                out.files
+            );
         }
     }
     Ok(if out.ok() { EXIT_OK } else { EXIT_FATAL })

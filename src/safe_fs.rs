@@ -1,0 +1,517 @@
+//! Directories held open by descriptor, and every entry below them reached without following
+//! symlinks.
+//!
+//! A restore target is a directory the user (or someone else who can write there) may already
+//! have filled: a symlink `target/tmp -> /etc`, a hard link to a file outside, a FIFO. Checking
+//! a path with `lstat` and then opening it by name leaves a window, and a path walked from the
+//! top follows every symlink on the way. So nothing below a [`Dir`] is ever named by a path:
+//! each entry is created, opened, linked, removed or changed relative to its directory's
+//! descriptor, and never through a symlink (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`, `O_EXCL`,
+//! `openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`). An entry name is always a single
+//! component: never empty, `.` or `..`, and free of `/` and NUL (trees are checked on decode,
+//! `tree::valid_name`, and [`Dir`] checks again).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+
+use crate::tree::{Node, NodeKind};
+
+/// An open directory. Entries below it are reached only through it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+/// What [`Dir::stat`] tells about an entry (not following a symlink).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryStat {
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl EntryStat {
+    // The field types of `stat` differ between architectures: the casts are not redundant
+    // everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &rustix::fs::Stat) -> EntryStat {
+        let kind = match FileType::from_raw_mode(st.st_mode as _) {
+            FileType::Directory => NodeKind::Dir,
+            FileType::Symlink => NodeKind::Symlink,
+            FileType::Fifo => NodeKind::Fifo,
+            FileType::CharacterDevice => NodeKind::CharDevice,
+            FileType::BlockDevice => NodeKind::BlockDevice,
+            FileType::Socket => NodeKind::Socket,
+            _ => NodeKind::File,
+        };
+        EntryStat {
+            kind,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        }
+    }
+}
+
+/// A short English name of an entry's type, for messages.
+pub fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::File => "file",
+        NodeKind::Dir => "directory",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "FIFO",
+        NodeKind::CharDevice => "character device",
+        NodeKind::BlockDevice => "block device",
+        NodeKind::Socket => "socket",
+    }
+}
+
+fn invalid_name() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "not a single file name (empty, `.`, `..`, or holds `/` or NUL)",
+    )
+}
+
+/// Refuses anything but one plain path component.
+fn check_name(name: &[u8]) -> io::Result<&[u8]> {
+    if crate::tree::valid_name(name) {
+        Ok(name)
+    } else {
+        Err(invalid_name())
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl Dir {
+    /// Opens a directory the user named. Symlinks in this path are followed: it is the user's
+    /// own choice of where to work, not something found inside it.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens the directory `name` in this one; a symlink there is an error (`ELOOP` or
+    /// `ENOTDIR`), never followed.
+    pub fn open_dir(&self, name: &[u8]) -> io::Result<Dir> {
+        let fd = rustix::fs::openat(&self.fd, check_name(name)?, DIR_FLAGS, Mode::empty())?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens the directory at `rel`, a relative path below this one, with no symlink anywhere
+    /// on the way and never leaving this directory (`..` is refused). The empty path is this
+    /// directory again.
+    pub fn open_beneath(&self, rel: &Path) -> io::Result<Dir> {
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(n) => parts.push(check_name(n.as_bytes())?),
+                Component::CurDir => {}
+                _ => return Err(invalid_name()),
+            }
+        }
+        if parts.is_empty() {
+            let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
+            return Ok(Dir { fd });
+        }
+        let path = parts.join(&b'/');
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.fd, path.as_slice(), DIR_FLAGS, Mode::empty(), resolve) {
+            Ok(fd) => Ok(Dir { fd }),
+            // Kernels before 5.6 (or a seccomp filter) lack openat2: one component at a time.
+            Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
+                let mut cur = self.open_dir(parts[0])?;
+                for p in &parts[1..] {
+                    cur = cur.open_dir(p)?;
+                }
+                Ok(cur)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The entry `name` (a symlink itself, not what it points to); None when there is none.
+    pub fn stat(&self, name: &[u8]) -> io::Result<Option<EntryStat>> {
+        match rustix::fs::statat(&self.fd, check_name(name)?, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(EntryStat::from_stat(&st))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// This directory itself.
+    pub fn stat_self(&self) -> io::Result<EntryStat> {
+        Ok(EntryStat::from_stat(&rustix::fs::fstat(&self.fd)?))
+    }
+
+    /// Makes the directory `name` (which must not exist) with `mode` (before the umask).
+    pub fn create_dir(&self, name: &[u8], mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::mkdirat(
+            &self.fd,
+            check_name(name)?,
+            Mode::from_raw_mode(mode as _),
+        )?)
+    }
+
+    /// Creates the regular file `name` for writing; it must not exist in any form (a symlink
+    /// there is an error, not followed).
+    pub fn create_file(&self, name: &[u8], mode: u32) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            check_name(name)?,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode as _),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens the existing regular file `name` for reading. Anything else there — a symlink, a
+    /// FIFO (which would block), a device — is refused without being opened for I/O.
+    pub fn open_file(&self, name: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            check_name(name)?,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        // Regular files ignore O_NONBLOCK; cleared anyway, so reads behave as usual.
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+        Ok(File::from(fd))
+    }
+
+    /// Makes a symlink `name` pointing at `target` (whose bytes are not interpreted).
+    pub fn symlink(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::symlinkat(target, &self.fd, check_name(name)?)?)
+    }
+
+    /// Makes a FIFO or a device node `name`.
+    pub fn mknod(&self, name: &[u8], node: &Node) -> io::Result<()> {
+        let file_type = match node.kind {
+            NodeKind::Fifo => FileType::Fifo,
+            NodeKind::CharDevice => FileType::CharacterDevice,
+            NodeKind::BlockDevice => FileType::BlockDevice,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "not a special file",
+                ))
+            }
+        };
+        Ok(rustix::fs::mknodat(
+            &self.fd,
+            check_name(name)?,
+            file_type,
+            Mode::from_raw_mode((node.mode & 0o777) as _),
+            node.rdev as _,
+        )?)
+    }
+
+    /// Makes `to_dir/to_name` another link to `self/name`. A symlink at `name` is linked as
+    /// itself, never followed.
+    pub fn hard_link(&self, name: &[u8], to_dir: &Dir, to_name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::linkat(
+            &self.fd,
+            check_name(name)?,
+            &to_dir.fd,
+            check_name(to_name)?,
+            AtFlags::empty(),
+        )?)
+    }
+
+    /// Removes the non-directory entry `name` (a symlink itself, never its target).
+    pub fn remove_file(&self, name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(
+            &self.fd,
+            check_name(name)?,
+            AtFlags::empty(),
+        )?)
+    }
+
+    /// Removes the directory `name` if it is empty (`ENOTEMPTY` otherwise: nothing inside a
+    /// directory is ever removed by this).
+    pub fn remove_empty_dir(&self, name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(
+            &self.fd,
+            check_name(name)?,
+            AtFlags::REMOVEDIR,
+        )?)
+    }
+
+    /// Applies ownership (with `set_owner`), mode, extended attributes and times to the
+    /// entry `name` — meant for symlinks and special files, which are not opened for I/O —
+    /// without following a symlink there. Returns the first failure; later steps still run.
+    pub fn set_entry_metadata(&self, name: &[u8], node: &Node, set_owner: bool) -> io::Result<()> {
+        let name = check_name(name)?;
+        let mut first_err: Option<io::Error> = None;
+        let mut note = |r: io::Result<()>| {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        if set_owner {
+            note(
+                rustix::fs::chownat(
+                    &self.fd,
+                    name,
+                    Some(rustix::fs::Uid::from_raw(node.uid)),
+                    Some(rustix::fs::Gid::from_raw(node.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io::Error::from),
+            );
+        }
+        if node.kind != NodeKind::Symlink {
+            note(self.chmod_nofollow(name, node.mode));
+        }
+        if !node.xattrs.is_empty() {
+            // `lsetxattr` on `/proc/self/fd/<this directory>/<name>`: the directory is the one
+            // held open, and the last component is not followed.
+            let mut path = format!("/proc/self/fd/{}/", self.fd.as_raw_fd()).into_bytes();
+            path.extend_from_slice(name);
+            for x in &node.xattrs {
+                note(
+                    rustix::fs::lsetxattr(
+                        path.as_slice(),
+                        OsStr::from_bytes(&x.0),
+                        &x.1,
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                    .map_err(io::Error::from),
+                );
+            }
+        }
+        let t = timespec(node.mtime.0, node.mtime.1);
+        note(
+            rustix::fs::utimensat(
+                &self.fd,
+                name,
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from),
+        );
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `chmod` of the entry `name`, never through a symlink: it is opened with `O_PATH`
+    /// (which opens nothing for I/O, so a FIFO does not block and a device does nothing), and
+    /// the mode is set through `/proc/self/fd`, which names exactly that inode.
+    fn chmod_nofollow(&self, name: &[u8], mode: u32) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink {
+            return Ok(());
+        }
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        Ok(rustix::fs::chmod(
+            path.as_str(),
+            Mode::from_raw_mode((mode & 0o7777) as _),
+        )?)
+    }
+
+    /// Flushes every file system holding this directory (one `syncfs` instead of an fsync
+    /// per restored file).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.fd)?)
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn timespec(secs: i64, nanos: u32) -> Timespec {
+    Timespec {
+        tv_sec: secs as _,
+        tv_nsec: nanos as _,
+    }
+}
+
+/// Applies ownership (with `set_owner`), mode, extended attributes and times to an open file
+/// or directory, through its descriptor: no path is looked up again, so a renamed or replaced
+/// path cannot redirect it. Returns the first failure; later steps still run. Ownership comes
+/// first, since `chown` clears set-user-id bits that the mode then sets.
+pub fn apply_fd_metadata(fd: BorrowedFd<'_>, node: &Node, set_owner: bool) -> io::Result<()> {
+    let mut first_err: Option<io::Error> = None;
+    let mut note = |r: rustix::io::Result<()>| {
+        if let Err(e) = r {
+            first_err.get_or_insert(e.into());
+        }
+    };
+    if set_owner {
+        note(rustix::fs::fchown(
+            fd,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+        ));
+    }
+    note(rustix::fs::fchmod(
+        fd,
+        Mode::from_raw_mode((node.mode & 0o7777) as _),
+    ));
+    for x in &node.xattrs {
+        note(rustix::fs::fsetxattr(
+            fd,
+            OsStr::from_bytes(&x.0),
+            &x.1,
+            rustix::fs::XattrFlags::empty(),
+        ));
+    }
+    let t = timespec(node.mtime.0, node.mtime.1);
+    note(rustix::fs::futimens(
+        fd,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    ));
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What an open file or directory is.
+pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<EntryStat> {
+    Ok(EntryStat::from_stat(&rustix::fs::fstat(fd)?))
+}
+
+/// Opens the very file `file` is open on, again, for reading (through `/proc/self/fd`: the
+/// same inode whatever its path is now).
+pub fn reopen_read(file: &File) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Opens the very file `file` is open on, again, for direct (`O_DIRECT`) writes.
+pub fn reopen_direct(file: &File) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn setup() -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(tmp.path().join("t")).expect("mkdir");
+        fs::create_dir(tmp.path().join("outside")).expect("mkdir");
+        fs::write(tmp.path().join("outside/f"), b"keep").expect("write");
+        let d = Dir::open(&tmp.path().join("t")).expect("open");
+        (tmp, d)
+    }
+
+    #[test]
+    fn nothing_is_reached_through_a_symlink_in_the_directory() {
+        let (tmp, d) = setup();
+        let outside = tmp.path().join("outside");
+        std::os::unix::fs::symlink(&outside, tmp.path().join("t/link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.join("f"), tmp.path().join("t/flink")).expect("symlink");
+        assert!(d.open_dir(b"link").is_err(), "open_dir followed a symlink");
+        assert!(d.open_beneath(Path::new("link")).is_err());
+        assert!(
+            d.create_file(b"flink", 0o600).is_err(),
+            "create followed a symlink"
+        );
+        assert!(
+            d.open_file(b"flink").is_err(),
+            "open_file followed a symlink"
+        );
+        assert!(d.create_dir(b"link", 0o700).is_err());
+        d.remove_file(b"flink")
+            .expect("a symlink is removed as itself");
+        assert_eq!(fs::read(outside.join("f")).expect("read"), b"keep");
+        assert!(d
+            .stat(b"link")
+            .expect("stat")
+            .is_some_and(|s| s.kind == NodeKind::Symlink));
+    }
+
+    #[test]
+    fn paths_that_leave_the_directory_are_refused() {
+        let (tmp, d) = setup();
+        fs::create_dir_all(tmp.path().join("t/a/b")).expect("mkdir");
+        std::os::unix::fs::symlink("../..", tmp.path().join("t/a/up")).expect("symlink");
+        assert!(d.open_beneath(Path::new("a/b")).is_ok());
+        for bad in ["a/up", "a/up/outside", "../outside", "/etc", "a/../.."] {
+            assert!(d.open_beneath(Path::new(bad)).is_err(), "{bad} was opened");
+        }
+        for bad in [&b""[..], b".", b"..", b"a/b", b"x\0y"] {
+            assert!(d.stat(bad).is_err(), "{bad:?} was accepted as a name");
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_by_open_file_without_blocking() {
+        let (tmp, d) = setup();
+        d.mknod(b"fifo", &Node::new(b"fifo".to_vec(), NodeKind::Fifo))
+            .expect("mkfifo");
+        let err = d
+            .open_file(b"fifo")
+            .expect_err("a FIFO is not a regular file");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(tmp.path().join("t/fifo").exists());
+    }
+
+    #[test]
+    fn a_non_empty_directory_is_never_removed() {
+        let (tmp, d) = setup();
+        fs::create_dir_all(tmp.path().join("t/full")).expect("mkdir");
+        fs::write(tmp.path().join("t/full/x"), b"x").expect("write");
+        assert!(d.remove_empty_dir(b"full").is_err());
+        assert!(d.remove_file(b"full").is_err());
+        assert!(tmp.path().join("t/full/x").exists());
+        fs::create_dir(tmp.path().join("t/empty")).expect("mkdir");
+        d.remove_empty_dir(b"empty")
+            .expect("an empty directory goes");
+    }
+}
