@@ -111,7 +111,7 @@ fn stages(c: &mut Criterion) {
             for (id, s) in &blobs {
                 w.add(BlobKind::Data, *id, s, s.len() as u32).expect("add");
             }
-            w.finish(&keys).expect("finish")
+            w.finish(&keys, 0).expect("finish")
         })
     });
     g.finish();

@@ -626,7 +626,7 @@ fn packer(
         let mut data = PackWriter::new();
         let mut trees = PackWriter::new();
         let send = |writer: PackWriter, stored: &mut u64| -> Result<()> {
-            let p = writer.finish(keys)?;
+            let p = writer.finish(keys, pack_size)?;
             *stored += p.bytes.len() as u64;
             {
                 let mut u = lock();

@@ -416,7 +416,7 @@ impl Copier<'_> {
 
     /// Writes a pack durably; it is indexed at the next [`Self::commit_packs`].
     fn flush(&mut self, writer: PackWriter) -> Result<()> {
-        let p = writer.finish(self.dst.keys())?;
+        let p = writer.finish(self.dst.keys(), self.dst.config().pack_size as usize)?;
         p.store(self.dst.backend().as_ref())?;
         self.cur.bytes += p.bytes.len() as u64;
         self.packs.push(IndexPack {

@@ -294,7 +294,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
 }
 
 fn write_pack(repo: &Repository, writer: PackWriter) -> Result<IndexPack> {
-    let p = writer.finish(repo.keys())?;
+    let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
     p.store(repo.backend().as_ref())?;
     Ok(IndexPack {
         id: p.id,

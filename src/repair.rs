@@ -112,7 +112,7 @@ pub fn repair_snapshots(
         writer.add(BlobKind::Tree, *id, &sealed, bytes.len() as u32)?;
     }
     if !writer.is_empty() {
-        let p = writer.finish(repo.keys())?;
+        let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
         p.store(repo.backend().as_ref())?;
         repo.save_index(&IndexFile {
             supersedes: Vec::new(),

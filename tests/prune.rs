@@ -75,12 +75,15 @@ fn prune_frees_the_unique_data_of_forgotten_snapshots_and_the_rest_restores() {
     r.ok();
     let freed = r.summary()["bytes_freed"].as_u64().expect("bytes_freed");
     let after = f.repo_bytes();
+    // The 2 MB only the forgotten snapshot had, less the padding of the pack the kept data is
+    // repacked into (repo-format.md §6.4: at most 3.2 % of a pack over 1 MiB).
+    let unique = 5 * 400_000 - 3 * 400_000 * 32 / 1000;
     assert!(
-        freed >= 5 * 400_000,
+        freed >= unique,
         "freed {freed}: the 2 MB only the forgotten snapshot had"
     );
     assert!(
-        before - after >= 5 * 400_000,
+        before - after >= unique,
         "repository shrank by {}",
         before - after
     );
