@@ -56,6 +56,14 @@ pub struct DrillRecord {
     pub failures: Vec<String>,
 }
 
+/// What [`drill`] found: the record to keep, and each file that failed by its exact path in
+/// the snapshot (the record's `failures` are text, for people).
+#[derive(Clone, Debug)]
+pub struct DrillOutcome {
+    pub record: DrillRecord,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
 /// A stable pseudo-random choice per path: the same seed picks the same files.
 fn picked(seed: u64, path: &Path, percent: f64) -> bool {
     if percent >= 100.0 {
@@ -75,7 +83,7 @@ pub fn drill(
     snap: &Snapshot,
     opts: &DrillOptions,
     progress: &dyn RestoreProgress,
-) -> Result<DrillRecord> {
+) -> Result<DrillOutcome> {
     let totals = crate::stats::stats(repo, &[snap.tree])?;
     // Choose the sample up front: at least one file when the snapshot has any.
     let mut chosen: HashSet<PathBuf> = HashSet::new();
@@ -109,11 +117,15 @@ pub fn drill(
     let out = restore(repo, &root, &ropts, progress)?;
     let secs = start.elapsed().as_secs_f64().max(1e-6);
     let throughput = out.bytes as f64 / secs;
-    let failures: Vec<String> = out
+    let failed: Vec<(PathBuf, String)> = out
         .damaged
         .iter()
         .chain(&out.errors)
-        .map(|e| format!("{}: {}", strip(&e.path, &opts.target).display(), e.error))
+        .map(|e| (strip(&e.path, &opts.target), e.error.clone()))
+        .collect();
+    let failures = failed
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
         .collect();
     let record = DrillRecord {
         version: 1,
@@ -136,7 +148,7 @@ pub fn drill(
         failures,
     };
     save_record(repo, &record)?;
-    Ok(record)
+    Ok(DrillOutcome { record, failed })
 }
 
 /// The snapshot path of a restored file.

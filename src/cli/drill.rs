@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn::drill::{drill, history, DrillOptions, DrillRecord};
+use cairn::drill::{drill, history, DrillOptions, DrillOutcome, DrillRecord};
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
@@ -130,17 +130,17 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         host: super::hostname(),
     };
     let progress = super::progress::Progress::new(ctx, "restored and verified", Default::default());
-    let r = drill(&repo, id, &snap, &opts, &progress);
+    let outcome = drill(&repo, id, &snap, &opts, &progress);
     progress.finish();
-    let r = r?;
+    let DrillOutcome { record: r, failed } = outcome?;
     ctx.print_warnings(&repo);
     if ctx.g.json {
         let mut v = record_json(&r);
         v["message_type"] = json!("summary");
         output::json_line(&v)?;
     } else {
-        for f in &r.failures {
-            eprintln!("FAILED: {f}");
+        for (path, why) in &failed {
+            eprintln!("FAILED: {}: {}", output::esc(path), output::esc(why));
         }
         if !ctx.g.quiet {
             println!(

@@ -318,7 +318,7 @@ impl Ctx {
 
     pub fn print_warnings(&self, repo: &Repository) {
         for w in repo.take_warnings() {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", output::esc(&w));
         }
     }
 }
@@ -366,7 +366,7 @@ pub fn main() -> ExitCode {
             if output::is_broken_pipe(&e) {
                 return ExitCode::from(EXIT_OK);
             }
-            eprintln!("cairn: {}", output::error_chain(&e));
+            eprintln!("cairn: {}", output::esc(&output::error_chain(&e)));
             ExitCode::from(exit_code(&e))
         }
     }
