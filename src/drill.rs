@@ -1,7 +1,9 @@
 //! Recovery drills: restore a sample (or all) of a snapshot to scratch space, verify every byte
 //! against the snapshot, measure the throughput, and project how long restoring the whole
 //! snapshot from this repository would take (the recovery time objective a DR plan needs).
-//! Each result is sealed into `drills/` so `drill --history` shows when recovery was last proven.
+//! Each result is sealed into `drills/` ([`record`]) so `drill --history` shows when recovery
+//! was last proven; running a drill and recording it are separate steps, so a drill of a
+//! read-only repository still proves recovery even though its result cannot be kept there.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -76,7 +78,7 @@ fn picked(seed: u64, path: &Path, percent: f64) -> bool {
     (v as f64 / u64::MAX as f64) * 100.0 < percent
 }
 
-/// Runs a drill of `snap` and records it in the repository.
+/// Runs a drill of `snap`; writes nothing to the repository (see [`record`]).
 pub fn drill(
     repo: &Repository,
     id: SnapshotId,
@@ -147,7 +149,6 @@ pub fn drill(
         ok: out.ok(),
         failures,
     };
-    save_record(repo, &record)?;
     Ok(DrillOutcome { record, failed })
 }
 
@@ -156,7 +157,8 @@ fn strip(path: &Path, target: &Path) -> PathBuf {
     Path::new("/").join(path.strip_prefix(target).unwrap_or(path))
 }
 
-fn save_record(repo: &Repository, r: &DrillRecord) -> Result<()> {
+/// Seals a drill's result into `drills/`, for `drill --history` and `plan status`.
+pub fn record(repo: &Repository, r: &DrillRecord) -> Result<()> {
     let plain = to_msgpack_named(r)?;
     let sealed = encode_object(
         repo.keys(),

@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     // What the store holds is checked, never the local cache of a remote repository.
     let mut repo = ctx.open_uncached()?;
-    let _lock = ctx.lock(&repo, false, "check")?;
+    let _lock = ctx.read_lock(&repo, "check")?;
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => s,

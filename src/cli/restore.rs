@@ -38,7 +38,7 @@ fn parse_overwrite(s: &str) -> Result<Overwrite, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "restore")?;
+    let _lock = ctx.read_lock(&repo, "restore")?;
     repo.load_index()?;
     ctx.print_warnings(&repo);
     let (sel, sub) = split_selector(&a.selector);
