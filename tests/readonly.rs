@@ -365,6 +365,7 @@ fn no_lock_reads_a_writable_repository_without_ever_creating_a_lock_file() {
     // An old, exact time: creating or deleting any file in locks/ replaces it with now.
     set_mtime(r.locks(), 1_000_000_000, 123_456_789);
     let quiet = locks_mtime(&r);
+    let before = r.f.repo_files();
     let target = r.f.path("restored");
     let reads = [
         r.f.cmd().args(["--no-lock", "snapshots"]).run(),
@@ -397,6 +398,9 @@ fn no_lock_reads_a_writable_repository_without_ever_creating_a_lock_file() {
         quiet,
         "a lock file was created (and removed) in locks/"
     );
+    let mut after = r.f.repo_files();
+    after.retain(|p, _| !p.starts_with("drills"));
+    assert_eq!(after, before, "only the drill's record was added");
 
     // The watch sees a lock: the same restore without --no-lock writes (and removes) one.
     r.f.cmd()
@@ -518,7 +522,7 @@ fn a_repository_the_user_may_not_write_is_read_without_a_lock() {
     let repo = r.f.repo.as_os_str();
     let go = |args: &[&str]| {
         let mut all: Vec<&std::ffi::OsStr> = vec!["-r".as_ref(), repo];
-        all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+        all.extend(args.iter().map(std::ffi::OsStr::new));
         run_as(uid, &cache, &all)
     };
 
