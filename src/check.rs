@@ -71,8 +71,8 @@ pub struct CheckReport {
     pub errors: Vec<String>,
     /// Not damage, but worth knowing (unreferenced packs, stale verification).
     pub warnings: Vec<String>,
-    /// `snapshot <id>: <path>` for every file or directory the damage affects.
-    pub affected: Vec<String>,
+    /// Every file or directory the damage affects, in every snapshot.
+    pub affected: Vec<Affected>,
     pub snapshots: u64,
     pub trees: u64,
     pub packs: u64,
@@ -83,6 +83,15 @@ pub struct CheckReport {
     pub packs_skipped_budget: u64,
     /// Packs not verified within `max_age`.
     pub packs_overdue: u64,
+}
+
+/// A file or directory (by its exact path in the snapshot) that damage makes unrestorable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affected {
+    pub snapshot: SnapshotId,
+    pub path: PathBuf,
+    /// What is damaged or missing.
+    pub why: String,
 }
 
 impl CheckReport {
@@ -333,7 +342,7 @@ fn affected_files(
     repo: &Repository,
     snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
     damaged: &HashMap<BlobId, String>,
-) -> Vec<String> {
+) -> Vec<Affected> {
     fn walk(
         repo: &Repository,
         tree: TreeId,
@@ -378,12 +387,12 @@ fn affected_files(
     let mut memo = HashMap::new();
     let mut lines = Vec::new();
     for (id, snap) in snapshots {
-        for (p, w) in walk(repo, snap.tree, damaged, &mut memo) {
-            lines.push(format!(
-                "snapshot {}: {} ({w})",
-                id.short(),
-                Path::new("/").join(p).display()
-            ));
+        for (p, why) in walk(repo, snap.tree, damaged, &mut memo) {
+            lines.push(Affected {
+                snapshot: *id,
+                path: Path::new("/").join(p),
+                why,
+            });
         }
     }
     lines

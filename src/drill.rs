@@ -1,7 +1,9 @@
 //! Recovery drills: restore a sample (or all) of a snapshot to scratch space, verify every byte
 //! against the snapshot, measure the throughput, and project how long restoring the whole
 //! snapshot from this repository would take (the recovery time objective a DR plan needs).
-//! Each result is sealed into `drills/` so `drill --history` shows when recovery was last proven.
+//! Each result is sealed into `drills/` ([`record`]) so `drill --history` shows when recovery
+//! was last proven; running a drill and recording it are separate steps, so a drill of a
+//! read-only repository still proves recovery even though its result cannot be kept there.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,14 @@ pub struct DrillRecord {
     pub failures: Vec<String>,
 }
 
+/// What [`drill`] found: the record to keep, and each file that failed by its exact path in
+/// the snapshot (the record's `failures` are text, for people).
+#[derive(Clone, Debug)]
+pub struct DrillOutcome {
+    pub record: DrillRecord,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
 /// A stable pseudo-random choice per path: the same seed picks the same files.
 fn picked(seed: u64, path: &Path, percent: f64) -> bool {
     if percent >= 100.0 {
@@ -68,14 +78,14 @@ fn picked(seed: u64, path: &Path, percent: f64) -> bool {
     (v as f64 / u64::MAX as f64) * 100.0 < percent
 }
 
-/// Runs a drill of `snap` and records it in the repository.
+/// Runs a drill of `snap`; writes nothing to the repository (see [`record`]).
 pub fn drill(
     repo: &Repository,
     id: SnapshotId,
     snap: &Snapshot,
     opts: &DrillOptions,
     progress: &dyn RestoreProgress,
-) -> Result<DrillRecord> {
+) -> Result<DrillOutcome> {
     let totals = crate::stats::stats(repo, &[snap.tree])?;
     // Choose the sample up front: at least one file when the snapshot has any.
     let mut chosen: HashSet<PathBuf> = HashSet::new();
@@ -109,11 +119,15 @@ pub fn drill(
     let out = restore(repo, &root, &ropts, progress)?;
     let secs = start.elapsed().as_secs_f64().max(1e-6);
     let throughput = out.bytes as f64 / secs;
-    let failures: Vec<String> = out
+    let failed: Vec<(PathBuf, String)> = out
         .damaged
         .iter()
         .chain(&out.errors)
-        .map(|e| format!("{}: {}", strip(&e.path, &opts.target).display(), e.error))
+        .map(|e| (strip(&e.path, &opts.target), e.error.clone()))
+        .collect();
+    let failures = failed
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
         .collect();
     let record = DrillRecord {
         version: 1,
@@ -135,8 +149,7 @@ pub fn drill(
         ok: out.ok(),
         failures,
     };
-    save_record(repo, &record)?;
-    Ok(record)
+    Ok(DrillOutcome { record, failed })
 }
 
 /// The snapshot path of a restored file.
@@ -144,7 +157,8 @@ fn strip(path: &Path, target: &Path) -> PathBuf {
     Path::new("/").join(path.strip_prefix(target).unwrap_or(path))
 }
 
-fn save_record(repo: &Repository, r: &DrillRecord) -> Result<()> {
+/// Seals a drill's result into `drills/`, for `drill --history` and `plan status`.
+pub fn record(repo: &Repository, r: &DrillRecord) -> Result<()> {
     let plain = to_msgpack_named(r)?;
     let sealed = encode_object(
         repo.keys(),

@@ -1,5 +1,7 @@
 //! `cairn check`
 
+use std::os::unix::ffi::OsStrExt;
+
 use cairn::check::{check, CheckOptions, ReadData};
 use serde_json::json;
 
@@ -24,7 +26,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     // What the store holds is checked, never the local cache of a remote repository.
     let mut repo = ctx.open_uncached()?;
-    let _lock = ctx.lock(&repo, false, "check")?;
+    let _lock = ctx.read_lock(&repo, "check")?;
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => s,
@@ -39,6 +41,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     };
     let r = check(&mut repo, &opts)?;
     if ctx.g.json {
+        let affected: Vec<_> = r
+            .affected
+            .iter()
+            .map(|a| {
+                let mut v = json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
+                output::json_name(&mut v, "path", a.path.as_os_str().as_bytes());
+                v
+            })
+            .collect();
         output::json_line(&json!({
             "message_type": "summary",
             "ok": r.ok(),
@@ -52,19 +63,24 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "packs_overdue": r.packs_overdue,
             "errors": r.errors,
             "warnings": r.warnings,
-            "affected": r.affected,
+            "affected": affected,
         }))?;
     } else {
         for w in &r.warnings {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", output::esc(w));
         }
         for e in &r.errors {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::esc(e));
         }
         if !r.affected.is_empty() {
             eprintln!("affected files:");
-            for f in &r.affected {
-                eprintln!("  {f}");
+            for a in &r.affected {
+                eprintln!(
+                    "  snapshot {}: {} ({})",
+                    a.snapshot.short(),
+                    output::esc(&a.path),
+                    output::esc(&a.why)
+                );
             }
         }
         if !ctx.g.quiet {

@@ -122,7 +122,7 @@ fn selected(
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut src = ctx.open()?;
-    let _src_lock = ctx.lock(&src, false, "copy (source)")?;
+    let _src_lock = ctx.read_lock(&src, "copy (source)")?;
     src.load_index().context("loading the source index")?;
     ctx.print_warnings(&src);
     let mut dst = open_destination(ctx, &a).with_context(|| format!("destination {}", a.to))?;

@@ -1,6 +1,7 @@
 //! `cairn diff`
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 
 use cairn::diff::diff;
 use cairn::repo::SnapshotFilter;
@@ -29,10 +30,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut io_err = None;
     let totals = diff(&repo, s1.tree, s2.tree, &mut |path, change, _, _| {
         if json {
-            changes.push(
-                json!({"path": path.to_string_lossy(), "modifier": change.symbol().to_string()}),
-            );
-        } else if let Err(e) = writeln!(out, "{}    {}", change.symbol(), path.display()) {
+            let mut c = json!({"path": null, "modifier": change.symbol().to_string()});
+            output::json_name(&mut c, "path", path.as_os_str().as_bytes());
+            changes.push(c);
+        } else if let Err(e) = writeln!(out, "{}    {}", change.symbol(), output::esc(path)) {
             io_err.get_or_insert(e);
         }
     })?;

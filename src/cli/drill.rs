@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn::drill::{drill, history, DrillOptions, DrillRecord};
+use cairn::drill::{drill, history, record, DrillOptions, DrillOutcome, DrillRecord};
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
@@ -104,7 +104,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }
         return Ok(EXIT_OK);
     }
-    let _lock = ctx.lock(&repo, false, "drill")?;
+    let _lock = ctx.read_lock(&repo, "drill")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
     let (target, _scratch) = match &a.target {
         Some(t) => {
@@ -130,17 +130,33 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         host: super::hostname(),
     };
     let progress = super::progress::Progress::new(ctx, "restored and verified", Default::default());
-    let r = drill(&repo, id, &snap, &opts, &progress);
+    let outcome = drill(&repo, id, &snap, &opts, &progress);
     progress.finish();
-    let r = r?;
+    let DrillOutcome { record: r, failed } = outcome?;
+    // Recovery was proven (or not) whatever happens to the record; a read-only repository
+    // (a write-protected disk) cannot keep it, which is no reason to fail the drill.
+    let kept = match record(&repo, &r) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = anyhow::Error::from(e).context("recording the drill in the repository");
+            if super::is_read_only(&e) {
+                eprintln!(
+                    "note: the repository is read-only; this drill's result could not be kept in it (`drill --history` will not list it)"
+                );
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    };
     ctx.print_warnings(&repo);
     if ctx.g.json {
         let mut v = record_json(&r);
         v["message_type"] = json!("summary");
         output::json_line(&v)?;
     } else {
-        for f in &r.failures {
-            eprintln!("FAILED: {f}");
+        for (path, why) in &failed {
+            eprintln!("FAILED: {}: {}", output::esc(path), output::esc(why));
         }
         if !ctx.g.quiet {
             println!(
@@ -167,6 +183,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             );
         }
     }
+    kept?;
     Ok(if r.ok { EXIT_OK } else { EXIT_FATAL })
 }
 

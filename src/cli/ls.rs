@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cairn::repo::SnapshotFilter;
 use cairn::restore::{select_path, walk, Selected};
@@ -43,8 +43,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 out,
                 "{} {:>8} {:>8} {:>12} {} {}{}",
                 output::mode_string(node.kind.letter(), node.mode),
-                node.user.clone().unwrap_or_else(|| node.uid.to_string()),
-                node.group.clone().unwrap_or_else(|| node.gid.to_string()),
+                node.user
+                    .as_deref()
+                    .map_or_else(|| node.uid.to_string(), |u| output::esc(u).into_owned()),
+                node.group
+                    .as_deref()
+                    .map_or_else(|| node.gid.to_string(), |g| output::esc(g).into_owned()),
                 node.size,
                 output::local_time(
                     node.mtime
@@ -52,15 +56,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                         .saturating_mul(1_000_000_000)
                         .saturating_add(node.mtime.1 as i64)
                 ),
-                path.display(),
+                output::esc(path),
                 node.target
                     .as_ref()
-                    .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                    .map(|t| format!(" -> {}", output::escape(t)))
                     .unwrap_or_default()
             )
         } else {
-            out.write_all(path.as_os_str().as_bytes())?;
-            out.write_all(b"\n")
+            writeln!(out, "{}", output::esc(path))
         }
     };
     match selected {
@@ -73,10 +76,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// One entry for `--json`; `path`, `name` and `target` follow [`output::json_name`].
 fn node_json(path: &Path, n: &Node) -> serde_json::Value {
-    json!({
-        "path": PathBuf::from(path).to_string_lossy(),
-        "name": String::from_utf8_lossy(&n.name),
+    let mut v = json!({
+        "path": null,
+        "name": null,
         "type": n.kind.name(),
         "mode": n.mode,
         "uid": n.uid,
@@ -87,6 +91,12 @@ fn node_json(path: &Path, n: &Node) -> serde_json::Value {
         "mtime": output::rfc3339_parts(n.mtime.0, n.mtime.1),
         "inode": n.inode,
         "links": n.links,
-        "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
-    })
+        "target": null,
+    });
+    output::json_name(&mut v, "path", path.as_os_str().as_bytes());
+    output::json_name(&mut v, "name", &n.name);
+    if let Some(t) = &n.target {
+        output::json_name(&mut v, "target", t);
+    }
+    v
 }

@@ -116,6 +116,9 @@ pub struct Global {
     /// Do not use or fill the local cache of a remote repository
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Read without writing a lock (read-only commands; automatic on a read-only repository)
+    #[arg(long, global = true)]
+    pub no_lock: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,24 +304,59 @@ impl Ctx {
         Ok(repo)
     }
 
-    /// Takes a shared or exclusive repository lock for the rest of the command.
+    /// Takes a shared or exclusive repository lock for the rest of a command that writes to
+    /// the repository. A repository that cannot be written (its lock file cannot be) is an
+    /// error saying so; `--no-lock` is refused (main refuses it earlier for known writers).
     pub fn lock(
         &self,
         repo: &Repository,
         exclusive: bool,
         command: &str,
     ) -> anyhow::Result<cairn::lock::RepoLock> {
-        Ok(cairn::lock::RepoLock::acquire(
-            repo,
-            exclusive,
-            command,
-            &hostname(),
-        )?)
+        if self.g.no_lock {
+            return Err(no_lock_refused(command));
+        }
+        cairn::lock::RepoLock::acquire(repo, exclusive, command, &hostname()).map_err(|e| {
+            let e = anyhow::Error::from(e);
+            if is_read_only(&e) {
+                e.context(format!(
+                    "the repository at {} is read-only: `cairn {command}` writes to it and cannot run there",
+                    repo.backend().location()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The shared lock of a command that only reads: none with `--no-lock`, and none (with a
+    /// note) when the repository is read-only, so a write-protected disk can still be read.
+    pub fn read_lock(
+        &self,
+        repo: &Repository,
+        command: &str,
+    ) -> anyhow::Result<Option<cairn::lock::RepoLock>> {
+        if self.g.no_lock {
+            return Ok(None);
+        }
+        match cairn::lock::RepoLock::acquire(repo, false, command, &hostname()) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if !is_read_only(&e) {
+                    return Err(e);
+                }
+                if !self.g.quiet {
+                    eprintln!("note: the repository is read-only; reading without a lock");
+                }
+                Ok(None)
+            }
+        }
     }
 
     pub fn print_warnings(&self, repo: &Repository) {
         for w in repo.take_warnings() {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", output::esc(&w));
         }
     }
 }
@@ -340,6 +378,10 @@ pub fn main() -> ExitCode {
         g: cli.global,
         cancel,
     };
+    if let Some(name) = cli.command.writer_name().filter(|_| ctx.g.no_lock) {
+        eprintln!("cairn: {}", no_lock_refused(name));
+        return ExitCode::from(EXIT_FATAL);
+    }
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -366,10 +408,50 @@ pub fn main() -> ExitCode {
             if output::is_broken_pipe(&e) {
                 return ExitCode::from(EXIT_OK);
             }
-            eprintln!("cairn: {}", output::error_chain(&e));
+            eprintln!("cairn: {}", output::esc(&output::error_chain(&e)));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+impl Command {
+    /// The name of a command that can change a repository (these refuse `--no-lock`).
+    fn writer_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Init(_) => "init",
+            Command::Backup(_) => "backup",
+            Command::Prune(_) => "prune",
+            Command::Forget(_) => "forget",
+            Command::Unlock(_) => "unlock",
+            Command::Key(_) => "key",
+            Command::Repair(_) => "repair",
+            Command::Copy(_) => "copy",
+            Command::Plan(_) => "plan",
+            _ => return None,
+        })
+    }
+}
+
+fn no_lock_refused(command: &str) -> anyhow::Error {
+    anyhow!(
+        "--no-lock is only for commands that just read the repository (snapshots, ls, diff, stats, restore, check, drill); `cairn {command}` can change it and must hold its lock"
+    )
+}
+
+/// Whether an error says the repository cannot be written: a read-only file system, or no
+/// permission (EROFS, EACCES, EPERM) — a write-protected disk, a read-only mount or share.
+pub fn is_read_only(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) || matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+        })
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

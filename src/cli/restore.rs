@@ -1,5 +1,6 @@
 //! `cairn restore`
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use cairn::restore::{restore, select_path, Overwrite, RestoreOptions, Selected};
@@ -41,7 +42,7 @@ fn parse_overwrite(s: &str) -> Result<Overwrite, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "restore")?;
+    let _lock = ctx.read_lock(&repo, "restore")?;
     repo.load_index()?;
     ctx.print_warnings(&repo);
     let (sel, sub) = split_selector(&a.selector);
@@ -64,19 +65,22 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     progress.finish();
     let out = out?;
     ctx.print_warnings(&repo);
-    let problems: Vec<_> =
-        out.damaged
-            .iter()
-            .map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error, "damaged": true}))
-            .chain(out.errors.iter().map(
-                |e| json!({"path": e.path.to_string_lossy(), "error": e.error, "damaged": false}),
-            ))
-            .collect();
+    let problem = |e: &cairn::restore::RestoreError, damaged: bool| {
+        let mut v = json!({"path": null, "error": e.error, "damaged": damaged});
+        output::json_name(&mut v, "path", e.path.as_os_str().as_bytes());
+        v
+    };
+    let problems: Vec<_> = out
+        .damaged
+        .iter()
+        .map(|e| problem(e, true))
+        .chain(out.errors.iter().map(|e| problem(e, false)))
+        .collect();
     if ctx.g.json {
-        output::json_line(&json!({
+        let mut summary = json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
-            "target": a.target.to_string_lossy(),
+            "target": null,
             "files_restored": out.files,
             "dirs_restored": out.dirs,
             "other_restored": out.other,
@@ -85,13 +89,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "files_verified": out.verified_files,
             "disk_full": out.disk_full,
             "errors": problems,
-        }))?;
+        });
+        output::json_name(&mut summary, "target", a.target.as_os_str().as_bytes());
+        output::json_line(&summary)?;
     } else {
         for e in &out.damaged {
-            eprintln!("DAMAGED: {}: {}", e.path.display(), e.error);
+            eprintln!(
+                "DAMAGED: {}: {}",
+                output::esc(&e.path),
+                output::esc(&e.error)
+            );
         }
         for e in &out.errors {
-            eprintln!("error: {}: {}", e.path.display(), e.error);
+            eprintln!("error: {}: {}", output::esc(&e.path), output::esc(&e.error));
         }
         if !ctx.g.quiet {
             println!(
@@ -101,7 +111,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 out.other,
                 output::size(out.bytes),
                 id.short(),
-                a.target.display()
+                output::esc(&a.target)
             );
             if a.verify {
                 println!("verified {} files against the snapshot", out.verified_files);

@@ -48,14 +48,21 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             [
                 id.short(),
                 output::local_time(s.time_ns),
-                s.host.clone(),
-                s.tags.join(","),
+                output::esc(&s.host).into_owned(),
+                s.tags
+                    .iter()
+                    .map(|t| output::esc(t))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 if s.partial {
                     format!("{} (partial)", s.mode.name())
                 } else {
                     s.mode.name().to_string()
                 },
-                s.paths.first().cloned().unwrap_or_default(),
+                s.paths
+                    .first()
+                    .map(|p| output::esc(p).into_owned())
+                    .unwrap_or_default(),
                 output::size(s.summary.total_bytes_processed),
             ]
         })
@@ -86,7 +93,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]])
         );
         for extra in s.paths.iter().skip(1) {
-            let blank = ["", "", "", "", "", extra.as_str(), ""];
+            let extra = output::esc(extra);
+            let blank = ["", "", "", "", "", &extra, ""];
             println!("{}", line(blank));
         }
     }
