@@ -141,6 +141,434 @@ fn library_open(f: &Fixture) -> Repository {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Interrupted init
+
+/// The states an `init` killed at some instant leaves (repo-format.md §10.2: directories →
+/// key file → its copy → config), made from a finished init.
+#[derive(Clone, Copy, Debug)]
+enum Leftover {
+    /// Killed while creating directories: some of them, and temporary files.
+    Directories,
+    /// Killed while writing the key file, on a medium that leaves a zero-length file.
+    EmptyKeyFile,
+    /// ... or a partial one.
+    PartialKeyFile,
+    /// Killed before the key file's copy.
+    KeyFile,
+    /// Killed before the config.
+    KeyFileAndCopy,
+}
+
+const LEFTOVERS: [Leftover; 5] = [
+    Leftover::Directories,
+    Leftover::EmptyKeyFile,
+    Leftover::PartialKeyFile,
+    Leftover::KeyFile,
+    Leftover::KeyFileAndCopy,
+];
+
+/// A fixture whose repository is what `state` leaves; also returns the id of the repository
+/// the interrupted init was making.
+fn interrupted(state: Leftover) -> (Fixture, String) {
+    let f = Fixture::empty();
+    let run = f
+        .cmd()
+        .args(["--json", "init", "--kdf-memory-mib", "8"])
+        .run();
+    run.ok();
+    let id = run.json()["repository_id"].as_str().unwrap().to_string();
+    let keys = f.repo.join("keys");
+    let names: Vec<PathBuf> = fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let key = names
+        .iter()
+        .find(|p| p.extension().is_none())
+        .unwrap()
+        .clone();
+    let copy = key.with_extension("copy");
+    fs::remove_file(f.repo.join("config")).unwrap();
+    match state {
+        Leftover::Directories => {
+            fs::remove_file(&key).unwrap();
+            fs::remove_file(&copy).unwrap();
+            fs::remove_dir(f.repo.join("locks")).unwrap();
+            fs::remove_dir(f.repo.join("snapshots")).unwrap();
+            write(keys.join(".tmp-0123456789abcdef"), b"half a key");
+            write(f.repo.join(".tmp-fedcba9876543210"), b"");
+        }
+        Leftover::EmptyKeyFile => {
+            fs::remove_file(&copy).unwrap();
+            fs::write(&key, b"").unwrap();
+        }
+        Leftover::PartialKeyFile => {
+            fs::remove_file(&copy).unwrap();
+            let bytes = fs::read(&key).unwrap();
+            fs::write(&key, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        Leftover::KeyFile => fs::remove_file(&copy).unwrap(),
+        Leftover::KeyFileAndCopy => {}
+    }
+    (f, id)
+}
+
+/// The repository works: a backup, a full check and a restore.
+fn assert_usable(f: &Fixture) {
+    let src = f.path("data");
+    write(src.join("file"), random_bytes(7, 100_000));
+    f.backup(&[&src], &[]);
+    f.cmd().args(["check", "--read-data"]).run().ok();
+    let target = f.path("restored");
+    f.restore_latest(&target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn other_commands_say_what_an_interrupted_init_left() {
+    for state in LEFTOVERS {
+        let (f, _) = interrupted(state);
+        let run = f.cmd().arg("snapshots").run();
+        match state {
+            Leftover::Directories => {
+                run.expect(10);
+                assert!(
+                    run.stderr.contains("also finishes an interrupted one"),
+                    "{state:?}: {}",
+                    run.stderr
+                );
+            }
+            Leftover::EmptyKeyFile | Leftover::PartialKeyFile => {
+                run.expect(10);
+                assert!(
+                    run.stderr.contains("an interrupted `cairn init` left")
+                        && run.stderr.contains("run `cairn init` again to finish it"),
+                    "{state:?}: {}",
+                    run.stderr
+                );
+            }
+            // The key file carries the config: the repository opens, and says what to do.
+            Leftover::KeyFile | Leftover::KeyFileAndCopy => {
+                run.ok();
+                assert!(
+                    run.stderr.contains("an interrupted `cairn init` left")
+                        && run.stderr.contains("run `cairn init` again to finish it"),
+                    "{state:?}: {}",
+                    run.stderr
+                );
+            }
+        }
+        assert!(
+            !run.stderr.contains("wrong password"),
+            "{state:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn init_finishes_or_redoes_what_an_interrupted_init_left() {
+    for state in LEFTOVERS {
+        let (f, id) = interrupted(state);
+        let run = f
+            .cmd()
+            .args(["--json", "init", "--kdf-memory-mib", "8"])
+            .run();
+        run.ok();
+        let now = run.json()["repository_id"].as_str().unwrap().to_string();
+        match state {
+            // A durable key file: its init is finished, with the repository it was making.
+            Leftover::KeyFile | Leftover::KeyFileAndCopy => {
+                assert_eq!(now, id, "{state:?}: the interrupted init's repository");
+                assert!(
+                    run.stderr.contains("finished the interrupted"),
+                    "{}",
+                    run.stderr
+                );
+            }
+            // Nothing usable: a new repository.
+            _ => assert_ne!(now, id, "{state:?}"),
+        }
+        let keys: Vec<String> = fs::read_dir(f.repo.join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            keys.len(),
+            2,
+            "{state:?}: one key file and its copy: {keys:?}"
+        );
+        assert!(
+            keys.iter().all(|k| !k.starts_with(".tmp-")),
+            "{state:?}: temporary files removed: {keys:?}"
+        );
+        assert_usable(&f);
+        let run = f.cmd().args(["init", "--kdf-memory-mib", "8"]).run();
+        refused(&run, &["not empty"]);
+    }
+}
+
+#[test]
+fn init_never_finishes_over_another_password_or_over_anything_else() {
+    // A durable key file for another password: refused, and nothing is touched.
+    for state in [Leftover::KeyFile, Leftover::KeyFileAndCopy] {
+        let (f, _) = interrupted(state);
+        let before = f.repo_files();
+        let run = f
+            .cmd_without_password()
+            .env("CAIRN_PASSWORD", "another password")
+            .args(["init", "--kdf-memory-mib", "8"])
+            .run();
+        refused(&run, &["this password does not open", "cairn init"]);
+        assert_eq!(f.repo_files(), before, "{state:?}: nothing touched");
+    }
+    // A foreign file beside the leftovers, or any data: "not empty", nothing touched.
+    for state in [Leftover::Directories, Leftover::EmptyKeyFile] {
+        let (f, _) = interrupted(state);
+        write(f.repo.join("notes.txt"), "mine");
+        let before = f.repo_files();
+        let run = f.cmd().args(["init", "--kdf-memory-mib", "8"]).run();
+        refused(&run, &["not empty"]);
+        assert_eq!(f.repo_files(), before, "{state:?}: nothing touched");
+    }
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a"), "a");
+    f.backup(&[&src], &[]);
+    fs::remove_file(f.repo.join("config")).unwrap();
+    for k in fs::read_dir(f.repo.join("keys")).unwrap() {
+        fs::write(k.unwrap().path(), b"").unwrap();
+    }
+    let before = f.repo_files();
+    let run = f.cmd().args(["init", "--kdf-memory-mib", "8"]).run();
+    refused(&run, &["not empty"]);
+    assert_eq!(
+        f.repo_files(),
+        before,
+        "a repository with data: nothing touched"
+    );
+}
+
+fn small_init() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams {
+            m_cost_kib: KdfParams::MIN_M_COST_KIB,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..InitOptions::default()
+    }
+}
+
+/// Through the storage seam: an init that crashes at each of its storage operations in turn
+/// leaves a location that another init (same password) finishes or redoes, and that an init
+/// with another password redoes only when no key file is durable.
+#[test]
+fn an_init_crashing_at_any_storage_operation_can_be_finished() {
+    let pw = b"pw";
+    for crash_at in 0.. {
+        let base = Arc::new(MemBackend::new());
+        let fault = Arc::new(FaultBackend::new(base.clone(), crash_at));
+        if Repository::init(fault.clone(), pw, &small_init()).is_ok() {
+            assert!(crash_at >= 4, "init has four storage operations");
+            break;
+        }
+        let key_durable = !base.list(FileKind::Key).unwrap().is_empty();
+        // Without finishing allowed, a location with a key file is "not empty".
+        let plain = Repository::init(base.clone(), b"other", &small_init());
+        if key_durable {
+            assert!(
+                matches!(plain, Err(Error::RepoNotEmpty(_))),
+                "crash at {crash_at}"
+            );
+            let other = Repository::init(
+                base.clone(),
+                b"other",
+                &InitOptions {
+                    finish_interrupted: true,
+                    ..small_init()
+                },
+            );
+            assert!(
+                matches!(other, Err(Error::InvalidInput(_))),
+                "crash at {crash_at}"
+            );
+            let repo = Repository::init(
+                base.clone(),
+                pw,
+                &InitOptions {
+                    finish_interrupted: true,
+                    ..small_init()
+                },
+            )
+            .unwrap_or_else(|e| panic!("crash at {crash_at}: {e}"));
+            drop(repo);
+        } else {
+            plain.unwrap_or_else(|e| panic!("crash at {crash_at}: {e}"));
+        }
+        let repo = Repository::open(base.clone(), if key_durable { pw } else { b"other" })
+            .unwrap_or_else(|e| panic!("crash at {crash_at}: {e}"));
+        assert!(
+            repo.take_warnings().is_empty(),
+            "crash at {crash_at}: a whole repository"
+        );
+        assert_eq!(base.list(FileKind::Config).unwrap().len(), 1);
+        assert_eq!(base.list(FileKind::KeyCopy).unwrap().len(), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Newer formats
+
+/// Replaces the repository's key files (and copies) with one file of these bytes.
+fn replace_keys(f: &Fixture, bytes: &[u8]) {
+    for k in fs::read_dir(f.repo.join("keys")).unwrap() {
+        fs::remove_file(k.unwrap().path()).unwrap();
+    }
+    let name = hex::encode(content_hash(bytes));
+    write(f.repo.join("keys").join(&name), bytes);
+    write(f.repo.join("keys").join(format!("{name}.copy")), bytes);
+}
+
+/// The run names a later format, and is neither a wrong password nor damage.
+#[track_caller]
+fn needs_newer(run: &Run, what: &str) {
+    refused(run, &[what, "needs a newer cairn (format 2"]);
+    assert!(!run.stderr.contains("wrong password"), "{}", run.stderr);
+    assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
+}
+
+#[test]
+fn key_files_of_a_later_format_are_named_not_taken_for_a_wrong_password() {
+    // Version 2 that is otherwise a valid version 1 key file: the map's first entry is
+    // `version` (repo-format.md §2.1), `a7 "version" 01`.
+    let f = Fixture::new();
+    let key = fs::read_dir(f.repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none())
+        .unwrap();
+    let mut bytes = fs::read(&key).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"\xa7version").unwrap() + 8;
+    assert_eq!(bytes[at], 1);
+    bytes[at] = 2;
+    replace_keys(&f, &bytes);
+    needs_newer(&f.cmd().arg("snapshots").run(), "key file");
+    // Even with a password that would never have opened it.
+    let run = f
+        .cmd_without_password()
+        .env("CAIRN_PASSWORD", "wrong")
+        .arg("snapshots")
+        .run();
+    needs_newer(&run, "key file");
+
+    // Version 2 and nothing else that version 1 knows.
+    let f = Fixture::new();
+    replace_keys(&f, b"\x82\xa7version\x02\xa6future\xa7garbage");
+    needs_newer(&f.cmd().arg("snapshots").run(), "key file");
+    let run = f.cmd().args(["backup", "/dev/null"]).run();
+    needs_newer(&run, "key file");
+}
+
+#[test]
+fn a_config_of_a_later_format_is_named_and_its_copy_is_not_used_instead() {
+    #[derive(serde::Serialize)]
+    struct Future {
+        version: u32,
+        layout: &'static str,
+    }
+    let f = Fixture::new();
+    let repo = library_open(&f);
+    let mut config = repo.config().clone();
+    config.version = 2;
+    let valid_but_newer = encode_object(
+        repo.keys(),
+        ObjectKind::Config,
+        &[],
+        &to_msgpack_named(&config).unwrap(),
+        Compression::Off,
+    )
+    .unwrap();
+    let garbage_newer = encode_object(
+        repo.keys(),
+        ObjectKind::Config,
+        &[],
+        &to_msgpack_named(&Future {
+            version: 2,
+            layout: "something else",
+        })
+        .unwrap(),
+        Compression::Off,
+    )
+    .unwrap();
+    for bytes in [valid_but_newer, garbage_newer] {
+        fs::write(f.repo.join("config"), &bytes).unwrap();
+        needs_newer(&f.cmd().arg("snapshots").run(), "the repository");
+        needs_newer(
+            &f.cmd().args(["backup", "/dev/null"]).run(),
+            "the repository",
+        );
+    }
+}
+
+#[test]
+fn snapshots_of_a_later_format_are_named_and_skipped() {
+    #[derive(serde::Serialize)]
+    struct Future {
+        version: u32,
+        everything: &'static str,
+    }
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a"), "a");
+    f.backup(&[&src], &[]);
+    let repo = library_open(&f);
+    let (_, snap) = repo.find_snapshot("latest", &Default::default()).unwrap();
+    let newer = repo
+        .save_snapshot(&cairn::snapshot::Snapshot { version: 2, ..snap })
+        .unwrap();
+    let sealed = encode_object(
+        repo.keys(),
+        ObjectKind::Snapshot,
+        &[],
+        &to_msgpack_named(&Future {
+            version: 2,
+            everything: "changed",
+        })
+        .unwrap(),
+        Compression::Off,
+    )
+    .unwrap();
+    let garbage = hex::encode(content_hash(&sealed));
+    write(f.repo.join("snapshots").join(&garbage), &sealed);
+
+    let run = f.cmd().arg("snapshots").run();
+    run.ok();
+    for id in [newer.to_hex(), garbage.clone()] {
+        let short = &id[..8];
+        assert!(
+            run.stderr.contains(&format!(
+                "skipping snapshot {short}: snapshot {short} needs a newer cairn (format 2"
+            )),
+            "{}",
+            run.stderr
+        );
+        needs_newer(&f.cmd().args(["ls", &id]).run(), short);
+        needs_newer(
+            &f.cmd()
+                .args(["restore", short, "--target"])
+                .arg(f.path("t"))
+                .run(),
+            short,
+        );
+    }
+    // The readable snapshot still restores.
+    let target = f.path("restored");
+    f.restore_latest(&target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Locks
 
 /// Writes a lock file sealed with the repository's keys, as a holder elsewhere would.
