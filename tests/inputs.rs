@@ -141,6 +141,405 @@ fn library_open(f: &Fixture) -> Repository {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Password sources
+
+/// Files that hold no password line within the bound, or are no file at all.
+fn bad_password_files(f: &Fixture) -> Vec<(PathBuf, &'static [&'static str])> {
+    let no_line_end = f.path("no-line-end");
+    write(&no_line_end, vec![b'x'; 1 << 20]);
+    let dir = f.path("a-directory");
+    fs::create_dir_all(&dir).expect("mkdir");
+    vec![
+        (PathBuf::from("/dev/zero"), &["/dev/zero", "device"][..]),
+        (PathBuf::from("/dev/urandom"), &["/dev/urandom", "device"]),
+        (PathBuf::from("/dev/null"), &["/dev/null", "device"]),
+        (
+            sparse(&f.path("sparse"), 100 << 30),
+            &["sparse", "no line end", "64 KiB"],
+        ),
+        (no_line_end, &["no-line-end", "no line end"]),
+        (dir, &["a-directory", "is a directory"]),
+        (
+            mkfifo(&f.path("fifo-without-writer")),
+            &["fifo-without-writer", "no writer"],
+        ),
+        (f.path("missing"), &["missing", "No such file"]),
+    ]
+}
+
+#[test]
+fn every_password_file_over_the_bound_or_not_a_file_is_refused_with_bounded_memory() {
+    let f = Fixture::new();
+    for (path, words) in bad_password_files(&f) {
+        // Every way a password file is given: option, variable, and the other passwords.
+        let run = f
+            .cmd_without_password()
+            .mem_limit(MEM)
+            .arg("--password-file")
+            .arg(&path)
+            .arg("snapshots")
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd_without_password()
+            .mem_limit(MEM)
+            .env("CAIRN_PASSWORD_FILE", &path)
+            .arg("snapshots")
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .args(["key", "add", "--kdf-memory-mib", "8", "--new-password-file"])
+            .arg(&path)
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .args(["copy", "--to"])
+            .arg(&f.repo)
+            .arg("--to-password-file")
+            .arg(&path)
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .env("CAIRN_TO_PASSWORD_FILE", &path)
+            .args(["copy", "--to"])
+            .arg(&f.repo)
+            .run();
+        refused(&run, words);
+    }
+    // Nothing was added or changed by any of them.
+    let keys = fs::read_dir(f.repo.join("keys")).expect("keys").count();
+    assert_eq!(keys, 2, "one key file and its copy");
+}
+
+#[test]
+fn a_password_fifo_that_never_stops_writing_is_cut_at_the_bound() {
+    let f = Fixture::new();
+    let fifo = mkfifo(&f.path("zeros"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = endless_zeros(fifo_writer(&fifo), stop.clone());
+    let run = f
+        .cmd_without_password()
+        .mem_limit(MEM)
+        .arg("--password-file")
+        .arg(&fifo)
+        .arg("snapshots")
+        .run();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer");
+    refused(&run, &["zeros", "no line end"]);
+
+    // The same through process substitution, as a shell user writes it.
+    let run = bash(
+        &f,
+        r#"exec "$0" -r "$1" --no-progress --password-file <(cat /dev/zero) snapshots"#,
+    );
+    refused(&run, &["no line end"]);
+}
+
+#[test]
+fn a_password_from_a_fifo_or_process_substitution_works() {
+    let f = Fixture::new();
+    let fifo = mkfifo(&f.path("pw-fifo"));
+    let w = fifo_writer(&fifo);
+    {
+        use std::io::Write;
+        (&w).write_all(format!("{PASSWORD}\nsecond line\n").as_bytes())
+            .expect("write FIFO");
+    }
+    f.cmd_without_password()
+        .mem_limit(MEM)
+        .arg("--password-file")
+        .arg(&fifo)
+        .arg("snapshots")
+        .run()
+        .ok();
+    drop(w);
+    let run = bash(
+        &f,
+        r#"exec "$0" -r "$1" --no-progress --password-file <(printf '%s\n' "$2") snapshots"#,
+    );
+    run.ok();
+    let run = bash(
+        &f,
+        r#"exec "$0" -r "$1" --no-progress --password-command "printf '%s\r\n' '$2'" snapshots"#,
+    );
+    run.ok();
+}
+
+#[test]
+fn a_password_file_is_its_first_line_whatever_the_line_ending() {
+    let f = Fixture::new();
+    let cases: &[(&str, &[u8])] = &[
+        ("lf", b"\n"),
+        ("crlf", b"\r\n"),
+        ("no-newline", b""),
+        ("more-lines", b"\nsomething else\n"),
+    ];
+    for (name, tail) in cases {
+        let p = f.path(name);
+        let mut bytes = PASSWORD.as_bytes().to_vec();
+        bytes.extend_from_slice(tail);
+        write(&p, bytes);
+        f.cmd_without_password()
+            .mem_limit(MEM)
+            .arg("--password-file")
+            .arg(&p)
+            .arg("snapshots")
+            .run()
+            .ok();
+    }
+    // A long first line within the bound is a password like any other (here: a wrong one).
+    let p = f.path("long");
+    write(&p, [vec![b'y'; 60_000], b"\n".to_vec()].concat());
+    f.cmd_without_password()
+        .mem_limit(MEM)
+        .arg("--password-file")
+        .arg(&p)
+        .arg("snapshots")
+        .run()
+        .expect(12);
+    for (name, bytes) in [
+        ("empty", &b""[..]),
+        ("empty-first-line", b"\nsecond"),
+        ("crlf-only", b"\r\n"),
+    ] {
+        let p = f.path(name);
+        write(&p, bytes);
+        let run = f
+            .cmd_without_password()
+            .arg("--password-file")
+            .arg(&p)
+            .arg("snapshots")
+            .run();
+        refused(&run, &["password is empty", name]);
+    }
+}
+
+#[test]
+fn a_password_command_that_writes_too_much_or_fails_is_killed_reaped_and_refused() {
+    let f = Fixture::new();
+    let pidfile = f.path("command.pid");
+    let cases: &[(&str, &[&str])] = &[
+        ("exec cat /dev/zero", &["printed more than 64 KiB"]),
+        ("exec yes", &["printed more than 64 KiB"]),
+        (
+            "exec head -c 70000 /dev/zero",
+            &["printed more than 64 KiB"],
+        ),
+        (
+            "printf 'pw\\n'; exec cat /dev/urandom",
+            &["printed more than 64 KiB"],
+        ),
+        ("true", &["password is empty"]),
+        ("printf '\\nsecond\\n'", &["password is empty"]),
+        ("echo pw; exit 3", &["failed", "exit status: 3"]),
+    ];
+    for (cmd, words) in cases {
+        let _ = fs::remove_file(&pidfile);
+        let cmd = format!("echo $$ > '{}'; {cmd}", pidfile.display());
+        for via_env in [false, true] {
+            let c = f.cmd_without_password().mem_limit(MEM);
+            let c = if via_env {
+                c.env("CAIRN_PASSWORD_COMMAND", &cmd)
+            } else {
+                c.arg("--password-command").arg(&cmd)
+            };
+            let run = c.arg("snapshots").run();
+            refused(&run, words);
+            // The command's process is gone, not left running or as a zombie of cairn's.
+            let pid: i32 = fs::read_to_string(&pidfile)
+                .expect("the command ran")
+                .trim()
+                .parse()
+                .expect("pid");
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            assert!(!alive, "{cmd}: its process {pid} is still there");
+        }
+    }
+    // The copy destination's command, and an oversized password variable.
+    let run = f
+        .cmd()
+        .mem_limit(MEM)
+        .args(["copy", "--to"])
+        .arg(&f.repo)
+        .args(["--to-password-command", "cat /dev/zero"])
+        .run();
+    refused(&run, &["printed more than 64 KiB"]);
+    let run = f
+        .cmd_without_password()
+        .mem_limit(MEM)
+        .env("CAIRN_PASSWORD", "z".repeat(70_000))
+        .arg("snapshots")
+        .run();
+    refused(&run, &["CAIRN_PASSWORD", "at most 65536 bytes"]);
+}
+
+/// Spawns cairn for a run this test interrupts itself.
+fn spawn(f: &Fixture, args: &[&OsStr]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-r")
+        .arg(&f.repo)
+        .arg("--no-progress")
+        .args(args)
+        .env_remove("CAIRN_PASSWORD")
+        .env("XDG_CACHE_HOME", f.path("cache"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn")
+}
+
+fn interrupt(child: &mut std::process::Child) -> i32 {
+    // SAFETY: kill with a valid signal to the child's PID.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    child.wait().expect("wait").code().unwrap_or(-1)
+}
+
+#[test]
+fn ctrl_c_ends_a_wait_for_a_password_that_does_not_come() {
+    let f = Fixture::new();
+    // A command that never writes.
+    let pidfile = f.path("sleep.pid");
+    let cmd = format!("echo $$ > '{}'; exec sleep 1000", pidfile.display());
+    let mut child = spawn(
+        &f,
+        &[
+            "--password-command".as_ref(),
+            cmd.as_ref(),
+            "snapshots".as_ref(),
+        ],
+    );
+    wait_for("the password command to start", || {
+        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(interrupt(&mut child), 130);
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert!(
+        unsafe { libc::kill(pid, 0) } != 0,
+        "sleep {pid} was left running"
+    );
+
+    // A FIFO whose writer never writes.
+    let fifo = mkfifo(&f.path("silent"));
+    let w = fifo_writer(&fifo);
+    let mut child = spawn(
+        &f,
+        &[
+            "--password-file".as_ref(),
+            fifo.as_os_str(),
+            "snapshots".as_ref(),
+        ],
+    );
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    wait_for("cairn to open the FIFO", || {
+        fs::read_dir(&fds).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| fs::read_link(e.path()).is_ok_and(|t| t == fifo))
+        })
+    });
+    assert_eq!(interrupt(&mut child), 130);
+    drop(w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exclude files and plan files
+
+/// Files that no exclude file or plan file can be.
+fn oversized_files(f: &Fixture) -> Vec<(PathBuf, &'static [&'static str])> {
+    let dir = f.path("a-dir");
+    fs::create_dir_all(&dir).expect("mkdir");
+    vec![
+        (PathBuf::from("/dev/zero"), &["/dev/zero", "more than"][..]),
+        (
+            PathBuf::from("/dev/urandom"),
+            &["/dev/urandom", "more than"],
+        ),
+        (
+            sparse(&f.path("huge"), 100 << 30),
+            &["huge", "107374182400 bytes"],
+        ),
+        (dir, &["a-dir", "is a directory"]),
+    ]
+}
+
+#[test]
+fn exclude_files_and_plan_files_over_their_bound_are_refused_with_bounded_memory() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a"), "a");
+    for (path, words) in oversized_files(&f) {
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .args(["backup", "--exclude-file"])
+            .arg(&path)
+            .arg(&src)
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .arg("--config")
+            .arg(&path)
+            .args(["plan", "status"])
+            .run();
+        refused(&run, words);
+        let run = f
+            .cmd()
+            .mem_limit(MEM)
+            .env("CAIRN_CONFIG", &path)
+            .args(["plan", "run", "home"])
+            .run();
+        refused(&run, words);
+    }
+    // Not UTF-8 text: named, with where.
+    let latin1 = f.path("latin1");
+    write(&latin1, b"*.tmp\ncaf\xe9\n");
+    let run = f
+        .cmd()
+        .args(["backup", "--exclude-file"])
+        .arg(&latin1)
+        .arg(&src)
+        .run();
+    refused(&run, &["latin1", "not UTF-8"]);
+    // A FIFO with no writer is an empty exclude file, not a hang.
+    let fifo = mkfifo(&f.path("excludes-fifo"));
+    f.cmd()
+        .args(["backup", "--exclude-file"])
+        .arg(&fifo)
+        .arg(&src)
+        .run()
+        .ok();
+    // A pipe with a writer that ends (process substitution) is read whole.
+    let run = bash(
+        &f,
+        &format!(
+            r#"CAIRN_PASSWORD="$2" exec "$0" -r "$1" --no-progress --json backup --exclude-file <(printf 'a\n') '{}'"#,
+            src.display()
+        ),
+    );
+    run.ok();
+    let summary = run.summary();
+    assert_eq!(
+        summary["total_files"], 0,
+        "the pattern from the FIFO applied"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Interrupted init
 
 /// The states an `init` killed at some instant leaves (repo-format.md §10.2: directories →
@@ -721,3 +1120,88 @@ fn a_repository_without_its_locks_directory_can_still_be_locked() {
     assert!(f.repo.join("locks").is_dir());
 }
 
+// ---------------------------------------------------------------------------------------------
+// A repository inside a backed-up directory
+
+#[test]
+fn a_backup_of_a_directory_holding_the_repository_leaves_the_repository_out() {
+    let f = Fixture::empty();
+    let data = f.path("data");
+    write(data.join("docs/a.txt"), "a");
+    write(data.join("z.bin"), random_bytes(3, 50_000));
+    fs::create_dir_all(f.tmp.path().join("links")).unwrap();
+    std::os::unix::fs::symlink(&data, f.path("links/data")).unwrap();
+    // The repository named by different paths: plain, through a symlink, relative with `..`
+    // and a trailing slash.
+    let repo = data.join("backups/repo");
+    let names: Vec<(PathBuf, Option<&Path>)> = vec![
+        (repo.clone(), None),
+        (f.path("links/data/backups/repo"), None),
+        (
+            PathBuf::from("data/docs/../backups/repo/"),
+            Some(f.tmp.path()),
+        ),
+    ];
+    let cmd = |r: &Path, cwd: Option<&Path>| {
+        let c = TestCommand::bare()
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("XDG_CACHE_HOME", f.path("cache"))
+            .arg("-r")
+            .arg(r);
+        match cwd {
+            Some(d) => c.current_dir(d),
+            None => c,
+        }
+    };
+    cmd(&repo, None)
+        .args(["init", "--kdf-memory-mib", "8"])
+        .run()
+        .ok();
+    for (i, (r, cwd)) in names.iter().enumerate() {
+        let run = cmd(r, *cwd)
+            .args(["--json", "backup", "--time"])
+            .arg(format!("2024-01-0{} 00:00:00", i + 1))
+            .arg(&data)
+            .run();
+        run.ok();
+        let s = run.summary();
+        assert_eq!(
+            s["repository_left_out"],
+            serde_json::json!([repo.to_str().unwrap()]),
+            "{}: {}",
+            r.display(),
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("is the repository itself"),
+            "{}",
+            run.stderr
+        );
+        let target = f.path(format!("restored-{i}"));
+        cmd(&repo, None)
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .run()
+            .ok();
+        // Everything but the repository; its parent directory stays, empty.
+        let got = restored(&target, &data);
+        assert_same_tree(&data.join("docs"), &got.join("docs"));
+        assert_eq!(
+            fs::read(got.join("z.bin")).unwrap(),
+            fs::read(data.join("z.bin")).unwrap()
+        );
+        let left: Vec<_> = fs::read_dir(got.join("backups")).unwrap().collect();
+        assert!(left.is_empty(), "the repository was backed up: {left:?}");
+    }
+    // The repository itself given as the path to back up: left out too.
+    let run = cmd(&repo, None)
+        .args(["--json", "backup"])
+        .arg(&repo)
+        .arg(data.join("docs"))
+        .run();
+    run.ok();
+    assert_eq!(
+        run.summary()["repository_left_out"],
+        serde_json::json!([repo.to_str().unwrap()])
+    );
+}
