@@ -78,12 +78,42 @@ pub struct Excludes {
     pub larger_than: Option<u64>,
     /// Do not descend into other filesystems (mount points are kept, empty).
     pub one_file_system: bool,
+    /// The repository's own directory, left out wherever the walk meets it (a backup of `/data`
+    /// into `/data/repo`), whatever path leads there: compared by device and inode, not by
+    /// name, so symlinks, bind mounts, relative paths and trailing slashes make no difference.
+    pub repository: Option<DirId>,
+}
+
+/// A directory's identity: device and inode number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl DirId {
+    /// The directory at `path` (following symlinks, as the path given is meant).
+    pub fn of(path: &Path) -> io::Result<DirId> {
+        let m = fs::metadata(path)?;
+        Ok(DirId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    fn is(&self, meta: &fs::Metadata) -> bool {
+        meta.is_dir() && meta.dev() == self.dev && meta.ino() == self.ino
+    }
 }
 
 /// The first bytes of a valid CACHEDIR.TAG (bford.info/cachedir).
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 impl Excludes {
+    fn is_repository(&self, meta: &fs::Metadata) -> bool {
+        self.repository.is_some_and(|r| r.is(meta))
+    }
+
     fn excludes_path(&self, path: &Path) -> bool {
         self.patterns.as_ref().is_some_and(|p| !p.accepts(path))
     }
@@ -120,6 +150,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     pub summary: Summary,
     pub errors: Vec<EntryError>,
+    /// Where the walk met the repository's own directory and left it out
+    /// ([`Excludes::repository`]).
+    pub repository_left_out: Vec<PathBuf>,
 }
 
 /// Progress callbacks; the library draws nothing.
@@ -349,6 +382,7 @@ pub fn backup(
             hardlinks: HashMap::new(),
             summary: Summary::default(),
             errors: Vec::new(),
+            repository_left_out: Vec::new(),
             progress,
             target_dev: None,
             stack: Vec::new(),
@@ -384,7 +418,7 @@ pub fn backup(
         let packed = packer
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidInput("the packer thread panicked".into())));
-        let state = (w.summary, w.errors, w.checkpoints);
+        let state = (w.summary, w.errors, w.checkpoints, w.repository_left_out);
         let packed = match (packed, worker_err) {
             (Err(e), _) | (Ok(_), Some(e)) => Err(e),
             (Ok(p), None) => Ok(p),
@@ -401,6 +435,7 @@ pub fn backup(
     let mut summary = std::mem::take(&mut walker_state.0);
     let errors = std::mem::take(&mut walker_state.1);
     let own_checkpoints = std::mem::take(&mut walker_state.2);
+    let repository_left_out = std::mem::take(&mut walker_state.3);
     summary.data_added_stored = stored;
     summary.errors = errors.len() as u64;
 
@@ -442,6 +477,7 @@ pub fn backup(
         snapshot,
         summary,
         errors,
+        repository_left_out,
     })
 }
 
@@ -751,6 +787,8 @@ struct Walker<'a> {
     hardlinks: HashMap<(u64, u64), Vec<ContentPart>>,
     summary: Summary,
     errors: Vec<EntryError>,
+    /// Where the repository's own directory was met and left out.
+    repository_left_out: Vec<PathBuf>,
     progress: &'a dyn BackupProgress,
     /// Device of the backup path being walked (for `one_file_system`).
     target_dev: Option<u64>,
@@ -953,7 +991,9 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            if child.target {
+            if child.target && self.opts.exclude.is_repository(&meta) {
+                self.repository_left_out.push(child_path);
+            } else if child.target {
                 self.target_dev = Some(meta.dev());
                 if let Some(node) =
                     self.backup_entry(&child_path, name.clone(), &meta, parent_tree.as_ref())?
@@ -1013,6 +1053,7 @@ impl Walker<'_> {
         for e in listing.errors {
             self.report(path, e);
         }
+        self.repository_left_out.extend(listing.repository);
         self.stack.push(Frame {
             dir,
             nodes: Vec::new(),
@@ -1241,6 +1282,8 @@ struct Listing {
     entries: Vec<(std::ffi::OsString, io::Result<fs::Metadata>)>,
     /// Errors reading the directory itself.
     errors: Vec<io::Error>,
+    /// The repository's own directory, found among the entries and left out.
+    repository: Option<PathBuf>,
 }
 
 /// Lists a directory. Entries keep it open, so each is stat'ed relative to it (fstatat), not
@@ -1261,12 +1304,17 @@ fn list_dir(path: &Path, exclude: &Excludes) -> Listing {
     }
     found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut entries = Vec::with_capacity(found.len());
+    let mut repository = None;
     for (name, e) in found {
         let child = path.join(&name);
         if exclude.excludes_path(&child) {
             continue;
         }
         let meta = e.metadata();
+        if meta.as_ref().is_ok_and(|m| exclude.is_repository(m)) {
+            repository = Some(child);
+            continue;
+        }
         if meta.as_ref().is_ok_and(|m| m.is_dir()) && exclude.marks_dir(&child) {
             continue;
         }
@@ -1276,6 +1324,7 @@ fn list_dir(path: &Path, exclude: &Excludes) -> Listing {
         path: path.to_path_buf(),
         entries,
         errors,
+        repository,
     }
 }
 
@@ -1398,6 +1447,7 @@ mod tests {
             path: PathBuf::from(path),
             entries: Vec::new(),
             errors: Vec::new(),
+            repository: None,
         }
     }
 

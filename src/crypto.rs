@@ -355,11 +355,31 @@ pub enum KeyFileError {
     WrongPassword,
     #[error("malformed key file: {0}")]
     Malformed(String),
-    #[error("key file format version {0} is newer than this cairn understands; upgrade cairn")]
+    #[error(
+        "it needs a newer cairn (key file format {0}; this cairn reads format {KEY_FILE_VERSION})"
+    )]
     Newer(u32),
 }
 
-const KEY_FILE_VERSION: u32 = 1;
+/// repo-format.md §2.1: the version of key files and key payloads this code reads and writes.
+pub const KEY_FILE_VERSION: u32 = 1;
+
+/// The `version` of a key file or key payload, read alone before anything else (repo-format.md
+/// §12): a future format that no longer parses as this one is still named as newer, not
+/// misread as damage or as a wrong password.
+fn check_version(bytes: &[u8], what: &str) -> Result<(), KeyFileError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let v: VersionOnly = rmp_serde::from_slice(bytes)
+        .map_err(|e| KeyFileError::Malformed(format!("{what}: no version: {e}")))?;
+    match v.version {
+        KEY_FILE_VERSION => Ok(()),
+        0 => Err(KeyFileError::Malformed(format!("{what} version 0"))),
+        n => Err(KeyFileError::Newer(n)),
+    }
+}
 const SALT_LEN: usize = 32;
 
 /// Makes a key file that opens `keys` with `password`.
@@ -407,14 +427,9 @@ pub fn key_file_params(bytes: &[u8]) -> Result<KdfParams, KeyFileError> {
 }
 
 fn parse_key_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
+    check_version(bytes, "key file")?;
     let file: KeyFile =
         rmp_serde::from_slice(bytes).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
-    if file.version != KEY_FILE_VERSION {
-        return Err(KeyFileError::Malformed(format!(
-            "unknown key file version {}",
-            file.version
-        )));
-    }
     if file.kdf != "argon2id" {
         return Err(KeyFileError::Malformed(format!(
             "unknown KDF {:?}",
@@ -445,15 +460,12 @@ pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyIn
         }
         Err(OpenError::Authentication) => return Err(KeyFileError::WrongPassword),
     };
-    let payload: Result<KeyPayloadRepr, _> = rmp_serde::from_slice(&plain);
+    let payload = check_version(&plain, "sealed key payload").and_then(|()| {
+        rmp_serde::from_slice::<KeyPayloadRepr>(&plain)
+            .map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))
+    });
     plain.zeroize();
-    let payload = payload.map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))?;
-    if payload.version != KEY_FILE_VERSION {
-        return Err(KeyFileError::Malformed(format!(
-            "sealed key payload version {}",
-            payload.version
-        )));
-    }
+    let payload = payload?;
     let keys = MasterKeys::new(payload.enc.0, payload.id.0, payload.chunker.0);
     let info = KeyInfo {
         created_ns: payload.created_ns,
@@ -541,6 +553,95 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&file).unwrap();
         assert!(matches!(
             open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Malformed(_))
+        ));
+    }
+
+    /// A key file whose payload says version 2 (its password is right): newer, not damaged.
+    #[test]
+    fn a_key_payload_of_a_newer_version_is_named_newer() {
+        let k = MasterKeys::generate().expect("test setup");
+        let salt = [7u8; SALT_LEN];
+        let kek = small().derive(b"pw", &salt).expect("test setup");
+        let payload = KeyPayloadRepr {
+            version: 2,
+            enc: k.enc.clone(),
+            id: k.id.clone(),
+            chunker: k.chunker.clone(),
+            created_ns: 0,
+            host: String::new(),
+            user: String::new(),
+            config: None,
+        };
+        let plain = rmp_serde::to_vec_named(&payload).expect("test setup");
+        let file = KeyFile {
+            version: KEY_FILE_VERSION,
+            kdf: "argon2id".into(),
+            params: small(),
+            salt: salt.to_vec(),
+            sealed: seal_with(&kek.0, ObjectKind::KeyPayload, &[], &plain).expect("test setup"),
+        };
+        let bytes = rmp_serde::to_vec_named(&file).expect("test setup");
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Newer(2))
+        ));
+        // A payload of version 2 that no longer has the v1 fields: still newer.
+        #[derive(Serialize)]
+        struct Future {
+            version: u32,
+            keys: Vec<u8>,
+        }
+        let plain = rmp_serde::to_vec_named(&Future {
+            version: 2,
+            keys: vec![1, 2, 3],
+        })
+        .expect("test setup");
+        let file = KeyFile {
+            sealed: seal_with(&kek.0, ObjectKind::KeyPayload, &[], &plain).expect("test setup"),
+            ..file
+        };
+        let bytes = rmp_serde::to_vec_named(&file).expect("test setup");
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Newer(2))
+        ));
+    }
+
+    /// A key file of version 2, whether or not the rest still parses as version 1.
+    #[test]
+    fn a_key_file_of_a_newer_version_is_named_newer_before_it_is_parsed() {
+        let k = MasterKeys::generate().expect("test setup");
+        let f = make_key_file(&k, b"pw", small(), "h", "u", 5, None).expect("test setup");
+        let mut file: KeyFile = rmp_serde::from_slice(&f).expect("test setup");
+        file.version = 2;
+        let bytes = rmp_serde::to_vec_named(&file).expect("test setup");
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Newer(2))
+        ));
+        #[derive(Serialize)]
+        struct Future {
+            version: u32,
+            kdf: u8,
+        }
+        let bytes = rmp_serde::to_vec_named(&Future { version: 2, kdf: 9 }).expect("test setup");
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Newer(2))
+        ));
+        assert!(matches!(
+            key_file_params(&bytes),
+            Err(KeyFileError::Newer(2))
+        ));
+        // Version 0 and a file with no version at all are damage.
+        let bytes = rmp_serde::to_vec_named(&Future { version: 0, kdf: 9 }).expect("test setup");
+        assert!(matches!(
+            open_key_file(&bytes, b"pw"),
+            Err(KeyFileError::Malformed(_))
+        ));
+        assert!(matches!(
+            open_key_file(b"not a key file", b"pw"),
             Err(KeyFileError::Malformed(_))
         ));
     }

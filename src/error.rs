@@ -19,16 +19,26 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("there is no repository at {0} (no config file); create one with `cairn init`")]
+    #[error("there is no repository at {0} (no config and no key file); create one with `cairn init` (it also finishes an interrupted one)")]
     RepoMissing(String),
+    /// An `init` was interrupted before its key file was durable: nothing can open the
+    /// location, and `init` can finish it (exit 10, like a missing repository).
+    #[error(
+        "an interrupted `cairn init` left {location} ({why}); run `cairn init` again to finish it"
+    )]
+    InitInterrupted { location: String, why: String },
     #[error("{0} already exists and is not empty; `cairn init` needs a new or empty directory")]
     RepoNotEmpty(String),
     #[error("wrong password: no key file in {location} opens with it{note}")]
     WrongPassword { location: String, note: String },
-    #[error(
-        "repository format version {found} is newer than this cairn understands (up to {supported}); upgrade cairn"
-    )]
-    UnsupportedVersion { found: u32, supported: u32 },
+    /// A config, key file or snapshot of a later format: named, never read as damage or as a
+    /// wrong password (exit 1).
+    #[error("{what} needs a newer cairn (format {found}; this cairn reads format {supported}); upgrade cairn")]
+    UnsupportedVersion {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("{what} is damaged: {why}")]
     Corrupt { what: String, why: String },
     #[error("blob {id} is not in the index; run `cairn check` (or `cairn repair index`)")]
@@ -83,7 +93,7 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::RepoMissing(_) => ErrorKind::RepoMissing,
+            Error::RepoMissing(_) | Error::InitInterrupted { .. } => ErrorKind::RepoMissing,
             Error::WrongPassword { .. } => ErrorKind::WrongPassword,
             Error::Locked(_) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,

@@ -5,7 +5,10 @@
 //! process. A lock file — sealed: host, PID, boot id, time — tells other hosts and names the
 //! holder; it is refreshed by writing a new file and deleting the old one. A lock whose holder
 //! is dead on this host (PID gone, or the machine rebooted) is stale and ignored, as is a lock
-//! from another host not refreshed for [`STALE_AFTER`].
+//! from another host not refreshed for [`STALE_AFTER`]. A lock from another host dated in the
+//! future is never stale by age: the message that it blocks says so, and how to remove it.
+//! `unlock` removes only files it can read as locks of this repository; anything else in
+//! `locks/` is named and left alone.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,6 +29,11 @@ use crate::repo::Repository;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// A lock file from another host that was not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Clocks of two hosts may differ this much: a lock dated less than this ahead of now is just
+/// written; one dated further ahead is "in the future" (messages only; it is not stale either way).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// The largest lock file read (repo-format.md §4.5: a lock is a few hundred bytes).
+const MAX_LOCK_FILE: u64 = 64 * 1024;
 
 /// A lock file's sealed content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +60,46 @@ impl LockInfo {
             self.host
         )
     }
+
+    /// Why this lock blocks, for a person at `host` at `now_ns`: the holder and, for a lock
+    /// from another host, how old it is, when it goes stale, and how to remove it.
+    pub fn explain(&self, host: &str, now_ns: i64) -> String {
+        let who = self.describe();
+        if self.host == host {
+            return format!("{who}; try again when it has finished");
+        }
+        let remove = format!(
+            "once you are sure no cairn runs on {}, remove it with `cairn unlock --remove-all`",
+            self.host
+        );
+        let age = now_ns.saturating_sub(self.time_ns);
+        if age < -(CLOCK_SKEW.as_nanos() as i64) {
+            return format!(
+                "{who}, dated {} in the future (a clock, on {} or here, is wrong), so it never goes stale by age; {remove}",
+                span(age.saturating_neg()),
+                self.host
+            );
+        }
+        let age = age.max(0);
+        let left = (STALE_AFTER.as_nanos() as i64).saturating_sub(age);
+        format!(
+            "{who}, last refreshed {} ago; if it is no longer running there, the lock goes stale in {}; or, {remove}",
+            span(age),
+            span(left)
+        )
+    }
+}
+
+/// `3 days`, `1 hour`, `12 minutes`, `40 seconds`: the largest whole unit of `ns`.
+fn span(ns: i64) -> String {
+    let s = ns.max(0) / 1_000_000_000;
+    let (n, unit) = match s {
+        0..=119 => (s, "second"),
+        120..=7_199 => (s / 60, "minute"),
+        7_200..=172_799 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// This machine's boot id: a reboot makes every lock of the previous boot stale.
@@ -102,15 +150,16 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Result<LockInfo, Str
     let names = repo.list(FileKind::Lock)?;
     let mut out = Vec::new();
     for (name, size) in names {
-        if size > 64 * 1024 {
+        if size > MAX_LOCK_FILE {
             out.push((
                 name,
                 Err(format!("{size} bytes is more than any lock file can be")),
             ));
             continue;
         }
+        // Only the listed length is read: a file that grows meanwhile stays bounded.
         let info = backend
-            .get(FileKind::Lock, &name)
+            .get_range(FileKind::Lock, &name, 0, size as usize)
             .map_err(|e| e.to_string())
             .and_then(|b| {
                 decode_object(
@@ -148,29 +197,6 @@ impl RepoLock {
     ) -> Result<RepoLock> {
         let backend = repo.backend().clone();
         let boot = boot_id();
-        let os = match backend.os_lock(exclusive) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let holder = list_locks(repo)?
-                    .into_iter()
-                    .filter_map(|(_, l)| l.ok())
-                    .filter(|l| !is_stale(l, host, &boot) && (exclusive || l.exclusive))
-                    .map(|l| l.describe())
-                    .next()
-                    .unwrap_or_else(|| {
-                        "a lock held by another cairn process on this machine".into()
-                    });
-                return Err(Error::Locked(format!(
-                    "{holder}; try again when it has finished"
-                )));
-            }
-            Err(e) => {
-                return Err(Error::Backend {
-                    path: "locks/".into(),
-                    source: e,
-                })
-            }
-        };
         let info = LockInfo {
             exclusive,
             host: host.to_string(),
@@ -179,7 +205,44 @@ impl RepoLock {
             time_ns: now_ns(),
             command: command.to_string(),
         };
-        let ours = write_lock(backend.as_ref(), repo.keys(), &info)?;
+        let mut written = None;
+        let os = match backend.os_lock(exclusive) {
+            // No `locks/` (a reader treats a missing directory as empty): writing the lock file
+            // creates it, then the OS lock can be had.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                written = Some(write_lock(backend.as_ref(), repo.keys(), &info)?);
+                backend.os_lock(exclusive)
+            }
+            other => other,
+        };
+        let os = match os {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(ours) = &written {
+                    let _ = backend.delete(FileKind::Lock, ours);
+                }
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    return Err(Error::Backend {
+                        path: "locks/".into(),
+                        source: e,
+                    });
+                }
+                let holder = list_locks(repo)?
+                    .into_iter()
+                    .filter_map(|(_, l)| l.ok())
+                    .filter(|l| !is_stale(l, host, &boot) && (exclusive || l.exclusive))
+                    .map(|l| l.explain(host, now_ns()))
+                    .next()
+                    .unwrap_or_else(|| {
+                        "a lock held by another cairn process on this machine; try again when it has finished".into()
+                    });
+                return Err(Error::Locked(holder));
+            }
+        };
+        let ours = match written {
+            Some(n) => n,
+            None => write_lock(backend.as_ref(), repo.keys(), &info)?,
+        };
         for (name, l) in list_locks(repo)? {
             if name == ours {
                 continue;
@@ -187,10 +250,7 @@ impl RepoLock {
             let Ok(l) = l else { continue };
             if (exclusive || l.exclusive) && !is_stale(&l, host, &boot) {
                 let _ = backend.delete(FileKind::Lock, &ours);
-                return Err(Error::Locked(format!(
-                    "{}; try again when it has finished",
-                    l.describe()
-                )));
+                return Err(Error::Locked(l.explain(host, now_ns())));
             }
         }
         let name = Arc::new(Mutex::new(ours));
@@ -242,22 +302,79 @@ impl Drop for RepoLock {
     }
 }
 
-/// Removes stale lock files (all lock files with `all`); returns the names removed.
-pub fn unlock(repo: &Repository, all: bool, host: &str) -> Result<Vec<String>> {
+/// What `unlock` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    /// Lock files removed.
+    pub removed: Vec<String>,
+    /// Files in `locks/` that are not locks of this repository (they do not open with its
+    /// keys: damaged, foreign, or of a later format), with why; left alone.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Removes stale lock files (every lock file with `all`). Only files that open with the
+/// repository's keys as locks are ever removed: `locks/` may hold something else (a copier's
+/// leftovers, another repository's files behind a misplaced directory), which is named instead.
+pub fn unlock(repo: &Repository, all: bool, host: &str) -> Result<Unlocked> {
     let boot = boot_id();
-    let mut removed = Vec::new();
+    let mut out = Unlocked::default();
     for (name, l) in list_locks(repo)? {
-        let remove = all
-            || match &l {
-                Ok(l) => is_stale(l, host, &boot),
-                Err(_) => true, // unreadable: cannot be anyone's live lock we could honour
-            };
-        if remove {
+        let l = match l {
+            Ok(l) => l,
+            Err(why) => {
+                out.unreadable.push((name, why));
+                continue;
+            }
+        };
+        if all || is_stale(&l, host, &boot) {
             repo.backend()
                 .delete(FileKind::Lock, &name)
                 .map_err(crate::repo::backend_err(FileKind::Lock, &name))?;
-            removed.push(name);
+            out.removed.push(name);
         }
     }
-    Ok(removed)
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(host: &str, time_ns: i64) -> LockInfo {
+        LockInfo {
+            exclusive: true,
+            host: host.into(),
+            pid: 42,
+            boot_id: String::new(),
+            time_ns,
+            command: "prune".into(),
+        }
+    }
+
+    const MIN: i64 = 60_000_000_000;
+    const DAY: i64 = 24 * 60 * MIN;
+
+    #[test]
+    fn a_foreign_lock_dated_in_the_future_is_explained_with_its_host_age_and_removal() {
+        let now = now_ns();
+        let l = lock("far", now + 3 * DAY + 5 * MIN);
+        // Never stale by age: it blocks until removed.
+        assert!(!is_stale(&l, "here", ""));
+        let m = l.explain("here", now);
+        assert!(m.contains("on far"), "{m}");
+        assert!(m.contains("dated 3 days in the future"), "{m}");
+        assert!(m.contains("cairn unlock --remove-all"), "{m}");
+        // Within the clock skew: just written.
+        let m = lock("far", now + MIN).explain("here", now);
+        assert!(m.contains("last refreshed 0 seconds ago"), "{m}");
+    }
+
+    #[test]
+    fn a_foreign_lock_not_yet_stale_says_when_it_will_be() {
+        let now = 1_000 * DAY;
+        let m = lock("far", now - 10 * MIN).explain("here", now);
+        assert!(m.contains("last refreshed 10 minutes ago"), "{m}");
+        assert!(m.contains("goes stale in 20 minutes"), "{m}");
+        assert!(m.contains("cairn unlock --remove-all"), "{m}");
+    }
 }

@@ -282,6 +282,9 @@ impl RawCount {
     }
 }
 
+/// The largest plan file read: 1 MiB (a plan file is a few KiB).
+pub const MAX_PLAN_FILE: usize = 1 << 20;
+
 /// Parses and validates a plan file. Errors name the key (`plans.home.keep.daily: ...`) or,
 /// for TOML syntax and unknown keys, the line.
 pub fn parse(text: &str) -> Result<PlanConfig, String> {

@@ -48,6 +48,34 @@ fn delete_key(backend: &dyn Backend, id: &KeyId) -> Result<()> {
 
 /// Largest key file a reader loads (they are a few hundred bytes).
 const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+/// Largest config a reader loads (repo-format.md §4.5: its plaintext is at most 1 MiB).
+const MAX_CONFIG_LEN: u64 = (1 << 20) + 1024;
+
+/// `1a2b3c4d` for a 64-hex file name, the name itself otherwise.
+fn short_name(name: &str) -> &str {
+    name.get(..8).unwrap_or(name)
+}
+
+/// Whether a location holds anything besides keys and config: packs, index files, snapshots,
+/// locks or drill records. An `init` writes none of them.
+fn has_data(backend: &dyn Backend) -> Result<bool> {
+    for kind in [
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Lock,
+        FileKind::Drill,
+        FileKind::Pack,
+    ] {
+        if !backend
+            .list(kind)
+            .map_err(backend_err(kind, ""))?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Options for `init`.
 #[derive(Clone, Debug)]
@@ -61,6 +89,10 @@ pub struct InitOptions {
     pub host: String,
     pub user: String,
     pub now_ns: i64,
+    /// The location holds nothing but what an interrupted `init` leaves (the caller checked:
+    /// for a local directory, [`holds_only_init_leftovers`]): finish that init, or redo it,
+    /// instead of refusing a location that is not empty.
+    pub finish_interrupted: bool,
 }
 
 impl Default for InitOptions {
@@ -74,8 +106,49 @@ impl Default for InitOptions {
             host: String::new(),
             user: String::new(),
             now_ns: 0,
+            finish_interrupted: false,
         }
     }
+}
+
+/// Whether a local directory holds nothing but what an interrupted `init` leaves
+/// (repo-format.md §10.2): the layout directories, empty except for key files in `keys/`, and
+/// temporary files. Anything else — a foreign file, a `config`, any data — and it does not.
+pub fn holds_only_init_leftovers(dir: &std::path::Path) -> io::Result<bool> {
+    use crate::id::is_id_name;
+    let is_temp = |n: &str| n.starts_with(".tmp-");
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Ok(false);
+        };
+        // The entry itself, not what a symlink points at.
+        let t = entry.file_type()?;
+        let ok = if t.is_file() {
+            is_temp(name)
+        } else if !t.is_dir() {
+            false
+        } else if name == FileKind::Key.dir() {
+            let mut ok = true;
+            for k in std::fs::read_dir(entry.path())? {
+                let k = k?;
+                let n = k.file_name();
+                let n = n.to_str().unwrap_or_default();
+                let id = n.strip_suffix(".copy").unwrap_or(n);
+                ok &= k.file_type()?.is_file() && (is_id_name(id) || is_temp(n));
+            }
+            ok
+        } else if FileKind::LAYOUT_DIRS.iter().any(|k| k.dir() == name) {
+            std::fs::read_dir(entry.path())?.next().is_none()
+        } else {
+            false
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// An open repository: backend, keys, config and (once loaded) the index.
@@ -126,16 +199,24 @@ impl Repository {
             crypto::random_array()?,
             chunker_key,
         );
-        backend.create().map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                Error::RepoNotEmpty(backend.location())
-            } else {
-                Error::Backend {
+        match backend.create() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && opts.finish_interrupted => {
+                if let Some(repo) = finish_interrupted_init(&backend, password)? {
+                    return Ok(repo);
+                }
+                // Nothing usable was left: a fresh init over the leftovers.
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::RepoNotEmpty(backend.location()))
+            }
+            Err(e) => {
+                return Err(Error::Backend {
                     path: backend.location(),
                     source: e,
-                }
+                })
             }
-        })?;
+        }
         let config = RepoConfig {
             version: FORMAT_VERSION,
             id: RepoId(crypto::random_array()?),
@@ -186,14 +267,36 @@ impl Repository {
     /// has a copy (`keys/<id>.copy`) and carries a copy of the config (repo-format.md §2.1).
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
         let mut warnings = Vec::new();
-        let config_file = match backend.get(FileKind::Config, CONFIG_NAME) {
-            Ok(b) if !b.is_empty() => Some(b),
-            Ok(_) => {
-                warnings.push("config is empty (zero-length)".to_string());
+        let mut config_missing = false;
+        // Its size first: a config larger than any config can be is not read into memory.
+        let config_size = backend
+            .list(FileKind::Config)
+            .map_err(backend_err(FileKind::Config, CONFIG_NAME))?
+            .first()
+            .map(|(_, size)| *size);
+        let config_file = match config_size {
+            None => {
+                config_missing = true;
                 None
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
+            Some(size) if size > MAX_CONFIG_LEN => {
+                warnings.push(format!(
+                    "config is {size} bytes, more than any config can be; ignored"
+                ));
+                None
+            }
+            Some(_) => match backend.get(FileKind::Config, CONFIG_NAME) {
+                Ok(b) if !b.is_empty() => Some(b),
+                Ok(_) => {
+                    warnings.push("config is empty (zero-length)".to_string());
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    config_missing = true;
+                    None
+                }
+                Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
+            },
         };
         let primaries = backend
             .list(FileKind::Key)
@@ -212,6 +315,8 @@ impl Repository {
         }
         let mut opened = None;
         let mut newer = None;
+        // Whether some key file could be tried with the password at all.
+        let mut tried = false;
         // Primaries first, then the copies (of damaged primaries, or of lost ones).
         let candidates = primaries
             .iter()
@@ -259,18 +364,27 @@ impl Repository {
                         break;
                     }
                 }
-                Err(KeyFileError::WrongPassword) => {}
-                Err(KeyFileError::Newer(v)) => newer = Some(v),
+                Err(KeyFileError::WrongPassword) => tried = true,
+                Err(KeyFileError::Newer(v)) => newer = Some((v, name.clone())),
                 Err(KeyFileError::Malformed(why)) => {
                     warnings.push(format!("{what} {name} is damaged: {why}"))
                 }
             }
         }
         let Some((keys, key_info, key_id)) = opened else {
-            if let Some(v) = newer {
+            if let Some((v, name)) = newer {
                 return Err(Error::UnsupportedVersion {
+                    what: format!("key file {}", short_name(&name)),
                     found: v,
-                    supported: crate::config::FORMAT_VERSION,
+                    supported: crypto::KEY_FILE_VERSION,
+                });
+            }
+            // No config and no key file anything could open, and no data: what an `init`
+            // killed before its key file was durable leaves (repo-format.md §10.2).
+            if !tried && config_missing && !has_data(backend.as_ref())? {
+                return Err(Error::InitInterrupted {
+                    location: backend.location(),
+                    why: format!("no config, and no usable key file: {}", warnings.join("; ")),
                 });
             }
             // A damaged key file fails like a wrong password (AEAD cannot tell them apart);
@@ -303,10 +417,18 @@ impl Repository {
                     Error::corrupt("config", format!("{why}, and the key file carries no copy"))
                 })?;
                 let c = decode_config(&keys, &copy)?;
-                warnings.push(format!(
-                    "{why}; using the copy kept in key file {} (`cairn repair config` writes it back)",
-                    key_id.short()
-                ));
+                if config_missing && !has_data(backend.as_ref())? {
+                    warnings.push(format!(
+                        "an interrupted `cairn init` left {} without its config; run `cairn init` again to finish it (until then the copy kept in key file {} is used)",
+                        backend.location(),
+                        key_id.short()
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "{why}; using the copy kept in key file {} (`cairn repair config` writes it back)",
+                        key_id.short()
+                    ));
+                }
                 (copy, c)
             }
         };
@@ -486,16 +608,21 @@ impl Repository {
         object: ObjectKind,
         name: &str,
     ) -> Result<T> {
+        let plain = self.read_sealed_plain(kind, object, name)?;
+        from_msgpack(&plain, &kind.path(name))
+    }
+
+    /// [`Self::read_sealed`] up to the plaintext.
+    fn read_sealed_plain(&self, kind: FileKind, object: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let bytes = self.get_verified(kind, name)?;
-        let plain = decode_object(
+        decode_object(
             &self.keys,
             object,
             &[],
             &bytes,
             Expect::AtMost(MAX_METADATA_LEN),
         )
-        .map_err(|e| Error::corrupt(kind.path(name), e.to_string()))?;
-        from_msgpack(&plain, &kind.path(name))
+        .map_err(|e| Error::corrupt(kind.path(name), e.to_string()))
     }
 
     /// Writes an index file durably and adds its packs to the in-memory index.
@@ -625,45 +752,66 @@ impl Repository {
             .map_err(backend_err(FileKind::Snapshot, &name))
     }
 
+    /// Reads a snapshot; its `version` alone first, so that a snapshot of a later format is
+    /// named as such even when it no longer parses as this one (repo-format.md §9, §12).
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let name = id.to_hex();
-        let snap: Snapshot = self.read_sealed(FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
-        if snap.version == 0 {
-            return Err(Error::corrupt(
-                FileKind::Snapshot.path(&name),
-                "snapshot version 0",
-            ));
+        #[derive(serde::Deserialize)]
+        struct VersionOnly {
+            version: u32,
         }
-        if snap.version > SNAPSHOT_VERSION {
+        let name = id.to_hex();
+        let path = FileKind::Snapshot.path(&name);
+        let plain = self.read_sealed_plain(FileKind::Snapshot, ObjectKind::Snapshot, &name)?;
+        let v: VersionOnly = from_msgpack(&plain, &path)?;
+        if v.version == 0 {
+            return Err(Error::corrupt(path, "snapshot version 0"));
+        }
+        if v.version > SNAPSHOT_VERSION {
             return Err(Error::UnsupportedVersion {
-                found: snap.version,
+                what: format!("snapshot {}", id.short()),
+                found: v.version,
                 supported: SNAPSHOT_VERSION,
             });
         }
-        Ok(snap)
+        from_msgpack(&plain, &path)
     }
 
-    /// Every readable snapshot, oldest first. Damaged ones are skipped with a warning.
+    /// Every readable snapshot, oldest first. Damaged ones (and ones of a later format) are
+    /// skipped with a warning.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (out, skipped) = self.snapshots_and_skipped()?;
+        for (id, e) in skipped {
+            self.warn(format!("skipping snapshot {}: {e}", id.short()));
+        }
+        Ok(out)
+    }
+
+    /// The readable snapshots, oldest first, and why the others could not be read.
+    fn snapshots_and_skipped(&self) -> Result<SnapshotsAndSkipped> {
         let listed = self.list(FileKind::Snapshot)?;
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         for (name, size) in listed {
-            if size > 16 << 20 {
-                self.warn(format!(
-                    "skipping snapshot {name}: {size} bytes is more than any snapshot can be"
-                ));
-                continue;
-            }
             let Some(id) = SnapshotId::from_hex(&name) else {
                 continue;
             };
+            if size > 16 << 20 {
+                skipped.push((
+                    id,
+                    Error::corrupt(
+                        FileKind::Snapshot.path(&name),
+                        format!("{size} bytes is more than any snapshot can be"),
+                    ),
+                ));
+                continue;
+            }
             match self.read_snapshot(&id) {
                 Ok(s) => out.push((id, s)),
-                Err(e) => self.warn(format!("skipping snapshot {}: {e}", id.short())),
+                Err(e) => skipped.push((id, e)),
             }
         }
         out.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, skipped))
     }
 
     /// Resolves `latest`, a full id or a unique prefix of ≥ 4 hex digits.
@@ -672,8 +820,22 @@ impl Repository {
         selector: &str,
         filter: &SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.snapshots()?;
-        select_snapshot(all, selector, filter)
+        let (all, mut skipped) = self.snapshots_and_skipped()?;
+        let result = select_snapshot(all, selector, filter);
+        if matches!(result, Err(Error::SnapshotNotFound(_))) && selector != "latest" {
+            // An id of exactly one snapshot that could not be read: say why, not "no snapshot".
+            let sel = selector.to_ascii_lowercase();
+            let hits: Vec<usize> = (0..skipped.len())
+                .filter(|&i| skipped[i].0.to_hex().starts_with(&sel))
+                .collect();
+            if let [i] = hits[..] {
+                return Err(skipped.swap_remove(i).1);
+            }
+        }
+        for (id, e) in skipped {
+            self.warn(format!("skipping snapshot {}: {e}", id.short()));
+        }
+        result
     }
 
     /// The repository's id.
@@ -788,6 +950,89 @@ impl Repository {
     }
 }
 
+/// Finishes what an interrupted `init` left at a location that holds nothing else
+/// ([`InitOptions::finish_interrupted`]). A key file that this password opens is kept: its copy
+/// and the config (from the copy the key file carries) are written, and the repository is
+/// returned. Without a usable key file, the unusable ones (zero-length, unparsable) and
+/// temporary files are removed and None says to start afresh. A readable key file for another
+/// password, a config, or any data, and nothing is touched.
+fn finish_interrupted_init(
+    backend: &Arc<dyn Backend>,
+    password: &[u8],
+) -> Result<Option<Repository>> {
+    let location = backend.location();
+    let config = backend
+        .list(FileKind::Config)
+        .map_err(backend_err(FileKind::Config, CONFIG_NAME))?;
+    if !config.is_empty() || has_data(backend.as_ref())? {
+        return Err(Error::RepoNotEmpty(location));
+    }
+    let mut readable = false;
+    let mut unusable = Vec::new();
+    for kind in [FileKind::Key, FileKind::KeyCopy] {
+        for (name, size) in backend.list(kind).map_err(backend_err(kind, ""))? {
+            if size == 0 {
+                unusable.push((kind, name));
+                continue;
+            }
+            if size > MAX_KEY_FILE_LEN {
+                return Err(Error::RepoNotEmpty(location));
+            }
+            let bytes = backend.get(kind, &name).map_err(backend_err(kind, &name))?;
+            match crypto::key_file_params(&bytes) {
+                Ok(_) => readable = true,
+                Err(KeyFileError::Malformed(_)) => unusable.push((kind, name)),
+                // A key file of a later format: not an init of this cairn.
+                Err(_) => return Err(Error::RepoNotEmpty(location)),
+            }
+        }
+    }
+    if readable {
+        let repo = match Repository::open(backend.clone(), password) {
+            Ok(repo) => repo,
+            Err(Error::WrongPassword { .. }) => {
+                return Err(Error::InvalidInput(format!(
+                    "an interrupted `cairn init` left a key file in {location} that this password does not open: run `cairn init` with the password given then to finish it, or empty {location} to start over"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let _ = repo.take_warnings();
+        // Key file → its copy → config, as init writes them (repo-format.md §10.2).
+        let name = repo.key_id.to_hex();
+        let bytes = match backend.get(FileKind::Key, &name) {
+            Ok(b) if hex::encode(content_hash(&b)) == name => b,
+            _ => backend
+                .get(FileKind::KeyCopy, &name)
+                .map_err(backend_err(FileKind::KeyCopy, &name))?,
+        };
+        put_key(backend.as_ref(), &bytes)?;
+        repo.repair_config()?;
+        backend
+            .remove_temporaries()
+            .map_err(|source| Error::Backend {
+                path: location.clone(),
+                source,
+            })?;
+        repo.warn(format!(
+            "finished the interrupted `cairn init` of {location}: its key file was already written, so the settings it was started with are kept"
+        ));
+        return Ok(Some(repo));
+    }
+    for (kind, name) in unusable {
+        backend
+            .delete(kind, &name)
+            .map_err(backend_err(kind, &name))?;
+    }
+    backend
+        .remove_temporaries()
+        .map_err(|source| Error::Backend {
+            path: location.clone(),
+            source,
+        })?;
+    Ok(None)
+}
+
 fn decode_config(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
     #[derive(serde::Deserialize)]
     struct VersionOnly {
@@ -804,6 +1049,7 @@ fn decode_config(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
     let v: VersionOnly = from_msgpack(&plain, "config")?;
     if v.version > FORMAT_VERSION {
         return Err(Error::UnsupportedVersion {
+            what: "the repository (its config)".into(),
             found: v.version,
             supported: FORMAT_VERSION,
         });
@@ -813,6 +1059,9 @@ fn decode_config(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
     }
     from_msgpack(&plain, "config")
 }
+
+/// Readable snapshots, and the ones that could not be read with why.
+type SnapshotsAndSkipped = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>);
 
 /// Narrows `latest` to snapshots of a host, with a tag, or of a path.
 #[derive(Clone, Debug, Default)]

@@ -72,12 +72,21 @@ pub struct Args {
     one_file_system: bool,
 }
 
+/// The largest exclude file read: 16 MiB, some 200 000 patterns of typical length.
+pub const MAX_EXCLUDE_FILE: usize = 16 << 20;
+
 /// The backup's exclusion rules from the arguments.
 fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading exclude file {}", f.display()))?;
+        let bytes = super::input::read_file(f, MAX_EXCLUDE_FILE, "exclude file")?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "exclude file {} is not UTF-8 text (byte {} is not)",
+                f.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         patterns.extend(
             text.lines()
                 .map(str::trim)
@@ -92,7 +101,28 @@ fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
         if_present: a.exclude_if_present.clone(),
         larger_than: a.exclude_larger_than,
         one_file_system: a.one_file_system,
+        repository: None,
     })
+}
+
+/// The directory of a local repository, which a backup leaves out wherever it meets it.
+pub fn local_repository(location: &str) -> Option<cairn::backup::DirId> {
+    match cairn::backend::Location::parse(location).ok()? {
+        cairn::backend::Location::Local(p) => cairn::backup::DirId::of(&p).ok(),
+        _ => None,
+    }
+}
+
+/// Says where the repository was left out of the backup (stderr).
+pub fn note_left_out(ctx: &Ctx, left_out: &[PathBuf]) {
+    if !ctx.g.quiet {
+        for p in left_out {
+            eprintln!(
+                "note: {} is the repository itself; it is left out of the snapshot",
+                p.display()
+            );
+        }
+    }
 }
 
 fn parse_mode(s: &str) -> Result<BackupMode, String> {
@@ -153,7 +183,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         dry_run: a.dry_run,
         cancel: Some(ctx.cancel.clone()),
-        exclude: excludes(&a)?,
+        exclude: cairn::backup::Excludes {
+            repository: local_repository(&ctx.location()?),
+            ..excludes(&a)?
+        },
         checkpoint_every: Some(a.checkpoint_interval),
     };
     let result = super::progress::backup_with_progress(ctx, &mut repo, &opts);
@@ -167,6 +200,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let out = result?;
     let s = &out.summary;
     let id = out.snapshot_id.map(|i| i.to_hex());
+    note_left_out(ctx, &out.repository_left_out);
     if ctx.g.json {
         output::json_line(&json!({
             "message_type": "summary",
@@ -188,6 +222,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "durable": out.snapshot_id.is_some(),
             "duration_s": s.duration_s,
             "errors": out.errors.iter().map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error})).collect::<Vec<_>>(),
+            "repository_left_out": out.repository_left_out.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
         }))?;
     } else {
         for e in &out.errors {

@@ -31,6 +31,14 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let backend = ctx.backend()?;
+    // A local directory that holds only what an interrupted init leaves is finished or redone
+    // (a remote location that is not empty is refused: nothing there is looked at).
+    let finish_interrupted = match cairn::backend::Location::parse(&ctx.location()?)? {
+        cairn::backend::Location::Local(p) => {
+            cairn::repo::holds_only_init_leftovers(&p).unwrap_or(false)
+        }
+        _ => false,
+    };
     let mut opts = InitOptions {
         pack_size: a.pack_size.saturating_mul(1 << 20),
         compression: a.compression,
@@ -41,6 +49,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         host: super::hostname(),
         user: super::username(),
         now_ns: super::now_ns(),
+        finish_interrupted,
         ..InitOptions::default()
     };
     if let Some(other) = &a.copy_chunker_params_from {
@@ -60,6 +69,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     }
     let pw = password::read(&ctx.g, true)?;
     let repo = Repository::init(backend, &pw, &opts)?;
+    ctx.print_warnings(&repo);
     if ctx.g.json {
         output::json_line(&json!({
             "message_type": "init",

@@ -8,6 +8,7 @@ mod diff;
 mod drill;
 mod forget;
 mod init;
+mod input;
 mod key;
 mod ls;
 mod output;
@@ -374,6 +375,7 @@ pub fn main() -> ExitCode {
             }
         });
     }
+    input::stop_on(cancel.clone());
     let ctx = Ctx {
         g: cli.global,
         cancel,

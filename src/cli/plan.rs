@@ -88,16 +88,23 @@ fn home() -> Option<PathBuf> {
 
 fn load(ctx: &Ctx) -> anyhow::Result<PlanConfig> {
     let path = config_path(ctx)?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "the plan file {} does not exist: write one (scripts/cairn.example.toml is an example) or name another with --config",
-            path.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading the plan file {}", path.display()))
+    let bytes = match super::input::read_file(&path, plan::MAX_PLAN_FILE, "plan file") {
+        Ok(b) => b,
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            }) =>
+        {
+            bail!(
+                "the plan file {} does not exist: write one (scripts/cairn.example.toml is an example) or name another with --config",
+                path.display()
+            )
         }
+        Err(e) => return Err(e),
     };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("the plan file {} is not UTF-8 text", path.display()))?;
     let mut cfg = plan::parse(&text).map_err(|e| anyhow!("plan file {}: {e}", path.display()))?;
     let abs = std::path::absolute(&path).unwrap_or(path);
     let base = abs.parent().unwrap_or(Path::new("/"));
@@ -132,8 +139,11 @@ fn state_path(repo: &Repository) -> Option<PathBuf> {
     super::cache_dir(repo).map(|d| d.join("plan-state.json"))
 }
 
+/// The largest plan state file read (a few hundred bytes per plan); a larger one is ignored.
+const MAX_STATE_FILE: usize = 1 << 20;
+
 fn load_state(path: Option<&Path>) -> PlanState {
-    path.and_then(|p| std::fs::read(p).ok())
+    path.and_then(|p| super::input::read_file(p, MAX_STATE_FILE, "plan state file").ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
@@ -264,6 +274,7 @@ fn excludes(plan: &Plan) -> anyhow::Result<Excludes> {
         if_present: plan.exclude_if_present.clone(),
         larger_than: plan.exclude_larger_than,
         one_file_system: plan.one_file_system,
+        repository: None,
     })
 }
 
@@ -429,7 +440,10 @@ fn steps(
             parent: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             cancel: Some(ctx.cancel.clone()),
-            exclude: run.excludes.clone(),
+            exclude: Excludes {
+                repository: super::backup::local_repository(&repo.backend().location()),
+                ..run.excludes.clone()
+            },
             checkpoint_every: Some(std::time::Duration::from_secs(300)),
             ..BackupOptions::default()
         };
@@ -453,8 +467,10 @@ fn steps(
                 "data_added_stored": s.data_added_stored,
                 "duration_s": s.duration_s,
                 "errors": out.errors.iter().map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error})).collect::<Vec<_>>(),
+                "repository_left_out": out.repository_left_out.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
             }),
         );
+        super::backup::note_left_out(ctx, &out.repository_left_out);
         if human {
             println!(
                 "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",

@@ -182,6 +182,31 @@ impl TestCommand {
         self
     }
 
+    /// Runs the command with at most `bytes` of address space (soft and hard limit): a run that
+    /// would grow without bound fails to allocate (and dies, failing the test) instead of
+    /// eating the machine's memory.
+    pub fn mem_limit(mut self, bytes: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.what
+            .push_str(&format!(" (with ulimit -v {})", bytes / 1024));
+        let lim = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: the closure only calls setrlimit, which is async-signal-safe, between fork
+        // and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Self {
         self.cmd.env(k, v);
         self
