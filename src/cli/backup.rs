@@ -1,5 +1,6 @@
 //! `cairn backup`
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -83,7 +84,7 @@ fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
         let text = String::from_utf8(bytes).map_err(|e| {
             anyhow::anyhow!(
                 "exclude file {} is not UTF-8 text (byte {} is not)",
-                f.display(),
+                output::esc(f),
                 e.utf8_error().valid_up_to()
             )
         })?;
@@ -119,7 +120,7 @@ pub fn note_left_out(ctx: &Ctx, left_out: &[PathBuf]) {
         for p in left_out {
             eprintln!(
                 "note: {} is the repository itself; it is left out of the snapshot",
-                p.display()
+                output::esc(p)
             );
         }
     }
@@ -221,12 +222,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             // Every object was fsynced (file and directory) before the snapshot was written.
             "durable": out.snapshot_id.is_some(),
             "duration_s": s.duration_s,
-            "errors": out.errors.iter().map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error})).collect::<Vec<_>>(),
+            "errors": out.errors.iter().map(|e| {
+                let mut v = json!({"error": e.error});
+                output::json_name(&mut v, "path", e.path.as_os_str().as_bytes());
+                v
+            }).collect::<Vec<_>>(),
             "repository_left_out": out.repository_left_out.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
         }))?;
     } else {
         for e in &out.errors {
-            eprintln!("error: {}: {}", e.path.display(), e.error);
+            eprintln!("error: {}: {}", output::esc(&e.path), output::esc(&e.error));
         }
         if !ctx.g.quiet {
             let parent = out

@@ -7,6 +7,7 @@
 //! present one fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -313,14 +314,17 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
         rec.insert("path".into(), json!(r.path.to_string_lossy()));
         if !is_present(r) {
             // Always said, even with --quiet: a disk that is never plugged in is a lost copy.
-            eprintln!("target {t} ({}) is not present: skipped", r.path.display());
+            eprintln!(
+                "target {t} ({}) is not present: skipped",
+                output::esc(&r.path)
+            );
             rec.insert("present".into(), json!(false));
             rec.insert("ok".into(), Value::Null);
         } else {
             present += 1;
             rec.insert("present".into(), json!(true));
             if human {
-                println!("target {t} ({})", r.path.display());
+                println!("target {t} ({})", output::esc(&r.path));
             }
             match run_target(ctx, &run, r, &mut rec) {
                 Ok(unreadable) => {
@@ -334,7 +338,7 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
                     interrupted |= is_interrupted(&e);
                     failed += 1;
                     let msg = output::error_chain(&e);
-                    eprintln!("target {t} ({}) failed: {msg}", r.path.display());
+                    eprintln!("target {t} ({}) failed: {msg}", output::esc(&r.path));
                     rec.insert("ok".into(), json!(false));
                     rec.insert("error".into(), json!(msg));
                 }
@@ -466,7 +470,11 @@ fn steps(
                 "data_added": s.data_added,
                 "data_added_stored": s.data_added_stored,
                 "duration_s": s.duration_s,
-                "errors": out.errors.iter().map(|e| json!({"path": e.path.to_string_lossy(), "error": e.error})).collect::<Vec<_>>(),
+                "errors": out.errors.iter().map(|e| {
+                    let mut v = json!({"error": e.error});
+                    output::json_name(&mut v, "path", e.path.as_os_str().as_bytes());
+                    v
+                }).collect::<Vec<_>>(),
                 "repository_left_out": out.repository_left_out.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
             }),
         );

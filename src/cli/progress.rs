@@ -111,7 +111,14 @@ impl Progress {
     }
 
     pub fn file_started(&self, path: &Path) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = path.display().to_string();
+        // The bar shows it escaped (a name must not drive the terminal); JSON carries the
+        // text as such (JSON escapes control characters itself).
+        let shown = if self.json {
+            path.to_string_lossy().into_owned()
+        } else {
+            output::esc(path).into_owned()
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = shown;
         self.refresh();
     }
 
@@ -171,7 +178,11 @@ impl cairn::backup::BackupProgress for Progress {
         Progress::file_done(self)
     }
     fn error(&self, path: &Path, error: &str) {
-        self.println(&format!("error: {}: {error}", path.display()));
+        self.println(&format!(
+            "error: {}: {}",
+            output::esc(path),
+            output::esc(error)
+        ));
     }
 }
 

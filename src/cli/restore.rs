@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             eprintln!(
                 "cairn: the disk holding {} is full: the restore stopped after writing {} \
                  ({} files); free space (or restore elsewhere) and run it again",
-                a.target.display(),
+                output::esc(&a.target),
                 output::size(out.bytes),
                 out.files
             );
