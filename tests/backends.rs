@@ -159,6 +159,39 @@ fn conformance(b: &dyn Backend) {
     });
     assert_eq!(b.get(FileKind::Pack, &same_name).expect("get"), same);
 
+    // Whole reads are bounded: an object over the bound is refused (FileTooLarge, naming it),
+    // one at the bound is read; `get` applies each kind's own bound; a zero-length object reads
+    // as empty.
+    let lock = name(5);
+    let len = 1000 + 5 * 37;
+    let e = b
+        .get_at_most(FileKind::Lock, &lock, len as u64 - 1)
+        .expect_err("over the bound");
+    assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
+    assert!(e.to_string().contains(&format!("locks/{lock}")), "{e}");
+    assert_eq!(
+        b.get_at_most(FileKind::Lock, &lock, len as u64)
+            .expect("at the bound")
+            .len(),
+        len
+    );
+    let big_lock = bytes(77, (64 << 10) + 100);
+    let big_lock_name = hex::encode(blake3::hash(&big_lock).as_bytes());
+    b.put(FileKind::Lock, &big_lock_name, &big_lock)
+        .expect("put a large lock");
+    let e = b
+        .get(FileKind::Lock, &big_lock_name)
+        .expect_err("larger than any lock file");
+    assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
+    b.delete(FileKind::Lock, &big_lock_name).expect("delete");
+    let empty = name(9);
+    b.put(FileKind::Index, &empty, b"").expect("put empty");
+    assert!(b
+        .get(FileKind::Index, &empty)
+        .expect("get empty")
+        .is_empty());
+    b.delete(FileKind::Index, &empty).expect("delete");
+
     // Writers leave no temporary files behind; removing them finds nothing.
     assert_eq!(b.remove_temporaries().expect("remove temporaries"), 0);
 

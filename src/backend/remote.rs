@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use opendal::{Buffer, ErrorKind as DalKind, Operator};
 
 use super::location::Location;
-use super::{temp_name, Backend, FileKind, RemoteOptions};
+use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions};
 use crate::id::is_id_name;
 
 pub struct RemoteBackend {
@@ -508,9 +508,26 @@ impl Backend for RemoteBackend {
         Ok(None)
     }
 
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let path = kind.path(name);
-        let b = self.run("read", &path, 0, || self.op.read(&path))?;
+        // The size first, so an object larger than the bound is never transferred; then exactly
+        // that many bytes (an object replaced meanwhile yields at most those, and fails its hash).
+        let size = self
+            .stat_len(&path)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{path} not found")))?;
+        if size > limit {
+            return Err(ObjectTooLarge::error(kind, name, limit, Some(size)));
+        }
+        if size == 0 {
+            // S3 refuses any range of an empty object; a zero-length file is just that.
+            return Ok(Vec::new());
+        }
+        let b = self.run("read", &path, size as usize, || {
+            self.op.read_with(&path).range(0..size)
+        })?;
+        if b.len() as u64 > limit {
+            return Err(ObjectTooLarge::error(kind, name, limit, None));
+        }
         Ok(b.to_vec())
     }
 
