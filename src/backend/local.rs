@@ -271,9 +271,42 @@ impl LocalBackend {
             )?,
             Err(e) => return Err(e.into()),
         };
+        self.check_layout(fd.as_fd())?;
         let fd = Arc::new(fd);
         *held = Some(fd.clone());
         Ok(fd)
+    }
+
+    /// Refuses, before anything is read or written, a repository where a layout directory is
+    /// a link or anything but a directory: every command then fails at once naming it, not
+    /// only those that would have used it. (Every later operation opens its directory without
+    /// following links anyway; this makes the answer the same for every command.)
+    fn check_layout(&self, root: BorrowedFd<'_>) -> io::Result<()> {
+        for d in FLAT_DIRS.iter().chain(&["data"]) {
+            match rfs::statat(root, *d, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                    return Err(self.layout_error(root, d, &format!("{d}/")));
+                }
+                _ => {}
+            }
+        }
+        let Ok(Some(data)) = self.open_dir_at(root, "data", "data/") else {
+            return Ok(());
+        };
+        // A directory that may be entered but not listed cannot be checked here; the
+        // operations below check each subdirectory they open.
+        let Ok(subs) = entries(data.as_fd()) else {
+            return Ok(());
+        };
+        for sub in subs.iter().filter(|n| is_fanout_name(n)) {
+            match rfs::statat(&data, sub.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                    return Err(self.layout_error(data.as_fd(), sub, &format!("data/{sub}/")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The root, or None when it does not exist.
