@@ -193,6 +193,16 @@ impl Repository {
                 None
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            // Far too large, or not a regular file: damaged like any other; the copy serves.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidData
+                ) =>
+            {
+                warnings.push(format!("config cannot be used: {e}"));
+                None
+            }
             Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
         };
         let primaries = backend
