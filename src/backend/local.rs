@@ -395,8 +395,10 @@ impl LocalBackend {
             )
         })?;
         if modes.group {
-            // Past the umask; file systems without modes refuse or ignore it.
-            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(modes.dir));
+            // Past the umask (keeping a set-group-id bit inherited from the parent, so new
+            // entries keep the shared group); file systems without modes refuse or ignore it.
+            let setgid = rfs::fstat(&fd).map_or(0, |st| st.st_mode & 0o2000);
+            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(modes.dir | setgid));
         }
         sync_dir(parent)?;
         Ok(fd)
@@ -886,14 +888,16 @@ mod tests {
             .put(FileKind::Index, &hashed(&idx), &idx)
             .expect("test");
         assert_eq!(mode(&root.join("index").join(hashed(&idx))), 0o640);
+        // A set-group-id data/ (so new entries keep the shared group) stays so below.
+        std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o2770))
+            .expect("test");
         let pack2 = b"another pack, elsewhere".to_vec();
         let sub2 = root.join("data").join(&hashed(&pack2)[..2]);
-        if !sub2.exists() {
-            shared
-                .put(FileKind::Pack, &hashed(&pack2), &pack2)
-                .expect("test");
-            assert_eq!(mode(&sub2), 0o770);
-        }
+        assert!(!sub2.exists());
+        shared
+            .put(FileKind::Pack, &hashed(&pack2), &pack2)
+            .expect("test");
+        assert_eq!(mode(&sub2), 0o2770);
     }
 
     #[test]
