@@ -205,6 +205,10 @@ struct Candidate {
     keep: Option<String>,
 }
 
+/// What verifying a kept pack showed: per required blob, None when it opens or why not; and
+/// why the pack as a whole fails (its bytes do not hash to its name, or it cannot be read).
+type Verdict = (HashMap<BlobId, Option<String>>, Option<String>);
+
 /// Plans and (unless dry-run) performs a prune. The caller holds the exclusive lock.
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut rep = PruneReport {
@@ -477,15 +481,14 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             (p, v)
         })
         .collect();
-    let verdicts: Vec<(PackId, HashMap<BlobId, Option<String>>, Option<String>)> = {
+    let verdicts: Vec<(PackId, Verdict)> = {
         let repo = &*repo;
         par_map(&to_verify, workers, |(pack, entries)| {
             let name = pack.to_hex();
             match repo.backend().get(FileKind::Pack, &name) {
                 Err(e) => (
                     *pack,
-                    HashMap::new(),
-                    Some(format!("it cannot be read ({e})")),
+                    (HashMap::new(), Some(format!("it cannot be read ({e})"))),
                 ),
                 Ok(bytes) => {
                     let v = verify_pack_bytes(repo.keys(), &name, &bytes, Some(entries), &[]);
@@ -497,14 +500,13 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                     let pack_why = v.actual.map(|a| {
                         format!("its content does not hash to its name (it hashes to {a})")
                     });
-                    (*pack, per_blob, pack_why)
+                    (*pack, (per_blob, pack_why))
                 }
             }
         })
     };
     rep.packs_verified = verdicts.len() as u64;
-    let verdicts: HashMap<PackId, (HashMap<BlobId, Option<String>>, Option<String>)> =
-        verdicts.into_iter().map(|(p, b, w)| (p, (b, w))).collect();
+    let verdicts: HashMap<PackId, Verdict> = verdicts.into_iter().collect();
     for (i, c) in cands.iter_mut().enumerate() {
         if c.keep.is_some() {
             continue;

@@ -682,12 +682,12 @@ fn oversized_objects_and_fifos_end_in_a_clear_message_without_a_hang() {
                 );
                 if run.code == 1 {
                     assert!(
-                        run.stderr.contains(&shown),
+                        run.stderr.contains(shown),
                         "{what} as {shape}: {args:?} failed without naming it:\n{}",
                         run.stderr
                     );
                 }
-                mentioned |= output(&run).contains(&shown);
+                mentioned |= output(&run).contains(shown);
             }
             // A FIFO where an object may be is simply not an object (never listed); the key
             // file and the config are expected, so their absence is named.
