@@ -403,9 +403,10 @@ fn prune_refuses_a_repository_whose_structure_check_fails_unless_forced() {
     let snap = f.repo.join("snapshots").join(&base().snaps[2]);
     write(&snap, flipped(fs::read(&snap).unwrap(), &[50]));
     let before = f.repo_files();
-    let run = f.cmd().args(["prune"]).run();
+    let run = f.cmd().args(["--json", "prune"]).run();
     assert_no_panic(&run);
     assert_eq!(run.code, 1, "{}", output(&run));
+    assert_eq!(run.summary()["refused"], true, "{}", output(&run));
     assert!(
         run.stderr.contains(&base().snaps[2][..8]) && run.stderr.contains("--force"),
         "the refusal does not name the snapshot or the override:\n{}",

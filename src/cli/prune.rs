@@ -34,7 +34,24 @@ pub fn run_locked(ctx: &Ctx, repo: &mut cairn::Repository, a: &Args) -> anyhow::
         max_unused_percent: a.max_unused,
         force: a.force,
     };
-    let r = prune(repo, &opts)?;
+    let r = match prune(repo, &opts) {
+        Ok(r) => r,
+        Err(cairn::Error::PruneRefused { problems }) => {
+            ctx.print_warnings(repo);
+            if ctx.g.json {
+                // Scripts see the refusal in the summary too; the error follows on stderr.
+                output::json_line(&json!({
+                    "message_type": "summary",
+                    "dry_run": a.dry_run,
+                    "refused": true,
+                    "forced": false,
+                    "structure_problems": problems,
+                }))?;
+            }
+            return Err(cairn::Error::PruneRefused { problems }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     ctx.print_warnings(repo);
     print(ctx, &r, a.dry_run)?;
     if r.refused() {
