@@ -103,20 +103,40 @@ impl CheckReport {
 /// Pack id → last successful verification (ns since epoch).
 type State = BTreeMap<String, i64>;
 
+/// Largest verification-state file read: about 100 bytes per pack, so room for millions.
+const MAX_STATE_LEN: u64 = 256 << 20;
+
+/// The state file, or an empty state when it is missing, too large, not a regular file or
+/// not what this program writes (it is a record, never needed for correctness).
 fn load_state(path: &Path) -> State {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return State::default();
+    };
+    if !f
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() <= MAX_STATE_LEN)
+    {
+        return State::default();
+    }
+    let mut bytes = Vec::new();
+    if f.take(MAX_STATE_LEN + 1).read_to_end(&mut bytes).is_err()
+        || bytes.len() as u64 > MAX_STATE_LEN
+    {
+        return State::default();
+    }
+    serde_json::from_slice(&bytes).unwrap_or_default()
 }
 
+/// Saves the state owner-only (0600, in a 0700 directory), through a temporary name.
 fn save_state(path: &Path, state: &State) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec(state).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::backend::write_private_file(path, &bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Which packs to read: all, a slice by id, or the least recently verified share.
@@ -249,7 +269,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
                 ));
             } else {
                 r.warnings.push(format!(
-                    "pack {name} is not in any index (left by an interrupted backup, or the index lost it: `cairn repair index` adds it back, `cairn prune` removes it)"
+                    "pack {name} is not in any index (left by an interrupted backup, or the index lost it: `cairn repair index` verifies it and adds it back, `cairn prune` removes it once every used blob in it has a verified copy elsewhere)"
                 ));
             }
         }
@@ -535,6 +555,127 @@ pub fn read_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackE
     let header = read_retry(|| backend.get_range(FileKind::Pack, name, start, hl))
         .map_err(|e| e.to_string())?;
     pack::parse_header(repo.keys(), &header, size)
+}
+
+/// What reading a whole pack showed: whether its bytes hash to its name (repo-format.md §3.2),
+/// its header, and which blobs open (decrypt, and hash to their id: §6.2).
+#[derive(Clone, Debug)]
+pub struct PackVerdict {
+    /// The pack's bytes hash to its name.
+    pub hash_ok: bool,
+    /// What its bytes hash to, when that is not its name.
+    pub actual: Option<String>,
+    /// Its header, if it opens and is consistent.
+    pub header: Result<Vec<PackEntry>, String>,
+    /// Entries whose blobs open.
+    pub good: Vec<PackEntry>,
+    /// Entries whose blobs do not, with why.
+    pub bad: Vec<(PackEntry, String)>,
+}
+
+impl PackVerdict {
+    /// Verified: the bytes hash to the name, the header opens and every blob in it opens.
+    pub fn verified(&self) -> bool {
+        self.hash_ok && self.header.is_ok() && self.bad.is_empty()
+    }
+
+    /// Why the pack is not verified, in one sentence (empty when it is).
+    pub fn why(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(actual) = &self.actual {
+            parts.push(format!(
+                "its content does not hash to its name (it hashes to {actual})"
+            ));
+        }
+        if let Err(e) = &self.header {
+            parts.push(format!("its header cannot be read ({e})"));
+        }
+        if let Some((e, why)) = self.bad.first() {
+            parts.push(format!(
+                "{} of its blobs do not open (first: {} blob {}: {why})",
+                self.bad.len(),
+                e.kind.name(),
+                e.id.short()
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Verifies a pack held in memory: its hash against `name`, its header, and the blobs of
+/// `entries` (or of its header when None; of `fallback` when the header does not open).
+pub fn verify_pack_bytes(
+    keys: &crate::crypto::MasterKeys,
+    name: &str,
+    bytes: &[u8],
+    entries: Option<&[PackEntry]>,
+    fallback: &[PackEntry],
+) -> PackVerdict {
+    let actual = hex::encode(content_hash(bytes));
+    let hash_ok = actual == name;
+    let header = pack::read_pack(keys, bytes);
+    let check: Vec<PackEntry> = match (entries, &header) {
+        (Some(e), _) => e.to_vec(),
+        (None, Ok(h)) => h.clone(),
+        (None, Err(_)) => fallback.to_vec(),
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for e in check {
+        let end = e.offset as usize + e.length as usize;
+        match bytes.get(e.offset as usize..end) {
+            None => bad.push((
+                e,
+                format!("it lies past the end of the pack ({} bytes)", bytes.len()),
+            )),
+            Some(sealed) => match pack::open_blob(keys, &e, sealed) {
+                Ok(_) => good.push(e),
+                Err(why) => bad.push((e, why)),
+            },
+        }
+    }
+    PackVerdict {
+        hash_ok,
+        actual: (!hash_ok).then_some(actual),
+        header,
+        good,
+        bad,
+    }
+}
+
+/// Runs `f` over `items` on up to `workers` threads; results in item order.
+pub(crate) fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = workers.clamp(1, items.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
+                    break;
+                };
+                let r = f(item);
+                *out[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    out.into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
+}
+
+/// Threads worth running to read and verify packs: every core, and at least as many as the
+/// backend keeps transfers in flight.
+pub(crate) fn pack_workers(repo: &Repository) -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(repo.backend().connections())
 }
 
 /// A failed read is retried once before it counts (a flaky cable is not a corrupt pack).

@@ -63,8 +63,25 @@ pub enum Error {
     InvalidInput(String),
     #[error("repository is locked: {0}")]
     Locked(String),
+    #[error("prune refuses to run: the repository's structure check fails ({}); nothing was deleted. Repair it first (`cairn check` names the damage and what it affects; `cairn repair index`, `cairn repair snapshots`), or prune anyway with `cairn prune --force`, which may delete data that only the unreadable snapshots or trees reference", summarize(problems))]
+    PruneRefused { problems: Vec<String> },
     #[error("interrupted")]
     Interrupted,
+}
+
+/// The first few of a list of problems, and how many more there are.
+fn summarize(problems: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = problems
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > SHOWN {
+        s.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    s
 }
 
 /// What an I/O error means for someone with a USB disk in their hand.

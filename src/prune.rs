@@ -1,24 +1,36 @@
 //! Space reclamation: delete packs nothing references, repack mostly-unused ones.
 //!
 //! Order (repo-format.md §10.2), each step durable before the next:
-//! 1. mark every blob reachable from a snapshot; refuse to go on if any is in no index;
-//! 2. write repacked packs;
-//! 3. write the new index, superseding every old index file;
-//! 4. delete the old index files;
-//! 5. only then delete packs.
+//! 1. check the structure: every index file and snapshot readable, every tree readable, every
+//!    referenced blob in the index, every indexed pack present with its indexed size; refuse
+//!    to go on otherwise (unless forced), naming why;
+//! 2. mark every blob reachable from a snapshot;
+//! 3. write repacked packs (each blob copied only after it opened);
+//! 4. write the new index, superseding every old index file;
+//! 5. delete the old index files;
+//! 6. only then delete packs.
 //!
-//! Killed at any instant, the repository stays valid: before 3 the old index still describes
-//! every old pack (new packs are unreferenced); after 3 the new index describes every pack it
-//! names; leftovers of 4 and 5 are superseded index files and unreferenced packs, which the next
+//! **Nothing is deleted on the strength of a name.** A pack is deleted only after its own
+//! header has been read (an index could lie about what a pack holds), and only if every blob
+//! in it that a snapshot uses has a *verified* copy that stays: a repacked copy (it opened
+//! before it was copied), or a copy in a kept pack whose bytes hash to its name and where the
+//! blob opens (decrypts, and hashes to its id). Otherwise the pack stays, and the report says
+//! why. This holds on every path: fully unused packs, repacked packs, duplicates, and packs no
+//! index lists.
+//!
+//! Killed at any instant, the repository stays valid: before 4 the old index still describes
+//! every old pack (new packs are unreferenced); after 4 the new index describes every pack it
+//! names; leftovers of 5 and 6 are superseded index files and unreferenced packs, which the next
 //! prune removes.
 //!
 //! Memory: reachable data blobs are marked in a set of 8-byte truncated ids (a collision keeps a
 //! blob that could have gone — never the reverse); trees are tracked by full id so no subtree
 //! is ever skipped by a collision.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::backend::FileKind;
+use crate::check::{pack_workers, par_map, read_header, verify_pack_bytes};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
 use crate::index::IndexPack;
@@ -30,6 +42,10 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Repack a pack when more than this share of it is unused.
     pub max_unused_percent: f64,
+    /// Prune even when the structure check fails (`--force`). Data that only unreadable
+    /// snapshots or trees reference may then be deleted; a pack holding a used blob that no
+    /// index lists is still kept.
+    pub force: bool,
 }
 
 impl Default for PruneOptions {
@@ -37,6 +53,7 @@ impl Default for PruneOptions {
         PruneOptions {
             dry_run: false,
             max_unused_percent: 5.0,
+            force: false,
         }
     }
 }
@@ -46,7 +63,7 @@ pub struct PruneReport {
     pub packs_total: u64,
     pub packs_deleted: u64,
     pub packs_repacked: u64,
-    /// Packs in `data/` that no index names (left by interrupted backups).
+    /// Packs in `data/` that no index names (left by interrupted backups), deleted.
     pub packs_unindexed: u64,
     pub packs_written: u64,
     pub blobs_used: u64,
@@ -55,6 +72,22 @@ pub struct PruneReport {
     pub bytes_after: u64,
     pub bytes_freed: u64,
     pub index_files_replaced: u64,
+    /// What the structure check found; prune deletes nothing while this is non-empty, unless
+    /// forced.
+    pub structure_problems: Vec<String>,
+    /// The structure check was overridden (`--force`).
+    pub forced: bool,
+    /// Kept packs read whole and verified because a deletion relied on their copies.
+    pub packs_verified: u64,
+    /// Packs prune would have deleted but kept, each with why (pack id, reason).
+    pub packs_kept: Vec<(String, String)>,
+}
+
+impl PruneReport {
+    /// A real prune would refuse to run (the structure check failed and was not overridden).
+    pub fn refused(&self) -> bool {
+        !self.structure_problems.is_empty() && !self.forced
+    }
 }
 
 fn short_key(id: &BlobId) -> u64 {
@@ -63,13 +96,46 @@ fn short_key(id: &BlobId) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Every blob reachable from any snapshot.
+/// Problems are collected up to this many; the rest are counted.
+const MAX_PROBLEMS: usize = 100;
+
+/// The structure check's findings.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(p);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.list.push(format!("… and {} more problems", self.more));
+        }
+        self.list
+    }
+}
+
+/// Every blob reachable from any readable snapshot.
 struct Marks {
     used: HashSet<u64>,
     trees: HashSet<TreeId>,
 }
 
-fn mark(repo: &Repository) -> Result<Marks> {
+impl Marks {
+    fn used(&self, id: &BlobId) -> bool {
+        self.used.contains(&short_key(id))
+    }
+}
+
+fn mark(repo: &Repository, problems: &mut Problems) -> Result<Marks> {
     let mut m = Marks {
         used: HashSet::new(),
         trees: HashSet::new(),
@@ -80,65 +146,127 @@ fn mark(repo: &Repository) -> Result<Marks> {
             continue;
         };
         // A snapshot that cannot be read could reference anything: deleting data now could lose it.
-        let snap = repo.read_snapshot(&id).map_err(|e| {
-            Error::InvalidInput(format!(
-                "snapshot {} cannot be read ({e}); prune deletes nothing until `cairn check` is clean",
-                id.short()
-            ))
-        })?;
-        mark_tree(repo, snap.tree, &mut m)?;
+        match repo.read_snapshot(&id) {
+            Ok(snap) => mark_tree(repo, snap.tree, &mut m, problems),
+            Err(e) => problems.push(format!("snapshot {} cannot be read ({e})", id.short())),
+        }
     }
     Ok(m)
 }
 
-fn mark_tree(repo: &Repository, id: TreeId, m: &mut Marks) -> Result<()> {
+fn mark_tree(repo: &Repository, id: TreeId, m: &mut Marks, problems: &mut Problems) {
     if !m.trees.insert(id) {
-        return Ok(());
+        return;
     }
     m.used.insert(short_key(&id.0));
-    let tree = repo.read_tree(&id).map_err(|e| {
-        Error::InvalidInput(format!(
-            "tree {} cannot be read ({e}); prune deletes nothing until `cairn check` is clean",
-            id.0.short()
-        ))
-    })?;
+    let tree = match repo.read_tree(&id) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("tree {} cannot be read ({e})", id.0.short()));
+            return;
+        }
+    };
     for n in &tree.nodes {
         for c in n.chunks() {
             if !repo.index().contains(&c) {
-                return Err(Error::InvalidInput(format!(
-                    "chunk {} is referenced but in no index; run `cairn repair index` before pruning",
+                problems.push(format!(
+                    "chunk {} is referenced but in no index (`cairn repair index` adds back what the packs hold)",
                     c.short()
-                )));
+                ));
             }
             m.used.insert(short_key(&c));
         }
         if let Some(sub) = n.subtree {
-            mark_tree(repo, sub, m)?;
+            mark_tree(repo, sub, m, problems);
         }
     }
-    Ok(())
 }
+
+/// Why a pack is a candidate for deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Indexed, and nothing in it is the copy of a used blob prune keeps.
+    Unused,
+    /// Indexed, mostly unused: its used blobs move to new packs.
+    Repack,
+    /// In `data/`, but in no index.
+    Unindexed,
+}
+
+struct Candidate {
+    id: PackId,
+    size: u64,
+    fate: Fate,
+    /// What the index says it holds (empty for unindexed packs).
+    indexed: Vec<PackEntry>,
+    /// The copies of used blobs prune keeps in it (repacked from it).
+    primary_used: Vec<PackEntry>,
+    /// Why it must stay, once that is known.
+    keep: Option<String>,
+}
+
+/// What verifying a kept pack showed: per required blob, None when it opens or why not; and
+/// why the pack as a whole fails (its bytes do not hash to its name, or it cannot be read).
+type Verdict = (HashMap<BlobId, Option<String>>, Option<String>);
 
 /// Plans and (unless dry-run) performs a prune. The caller holds the exclusive lock.
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    repo.load_index()?;
-    let old_index_files: Vec<String> = repo.list_names(FileKind::Index)?;
-    let marks = mark(repo)?;
-    let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
-    let by_pack = repo.index().entries_by_pack();
-    let mut rep = PruneReport::default();
-    let mut keep: Vec<IndexPack> = Vec::new();
-    let mut repack: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
-    let mut delete: Vec<PackId> = Vec::new();
-    let mut first_copy: HashSet<BlobId> = HashSet::new();
+    let mut rep = PruneReport {
+        forced: opts.force,
+        ..PruneReport::default()
+    };
+    let mut problems = Problems::default();
 
+    // 1. Structure: index files (their warnings are this load's), snapshots, trees, packs.
+    let earlier = repo.take_warnings();
+    repo.load_index()?;
+    let index_warnings = repo.take_warnings();
+    for w in earlier.iter().chain(&index_warnings) {
+        repo.warn(w.clone());
+    }
+    for w in index_warnings {
+        problems.push(w);
+    }
+    let old_index_files: Vec<String> = repo.list_names(FileKind::Index)?;
+    let marks = mark(repo, &mut problems)?;
+    let listed: BTreeMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
+    let by_pack = repo.index().entries_by_pack();
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
+    for (id, (size, _)) in &packs {
+        let name = id.to_hex();
+        match listed.get(&name) {
+            None => problems.push(format!(
+                "pack {name} is in the index but missing from data/"
+            )),
+            Some(0) => problems.push(format!("pack {name} is empty (zero-length)")),
+            Some(n) if n != size => problems.push(format!(
+                "pack {name} is {n} bytes, the index says {size} (truncated or damaged)"
+            )),
+            Some(_) => {}
+        }
+    }
+    rep.structure_problems = problems.into_vec();
+    if rep.refused() && !opts.dry_run {
+        return Err(Error::PruneRefused {
+            problems: rep.structure_problems.clone(),
+        });
+    }
+
+    // 2. Plan: the copy of each used blob that prune keeps is the one readers use (the
+    // index's first); a pack is unused when it holds none of those.
+    let index = repo.index();
+    let is_primary = |pack: &PackId, e: &PackEntry| {
+        index
+            .get(&e.id)
+            .is_some_and(|l| l.pack == *pack && l.entry.offset == e.offset)
+    };
+    let mut keep: Vec<IndexPack> = Vec::new();
+    let mut cands: Vec<Candidate> = Vec::new();
     for (id, (size, entries)) in packs {
         rep.packs_total += 1;
-        rep.bytes_before += size;
         if !listed.contains_key(&id.to_hex()) {
-            // Missing pack: keep its entries so `check` keeps reporting it.
+            // Missing pack (only when forced): keep its entries so `check` keeps reporting it.
             keep.push(IndexPack {
                 id,
                 size,
@@ -149,10 +277,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         let mut used_bytes = 0u64;
         let mut used = Vec::new();
         for e in &entries {
-            if marks.used.contains(&short_key(&e.id))
-                && repo.index().contains(&e.id)
-                && first_copy.insert(e.id)
-            {
+            if marks.used(&e.id) && is_primary(&id, e) {
                 used_bytes += e.length as u64;
                 used.push(*e);
                 rep.blobs_used += 1;
@@ -161,84 +286,131 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             }
         }
         let unused_share = 100.0 * (1.0 - used_bytes as f64 / size.max(1) as f64);
-        if used.is_empty() {
-            delete.push(id);
-            rep.packs_deleted += 1;
-            rep.bytes_freed += size;
+        let fate = if used.is_empty() {
+            Fate::Unused
         } else if unused_share > opts.max_unused_percent && used.len() < entries.len() {
-            repack.push((id, used));
-            rep.packs_repacked += 1;
+            Fate::Repack
         } else {
-            rep.bytes_after += size;
             keep.push(IndexPack {
                 id,
                 size,
                 blobs: entries,
             });
-        }
+            continue;
+        };
+        cands.push(Candidate {
+            id,
+            size,
+            fate,
+            indexed: entries,
+            primary_used: used,
+            keep: None,
+        });
     }
-    let indexed: HashSet<String> = keep
+    let indexed: HashSet<PackId> = keep
         .iter()
-        .map(|p| p.id.to_hex())
-        .chain(repack.iter().map(|p| p.0.to_hex()))
-        .chain(delete.iter().map(|p| p.to_hex()))
+        .map(|p| p.id)
+        .chain(cands.iter().map(|c| c.id))
         .collect();
-    let mut unindexed = Vec::new();
     for (name, size) in &listed {
-        if !indexed.contains(name) {
-            rep.packs_unindexed += 1;
-            rep.bytes_before += size;
-            rep.bytes_freed += size;
-            unindexed.push(name.clone());
+        // A 64-hex name in data/ that is no pack id cannot be listed; every listed name parses.
+        let Some(id) = PackId::from_hex(name) else {
+            continue;
+        };
+        if !indexed.contains(&id) {
+            cands.push(Candidate {
+                id,
+                size: *size,
+                fate: Fate::Unindexed,
+                indexed: Vec::new(),
+                primary_used: Vec::new(),
+                keep: None,
+            });
         }
-    }
-    if !opts.dry_run {
-        // Under the exclusive lock no writer runs: every temporary file is a crash leftover.
-        rep.bytes_freed += repo
-            .backend()
-            .remove_temporaries()
-            .map_err(backend_err(FileKind::Pack, ".tmp-*"))?;
-    }
-    if opts.dry_run {
-        let repack_bytes: u64 = repack
-            .iter()
-            .map(|(_, e)| e.iter().map(|x| x.length as u64).sum::<u64>())
-            .sum();
-        let repacked_sizes: u64 = repack
-            .iter()
-            .map(|(id, _)| listed.get(&id.to_hex()).copied().unwrap_or(0))
-            .sum();
-        rep.bytes_after += repack_bytes;
-        rep.bytes_freed += repacked_sizes.saturating_sub(repack_bytes);
-        return Ok(rep);
-    }
-    if rep.packs_deleted == 0
-        && rep.packs_repacked == 0
-        && rep.packs_unindexed == 0
-        && old_index_files.len() <= 1
-    {
-        return Ok(rep);
     }
 
-    // 2. Repack: copy each used blob's sealed bytes (verified first) into new packs.
-    // Trees and data stay in separate packs, as backup writes them.
+    // 3. What each candidate really holds: its own header (an index may be wrong about it).
+    let workers = pack_workers(repo);
+    let contents: Vec<std::result::Result<Vec<PackEntry>, String>> = {
+        let repo = &*repo;
+        par_map(&cands, workers, |c| {
+            if c.size == 0 {
+                return Ok(Vec::new());
+            }
+            read_header(repo, &c.id.to_hex(), c.size)
+        })
+    };
+    let mut holds: Vec<Vec<PackEntry>> = Vec::with_capacity(cands.len());
+    for (c, content) in cands.iter_mut().zip(contents) {
+        let mut all = c.indexed.clone();
+        match content {
+            Ok(h) => all.extend(h),
+            Err(e) if c.fate == Fate::Unindexed => {
+                // Nothing says what it holds. Intact (its bytes hash to its name) it is not a
+                // pack of this repository (cairn never writes a header its keys cannot open),
+                // and deleting it loses nothing; damaged, it may be a pack whose blobs are
+                // needed, and it stays.
+                let foreign = repo
+                    .backend()
+                    .get(FileKind::Pack, &c.id.to_hex())
+                    .is_ok_and(|b| crate::id::content_hash(&b) == c.id.0);
+                if !foreign {
+                    c.keep = Some(format!(
+                        "no index lists it, its header cannot be read ({e}) and its content \
+                         does not hash to its name: it may be a damaged pack, and prune never \
+                         deletes what it cannot read (delete it by hand once `cairn check \
+                         --read-data` is clean)"
+                    ));
+                }
+            }
+            // Indexed: the index (authenticated) says what it holds.
+            Err(_) => {}
+        }
+        all.sort_by_key(|e| (e.id, e.offset));
+        all.dedup_by_key(|e| (e.id, e.offset));
+        holds.push(all);
+    }
+
+    // 4. Repack: copy each used blob (verified first: it must open) of the packs to repack into
+    // new packs; a pack with a blob that does not open is kept whole instead. Trees and data
+    // stay in separate packs, as backup writes them.
     let (mut data, mut trees) = (PackWriter::new(), PackWriter::new());
     let pack_size = repo.config().pack_size as usize;
-    let mut new_packs = Vec::new();
-    for (id, entries) in &repack {
-        let name = id.to_hex();
-        let size = listed.get(&name).copied().unwrap_or(0);
-        for e in entries {
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut repacked: HashSet<BlobId> = HashSet::new();
+    let mut estimated_new = 0u64;
+    for c in cands.iter_mut().filter(|c| c.fate == Fate::Repack) {
+        let name = c.id.to_hex();
+        let mut sealed_blobs = Vec::with_capacity(c.primary_used.len());
+        let mut failed = None;
+        for e in &c.primary_used {
             let sealed = repo
                 .backend()
                 .get_range(FileKind::Pack, &name, e.offset as u64, e.length as usize)
-                .map_err(backend_err(FileKind::Pack, &name))?;
-            pack::open_blob(repo.keys(), e, &sealed).map_err(|why| {
-                Error::corrupt(
-                    format!("{} blob {} in pack {}", e.kind.name(), e.id.short(), id.short()),
-                    format!("{why}; prune stops before deleting anything (run `cairn check --read-data`)"),
-                )
-            })?;
+                .map_err(|err| err.to_string())
+                .and_then(|s| pack::open_blob(repo.keys(), e, &s).map(|_| s));
+            match sealed {
+                Ok(s) => sealed_blobs.push((*e, s)),
+                Err(why) => {
+                    failed = Some(format!(
+                        "its {} blob {} does not open ({why}), so it is not repacked but kept whole (run `cairn check --read-data`)",
+                        e.kind.name(),
+                        e.id.short()
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            c.keep = Some(why);
+            continue;
+        }
+        for (e, sealed) in sealed_blobs {
+            repacked.insert(e.id);
+            estimated_new += e.length as u64;
+            if opts.dry_run {
+                continue;
+            }
             let writer = match e.kind {
                 BlobKind::Data => &mut data,
                 BlobKind::Tree => &mut trees,
@@ -248,20 +420,169 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                 new_packs.push(write_pack(repo, std::mem::take(writer))?);
             }
         }
-        rep.bytes_freed += size;
     }
-    for writer in [data, trees] {
-        if !writer.is_empty() {
-            new_packs.push(write_pack(repo, writer)?);
+    if !opts.dry_run {
+        for writer in [data, trees] {
+            if !writer.is_empty() {
+                new_packs.push(write_pack(repo, writer)?);
+            }
         }
     }
-    rep.packs_written = new_packs.len() as u64;
-    for p in &new_packs {
-        rep.bytes_after += p.size;
-        rep.bytes_freed = rep.bytes_freed.saturating_sub(p.size);
+
+    // 5. Every used blob a candidate holds must have a verified copy that stays.
+    let staying: HashSet<PackId> = keep
+        .iter()
+        .map(|p| p.id)
+        .chain(cands.iter().filter(|c| c.keep.is_some()).map(|c| c.id))
+        .collect();
+    // (pack to verify) → the entries that must open in it, and the candidates relying on each.
+    let mut needs: BTreeMap<PackId, Vec<PackEntry>> = BTreeMap::new();
+    let mut relies: Vec<Vec<(PackId, PackEntry)>> = vec![Vec::new(); cands.len()];
+    for (i, c) in cands.iter_mut().enumerate() {
+        if c.keep.is_some() {
+            continue;
+        }
+        for e in holds[i].iter().filter(|e| marks.used(&e.id)) {
+            if c.fate == Fate::Repack && repacked.contains(&e.id) && is_primary(&c.id, e) {
+                continue; // its new copy opened before it was written
+            }
+            match index.get(&e.id) {
+                None => {
+                    c.keep = Some(format!(
+                        "it holds {} blob {}, which a snapshot uses and no index lists (run `cairn repair index`)",
+                        e.kind.name(),
+                        e.id.short()
+                    ));
+                    break;
+                }
+                Some(l) if repacked.contains(&e.id) && !staying.contains(&l.pack) => {}
+                Some(l) if staying.contains(&l.pack) => {
+                    needs.entry(l.pack).or_default().push(l.entry);
+                    relies[i].push((l.pack, l.entry));
+                }
+                Some(l) => {
+                    // The kept copy is in a pack that is itself going (cannot happen: the
+                    // primary copy of a used blob is never in an unused pack); keep this one.
+                    c.keep = Some(format!(
+                        "the copy prune would keep of blob {} (pack {}) is not staying",
+                        e.id.short(),
+                        l.pack.short()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    let to_verify: Vec<(PackId, Vec<PackEntry>)> = needs
+        .into_iter()
+        .map(|(p, mut v)| {
+            v.sort_by_key(|e| e.offset);
+            v.dedup();
+            (p, v)
+        })
+        .collect();
+    let verdicts: Vec<(PackId, Verdict)> = {
+        let repo = &*repo;
+        par_map(&to_verify, workers, |(pack, entries)| {
+            let name = pack.to_hex();
+            match repo.backend().get(FileKind::Pack, &name) {
+                Err(e) => (
+                    *pack,
+                    (HashMap::new(), Some(format!("it cannot be read ({e})"))),
+                ),
+                Ok(bytes) => {
+                    let v = verify_pack_bytes(repo.keys(), &name, &bytes, Some(entries), &[]);
+                    let mut per_blob: HashMap<BlobId, Option<String>> =
+                        v.good.iter().map(|e| (e.id, None)).collect();
+                    for (e, why) in &v.bad {
+                        per_blob.insert(e.id, Some(why.clone()));
+                    }
+                    let pack_why = v.actual.map(|a| {
+                        format!("its content does not hash to its name (it hashes to {a})")
+                    });
+                    (*pack, (per_blob, pack_why))
+                }
+            }
+        })
+    };
+    rep.packs_verified = verdicts.len() as u64;
+    let verdicts: HashMap<PackId, Verdict> = verdicts.into_iter().collect();
+    for (i, c) in cands.iter_mut().enumerate() {
+        if c.keep.is_some() {
+            continue;
+        }
+        for (pack, e) in &relies[i] {
+            let Some((blobs, pack_why)) = verdicts.get(pack) else {
+                continue;
+            };
+            let why = pack_why.clone().or_else(|| match blobs.get(&e.id) {
+                Some(None) => None,
+                Some(Some(w)) => Some(format!(
+                    "its {} blob {} does not open ({w})",
+                    e.kind.name(),
+                    e.id.short()
+                )),
+                None => Some(format!("blob {} was not checked", e.id.short())),
+            });
+            if let Some(why) = why {
+                c.keep = Some(format!(
+                    "it holds a copy of {} blob {}, and the copy prune would keep (pack {}) does not verify: {why}; run `cairn check --read-data`, then `cairn repair index`, which indexes verified copies first",
+                    e.kind.name(),
+                    e.id.short(),
+                    pack.short()
+                ));
+                break;
+            }
+        }
     }
 
-    // 3. The new index supersedes every old index file; invariant: every pack it names is durable.
+    // What goes and what stays.
+    let mut delete: Vec<&Candidate> = Vec::new();
+    for c in &cands {
+        match &c.keep {
+            Some(why) => {
+                rep.packs_kept.push((c.id.to_hex(), why.clone()));
+                if c.fate != Fate::Unindexed {
+                    keep.push(IndexPack {
+                        id: c.id,
+                        size: c.size,
+                        blobs: c.indexed.clone(),
+                    });
+                }
+            }
+            None => {
+                match c.fate {
+                    Fate::Unused => rep.packs_deleted += 1,
+                    Fate::Repack => rep.packs_repacked += 1,
+                    Fate::Unindexed => rep.packs_unindexed += 1,
+                }
+                delete.push(c);
+            }
+        }
+    }
+    rep.bytes_before = listed.values().sum();
+    let deleted_bytes: u64 = delete.iter().map(|c| c.size).sum();
+    let new_bytes: u64 = if opts.dry_run {
+        estimated_new
+    } else {
+        new_packs.iter().map(|p| p.size).sum()
+    };
+    rep.bytes_after = rep.bytes_before - deleted_bytes + new_bytes;
+    rep.bytes_freed = rep.bytes_before.saturating_sub(rep.bytes_after);
+    rep.packs_written = new_packs.len() as u64;
+    if opts.dry_run {
+        return Ok(rep);
+    }
+    // Under the exclusive lock no writer runs: every temporary file is a crash leftover.
+    rep.bytes_freed += repo
+        .backend()
+        .remove_temporaries()
+        .map_err(backend_err(FileKind::Pack, ".tmp-*"))?;
+    if delete.is_empty() && new_packs.is_empty() && old_index_files.len() <= 1 {
+        return Ok(rep);
+    }
+
+    // 6. The new index supersedes every old index file; invariant: every pack it names is durable.
     let supersedes: Vec<IndexId> = old_index_files
         .iter()
         .filter_map(|n| IndexId::from_hex(n))
@@ -270,7 +591,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     let new_ids = repo.save_index_files(keep, supersedes)?;
     rep.index_files_replaced = old_index_files.len() as u64;
 
-    // 4. Old index files go; 5. then the packs nothing references any more.
+    // 7. Old index files go; 8. then the packs nothing needs any more.
     for name in &old_index_files {
         if !new_ids.iter().any(|n| n.to_hex() == *name) {
             repo.backend()
@@ -278,16 +599,11 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
                 .map_err(backend_err(FileKind::Index, name))?;
         }
     }
-    for id in delete.iter().chain(repack.iter().map(|(id, _)| id)) {
-        let name = id.to_hex();
+    for c in &delete {
+        let name = c.id.to_hex();
         repo.backend()
             .delete(FileKind::Pack, &name)
             .map_err(backend_err(FileKind::Pack, &name))?;
-    }
-    for name in &unindexed {
-        repo.backend()
-            .delete(FileKind::Pack, name)
-            .map_err(backend_err(FileKind::Pack, name))?;
     }
     repo.load_index()?;
     Ok(rep)

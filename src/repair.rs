@@ -1,11 +1,11 @@
-//! Repairs: rebuild the index from pack headers; rewrite snapshots around missing data.
+//! Repairs: rebuild the index from verified packs; rewrite snapshots around missing data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::backend::FileKind;
-use crate::check::read_header;
+use crate::check::{pack_workers, par_map, verify_pack_bytes};
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{IndexFile, IndexPack};
@@ -15,33 +15,133 @@ use crate::tree::Tree;
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairIndexReport {
+    /// Packs indexed: each verified (its bytes hash to its name, every blob in it opens).
     pub packs: u64,
     pub blobs: u64,
-    /// Packs whose header could not be read: their blobs are lost to the index.
-    pub unreadable: Vec<(String, String)>,
+    /// Packs left out of the index, each with why (pack id, reason). They stay in place:
+    /// repair never deletes anything but superseded index files.
+    pub rejected: Vec<(String, String)>,
     pub old_index_files: u64,
+    /// Blobs that opened in rejected packs and were in no verified pack: copied into new
+    /// packs so the index names them in a verified home.
+    pub blobs_salvaged: u64,
+    /// New packs written for salvaged blobs.
+    pub packs_written: u64,
 }
 
-/// Rebuilds the index from every pack's header. The new index is durable before any old index
-/// file is removed, so a crash in between leaves both (the old ones superseded).
+/// Rebuilds the index from the packs, trusting none of them by name (repo-format.md §10.2):
+/// every pack is read whole, and indexed only when its bytes hash to its name and every blob
+/// its header lists opens (decrypts, and hashes to its id). A pack that fails is not indexed,
+/// is named in the report, and is left in place; its blobs that still open and that no
+/// verified pack holds are copied into new packs (so a renamed or partly damaged pack loses
+/// nothing that can be read). When two packs hold the same blob, the verified one wins.
+///
+/// The new index is durable before any old index file is removed, so a crash in between
+/// leaves both (the old ones superseded).
 pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     let mut rep = RepairIndexReport::default();
+    // What the current index says a pack holds: a way into a pack whose header is damaged.
+    repo.load_index()?;
+    let known = repo.index().entries_by_pack();
     let old: Vec<String> = repo.list_names(FileKind::Index)?;
-    let packs = repo.list(FileKind::Pack)?;
+    let packs: Vec<(String, u64)> = repo.list(FileKind::Pack)?;
+    let verdicts = {
+        let repo = &*repo;
+        let known = &known;
+        par_map(&packs, pack_workers(repo), |(name, size)| {
+            let Some(id) = PackId::from_hex(name) else {
+                return Err("not a pack name".to_string());
+            };
+            if *size == 0 {
+                return Err("it is empty (zero-length)".to_string());
+            }
+            let bytes = repo
+                .backend()
+                .get(FileKind::Pack, name)
+                .map_err(|e| format!("it cannot be read ({e})"))?;
+            let fallback = known.get(&id).map(|(_, e)| e.as_slice()).unwrap_or(&[]);
+            Ok(verify_pack_bytes(repo.keys(), name, &bytes, None, fallback))
+        })
+    };
+
+    // Verified packs first, in name order: they are the copies the index names.
     let mut out = Vec::new();
-    for (name, size) in packs {
-        let Some(id) = PackId::from_hex(&name) else {
+    let mut have: HashSet<BlobId> = HashSet::new();
+    for ((name, size), v) in packs.iter().zip(&verdicts) {
+        let (Some(id), Ok(v)) = (PackId::from_hex(name), v) else {
             continue;
         };
-        match read_header(repo, &name, size) {
-            Ok(blobs) => {
-                rep.packs += 1;
-                rep.blobs += blobs.len() as u64;
-                out.push(IndexPack { id, size, blobs });
+        if !v.verified() {
+            continue;
+        }
+        let blobs = v.good.clone();
+        rep.packs += 1;
+        rep.blobs += blobs.len() as u64;
+        have.extend(blobs.iter().map(|e| e.id));
+        out.push(IndexPack {
+            id,
+            size: *size,
+            blobs,
+        });
+    }
+
+    // Then what can be saved from the others: blobs that open and that no verified pack holds,
+    // copied (after opening again) into new packs, trees and data apart.
+    let (mut data, mut trees) = (PackWriter::new(), PackWriter::new());
+    let pack_size = repo.config().pack_size as usize;
+    for ((name, _), v) in packs.iter().zip(verdicts) {
+        let v = match v {
+            Ok(v) if v.verified() => continue,
+            Ok(v) => v,
+            Err(why) => {
+                rep.rejected.push((name.clone(), why));
+                continue;
             }
-            Err(e) => rep.unreadable.push((name, e)),
+        };
+        let mut salvaged = 0u64;
+        for e in &v.good {
+            if have.contains(&e.id) {
+                continue;
+            }
+            let Ok(sealed) =
+                repo.backend()
+                    .get_range(FileKind::Pack, name, e.offset as u64, e.length as usize)
+            else {
+                continue;
+            };
+            if pack::open_blob(repo.keys(), e, &sealed).is_err() {
+                continue;
+            }
+            let writer = match e.kind {
+                BlobKind::Data => &mut data,
+                BlobKind::Tree => &mut trees,
+            };
+            writer.add(e.kind, e.id, &sealed, e.raw_length)?;
+            have.insert(e.id);
+            salvaged += 1;
+            if writer.is_full(pack_size) {
+                out.push(store_pack(repo, std::mem::take(writer))?);
+                rep.packs_written += 1;
+            }
+        }
+        rep.blobs_salvaged += salvaged;
+        let mut why = v.why();
+        if salvaged > 0 {
+            why.push_str(&format!(
+                "; {salvaged} of its blobs that open and that no verified pack holds were copied into new packs"
+            ));
+        }
+        rep.rejected.push((name.clone(), why));
+    }
+    for writer in [data, trees] {
+        if !writer.is_empty() {
+            out.push(store_pack(repo, writer)?);
+            rep.packs_written += 1;
         }
     }
+    rep.rejected.sort();
+
+    // Invariant: every pack the new index names is durable and verified.
     let supersedes = old.iter().filter_map(|n| IndexId::from_hex(n)).collect();
     let new = repo.save_index_files(out, supersedes)?;
     for name in &old {
@@ -54,6 +154,17 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     rep.old_index_files = old.len() as u64;
     repo.load_index()?;
     Ok(rep)
+}
+
+/// Writes a finished pack durably; returns its index entry.
+fn store_pack(repo: &Repository, writer: PackWriter) -> Result<IndexPack> {
+    let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
+    p.store(repo.backend().as_ref())?;
+    Ok(IndexPack {
+        id: p.id,
+        size: p.bytes.len() as u64,
+        blobs: p.entries,
+    })
 }
 
 #[derive(Clone, Debug, Default)]

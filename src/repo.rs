@@ -295,6 +295,17 @@ impl Repository {
                     config_missing = true;
                     None
                 }
+                // Grown past its bound since it was listed, or not a regular file: damaged like
+                // any other; the key file's copy serves.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    warnings.push(format!("config cannot be used: {e}"));
+                    None
+                }
                 Err(e) => return Err(backend_err(FileKind::Config, CONFIG_NAME)(e)),
             },
         };

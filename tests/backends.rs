@@ -159,6 +159,39 @@ fn conformance(b: &dyn Backend) {
     });
     assert_eq!(b.get(FileKind::Pack, &same_name).expect("get"), same);
 
+    // Whole reads are bounded: an object over the bound is refused (FileTooLarge, naming it),
+    // one at the bound is read; `get` applies each kind's own bound; a zero-length object reads
+    // as empty.
+    let lock = name(5);
+    let len = 1000 + 5 * 37;
+    let e = b
+        .get_at_most(FileKind::Lock, &lock, len as u64 - 1)
+        .expect_err("over the bound");
+    assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
+    assert!(e.to_string().contains(&format!("locks/{lock}")), "{e}");
+    assert_eq!(
+        b.get_at_most(FileKind::Lock, &lock, len as u64)
+            .expect("at the bound")
+            .len(),
+        len
+    );
+    let big_lock = bytes(77, (64 << 10) + 100);
+    let big_lock_name = hex::encode(blake3::hash(&big_lock).as_bytes());
+    b.put(FileKind::Lock, &big_lock_name, &big_lock)
+        .expect("put a large lock");
+    let e = b
+        .get(FileKind::Lock, &big_lock_name)
+        .expect_err("larger than any lock file");
+    assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
+    b.delete(FileKind::Lock, &big_lock_name).expect("delete");
+    let empty = name(9);
+    b.put(FileKind::Index, &empty, b"").expect("put empty");
+    assert!(b
+        .get(FileKind::Index, &empty)
+        .expect("get empty")
+        .is_empty());
+    b.delete(FileKind::Index, &empty).expect("delete");
+
     // Writers leave no temporary files behind; removing them finds nothing.
     assert_eq!(b.remove_temporaries().expect("remove temporaries"), 0);
 
@@ -278,4 +311,150 @@ fn remote_backends_conform_and_give_up_cleanly() {
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("Host key verification failed"), "{msg}");
     assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+/// An ssh client configuration for `alias` → the test server, with `extra` lines, and a
+/// wrapper `ssh` (first in PATH) that reads it as if it were `~/.ssh/config`.
+fn ssh_config(sshd: &Sshd, tag: &str, alias: &str, extra: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let d = sshd.dir.path();
+    let config = d.join(format!("ssh_config-{tag}"));
+    std::fs::write(
+        &config,
+        format!(
+            "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+             IdentityFile {key}\n  IdentitiesOnly yes\n  LogLevel ERROR\n{extra}",
+            port = sshd.port,
+            user = Sshd::user(),
+            key = d.join("user_key").display(),
+        ),
+    )
+    .expect("ssh config");
+    let bin = d.join(format!("bin-{tag}"));
+    std::fs::create_dir_all(&bin).expect("bin");
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            config.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+fn cairn_with_ssh(
+    bin: &std::path::Path,
+    url: &str,
+    cache: &std::path::Path,
+) -> common::TestCommand {
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    common::TestCommand::bare()
+        .env("PATH", path)
+        .env("CAIRN_PASSWORD", common::PASSWORD)
+        .env("XDG_CACHE_HOME", cache)
+        .args(["--retry-timeout", "20s", "-r", url])
+}
+
+/// cairn takes its host-key policy from the user's ssh configuration: `StrictHostKeyChecking
+/// accept-new` with a `UserKnownHostsFile` of the user's is honoured (the key lands in that
+/// file); with no setting an unknown host is refused, naming how to add its key; a changed
+/// key is refused without being offered for adding.
+#[test]
+fn sftp_honours_the_users_ssh_configuration_for_host_keys() {
+    if servers::skip("sshd") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let d = sshd.dir.path().to_path_buf();
+    let cache = d.join("cache");
+    let host_entry = format!("[127.0.0.1]:{}", sshd.port);
+
+    // 1. accept-new and the user's own known-hosts file.
+    let kh = d.join("my_known_hosts");
+    std::fs::write(&kh, "").expect("known hosts");
+    let bin = ssh_config(
+        &sshd,
+        "accept-new",
+        "mine",
+        &format!(
+            "  UserKnownHostsFile {}\n  StrictHostKeyChecking accept-new\n",
+            kh.display()
+        ),
+    );
+    let url = format!("sftp://mine{}", sshd.path("accepted").display());
+    let run = cairn_with_ssh(&bin, &url, &cache)
+        .args(["init", "--kdf-memory-mib", "8"])
+        .run();
+    run.ok();
+    let recorded = std::fs::read_to_string(&kh).expect("known hosts");
+    assert!(
+        recorded.contains(&host_entry),
+        "the host key was not added to the user's own file:\n{recorded}"
+    );
+    cairn_with_ssh(&bin, &url, &cache)
+        .arg("snapshots")
+        .run()
+        .ok();
+
+    // 2. No setting, an empty known-hosts file: refused at once, with how to add the key.
+    let kh2 = d.join("empty_known_hosts");
+    std::fs::write(&kh2, "").expect("known hosts");
+    let bin2 = ssh_config(
+        &sshd,
+        "default",
+        "unknown",
+        &format!("  UserKnownHostsFile {}\n", kh2.display()),
+    );
+    let url2 = format!("sftp://unknown{}", sshd.path("refused").display());
+    let run = cairn_with_ssh(&bin2, &url2, &cache)
+        .args(["init", "--kdf-memory-mib", "8"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for want in [
+        "Host key verification failed",
+        &format!(
+            "ssh-keyscan -p {} 127.0.0.1 >> {}",
+            sshd.port,
+            kh2.display()
+        ),
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&kh2).expect("kh"),
+        "",
+        "a key was added"
+    );
+    assert!(!sshd.path("refused").exists(), "something was written");
+
+    // 3. A known host whose key changed: refused, and not offered for adding.
+    let kh3 = d.join("changed_known_hosts");
+    let other = std::fs::read_to_string(d.join("user_key.pub")).expect("a key");
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    std::fs::write(&kh3, format!("{host_entry} {}\n", other.join(" "))).expect("kh");
+    let bin3 = ssh_config(
+        &sshd,
+        "changed",
+        "changed",
+        &format!("  UserKnownHostsFile {}\n", kh3.display()),
+    );
+    let url3 = format!("sftp://changed{}", sshd.path("changed").display());
+    let run = cairn_with_ssh(&bin3, &url3, &cache)
+        .args(["init", "--kdf-memory-mib", "8"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not the one recorded") && !run.stderr.contains("ssh-keyscan"),
+        "{}",
+        run.stderr
+    );
+    assert!(!sshd.path("changed").exists(), "something was written");
 }

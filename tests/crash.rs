@@ -208,6 +208,7 @@ fn a_prune_crashing_at_any_storage_operation_keeps_every_snapshot_restorable() {
             &PruneOptions {
                 dry_run: false,
                 max_unused_percent: 0.0,
+                force: false,
             },
         )
         .expect("prune");
@@ -225,7 +226,8 @@ fn a_prune_crashing_at_any_storage_operation_keeps_every_snapshot_restorable() {
             &mut repo,
             &PruneOptions {
                 dry_run: false,
-                max_unused_percent: 0.0
+                max_unused_percent: 0.0,
+                force: false,
             }
         )
         .is_err());
@@ -239,6 +241,7 @@ fn a_prune_crashing_at_any_storage_operation_keeps_every_snapshot_restorable() {
             &PruneOptions {
                 dry_run: false,
                 max_unused_percent: 0.0,
+                force: false,
             },
         )
         .expect("second prune");
@@ -250,6 +253,7 @@ fn a_prune_crashing_at_any_storage_operation_keeps_every_snapshot_restorable() {
             &PruneOptions {
                 dry_run: false,
                 max_unused_percent: 0.0,
+                force: false,
             },
         )
         .expect("third");

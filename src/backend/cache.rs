@@ -6,15 +6,69 @@
 //! every one is checked against its content-hash name before use, and one that does not match
 //! is dropped and fetched again. Deleting the directory at any time only costs downloads.
 //! Listing a kind removes cached files the repository no longer has.
+//!
+//! The cache is private like the repository's own files: directories 0700, files 0600
+//! ([`create_private_dir`], [`write_private_file`]). Cached files are read with the same bounds
+//! as the repository's ([`FileKind::max_len`]), without following links or waiting on FIFOs.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{temp_name, Backend, FileKind, OsLock};
+use super::{read_at_most, temp_name, Backend, FileKind, OsLock};
 use crate::id::content_hash;
+
+/// Creates a directory and any missing parents, owner-only (0700): local state about a
+/// repository (its cache, check's verification record) is nobody else's business.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes `bytes` to `path` owner-only (0600), through a temporary name in the same directory
+/// (created 0700 if missing) and a rename, so a reader never sees a partial file.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    let tmp = dir.join(temp_name());
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Opens a cached file for reading: a regular file only (no link followed, no FIFO waited
+/// on), with its size.
+fn open_cached(path: &Path) -> io::Result<(fs::File, u64)> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok((f, meta.len()))
+}
 
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
@@ -58,15 +112,7 @@ impl CachedBackend {
 
     /// Stores a copy; failures only mean a later download.
     fn keep(&self, path: &Path, data: &[u8]) {
-        let Some(dir) = path.parent() else { return };
-        if fs::create_dir_all(dir).is_err() {
-            return;
-        }
-        let tmp = dir.join(temp_name());
-        if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, path).is_ok() {
-            return;
-        }
-        let _ = fs::remove_file(&tmp);
+        let _ = write_private_file(path, data);
     }
 
     /// Removes cached files of one kind the repository no longer lists.
@@ -103,24 +149,30 @@ impl CachedBackend {
         offset: u64,
         len: usize,
     ) -> Option<Vec<u8>> {
-        let mut f = fs::File::open(path).ok()?;
+        let (mut f, size) = open_cached(path).ok()?;
         let known = self
             .verified
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(name);
         if !known {
-            let mut all = Vec::new();
-            f.read_to_end(&mut all).ok()?;
+            let limit = FileKind::Pack.max_len();
+            let Ok(all) = read_at_most(&mut f, size, limit, FileKind::Pack, name) else {
+                let _ = fs::remove_file(path);
+                return None;
+            };
             if !name_matches(name, &all) {
                 let _ = fs::remove_file(path);
                 return None;
             }
             self.mark_verified(name);
         }
+        if offset.saturating_add(len as u64) > size {
+            return None;
+        }
         f.seek(SeekFrom::Start(offset)).ok()?;
         let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).ok()?;
+        io::Read::read_exact(&mut f, &mut buf).ok()?;
         Some(buf)
     }
 }
@@ -151,17 +203,21 @@ impl Backend for CachedBackend {
         self.inner.put_owned(kind, name, data)
     }
 
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let Some(path) = self.file(kind, name).filter(|_| cached_kind(kind)) else {
-            return self.inner.get(kind, name);
+            return self.inner.get_at_most(kind, name, limit);
         };
-        if let Ok(b) = fs::read(&path) {
-            if name_matches(name, &b) {
-                return Ok(b);
+        let cached =
+            open_cached(&path).and_then(|(f, size)| read_at_most(f, size, limit, kind, name));
+        match cached {
+            Ok(b) if name_matches(name, &b) => return Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Damaged, too large, or not a file: dropped and fetched again.
+            _ => {
+                let _ = fs::remove_file(&path);
             }
-            let _ = fs::remove_file(&path);
         }
-        let b = self.inner.get(kind, name)?;
+        let b = self.inner.get_at_most(kind, name, limit)?;
         if name_matches(name, &b) {
             self.keep(&path, &b);
         }
@@ -302,6 +358,53 @@ mod tests {
         fresh.set_dir(dir.path().to_path_buf());
         assert!(fresh.get_tree_range(&name, 0, 10).is_err());
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn the_cache_is_owner_only_and_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("test").permissions().mode() & 0o7777;
+        let mem = Arc::new(MemBackend::new());
+        let base = tempfile::tempdir().expect("test");
+        let dir = base.path().join("cairn").join("repo-id");
+        let cache = CachedBackend::new(mem.clone());
+        cache.set_dir(dir.clone());
+        let data = b"sealed snapshot bytes".to_vec();
+        let name = hashed(&data);
+        cache.put(FileKind::Snapshot, &name, &data).expect("test");
+        let tree = b"a tree pack".to_vec();
+        cache.put_tree_pack(&hashed(&tree), &tree).expect("test");
+        for d in [
+            base.path().join("cairn"),
+            dir.clone(),
+            dir.join("snapshots"),
+            dir.join("data"),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        for f in [
+            dir.join("snapshots").join(&name),
+            dir.join("data").join(hashed(&tree)),
+        ] {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        // A cached file grown past its kind's bound is dropped, not read; the store's copy
+        // serves the read.
+        let file = dir.join("snapshots").join(&name);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("test")
+            .set_len(FileKind::Snapshot.max_len() + 1)
+            .expect("test");
+        assert_eq!(cache.get(FileKind::Snapshot, &name).expect("test"), data);
+        assert_eq!(fs::read(&file).expect("test"), data);
+        // A FIFO in its place is not waited on.
+        fs::remove_file(&file).expect("test");
+        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("test");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(cache.get(FileKind::Snapshot, &name).expect("test"), data);
     }
 
     #[test]

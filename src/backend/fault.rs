@@ -65,8 +65,8 @@ impl Backend for FaultBackend {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
         self.mutate(|| self.inner.put(kind, name, data))
     }
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
-        self.read(|| self.inner.get(kind, name))
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+        self.read(|| self.inner.get_at_most(kind, name, limit))
     }
     fn get_range(
         &self,

@@ -3,107 +3,181 @@
 //! Write protocol (repo-format.md §10.1): temp name in the final directory → write → fsync →
 //! rename to the final name → fsync the directory. Never renames over an existing file.
 //! Filesystems that refuse directory fsync (exFAT, FAT32, some FUSE mounts) are tolerated.
+//!
+//! **No links are followed inside the repository** (repo-format.md §1.2). The repository
+//! directory is opened once — its path is the user's choice and may itself be a link — and
+//! every layout directory below it (`keys/`, `data/`, `data/XX/`, `index/`, `snapshots/`,
+//! `locks/`, `drills/`) is opened relative to that descriptor with `O_DIRECTORY | O_NOFOLLOW`.
+//! Every file is then opened, created, renamed, listed and unlinked relative to its directory's
+//! descriptor, files with `O_NOFOLLOW`. So this holds by construction, not by a check before
+//! use: a link, or anything but a directory, where a layout directory belongs is a
+//! [`LayoutError`] naming it; a link or other non-regular file where an object belongs is not
+//! an object — it is never listed, read, replaced or deleted.
+//!
+//! **Permissions**: files are created 0600 and directories 0700, so another local user cannot
+//! copy the key files for an offline password search. A repository shared between users on
+//! purpose keeps sharing: when its `config` is group-readable, new files get group read (0640)
+//! and new directories group rwx (0770), as restic does. File systems that ignore modes (FAT,
+//! exFAT) simply ignore them.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{temp_name, Backend, FileKind, OsLock};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::{read_at_most, temp_name, Backend, FileKind, OsLock};
 use crate::aligned::{AlignedBuf, ALIGN};
 use crate::id::is_id_name;
 
-pub struct LocalBackend {
-    root: PathBuf,
+/// Something other than a directory (typically a symbolic link) where the repository layout
+/// has a directory. Carried inside an [`io::Error`] of kind [`io::ErrorKind::NotADirectory`].
+#[derive(Debug)]
+pub struct LayoutError {
+    /// The repository directory.
+    pub root: PathBuf,
+    /// The layout directory, relative to the repository (`data/ab/`).
+    pub dir: String,
+    /// What is there instead (`"a symbolic link"`).
+    pub found: &'static str,
 }
 
-impl LocalBackend {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in the repository {} is {}, not a directory: cairn never follows links inside \
+             a repository (it could read or delete another directory's files); put the real \
+             directory there",
+            self.dir,
+            self.root.display(),
+            self.found
+        )
     }
+}
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
+impl std::error::Error for LayoutError {}
 
-    fn full(&self, kind: FileKind, name: &str) -> PathBuf {
-        self.root.join(kind.path(name))
-    }
+/// A link or other non-regular file under an object's name. Carried inside an [`io::Error`] of
+/// kind [`io::ErrorKind::InvalidData`].
+#[derive(Debug)]
+pub struct NotAnObject {
+    /// Repository-relative path (`keys/<id>`).
+    pub path: String,
+    pub found: &'static str,
+}
 
-    /// Where an existing object is: its own place, or — for a pack a file copier or a person
-    /// put in the wrong `data/` subdirectory — wherever `list` found it.
-    fn existing(&self, kind: FileKind, name: &str) -> PathBuf {
-        let own = self.full(kind, name);
-        if kind != FileKind::Pack || own.exists() {
-            return own;
-        }
-        let Ok(subdirs) = fs::read_dir(self.root.join("data")) else {
-            return own;
-        };
-        subdirs
-            .filter_map(Result::ok)
-            .map(|d| d.path().join(name))
-            .find(|p| p.is_file())
-            .unwrap_or(own)
+impl std::fmt::Display for NotAnObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, not a regular file: it is not a repository object and cairn neither \
+             reads nor replaces it",
+            self.path, self.found
+        )
     }
+}
 
-    /// Opens an object for reading: where it belongs, or (a pack) wherever it is.
-    fn open_existing(&self, kind: FileKind, name: &str) -> io::Result<File> {
-        match File::open(self.full(kind, name)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && kind == FileKind::Pack => {
-                File::open(self.existing(kind, name))
-            }
-            other => other,
-        }
+impl std::error::Error for NotAnObject {}
+
+/// Modes for new files and directories (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Modes {
+    file: u32,
+    dir: u32,
+    /// Set the modes explicitly after creating (the umask would otherwise take group bits).
+    group: bool,
+}
+
+const PRIVATE: Modes = Modes {
+    file: 0o600,
+    dir: 0o700,
+    group: false,
+};
+const GROUP: Modes = Modes {
+    file: 0o640,
+    dir: 0o770,
+    group: true,
+};
+
+pub struct LocalBackend {
+    root: PathBuf,
+    /// The repository directory, opened once (following a link: the path is the user's).
+    root_fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// Decided on first use from the mode of `config`.
+    modes: OnceLock<Modes>,
+}
+
+/// The layout directories below the root that hold objects directly (`data/` holds `XX/`).
+const FLAT_DIRS: [&str; 5] = ["keys", "index", "snapshots", "locks", "drills"];
+
+fn kind_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Symlink => "a symbolic link",
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        FileType::Socket => "a socket",
+        FileType::Unknown => "not a regular file",
     }
+}
+
+fn is_regular(st: &rfs::Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+}
+
+/// The file name of an object inside its directory.
+fn file_name(kind: FileKind, name: &str) -> String {
+    match kind {
+        FileKind::Config => super::CONFIG_NAME.to_string(),
+        FileKind::KeyCopy => format!("{name}.copy"),
+        _ => name.to_string(),
+    }
+}
+
+/// Names are ids (or `config`): nothing that could leave its directory.
+fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a repository object name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Two lowercase hex digits: a `data/` subdirectory.
+fn is_fanout_name(n: &str) -> bool {
+    n.len() == 2 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// fsync a directory, tolerating filesystems that cannot (EINVAL, ENOTSUP, ENOSYS, EBADF).
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    let f = match File::open(dir) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    match f.sync_all() {
+fn sync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    match rfs::fsync(dir) {
         Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOTSUP | libc::ENOSYS | libc::EBADF)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
+        Err(Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS | Errno::BADF) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dir_durable(parent_of(dir))?;
-            match fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-                Err(e) => return Err(e),
-            }
+/// Lists the entries of a directory (without `.` and `..`), as UTF-8 names; others are
+/// foreign and skipped.
+fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in rfs::Dir::read_from(dir)? {
+        let e = e?;
+        let Ok(n) = e.file_name().to_str() else {
+            continue;
+        };
+        if n != "." && n != ".." {
+            out.push(n.to_string());
         }
-        Err(e) => return Err(e),
     }
-    sync_dir(parent_of(dir))
-}
-
-/// The directory holding `path` (`.` for a bare relative name).
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+    Ok(out)
 }
 
 /// Objects at least this large (packs) bypass the page cache (`O_DIRECT`): they are written
@@ -164,71 +238,463 @@ fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
     f.write_all(&data[done..])
 }
 
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend {
+            root: root.into(),
+            root_fd: Mutex::new(None),
+            modes: OnceLock::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The repository directory, opened once. `NotFound` while it does not exist.
+    fn root_fd(&self) -> io::Result<Arc<OwnedFd>> {
+        let mut held = self.root_fd.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fd) = &*held {
+            return Ok(fd.clone());
+        }
+        let fd = match rfs::open(
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // A directory one may enter but not list (mode 0300): enough to reach the files.
+            Err(Errno::ACCESS) => rfs::open(
+                &self.root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+            Err(e) => return Err(e.into()),
+        };
+        self.check_layout(fd.as_fd())?;
+        let fd = Arc::new(fd);
+        *held = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// Refuses, before anything is read or written, a repository where a layout directory is
+    /// a link or anything but a directory: every command then fails at once naming it, not
+    /// only those that would have used it. (Every later operation opens its directory without
+    /// following links anyway; this makes the answer the same for every command.)
+    fn check_layout(&self, root: BorrowedFd<'_>) -> io::Result<()> {
+        for d in FLAT_DIRS.iter().chain(&["data"]) {
+            match rfs::statat(root, *d, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                    return Err(self.layout_error(root, d, &format!("{d}/")));
+                }
+                _ => {}
+            }
+        }
+        let Ok(Some(data)) = self.open_dir_at(root, "data", "data/") else {
+            return Ok(());
+        };
+        // A directory that may be entered but not listed cannot be checked here; the
+        // operations below check each subdirectory they open.
+        let Ok(subs) = entries(data.as_fd()) else {
+            return Ok(());
+        };
+        for sub in subs.iter().filter(|n| is_fanout_name(n)) {
+            match rfs::statat(&data, sub.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                    return Err(self.layout_error(data.as_fd(), sub, &format!("data/{sub}/")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The root, or None when it does not exist.
+    fn root_if_any(&self) -> io::Result<Option<Arc<OwnedFd>>> {
+        match self.root_fd() {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn modes(&self) -> Modes {
+        *self.modes.get_or_init(|| {
+            let group_readable = self.root_if_any().ok().flatten().is_some_and(|root| {
+                rfs::statat(&*root, super::CONFIG_NAME, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| is_regular(&st) && st.st_mode & 0o040 != 0)
+            });
+            if group_readable {
+                GROUP
+            } else {
+                PRIVATE
+            }
+        })
+    }
+
+    fn layout_error(&self, parent: BorrowedFd<'_>, name: &str, shown: &str) -> io::Error {
+        let found = match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => kind_name(FileType::from_raw_mode(st.st_mode)),
+            Err(_) => "not a directory",
+        };
+        io::Error::new(
+            io::ErrorKind::NotADirectory,
+            LayoutError {
+                root: self.root.clone(),
+                dir: shown.to_string(),
+                found,
+            },
+        )
+    }
+
+    /// Opens the layout directory `name` in `parent` without following a link; None when it
+    /// does not exist. `shown` names it in errors (`data/ab/`).
+    fn open_dir_at(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &str,
+        shown: &str,
+    ) -> io::Result<Option<OwnedFd>> {
+        let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(parent, name, flags | OFlags::RDONLY, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => Err(self.layout_error(parent, name, shown)),
+            // Enterable but not listable: enough to reach the files in it.
+            Err(Errno::ACCESS) => {
+                match rfs::openat(parent, name, flags | OFlags::PATH, Mode::empty()) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::LOOP | Errno::NOTDIR) => Err(self.layout_error(parent, name, shown)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Like [`Self::open_dir_at`], creating the directory (durably, with the repository's
+    /// mode) when it is missing.
+    fn create_dir_at(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &str,
+        shown: &str,
+    ) -> io::Result<OwnedFd> {
+        if let Some(fd) = self.open_dir_at(parent, name, shown)? {
+            return Ok(fd);
+        }
+        let modes = self.modes();
+        match rfs::mkdirat(parent, name, Mode::from_raw_mode(modes.dir)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = self.open_dir_at(parent, name, shown)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{shown} vanished right after it was created"),
+            )
+        })?;
+        if modes.group {
+            // Past the umask (keeping a set-group-id bit inherited from the parent, so new
+            // entries keep the shared group); file systems without modes refuse or ignore it.
+            let setgid = rfs::fstat(&fd).map_or(0, |st| st.st_mode & 0o2000);
+            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(modes.dir | setgid));
+        }
+        sync_dir(parent)?;
+        Ok(fd)
+    }
+
+    /// `data/`, opened (or created).
+    fn data_dir(&self, root: BorrowedFd<'_>, create: bool) -> io::Result<Option<OwnedFd>> {
+        if create {
+            self.create_dir_at(root, "data", "data/").map(Some)
+        } else {
+            self.open_dir_at(root, "data", "data/")
+        }
+    }
+
+    /// The directory an object of `kind` named `name` belongs in (packs: `data/XX/`); None
+    /// when it does not exist and `create` is false.
+    fn dir_for(&self, kind: FileKind, name: &str, create: bool) -> io::Result<Option<OwnedFd>> {
+        let root = if create {
+            self.root_fd()?
+        } else {
+            match self.root_if_any()? {
+                Some(r) => r,
+                None => return Ok(None),
+            }
+        };
+        match kind {
+            FileKind::Config => Ok(Some(
+                rfs::openat(
+                    &*root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .or_else(|_| {
+                    rfs::openat(
+                        &*root,
+                        ".",
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                })?,
+            )),
+            FileKind::Pack => {
+                let sub = name.get(..2).unwrap_or("00");
+                let shown = format!("data/{sub}/");
+                let Some(data) = self.data_dir(root.as_fd(), create)? else {
+                    return Ok(None);
+                };
+                if create {
+                    self.create_dir_at(data.as_fd(), sub, &shown).map(Some)
+                } else {
+                    self.open_dir_at(data.as_fd(), sub, &shown)
+                }
+            }
+            k => {
+                let shown = format!("{}/", k.dir());
+                if create {
+                    self.create_dir_at(root.as_fd(), k.dir(), &shown).map(Some)
+                } else {
+                    self.open_dir_at(root.as_fd(), k.dir(), &shown)
+                }
+            }
+        }
+    }
+
+    /// A regular file in `dir`, as (its directory, its stat); None when absent. A link or
+    /// other non-regular file is not an object: `Err(NotAnObject)`.
+    fn stat_object(
+        &self,
+        dir: &OwnedFd,
+        fname: &str,
+        kind: FileKind,
+        name: &str,
+    ) -> io::Result<Option<rfs::Stat>> {
+        match rfs::statat(dir, fname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if is_regular(&st) => Ok(Some(st)),
+            Ok(st) => Err(not_an_object(
+                kind,
+                name,
+                FileType::from_raw_mode(st.st_mode),
+            )),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The directory holding an existing object: its own, or — for a pack a file copier or a
+    /// person put in the wrong `data/` subdirectory — whichever `data/XX/` holds it.
+    fn find(&self, kind: FileKind, name: &str) -> io::Result<Option<OwnedFd>> {
+        check_name(name)?;
+        let fname = file_name(kind, name);
+        if let Some(dir) = self.dir_for(kind, name, false)? {
+            if rfs::statat(&dir, fname.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                return Ok(Some(dir));
+            }
+        }
+        if kind != FileKind::Pack {
+            return Ok(None);
+        }
+        let Some(root) = self.root_if_any()? else {
+            return Ok(None);
+        };
+        let Some(data) = self.data_dir(root.as_fd(), false)? else {
+            return Ok(None);
+        };
+        for sub in entries(data.as_fd())? {
+            if !is_fanout_name(&sub) {
+                continue;
+            }
+            let Some(dir) = self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))? else {
+                continue;
+            };
+            if matches!(self.stat_object(&dir, &fname, kind, name), Ok(Some(_))) {
+                return Ok(Some(dir));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Opens an object for reading without following a link and without blocking (a FIFO
+    /// under an object's name is refused, not waited on); returns it with its size.
+    fn open_object(&self, kind: FileKind, name: &str) -> io::Result<(File, u64)> {
+        let missing = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", kind.path(name)),
+            )
+        };
+        let dir = self.find(kind, name)?.ok_or_else(missing)?;
+        let fname = file_name(kind, name);
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rfs::openat(&dir, fname.as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Err(missing()),
+            Err(Errno::LOOP) => return Err(not_an_object(kind, name, FileType::Symlink)),
+            Err(e) => return Err(e.into()),
+        };
+        let st = rfs::fstat(&fd)?;
+        if !is_regular(&st) {
+            return Err(not_an_object(
+                kind,
+                name,
+                FileType::from_raw_mode(st.st_mode),
+            ));
+        }
+        // Regular files ignore O_NONBLOCK on Linux; clear it anyway for file systems that do not.
+        let fl = rfs::fcntl_getfl(&fd)?;
+        rfs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
+        Ok((File::from(fd), st.st_size.max(0) as u64))
+    }
+
+    /// Every regular `.tmp-*` file directly in `dir` is removed; returns the bytes freed.
+    fn sweep_temporaries(dir: &OwnedFd) -> io::Result<u64> {
+        let mut freed = 0;
+        for n in entries(dir.as_fd())? {
+            if !n.starts_with(".tmp-") {
+                continue;
+            }
+            match rfs::statat(dir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if is_regular(&st) => {
+                    match rfs::unlinkat(dir, n.as_str(), AtFlags::empty()) {
+                        Ok(()) => freed += st.st_size.max(0) as u64,
+                        Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Lists the objects directly in `dir`: regular files named `<id><suffix>`.
+    fn list_files(dir: &OwnedFd, suffix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+        for n in entries(dir.as_fd())? {
+            let Some(id) = n.strip_suffix(suffix) else {
+                continue;
+            };
+            if !is_id_name(id) {
+                continue;
+            }
+            match rfs::statat(dir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if is_regular(&st) => out.push((id.to_string(), st.st_size.max(0) as u64)),
+                Ok(_) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_an_object(kind: FileKind, name: &str, t: FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        NotAnObject {
+            path: kind.path(name),
+            found: kind_name(t),
+        },
+    )
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
     }
 
     fn create(&self) -> io::Result<()> {
-        match fs::read_dir(&self.root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
+        match self.root_if_any()? {
+            Some(root) => {
+                if !entries(root.as_fd())?.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
                         "directory is not empty",
                     ));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir_durable(&self.root)?,
-            Err(e) => return Err(e),
+            None => {
+                // Parents are the user's directories (their usual modes); the repository is
+                // private (see the module documentation).
+                let parent = match self.root.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                std::fs::create_dir_all(&parent)?;
+                match rfs::mkdir(&self.root, Mode::from_raw_mode(self.modes().dir)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if let Ok(p) = rfs::open(
+                    &parent,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    sync_dir(p.as_fd())?;
+                }
+            }
         }
+        let root = self.root_fd()?;
         for kind in FileKind::LAYOUT_DIRS {
-            create_dir_durable(&self.root.join(kind.dir()))?;
+            self.create_dir_at(root.as_fd(), kind.dir(), &format!("{}/", kind.dir()))?;
         }
-        sync_dir(&self.root)
+        sync_dir(root.as_fd())
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.full(kind, name);
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        if let Ok(meta) = fs::metadata(&path) {
-            if meta.len() == data.len() as u64 {
+        check_name(name)?;
+        let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} cannot be created", kind.path(name)),
+            )
+        })?;
+        let fname = file_name(kind, name);
+        if let Some(st) = self.stat_object(&dir, &fname, kind, name)? {
+            if st.st_size.max(0) as u64 == data.len() as u64 {
                 return Ok(());
             }
             // A damaged leftover under a content-hash name: it can only be wrong, replace it.
-            fs::remove_file(&path)?;
+            match rfs::unlinkat(&dir, fname.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        create_dir_durable(&dir)?;
+        let modes = self.modes();
         let mut attempt = 0;
         let (tmp, mut f) = loop {
-            let tmp = dir.join(temp_name());
-            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-                Ok(f) => break (tmp, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-                Err(e) => return Err(e),
+            let tmp = temp_name();
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rfs::openat(&dir, tmp.as_str(), flags, Mode::from_raw_mode(modes.file)) {
+                Ok(fd) => break (tmp, File::from(fd)),
+                Err(Errno::EXIST) if attempt < 8 => attempt += 1,
+                Err(e) => return Err(e.into()),
             }
         };
+        if modes.group {
+            // Past the umask; file systems without modes refuse or ignore it.
+            let _ = rfs::fchmod(&f, Mode::from_raw_mode(modes.file));
+        }
         let written = write_object(&mut f, data).and_then(|_| f.sync_all());
         drop(f);
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
+            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
             return Err(e);
         }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        if let Err(e) = rfs::renameat(&dir, tmp.as_str(), &dir, fname.as_str()) {
+            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+            return Err(e.into());
         }
-        sync_dir(&dir)
+        sync_dir(dir.as_fd())
     }
 
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
-        let mut f = self.open_existing(kind, name)?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(buf)
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let (f, size) = self.open_object(kind, name)?;
+        read_at_most(f, size, limit, kind, name)
     }
 
     fn get_range(
@@ -252,7 +718,16 @@ impl Backend for LocalBackend {
         buf: &'b mut Vec<u8>,
     ) -> io::Result<&'b [u8]> {
         use std::os::unix::fs::FileExt;
-        let f = self.open_existing(kind, name)?;
+        let (f, size) = self.open_object(kind, name)?;
+        if offset.saturating_add(len as u64) > size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} is {size} bytes, shorter than {len} bytes at {offset}",
+                    kind.path(name)
+                ),
+            ));
+        }
         // Grown, never shrunk: a reused buffer is not zeroed again for every read.
         if buf.len() < len {
             buf.resize(len, 0);
@@ -263,112 +738,272 @@ impl Backend for LocalBackend {
 
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        // Key-file copies are `<id>.copy`; every other kind is a bare `<id>`.
-        let suffix = if kind == FileKind::KeyCopy {
-            ".copy"
-        } else {
-            ""
-        };
-        let list_dir = |dir: &Path, out: &mut Vec<(String, u64)>| -> io::Result<()> {
-            let entries = match fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
-                    continue;
-                };
-                if is_id_name(name) {
-                    let meta = entry.metadata()?;
-                    if meta.is_file() {
-                        out.push((name.to_string(), meta.len()));
-                    }
-                }
-            }
-            Ok(())
+        let Some(root) = self.root_if_any()? else {
+            return Ok(out);
         };
         match kind {
             FileKind::Config => {
-                if let Ok(meta) = fs::metadata(self.root.join("config")) {
-                    out.push(("config".to_string(), meta.len()));
-                }
-            }
-            FileKind::Pack => {
-                let data = self.root.join("data");
-                let subdirs = match fs::read_dir(&data) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                    Err(e) => return Err(e),
-                };
-                for sub in subdirs {
-                    let sub = sub?;
-                    if sub.file_type()?.is_dir() {
-                        list_dir(&sub.path(), &mut out)?;
+                if let Ok(st) = rfs::statat(&*root, super::CONFIG_NAME, AtFlags::SYMLINK_NOFOLLOW) {
+                    if is_regular(&st) {
+                        out.push((super::CONFIG_NAME.to_string(), st.st_size.max(0) as u64));
                     }
                 }
             }
-            k => list_dir(&self.root.join(k.dir()), &mut out)?,
+            FileKind::Pack => {
+                let Some(data) = self.data_dir(root.as_fd(), false)? else {
+                    return Ok(out);
+                };
+                for sub in entries(data.as_fd())? {
+                    if !is_fanout_name(&sub) {
+                        continue;
+                    }
+                    if let Some(dir) =
+                        self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))?
+                    {
+                        Self::list_files(&dir, "", &mut out)?;
+                    }
+                }
+            }
+            k => {
+                // Key-file copies are `<id>.copy`; every other kind is a bare `<id>`.
+                let suffix = if k == FileKind::KeyCopy { ".copy" } else { "" };
+                if let Some(dir) =
+                    self.open_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?
+                {
+                    Self::list_files(&dir, suffix, &mut out)?;
+                }
+            }
         }
         out.sort();
         Ok(out)
     }
 
     fn os_lock(&self, exclusive: bool) -> io::Result<Option<OsLock>> {
-        use std::os::fd::AsRawFd;
-        let dir = File::open(self.root.join(FileKind::Lock.dir()))?;
+        let dir = self
+            .dir_for(FileKind::Lock, "", false)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "locks/ does not exist"))?;
         let op = if exclusive {
-            libc::LOCK_EX
+            rfs::FlockOperation::NonBlockingLockExclusive
         } else {
-            libc::LOCK_SH
-        } | libc::LOCK_NB;
-        // SAFETY: the descriptor is open for the duration of the call.
-        if unsafe { libc::flock(dir.as_raw_fd(), op) } == 0 {
-            return Ok(Some(OsLock::new(dir)));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => Err(io::Error::new(io::ErrorKind::WouldBlock, e)),
-            // Filesystems without flock (some FUSE mounts): lock files alone guard the repository.
-            Some(libc::ENOLCK | libc::EINVAL | libc::ENOTSUP | libc::ENOSYS) => Ok(None),
-            _ => Err(e),
+            rfs::FlockOperation::NonBlockingLockShared
+        };
+        match rfs::flock(&dir, op) {
+            Ok(()) => Ok(Some(OsLock::new(dir))),
+            Err(Errno::WOULDBLOCK) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                io::Error::from(Errno::WOULDBLOCK),
+            )),
+            // Filesystems without flock (some FUSE mounts), or a directory opened only as a
+            // path: lock files alone guard the repository.
+            Err(Errno::NOLCK | Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS | Errno::BADF) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
     fn remove_temporaries(&self) -> io::Result<u64> {
-        fn sweep(dir: &Path, depth: u32, freed: &mut u64) -> io::Result<()> {
-            let entries = match fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let t = entry.file_type()?;
-                if t.is_dir() && depth > 0 {
-                    sweep(&entry.path(), depth - 1, freed)?;
-                } else if t.is_file() && entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    *freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(entry.path())?;
+        let Some(root) = self.root_if_any()? else {
+            return Ok(0);
+        };
+        // The top level, keys/, index/, snapshots/, locks/, drills/ and data/XX/.
+        let mut freed = Self::sweep_temporaries(&root)?;
+        for d in FLAT_DIRS {
+            if let Some(dir) = self.open_dir_at(root.as_fd(), d, &format!("{d}/"))? {
+                freed += Self::sweep_temporaries(&dir)?;
+            }
+        }
+        if let Some(data) = self.data_dir(root.as_fd(), false)? {
+            freed += Self::sweep_temporaries(&data)?;
+            for sub in entries(data.as_fd())? {
+                if !is_fanout_name(&sub) {
+                    continue;
+                }
+                if let Some(dir) = self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))? {
+                    freed += Self::sweep_temporaries(&dir)?;
                 }
             }
-            Ok(())
         }
-        let mut freed = 0;
-        // The top level, keys/, index/, snapshots/, locks/, drills/ and data/XX/.
-        sweep(&self.root, 2, &mut freed)?;
         Ok(freed)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> io::Result<()> {
-        let path = self.existing(kind, name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+        let Some(dir) = self.find(kind, name)? else {
+            return Ok(());
+        };
+        let fname = file_name(kind, name);
+        match self.stat_object(&dir, &fname, kind, name) {
+            Ok(Some(_)) => {}
+            // Absent, or not an object (a link is never deleted through its name's owner).
+            Ok(None) | Err(_) => return Ok(()),
         }
-        sync_dir(parent_of(&path))
+        match rfs::unlinkat(&dir, fname.as_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(dir.as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn hashed(data: &[u8]) -> String {
+        hex::encode(crate::id::content_hash(data))
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p)
+            .expect("test")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn new_files_are_owner_only_and_group_readable_configs_share_with_the_group() {
+        let tmp = tempfile::tempdir().expect("test");
+        let root = tmp.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().expect("test");
+        b.put(FileKind::Config, "config", b"config").expect("test");
+        let pack = b"a pack".to_vec();
+        b.put(FileKind::Pack, &hashed(&pack), &pack).expect("test");
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("keys")), 0o700);
+        assert_eq!(mode(&root.join("config")), 0o600);
+        let sub = root.join("data").join(&hashed(&pack)[..2]);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join(hashed(&pack))), 0o600);
+
+        // The owner shares the repository with a group: new files follow.
+        std::fs::set_permissions(root.join("config"), std::fs::Permissions::from_mode(0o640))
+            .expect("test");
+        let shared = LocalBackend::new(&root);
+        let idx = b"an index".to_vec();
+        shared
+            .put(FileKind::Index, &hashed(&idx), &idx)
+            .expect("test");
+        assert_eq!(mode(&root.join("index").join(hashed(&idx))), 0o640);
+        // A set-group-id data/ (so new entries keep the shared group) stays so below.
+        std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o2770))
+            .expect("test");
+        let pack2 = b"another pack, elsewhere".to_vec();
+        let sub2 = root.join("data").join(&hashed(&pack2)[..2]);
+        assert!(!sub2.exists());
+        shared
+            .put(FileKind::Pack, &hashed(&pack2), &pack2)
+            .expect("test");
+        assert_eq!(mode(&sub2), 0o2770);
+    }
+
+    #[test]
+    fn a_symlinked_layout_directory_is_an_error_naming_it_and_nothing_behind_it_is_touched() {
+        let tmp = tempfile::tempdir().expect("test");
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).expect("test");
+        let victim = b"someone else's file".to_vec();
+        std::fs::write(other.join(hashed(&victim)), &victim).expect("test");
+        for dir in ["keys", "index", "snapshots", "locks", "data"] {
+            let root = tmp.path().join(format!("repo-{dir}"));
+            let b = LocalBackend::new(&root);
+            b.create().expect("test");
+            std::fs::remove_dir(root.join(dir)).expect("test");
+            symlink(&other, root.join(dir)).expect("test");
+            let kind = match dir {
+                "keys" => FileKind::Key,
+                "index" => FileKind::Index,
+                "snapshots" => FileKind::Snapshot,
+                "locks" => FileKind::Lock,
+                _ => FileKind::Pack,
+            };
+            let name = hashed(&victim);
+            for e in [
+                b.list(kind).expect_err("list"),
+                b.get(kind, &name).expect_err("get"),
+                b.delete(kind, &name).expect_err("delete"),
+                b.put(kind, &hashed(b"x"), b"x").expect_err("put"),
+            ] {
+                assert_eq!(e.kind(), io::ErrorKind::NotADirectory, "{dir}: {e}");
+                assert!(e.to_string().contains(&format!("{dir}/")), "{e}");
+                assert!(e.to_string().contains("symbolic link"), "{e}");
+            }
+            if kind == FileKind::Lock {
+                assert!(b.os_lock(true).is_err());
+            }
+            assert!(b.remove_temporaries().is_err());
+            assert_eq!(std::fs::read(other.join(&name)).expect("test"), victim);
+            assert_eq!(std::fs::read_dir(&other).expect("test").count(), 1);
+        }
+    }
+
+    #[test]
+    fn symlinked_files_and_fifos_are_not_objects() {
+        let tmp = tempfile::tempdir().expect("test");
+        let root = tmp.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().expect("test");
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"outside").expect("test");
+        let name = hashed(b"outside");
+        symlink(&outside, root.join("snapshots").join(&name)).expect("test");
+        let fifo = hashed(b"fifo");
+        let c = std::ffi::CString::new(
+            root.join("locks")
+                .join(&fifo)
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .expect("test");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(b.list(FileKind::Snapshot).expect("test").is_empty());
+        assert!(b.list(FileKind::Lock).expect("test").is_empty());
+        let e = b
+            .get(FileKind::Snapshot, &name)
+            .expect_err("a link is not read");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let e = b
+            .get(FileKind::Lock, &fifo)
+            .expect_err("a FIFO is not waited on");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        b.delete(FileKind::Snapshot, &name).expect("test");
+        assert!(root
+            .join("snapshots")
+            .join(&name)
+            .symlink_metadata()
+            .is_ok());
+        assert_eq!(std::fs::read(&outside).expect("test"), b"outside");
+        assert!(b.put(FileKind::Snapshot, &name, b"other").is_err());
+        assert_eq!(std::fs::read(&outside).expect("test"), b"outside");
+    }
+
+    #[test]
+    fn whole_reads_are_bounded_by_kind() {
+        let tmp = tempfile::tempdir().expect("test");
+        let root = tmp.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().expect("test");
+        let name = hashed(b"huge lock");
+        let f = std::fs::File::create(root.join("locks").join(&name)).expect("test");
+        f.set_len(1 << 40).expect("sparse file");
+        let e = b.get(FileKind::Lock, &name).expect_err("too large");
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
+        assert!(e.to_string().contains(&format!("locks/{name}")), "{e}");
+        let small = b"small".to_vec();
+        b.put(FileKind::Index, &hashed(&small), &small)
+            .expect("test");
+        let e = b
+            .get_at_most(FileKind::Index, &hashed(&small), 4)
+            .expect_err("over a tighter bound");
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            b.get_at_most(FileKind::Index, &hashed(&small), 5)
+                .expect("test"),
+            small
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, ObjectTooLarge};
 
 #[derive(Default)]
 pub struct MemBackend {
@@ -54,11 +54,20 @@ impl Backend for MemBackend {
         Ok(())
     }
 
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
-        self.lock()
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let files = self.lock();
+        let data = files
             .get(&(kind, name.to_string()))
-            .cloned()
-            .ok_or_else(|| not_found(kind, name))
+            .ok_or_else(|| not_found(kind, name))?;
+        if data.len() as u64 > limit {
+            return Err(ObjectTooLarge::error(
+                kind,
+                name,
+                limit,
+                Some(data.len() as u64),
+            ));
+        }
+        Ok(data.clone())
     }
 
     fn get_range(

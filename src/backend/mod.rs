@@ -3,7 +3,12 @@
 //! A backend knows nothing about encryption, compression or ids. Its one promise: when `put`
 //! returns, the object is stored whole and durably under its final name, and no partial object
 //! is ever visible under a final name.
+//!
+//! Every whole-object read is bounded ([`FileKind::max_len`]): a file that is larger than any
+//! object of its kind can be (or grows while it is read, or is a device) is reported as
+//! [`ObjectTooLarge`], never read into memory.
 
+use std::fmt;
 use std::io;
 
 mod cache;
@@ -14,9 +19,9 @@ mod mem;
 #[cfg(feature = "remote")]
 mod remote;
 
-pub use cache::CachedBackend;
+pub use cache::{create_private_dir, write_private_file, CachedBackend};
 pub use fault::FaultBackend;
-pub use local::LocalBackend;
+pub use local::{LayoutError, LocalBackend, NotAnObject};
 pub use location::{Location, LocationError};
 pub use mem::MemBackend;
 #[cfg(feature = "remote")]
@@ -133,6 +138,98 @@ impl FileKind {
     }
 }
 
+impl FileKind {
+    /// The largest file of this kind a reader ever loads whole; anything larger is damaged (or
+    /// not cairn's), and reading it would only exhaust memory.
+    pub fn max_len(self) -> u64 {
+        /// A sealed object's flag byte, nonce and tag (repo-format.md §4.1, §4.3).
+        const SEALED: u64 = 1 + crate::crypto::SEAL_OVERHEAD as u64;
+        match self {
+            // repo-format.md §3.1: the config's plaintext is bounded at 1 MiB.
+            FileKind::Config => (1 << 20) + SEALED,
+            // repo-format.md §2.1: readers skip key files over 1 MiB (they are a few hundred bytes).
+            FileKind::Key | FileKind::KeyCopy => 1 << 20,
+            // repo-format.md §6.3: a blob area below 2 GiB, a header of at most 16 MiB, the trailer.
+            FileKind::Pack => {
+                crate::pack::MAX_PACK_LEN
+                    + crate::pack::MAX_HEADER_LEN as u64
+                    + crate::pack::TRAILER_LEN as u64
+            }
+            // repo-format.md §4.5: index files and snapshots decode to at most 1 GiB.
+            FileKind::Index | FileKind::Snapshot => crate::format::MAX_METADATA_LEN as u64 + SEALED,
+            // repo-format.md §4.5, §10.3: lock files decode to at most 64 KiB.
+            FileKind::Lock => (64 << 10) + SEALED,
+            // repo-format.md §9.1: drill records are read with a 1 MiB bound.
+            FileKind::Drill => (1 << 20) + SEALED,
+        }
+    }
+}
+
+/// A whole-object read refused because the stored file is larger than any object of its kind
+/// can be (or is not a regular file of bounded size). Carried inside an [`io::Error`] of kind
+/// [`io::ErrorKind::FileTooLarge`].
+#[derive(Debug)]
+pub struct ObjectTooLarge {
+    /// Repository-relative path (`locks/<id>`).
+    pub path: String,
+    /// The bound that was exceeded, in bytes.
+    pub limit: u64,
+    /// The size the store reported, when it reported one.
+    pub size: Option<u64>,
+}
+
+impl fmt::Display for ObjectTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.size {
+            Some(n) => write!(f, "{} is {n} bytes", self.path)?,
+            None => write!(f, "{} is larger than expected", self.path)?,
+        }
+        write!(
+            f,
+            ", more than any such file can be ({} bytes at most): it is damaged or not cairn's, \
+             and is not read",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for ObjectTooLarge {}
+
+impl ObjectTooLarge {
+    /// The I/O error that carries it.
+    pub fn error(kind: FileKind, name: &str, limit: u64, size: Option<u64>) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            ObjectTooLarge {
+                path: kind.path(name),
+                limit,
+                size,
+            },
+        )
+    }
+}
+
+/// Reads at most `limit` bytes from `r`, which claims to hold `size` bytes: an object larger
+/// than `limit` (by its size, or by what it yields) is [`ObjectTooLarge`], and no more than
+/// `limit + 1` bytes are ever buffered.
+pub(crate) fn read_at_most(
+    r: impl io::Read,
+    size: u64,
+    limit: u64,
+    kind: FileKind,
+    name: &str,
+) -> io::Result<Vec<u8>> {
+    if size > limit {
+        return Err(ObjectTooLarge::error(kind, name, limit, Some(size)));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    io::Read::read_to_end(&mut r.take(limit.saturating_add(1)), &mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(ObjectTooLarge::error(kind, name, limit, None));
+    }
+    Ok(buf)
+}
+
 /// Name of the config file.
 pub const CONFIG_NAME: &str = "config";
 
@@ -156,8 +253,16 @@ pub trait Backend: Send + Sync {
         self.put(kind, name, &data).map(|()| Some(data))
     }
 
-    /// Reads a whole object. A missing object is `NotFound`.
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
+    /// Reads a whole object, refusing ([`ObjectTooLarge`]) one larger than any object of its
+    /// kind can be ([`FileKind::max_len`]). A missing object is `NotFound`.
+    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+        self.get_at_most(kind, name, kind.max_len())
+    }
+
+    /// Reads a whole object of at most `limit` bytes. A larger one (or one that grows past
+    /// `limit` while it is read) is an [`ObjectTooLarge`] error, and at most `limit + 1` bytes
+    /// are ever held in memory for it. A missing object is `NotFound`.
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>>;
 
     /// Reads `len` bytes at `offset`. Short objects give `UnexpectedEof`.
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: usize)

@@ -15,6 +15,12 @@
 //! throttling); after `retry_for` (2 minutes by default) the command gives up with an error
 //! naming the server and the object. Errors that retrying cannot fix (not found, access denied,
 //! bad credentials, unknown host key) are returned at once.
+//!
+//! SFTP goes through the system `ssh`, so `~/.ssh/config` applies (host aliases, ports, keys,
+//! `UserKnownHostsFile`). cairn never sets a host-key policy of its own: OpenDAL insists on
+//! passing `StrictHostKeyChecking`, so cairn passes the value the user's configuration gives
+//! (`ssh -G`); with none, ssh's default `ask` in batch mode refuses an unknown host, and the
+//! message says how to add its key.
 
 use std::future::IntoFuture;
 use std::io;
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use opendal::{Buffer, ErrorKind as DalKind, Operator};
 
 use super::location::Location;
-use super::{temp_name, Backend, FileKind, RemoteOptions};
+use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions};
 use crate::id::is_id_name;
 
 pub struct RemoteBackend {
@@ -298,10 +304,12 @@ fn build_operator(location: &Location, sftp_root_override: &str) -> io::Result<O
             } else {
                 sftp_root_override
             };
+            // The user's own host-key policy (~/.ssh/config), never a stricter or looser one of
+            // cairn's: OpenDAL always passes one to ssh, so it is the one ssh would apply.
             let b = opendal::services::Sftp::default()
                 .endpoint(endpoint)
                 .root(root)
-                .known_hosts_strategy("strict");
+                .known_hosts_strategy(SshView::of(endpoint).strategy);
             Operator::new(b).map(|b| b.finish())
         }
         Location::S3 {
@@ -346,13 +354,110 @@ const PERMANENT: [&str; 9] = [
     "AccessDenied",
 ];
 
+/// What the user's ssh configuration says about a destination (`ssh -G`, which reads
+/// `~/.ssh/config` and `/etc/ssh/ssh_config` exactly as a connection would, without
+/// connecting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SshView {
+    /// OpenDAL's name for the `StrictHostKeyChecking` in force: `yes` → strict, `accept-new`
+    /// → add, `no` → accept; ssh's default `ask` is strict too, since cairn runs ssh in batch
+    /// mode, where `ask` refuses an unknown host.
+    strategy: &'static str,
+    host: String,
+    port: String,
+    user: String,
+    /// The first `UserKnownHostsFile`.
+    known_hosts: String,
+}
+
+impl SshView {
+    fn of(endpoint: &str) -> SshView {
+        let out = std::process::Command::new("ssh")
+            .args(["-G", endpoint])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output();
+        let text = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => String::new(),
+        };
+        Self::parse(&text, endpoint)
+    }
+
+    /// Reads `ssh -G` output (`keyword value` lines, keywords in lower case).
+    fn parse(text: &str, endpoint: &str) -> SshView {
+        let get = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let strategy = match get("stricthostkeychecking").as_deref() {
+            Some("accept-new") => "add",
+            Some("false" | "no" | "off") => "accept",
+            _ => "strict",
+        };
+        let fallback_host = endpoint
+            .strip_prefix("ssh://")
+            .unwrap_or(endpoint)
+            .rsplit('@')
+            .next()
+            .unwrap_or(endpoint)
+            .to_string();
+        SshView {
+            strategy,
+            host: get("hostname").unwrap_or(fallback_host),
+            port: get("port").unwrap_or_else(|| "22".into()),
+            user: get("user").unwrap_or_default(),
+            known_hosts: get("userknownhostsfile")
+                .and_then(|v| v.split_whitespace().next().map(str::to_string))
+                .unwrap_or_else(|| "~/.ssh/known_hosts".into()),
+        }
+    }
+
+    /// What to tell a user whose ssh refused the server's host key (`err`: ssh's stderr).
+    fn host_key_advice(&self, err: &str) -> Option<String> {
+        if !err.contains("Host key verification failed") {
+            return None;
+        }
+        let (host, port, file) = (&self.host, &self.port, &self.known_hosts);
+        let entry = if port == "22" {
+            host.clone()
+        } else {
+            format!("[{host}]:{port}")
+        };
+        if err.contains("IDENTIFICATION HAS CHANGED") {
+            return Some(format!(
+                "Host key verification failed: the host key of {entry} is not the one recorded \
+                 in {file}. It may have changed (a reinstalled server) or someone may be \
+                 intercepting the connection; cairn does not connect. Ask the server's \
+                 administrator for the new key's fingerprint; if it is right, remove the old \
+                 entry (`ssh-keygen -f {file} -R '{entry}'`) and add the new one"
+            ));
+        }
+        let login = if self.user.is_empty() {
+            host.clone()
+        } else {
+            format!("{}@{host}", self.user)
+        };
+        Some(format!(
+            "Host key verification failed: ssh does not know the host key of {entry} (no entry \
+             in {file}), and cairn never accepts an unknown host by itself. Check the key's \
+             fingerprint with the server's administrator, then add it: \
+             `ssh-keyscan -p {port} {host} >> {file}`, or connect once with \
+             `ssh -p {port} {login}` and answer yes"
+        ))
+    }
+}
+
 /// Runs `ssh -s DEST sftp` as OpenDAL would and returns ssh's own complaint, and whether
-/// waiting may help; None when ssh connects fine.
+/// waiting may help; None when ssh connects fine. The user's host-key settings apply as they
+/// are; batch mode only makes ssh refuse, never ask, where it cannot verify a host.
 fn ssh_diagnose(endpoint: &str, limit: Duration) -> Option<(String, bool)> {
     use std::process::{Command, Stdio};
     let secs = limit.as_secs().clamp(1, 30);
     let mut child = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", "BatchMode=yes"])
         .arg("-o")
         .arg(format!("ConnectTimeout={secs}"))
         .args(["-s", endpoint, "sftp"])
@@ -385,14 +490,17 @@ fn ssh_diagnose(endpoint: &str, limit: Duration) -> Option<(String, bool)> {
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut err);
     }
+    let transient = !PERMANENT.iter().any(|p| err.contains(p));
+    if let Some(advice) = SshView::of(endpoint).host_key_advice(&err) {
+        return Some((advice, false));
+    }
     let why = err
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or("ssh failed")
         .to_string();
-    let transient = !PERMANENT.iter().any(|p| err.contains(p));
-    Some((why.to_string(), transient))
+    Some((why, transient))
 }
 
 /// OpenDAL's error with its root cause (the refused connection, the server's answer), without
@@ -508,9 +616,26 @@ impl Backend for RemoteBackend {
         Ok(None)
     }
 
-    fn get(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+    fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let path = kind.path(name);
-        let b = self.run("read", &path, 0, || self.op.read(&path))?;
+        // The size first, so an object larger than the bound is never transferred; then exactly
+        // that many bytes (an object replaced meanwhile yields at most those, and fails its hash).
+        let size = self
+            .stat_len(&path)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{path} not found")))?;
+        if size > limit {
+            return Err(ObjectTooLarge::error(kind, name, limit, Some(size)));
+        }
+        if size == 0 {
+            // S3 refuses any range of an empty object; a zero-length file is just that.
+            return Ok(Vec::new());
+        }
+        let b = self.run("read", &path, size as usize, || {
+            self.op.read_with(&path).range(0..size)
+        })?;
+        if b.len() as u64 > limit {
+            return Err(ObjectTooLarge::error(kind, name, limit, None));
+        }
         Ok(b.to_vec())
     }
 
@@ -589,5 +714,61 @@ impl Backend for RemoteBackend {
 
     fn connections(&self) -> usize {
         self.opts.connections
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_host_key_policy_is_the_one_passed_on() {
+        let view = |v: &str| {
+            SshView::parse(
+                &format!("user me\nhostname nas\nport 2222\nstricthostkeychecking {v}\nuserknownhostsfile /h/kh /h/kh2\n"),
+                "nas-alias",
+            )
+        };
+        assert_eq!(view("true").strategy, "strict");
+        assert_eq!(view("ask").strategy, "strict");
+        assert_eq!(view("accept-new").strategy, "add");
+        assert_eq!(view("false").strategy, "accept");
+        let v = view("ask");
+        assert_eq!(
+            (v.host.as_str(), v.port.as_str(), v.known_hosts.as_str()),
+            ("nas", "2222", "/h/kh")
+        );
+        // No answer from ssh -G: refuse unknown hosts.
+        let none = SshView::parse("", "ssh://me@host:22");
+        assert_eq!((none.strategy, none.host.as_str()), ("strict", "host:22"));
+    }
+
+    #[test]
+    fn an_unknown_host_key_is_refused_with_how_to_add_it_and_a_changed_one_is_not_to_be_added() {
+        let v = SshView::parse(
+            "user me\nhostname nas\nport 2222\nuserknownhostsfile /h/kh\n",
+            "nas",
+        );
+        let unknown = v
+            .host_key_advice("Host key verification failed.")
+            .expect("advice");
+        assert!(
+            unknown.contains("ssh-keyscan -p 2222 nas >> /h/kh"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("ssh -p 2222 me@nas"), "{unknown}");
+        let changed = v
+            .host_key_advice(
+                "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.",
+            )
+            .expect("advice");
+        assert!(!changed.contains("ssh-keyscan"), "{changed}");
+        assert!(
+            changed.contains("ssh-keygen -f /h/kh -R '[nas]:2222'"),
+            "{changed}"
+        );
+        assert!(v
+            .host_key_advice("Permission denied (publickey).")
+            .is_none());
     }
 }

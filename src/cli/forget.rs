@@ -157,6 +157,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         let args = prune::Args {
             dry_run: false,
             max_unused: a.max_unused,
+            force: false,
         };
         return prune::run_locked(ctx, &mut repo, &args);
     }

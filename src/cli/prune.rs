@@ -13,6 +13,12 @@ pub struct Args {
     /// Repack packs with more than this percentage of unused data
     #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
     pub max_unused: f64,
+    /// Prune even though the structure check fails (unreadable snapshots, trees or index
+    /// files, blobs in no index, missing or truncated packs). Without it prune refuses and
+    /// deletes nothing. With it, data that only the unreadable snapshots or trees reference
+    /// may be deleted; packs holding the last verified copy of a used blob are still kept
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
@@ -26,14 +32,47 @@ pub fn run_locked(ctx: &Ctx, repo: &mut cairn::Repository, a: &Args) -> anyhow::
     let opts = PruneOptions {
         dry_run: a.dry_run,
         max_unused_percent: a.max_unused,
+        force: a.force,
     };
-    let r = prune(repo, &opts)?;
+    let r = match prune(repo, &opts) {
+        Ok(r) => r,
+        Err(cairn::Error::PruneRefused { problems }) => {
+            ctx.print_warnings(repo);
+            if ctx.g.json {
+                // Scripts see the refusal in the summary too; the error follows on stderr.
+                output::json_line(&json!({
+                    "message_type": "summary",
+                    "dry_run": a.dry_run,
+                    "refused": true,
+                    "forced": false,
+                    "structure_problems": problems,
+                }))?;
+            }
+            return Err(cairn::Error::PruneRefused { problems }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     ctx.print_warnings(repo);
     print(ctx, &r, a.dry_run)?;
+    if r.refused() {
+        // A dry run reports what it would do; a real run would refuse, and says why.
+        return Err(cairn::Error::PruneRefused {
+            problems: r.structure_problems.clone(),
+        }
+        .into());
+    }
     Ok(EXIT_OK)
 }
 
 fn print(ctx: &Ctx, r: &PruneReport, dry_run: bool) -> anyhow::Result<()> {
+    for (pack, why) in &r.packs_kept {
+        eprintln!("warning: pack {pack} kept: {why}");
+    }
+    if r.forced {
+        for p in &r.structure_problems {
+            eprintln!("warning: pruning despite (--force): {p}");
+        }
+    }
     if ctx.g.json {
         return output::json_line(&json!({
             "message_type": "summary",
@@ -48,6 +87,11 @@ fn print(ctx: &Ctx, r: &PruneReport, dry_run: bool) -> anyhow::Result<()> {
             "bytes_before": r.bytes_before,
             "bytes_after": r.bytes_after,
             "bytes_freed": r.bytes_freed,
+            "forced": r.forced,
+            "refused": r.refused(),
+            "structure_problems": r.structure_problems,
+            "packs_verified": r.packs_verified,
+            "packs_kept": r.packs_kept.iter().map(|(p, why)| json!({"pack": p, "reason": why})).collect::<Vec<_>>(),
         }));
     }
     if ctx.g.quiet {
@@ -62,6 +106,12 @@ fn print(ctx: &Ctx, r: &PruneReport, dry_run: bool) -> anyhow::Result<()> {
         "{verb}delete {} packs, {verb}repack {} packs, {verb}delete {} packs no index names",
         r.packs_deleted, r.packs_repacked, r.packs_unindexed
     );
+    if r.packs_verified > 0 {
+        println!(
+            "read and verified {} kept packs before deleting their duplicates",
+            r.packs_verified
+        );
+    }
     println!(
         "{}{} freed ({} before, {} after)",
         if dry_run { "would have " } else { "" },

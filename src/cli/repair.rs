@@ -1,4 +1,4 @@
-//! `cairn repair index` / `cairn repair snapshots`
+//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots`
 
 use serde_json::json;
 
@@ -12,7 +12,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum What {
-    /// Rebuild the index from the pack files' headers
+    /// Rebuild the index from the pack files: every pack is read and verified (its bytes hash
+    /// to its name, its blobs open) before it is indexed; packs that fail are named, left in
+    /// place and not indexed (their readable blobs are copied into new packs)
     Index,
     /// Write the config back from the copy every key file keeps
     Config,
@@ -34,23 +36,38 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         What::Index => {
             let r = cairn::repair::repair_index(&mut repo)?;
             ctx.print_warnings(&repo);
-            for (name, e) in &r.unreadable {
-                eprintln!(
-                    "error: pack {name}: header unreadable, its blobs stay out of the index: {e}"
-                );
+            for (name, why) in &r.rejected {
+                eprintln!("error: pack {name} is not indexed (it stays in place): {why}");
             }
             if ctx.g.json {
+                let rejected: Vec<_> = r
+                    .rejected
+                    .iter()
+                    .map(|(n, e)| json!({"pack": n, "error": e}))
+                    .collect();
                 output::json_line(&json!({
                     "packs": r.packs,
                     "blobs": r.blobs,
-                    "unreadable_packs": r.unreadable.iter().map(|(n, e)| json!({"pack": n, "error": e})).collect::<Vec<_>>(),
+                    "rejected_packs": rejected,
+                    // The name of the same list before packs were verified whole.
+                    "unreadable_packs": rejected,
+                    "blobs_salvaged": r.blobs_salvaged,
+                    "packs_written": r.packs_written,
                     "old_index_files": r.old_index_files,
                 }))?;
             } else if !ctx.g.quiet {
                 println!(
-                    "rebuilt the index from {} packs ({} blobs), replacing {} index files",
+                    "rebuilt the index from {} verified packs ({} blobs), replacing {} index files",
                     r.packs, r.blobs, r.old_index_files
                 );
+                if !r.rejected.is_empty() {
+                    println!(
+                        "{} packs failed verification and were left out (named above); {} of their blobs were copied into {} new packs",
+                        r.rejected.len(),
+                        r.blobs_salvaged,
+                        r.packs_written
+                    );
+                }
             }
         }
         What::Config => {
