@@ -25,8 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -500,8 +499,6 @@ impl IdMap {
         map: &HashMap<BlobId, BlobId>,
         dst: &Repository,
     ) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
         let mut buf = Vec::with_capacity(HEADER_LEN + map.len() * RECORD_LEN);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&src.0);
@@ -512,21 +509,8 @@ impl IdMap {
                 buf.extend_from_slice(&b.0);
             }
         }
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = dir.join(name);
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&buf))
-            .and_then(|()| fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        // Owner-only (0600 in a 0700 directory), like the rest of the cache.
+        crate::backend::write_private_file(path, &buf)
     }
 }
 

@@ -157,16 +157,12 @@ fn update_state(repo: &Repository, plan: &str, f: impl FnOnce(&mut PlanRecord)) 
     };
     let mut state = load_state(Some(&path));
     f(state.plans.entry(plan.to_string()).or_default());
+    // Owner-only, like the rest of the cache.
     let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
-        std::fs::rename(&tmp, &path)
+        cairn::backend::write_private_file(&path, &serde_json::to_vec_pretty(&state)?)
     };
     if let Err(e) = write() {
-        eprintln!("warning: could not save {}: {e}", path.display());
+        eprintln!("warning: could not save {}: {e}", output::esc(&path));
     }
 }
 
