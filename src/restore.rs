@@ -167,9 +167,14 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    let fresh = fs::symlink_metadata(&opts.target).is_err();
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    let target = Arc::new(Dir::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?);
+    if fs::metadata(&opts.target).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} exists and is not a directory",
+            opts.target.display()
+        )));
+    }
+    let (target, fresh) = open_target(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    let target = Arc::new(target);
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -185,6 +190,7 @@ pub fn restore(
         flow: Mutex::new(Flow::default()),
         changed: Condvar::new(),
         disk_full: Arc::new(AtomicBool::new(false)),
+        target: target.clone(),
     };
     let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
     let mut out = std::thread::scope(|scope| {
@@ -203,6 +209,12 @@ pub fn restore(
                 name: Vec::new(),
                 state: FrameState::Open(target.clone()),
                 made: fresh,
+                id: target.stat_self().ok().map(|st| (st.dev, st.ino)),
+                times: if fresh || opts.overwrite != Overwrite::Never {
+                    None
+                } else {
+                    target.stat_self().ok().map(|st| (st.atime, st.mtime))
+                },
             }],
             out: RestoreOutcome::default(),
             links: HashMap::new(),
@@ -239,6 +251,32 @@ pub fn restore(
     Ok(out)
 }
 
+/// Opens the target directory, making it if it does not exist; true when this restore made it
+/// (so it is empty). Symlinks in the path the user gave are followed, but a target this restore
+/// makes is made and opened relative to its parent, so nobody can swap a symlink in between.
+fn open_target(path: &Path) -> io::Result<(Dir, bool)> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok((Dir::open(path)?, false));
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        fs::create_dir_all(path)?;
+        return Ok((Dir::open(path)?, false));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    fs::create_dir_all(parent)?;
+    let parent = Dir::open(parent)?;
+    let made = match parent.create_dir(name.as_bytes(), 0o777) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    Ok((parent.open_dir(name.as_bytes())?, made))
+}
+
 /// Batches queued or being written while the walk goes on. With two, workers sat idle while
 /// the last job of the older batch ran and the walk could hand out nothing new.
 const BATCHES_IN_FLIGHT: u64 = 4;
@@ -260,6 +298,8 @@ struct Shared<'a> {
     changed: Condvar,
     /// A write found the target's file system full: nothing more is written.
     disk_full: Arc<AtomicBool>,
+    /// The target directory (hard links waiting for their first file are made beneath it).
+    target: Arc<Dir>,
 }
 
 /// Which batches are finished.
@@ -334,8 +374,10 @@ impl Shared<'_> {
         };
         let mut done = RestoreOutcome::default();
         if !problems.is_empty() {
-            f.remove_own();
             let (error, damaged) = problems.describe();
+            let error = f
+                .remove_own()
+                .map_or(error.clone(), |also| format!("{error}; {also}"));
             // Links are not made: they would share the missing content.
             for link in links {
                 let e = RestoreError {
@@ -359,8 +401,10 @@ impl Shared<'_> {
             }
         } else {
             let verified = if self.opts.verify {
+                // Read back through the descriptor it was written with (opened for reading
+                // too): the very file, whatever its name is now.
                 let reopened = f
-                    .with_out(|out| safe_fs::reopen_read(&out.file))
+                    .with_out(|out| out.file.try_clone())
                     .unwrap_or_else(|| f.dir.open_file(&f.name));
                 match reopened {
                     Ok(file) => {
@@ -373,7 +417,16 @@ impl Shared<'_> {
             };
             match verified {
                 Err(error) => {
-                    f.close();
+                    // Not left on disk, and neither are its links (named too).
+                    let error = f
+                        .remove_own()
+                        .map_or(error.clone(), |also| format!("{error}; {also}"));
+                    for link in links {
+                        done.damaged.push(RestoreError {
+                            path: link.path,
+                            error: error.clone(),
+                        });
+                    }
                     done.damaged.push(RestoreError {
                         path: f.path.clone(),
                         error,
@@ -393,7 +446,7 @@ impl Shared<'_> {
                     done.files += 1;
                     done.bytes += f.written.load(Ordering::Relaxed);
                     for link in links {
-                        match f.dir.hard_link(&f.name, &link.dir, &link.name) {
+                        match link.link_to(&self.target, &f.dir, &f.name) {
                             Ok(()) => done.files += 1,
                             Err(e) => done.errors.push(RestoreError {
                                 path: link.path,
@@ -440,6 +493,27 @@ struct Frame {
     /// Made by this restore: nothing can be in it but what the restore put there, so entries
     /// need no look before they are made (a make that finds something there anyway fails).
     made: bool,
+    /// Device and inode of the directory once opened: its metadata is applied at the end
+    /// only to this very directory.
+    id: Option<(u64, u64)>,
+    /// With `--overwrite never`, an existing directory's access and modification times, put
+    /// back once the entries restored into it are made.
+    times: Option<Times>,
+}
+
+/// Access and modification times, (seconds, nanoseconds) each.
+type Times = ((i64, u32), (i64, u32));
+
+/// A closed directory waiting for its files: the batch that must be finished first, its path
+/// relative to the target, its device and inode, and what to do.
+type WaitingDir = (u64, PathBuf, Option<(u64, u64)>, DirWork);
+
+/// What is done to a directory once every file inside it is finished.
+enum DirWork {
+    /// The snapshot's metadata.
+    Meta(Box<Node>),
+    /// Its own times put back (`--overwrite never`).
+    Times(Times),
 }
 
 enum FrameState {
@@ -460,9 +534,27 @@ struct FirstLink {
 
 /// Where an entry goes: its directory and name, and its full path for messages.
 struct LinkAt {
-    dir: Arc<Dir>,
-    name: Vec<u8>,
+    /// Relative to the target: its directory is opened (beneath the target) only when the
+    /// link is made, so links waiting for their first file hold no descriptor.
+    rel: PathBuf,
     path: PathBuf,
+}
+
+impl LinkAt {
+    /// Makes this entry another link to `name` in `dir`.
+    fn link_to(&self, target: &Dir, dir: &Dir, name: &[u8]) -> io::Result<()> {
+        let (parent, own) = split_rel(&self.rel);
+        let at = target.open_beneath(parent)?;
+        dir.hard_link(name, &at, own)
+    }
+}
+
+/// The directory (relative to the target) and the name of an entry's relative path.
+fn split_rel(rel: &Path) -> (&Path, &[u8]) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().map(|n| n.as_bytes()).unwrap_or_default(),
+    )
 }
 
 /// The walk: directories, special files and links are made as it goes; files are gathered
@@ -486,8 +578,8 @@ struct Restorer<'a, 's> {
     /// Batches handed to the workers that may still be running (for hard links to them).
     recent: VecDeque<Arc<BatchState>>,
     /// Closed directories waiting for their files: (batch that must be finished, path
-    /// relative to the target, node).
-    dirs: VecDeque<(u64, PathBuf, Node)>,
+    /// relative to the target, device and inode, what to do).
+    dirs: VecDeque<WaitingDir>,
 }
 
 /// Whether an entry may be made where the snapshot has it.
@@ -539,6 +631,12 @@ impl Restorer<'_, '_> {
                 return Ok(());
             }
         }
+        if node.kind == NodeKind::Socket {
+            // A socket belongs to the process that made it; there is nothing to restore, and
+            // nothing in the target is touched for it.
+            self.out.skipped += 1;
+            return Ok(());
+        }
         let path = self.shown(&rel);
         // Parents of a selected entry are made on demand; their metadata follows later.
         let Some(dir) = self.current_dir() else {
@@ -552,11 +650,10 @@ impl Restorer<'_, '_> {
         if let Some(group) = node.link_group() {
             if let Some((first, pending)) = self.links.get(&group).cloned() {
                 let at = LinkAt {
-                    dir: dir.clone(),
-                    name: node.name.clone(),
+                    rel: rel.clone(),
                     path: path.clone(),
                 };
-                if self.link_to(&first, pending, at)? {
+                if self.link_to(&first, pending, at, &dir, node.kind)? {
                     return Ok(());
                 }
             }
@@ -573,12 +670,8 @@ impl Restorer<'_, '_> {
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
                 dir.mknod(&node.name, node)
             }
-            NodeKind::Socket => {
-                // A socket belongs to the process that made it; there is nothing to restore.
-                self.out.skipped += 1;
-                return Ok(());
-            }
-            NodeKind::Dir => unreachable!("handled above"),
+            // Handled above.
+            NodeKind::Socket | NodeKind::Dir => return Ok(()),
         };
         match created {
             Ok(()) => {
@@ -607,7 +700,7 @@ impl Restorer<'_, '_> {
                     self.out.other += 1;
                 }
             }
-            Err(e) => self.error(&path, format_args!("cannot create: {e}")),
+            Err(e) => self.io_error(&path, "cannot create", &e),
         }
         Ok(())
     }
@@ -629,6 +722,8 @@ impl Restorer<'_, '_> {
             name: node.name.clone(),
             state: FrameState::Pending,
             made: false,
+            id: None,
+            times: None,
         });
         if self.shared.opts.select.is_none() {
             self.current_dir();
@@ -643,9 +738,12 @@ impl Restorer<'_, '_> {
         walked?;
         if matches!(frame.state, FrameState::Open(_) | FrameState::Closed) {
             self.out.dirs += 1;
-            // `--overwrite never` leaves the metadata of a directory that was there alone.
+            // `--overwrite never` leaves the metadata of a directory that was there alone,
+            // and puts its times back once the entries restored into it are made.
             if frame.made || self.shared.opts.overwrite != Overwrite::Never {
-                self.finish_dir(frame.rel, node);
+                self.finish_dir(frame.rel, frame.id, DirWork::Meta(Box::new(node.clone())));
+            } else if let Some(times) = frame.times {
+                self.finish_dir(frame.rel, frame.id, DirWork::Times(times));
             }
         }
         Ok(())
@@ -723,7 +821,7 @@ impl Restorer<'_, '_> {
                 Ok(()) => return self.open_made(j, &parent, &name, &path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
-                    self.error(&path, format_args!("cannot create the directory: {e}"));
+                    self.io_error(&path, "cannot create the directory", &e);
                     return FrameState::Failed;
                 }
             }
@@ -740,7 +838,15 @@ impl Restorer<'_, '_> {
         };
         match existing {
             Some(st) if st.kind == NodeKind::Dir => match parent.open_dir(&name) {
-                Ok(d) => FrameState::Open(Arc::new(d)),
+                Ok(d) => {
+                    if let Ok(st) = d.stat_self() {
+                        self.stack[j].id = Some((st.dev, st.ino));
+                        if self.shared.opts.overwrite == Overwrite::Never {
+                            self.stack[j].times = Some((st.atime, st.mtime));
+                        }
+                    }
+                    FrameState::Open(Arc::new(d))
+                }
                 Err(e) => {
                     self.error(
                         &path,
@@ -773,7 +879,7 @@ impl Restorer<'_, '_> {
                 match parent.create_dir(&name, 0o700) {
                     Ok(()) => self.open_made(j, &parent, &name, &path),
                     Err(e) => {
-                        self.error(&path, format_args!("cannot create the directory: {e}"));
+                        self.io_error(&path, "cannot create the directory", &e);
                         FrameState::Failed
                     }
                 }
@@ -781,7 +887,7 @@ impl Restorer<'_, '_> {
             None => match parent.create_dir(&name, 0o700) {
                 Ok(()) => self.open_made(j, &parent, &name, &path),
                 Err(e) => {
-                    self.error(&path, format_args!("cannot create the directory: {e}"));
+                    self.io_error(&path, "cannot create the directory", &e);
                     FrameState::Failed
                 }
             },
@@ -793,6 +899,7 @@ impl Restorer<'_, '_> {
         match parent.open_dir(name) {
             Ok(d) => {
                 self.stack[j].made = true;
+                self.stack[j].id = d.stat_self().ok().map(|st| (st.dev, st.ino));
                 FrameState::Open(Arc::new(d))
             }
             Err(e) => {
@@ -903,6 +1010,8 @@ impl Restorer<'_, '_> {
         first: &FirstLink,
         pending: Option<PendingAt>,
         at: LinkAt,
+        dir: &Dir,
+        kind: NodeKind,
     ) -> Result<bool> {
         if let Some((seq, i)) = pending {
             let links = if seq == self.seq {
@@ -925,19 +1034,19 @@ impl Restorer<'_, '_> {
             // That batch is finished: the first link exists (or was damaged and removed).
             self.shared.wait_through(seq)?;
         }
-        let parent = first.rel.parent().unwrap_or(Path::new(""));
-        let name = first
-            .rel
-            .file_name()
-            .map(|n| n.as_bytes())
-            .unwrap_or_default();
+        let (parent, name) = split_rel(&first.rel);
+        let (_, own) = split_rel(&at.rel);
         let linked = self
             .target
             .open_beneath(parent)
-            .and_then(|d| d.hard_link(name, &at.dir, &at.name));
+            .and_then(|d| d.hard_link(name, dir, own));
         match linked {
             Ok(()) => {
-                self.out.files += 1;
+                if kind == NodeKind::File {
+                    self.out.files += 1;
+                } else {
+                    self.out.other += 1;
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -970,41 +1079,61 @@ impl Restorer<'_, '_> {
             Ok(t) => self.restore_tree(&t, snap_path),
             Err(e) => {
                 let path = self.shown(&self.top().rel);
-                self.out.damaged.push(RestoreError {
+                let local =
+                    matches!(&e, Error::Backend { source, .. } if is_local_shortage(source));
+                let err = RestoreError {
                     path,
                     error: format!("directory contents cannot be read: {e}"),
-                });
+                };
+                if local {
+                    self.out.errors.push(err);
+                } else {
+                    self.out.damaged.push(err);
+                }
                 Ok(())
             }
         }
     }
 
-    /// Applies a directory's metadata once every batch holding some of its files is finished.
-    fn finish_dir(&mut self, rel: PathBuf, node: &Node) {
+    /// Applies a directory's metadata (or puts its times back) once every batch holding some
+    /// of its files is finished.
+    fn finish_dir(&mut self, rel: PathBuf, id: Option<(u64, u64)>, work: DirWork) {
         let after = if self.batch.is_empty() {
             self.seq - 1
         } else {
             self.seq
         };
-        self.dirs.push_back((after, rel, node.clone()));
+        self.dirs.push_back((after, rel, id, work));
         self.apply_ready_dirs();
     }
 
     /// Applies the metadata of the waiting directories whose files are all finished
     /// (innermost first: they were queued as they closed), through a descriptor opened
-    /// beneath the target without following symlinks.
+    /// beneath the target without following symlinks — to the directory the restore made or
+    /// opened, and to no other put in its place since.
     fn apply_ready_dirs(&mut self) {
         let done = self.shared.flow().done_through;
         while self
             .dirs
             .front()
-            .is_some_and(|(after, _, _)| *after <= done)
+            .is_some_and(|(after, _, _, _)| *after <= done)
         {
-            let Some((_, rel, node)) = self.dirs.pop_front() else {
+            let Some((_, rel, id, work)) = self.dirs.pop_front() else {
                 break;
             };
             let applied = self.target.open_beneath(&rel).and_then(|d| {
-                safe_fs::apply_fd_metadata(d.as_fd(), &node, self.shared.opts.set_owner)
+                let st = d.stat_self()?;
+                if id.is_some_and(|id| id != (st.dev, st.ino)) {
+                    return Err(io::Error::other(
+                        "the directory was replaced while it was restored; its metadata was not applied",
+                    ));
+                }
+                match &work {
+                    DirWork::Meta(node) => {
+                        safe_fs::apply_fd_metadata(d.as_fd(), node, self.shared.opts.set_owner)
+                    }
+                    DirWork::Times((atime, mtime)) => safe_fs::set_fd_times(d.as_fd(), *atime, *mtime),
+                }
             });
             if let Err(e) = applied {
                 let path = self.shown(&rel);
@@ -1012,6 +1141,17 @@ impl Restorer<'_, '_> {
             }
         }
     }
+
+    /// Reports a failed operation on the target; a full disk stops the restore.
+    fn io_error(&mut self, path: &Path, what: &str, e: &io::Error) {
+        if is_disk_full(e) {
+            self.shared.disk_full.store(true, Ordering::Relaxed);
+            self.error(path, format_args!("{what}: the disk is full ({e})"));
+        } else {
+            self.error(path, format_args!("{what}: {e}"));
+        }
+    }
+
     /// Hands the gathered batch to the workers: one job per pack, its blobs in offset order.
     fn submit(&mut self) -> Result<()> {
         if self.batch.is_empty() {
@@ -1096,6 +1236,10 @@ impl Restorer<'_, '_> {
     /// metadata.
     fn finish(&mut self) -> Result<()> {
         self.submit()?;
+        if let Some(times) = self.stack.first().and_then(|f| f.times) {
+            let id = self.stack.first().and_then(|f| f.id);
+            self.finish_dir(PathBuf::new(), id, DirWork::Times(times));
+        }
         self.shared.wait_through(self.seq - 1)?;
         self.apply_ready_dirs();
         Ok(())
@@ -1175,6 +1319,9 @@ fn run_job(
                 .get_range_into(FileKind::Pack, &name, start, len, read_buf)
                 .map(|b| b.len());
         }
+        // A read that failed for want of descriptors or memory here says nothing about the
+        // repository's data: the file is not restored, but it is not called damaged.
+        let local = bytes.as_ref().err().is_some_and(is_local_shortage);
         for (e, d) in run.iter().zip(dests) {
             let plain = match &bytes {
                 Ok(_) => {
@@ -1198,10 +1345,14 @@ fn run_job(
                         asm.put(files, fi, off, data);
                         shared.progress.bytes_done(data.len() as u64);
                     }
-                    Err(why) => files[fi].failed(Problem::Damage(format!(
-                        "chunk {} at offset {off}: {why}",
-                        e.id.short()
-                    ))),
+                    Err(why) => {
+                        let why = format!("chunk {} at offset {off}: {why}", e.id.short());
+                        files[fi].failed(if local {
+                            Problem::Target(why)
+                        } else {
+                            Problem::Damage(why)
+                        })
+                    }
                 }
             }
         }
@@ -1422,6 +1573,14 @@ struct Links {
     paths: Vec<LinkAt>,
 }
 
+/// Whether an error is this machine running short (of descriptors or memory), not damage.
+fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
 /// Whether an error means the file system is out of space (or the user out of quota).
 fn is_disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
@@ -1464,8 +1623,8 @@ impl Pending {
     }
 
     /// Closes the file and removes it, if this restore created it and it is still there
-    /// under its name (not something put there since).
-    fn remove_own(&self) {
+    /// under its name (not something put there since). Says why when it stays.
+    fn remove_own(&self) -> Option<String> {
         self.close();
         let ino = self.created.load(Ordering::Relaxed);
         if ino != 0
@@ -1476,8 +1635,11 @@ impl Pending {
                 .flatten()
                 .is_some_and(|st| st.ino == ino && st.kind == NodeKind::File)
         {
-            let _ = self.dir.remove_file(&self.name);
+            if let Err(e) = self.dir.remove_file(&self.name) {
+                return Some(format!("the incomplete file could not be removed: {e}"));
+            }
         }
+        None
     }
 
     /// Runs `f` on the open file, creating the file on first use. None when it could not be
@@ -1900,6 +2062,52 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the restore ended after Ctrl-C");
         assert!(interrupted, "the restore reported Interrupted");
+    }
+
+    /// A file whose content fails `--verify` is not left on disk, and the hard links waiting
+    /// for it are not made but named, each as damaged.
+    #[test]
+    fn a_file_failing_verify_is_removed_and_its_links_are_named() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_, repo) = mem_repo(b"pw");
+        let opts = RestoreOptions {
+            target: tmp.path().to_path_buf(),
+            verify: true,
+            ..RestoreOptions::default()
+        };
+        let target = Arc::new(Dir::open(tmp.path()).expect("open"));
+        let shared = Shared {
+            repo: &repo,
+            opts: &opts,
+            progress: &NoRestoreProgress,
+            out: Mutex::new(RestoreOutcome::default()),
+            flow: Mutex::new(Flow::default()),
+            changed: Condvar::new(),
+            disk_full: Arc::new(AtomicBool::new(false)),
+            target: target.clone(),
+        };
+        // The chunk id (7...7) is not the keyed hash of what is written: verify fails.
+        let f = pending(tmp.path(), "f", 5);
+        f.write_buffered(b"hello", 0);
+        f.links.lock().expect("links").paths.push(LinkAt {
+            rel: PathBuf::from("link"),
+            path: tmp.path().join("link"),
+        });
+        let batch = BatchState {
+            seq: 1,
+            files: vec![f],
+            left: AtomicUsize::new(1),
+        };
+        shared.finish_file(&batch, 0);
+        let out = shared.out.into_inner().expect("outcome");
+        assert!(
+            !tmp.path().join("f").exists(),
+            "the unverified file was left"
+        );
+        assert!(!tmp.path().join("link").exists());
+        let named: Vec<_> = out.damaged.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(named, vec![tmp.path().join("link"), tmp.path().join("f")]);
+        assert_eq!(out.files, 0);
     }
 
     /// A pack's entries are cut into jobs of about `JOB_BYTES`, in offset order, none lost;

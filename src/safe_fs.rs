@@ -33,9 +33,12 @@ pub struct Dir {
 pub struct EntryStat {
     pub kind: NodeKind,
     pub size: u64,
+    pub atime: (i64, u32),
     pub mtime: (i64, u32),
     pub dev: u64,
     pub ino: u64,
+    pub nlink: u64,
+    pub uid: u32,
 }
 
 impl EntryStat {
@@ -55,9 +58,12 @@ impl EntryStat {
         EntryStat {
             kind,
             size: st.st_size as u64,
+            atime: (st.st_atime as i64, st.st_atime_nsec as u32),
             mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            uid: st.st_uid,
         }
     }
 }
@@ -171,38 +177,62 @@ impl Dir {
         )?)
     }
 
-    /// Creates the regular file `name` for writing; it must not exist in any form (a symlink
-    /// there is an error, not followed).
+    /// Creates the regular file `name` for writing (and reading back); it must not exist in
+    /// any form (a symlink there is an error, not followed).
     pub fn create_file(&self, name: &[u8], mode: u32) -> io::Result<File> {
         let fd = rustix::fs::openat(
             &self.fd,
             check_name(name)?,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode as _),
         )?;
         Ok(File::from(fd))
     }
 
     /// Opens the existing regular file `name` for reading. Anything else there — a symlink, a
-    /// FIFO (which would block), a device — is refused without being opened for I/O.
+    /// FIFO (which would block), a device (which an open may act on) — is refused without
+    /// being opened for I/O: the entry is first opened with `O_PATH` (which opens nothing for
+    /// I/O), checked, and only that very inode is then opened for reading.
     pub fn open_file(&self, name: &[u8]) -> io::Result<File> {
-        let fd = rustix::fs::openat(
+        let name = check_name(name)?;
+        let path_fd = rustix::fs::openat(
             &self.fd,
-            check_name(name)?,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let st = rustix::fs::fstat(&fd)?;
+        let st = rustix::fs::fstat(&path_fd)?;
         if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a regular file",
             ));
         }
-        // Regular files ignore O_NONBLOCK; cleared anyway, so reads behave as usual.
-        let flags = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
-        Ok(File::from(fd))
+        let read_flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        match rustix::fs::open(proc_path(&path_fd).as_str(), read_flags, Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            // No /proc (a rescue system): by name again, never following a symlink nor
+            // blocking, and checked once more.
+            Err(rustix::io::Errno::NOENT) => {
+                let fd = rustix::fs::openat(
+                    &self.fd,
+                    name,
+                    read_flags | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+                    Mode::empty(),
+                )?;
+                let again = rustix::fs::fstat(&fd)?;
+                if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the file was replaced while it was opened",
+                    ));
+                }
+                let flags = rustix::fs::fcntl_getfl(&fd)?;
+                rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+                Ok(File::from(fd))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Makes a symlink `name` pointing at `target` (whose bytes are not interpreted).
@@ -263,87 +293,71 @@ impl Dir {
         )?)
     }
 
-    /// Applies ownership (with `set_owner`), mode, extended attributes and times to the
-    /// entry `name` — meant for symlinks and special files, which are not opened for I/O —
-    /// without following a symlink there. Returns the first failure; later steps still run.
+    /// Applies ownership (with `set_owner`), mode, extended attributes and times to the entry
+    /// `name` that this process has just made — a symlink or a special file, which are not
+    /// opened for I/O. The entry is opened with `O_PATH` (nothing is opened for I/O, so a FIFO
+    /// does not block and a device does nothing), and changed only if it is still what was
+    /// made: of the node's type, owned by this process, with a single link — so an entry
+    /// swapped for a hard link to a file elsewhere is never changed. Every change then goes
+    /// through `/proc/self/fd`, which names exactly that inode (a symlink itself, not what it
+    /// points to). Returns the first failure; later steps still run.
     pub fn set_entry_metadata(&self, name: &[u8], node: &Node, set_owner: bool) -> io::Result<()> {
-        let name = check_name(name)?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            check_name(name)?,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = EntryStat::from_stat(&rustix::fs::fstat(&fd)?);
+        // SAFETY: geteuid has no preconditions.
+        let ours = unsafe { libc::geteuid() };
+        if st.kind != node.kind || st.nlink != 1 || st.uid != ours {
+            return Err(io::Error::other(
+                "the entry was replaced while it was restored; its metadata was not applied",
+            ));
+        }
+        let path = proc_path(&fd);
         let mut first_err: Option<io::Error> = None;
-        let mut note = |r: io::Result<()>| {
+        let mut note = |r: rustix::io::Result<()>| {
             if let Err(e) = r {
-                first_err.get_or_insert(e);
+                first_err.get_or_insert(e.into());
             }
         };
         if set_owner {
-            note(
-                rustix::fs::chownat(
-                    &self.fd,
-                    name,
-                    Some(rustix::fs::Uid::from_raw(node.uid)),
-                    Some(rustix::fs::Gid::from_raw(node.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io::Error::from),
-            );
+            note(rustix::fs::chown(
+                path.as_str(),
+                Some(rustix::fs::Uid::from_raw(node.uid)),
+                Some(rustix::fs::Gid::from_raw(node.gid)),
+            ));
         }
         if node.kind != NodeKind::Symlink {
-            note(self.chmod_nofollow(name, node.mode));
+            note(rustix::fs::chmod(
+                path.as_str(),
+                Mode::from_raw_mode((node.mode & 0o7777) as _),
+            ));
         }
-        if !node.xattrs.is_empty() {
-            // `lsetxattr` on `/proc/self/fd/<this directory>/<name>`: the directory is the one
-            // held open, and the last component is not followed.
-            let mut path = format!("/proc/self/fd/{}/", self.fd.as_raw_fd()).into_bytes();
-            path.extend_from_slice(name);
-            for x in &node.xattrs {
-                note(
-                    rustix::fs::lsetxattr(
-                        path.as_slice(),
-                        OsStr::from_bytes(&x.0),
-                        &x.1,
-                        rustix::fs::XattrFlags::empty(),
-                    )
-                    .map_err(io::Error::from),
-                );
-            }
+        for x in &node.xattrs {
+            note(rustix::fs::setxattr(
+                path.as_str(),
+                OsStr::from_bytes(&x.0),
+                &x.1,
+                rustix::fs::XattrFlags::empty(),
+            ));
         }
         let t = timespec(node.mtime.0, node.mtime.1);
-        note(
-            rustix::fs::utimensat(
-                &self.fd,
-                name,
-                &Timestamps {
-                    last_access: t,
-                    last_modification: t,
-                },
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(io::Error::from),
-        );
+        note(rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path.as_str(),
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::empty(),
+        ));
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-
-    /// `chmod` of the entry `name`, never through a symlink: it is opened with `O_PATH`
-    /// (which opens nothing for I/O, so a FIFO does not block and a device does nothing), and
-    /// the mode is set through `/proc/self/fd`, which names exactly that inode.
-    fn chmod_nofollow(&self, name: &[u8], mode: u32) -> io::Result<()> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink {
-            return Ok(());
-        }
-        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        Ok(rustix::fs::chmod(
-            path.as_str(),
-            Mode::from_raw_mode((mode & 0o7777) as _),
-        )?)
     }
 
     /// Flushes every file system holding this directory (one `syncfs` instead of an fsync
@@ -357,6 +371,11 @@ impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// `/proc/self/fd/<fd>`: the path that names exactly the inode `fd` is open on.
+fn proc_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 fn timespec(secs: i64, nanos: u32) -> Timespec {
@@ -415,15 +434,15 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<EntryStat> {
     Ok(EntryStat::from_stat(&rustix::fs::fstat(fd)?))
 }
 
-/// Opens the very file `file` is open on, again, for reading (through `/proc/self/fd`: the
-/// same inode whatever its path is now).
-pub fn reopen_read(file: &File) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(File::from(fd))
+/// Sets the access and modification times of an open file or directory.
+pub fn set_fd_times(fd: BorrowedFd<'_>, atime: (i64, u32), mtime: (i64, u32)) -> io::Result<()> {
+    Ok(rustix::fs::futimens(
+        fd,
+        &Timestamps {
+            last_access: timespec(atime.0, atime.1),
+            last_modification: timespec(mtime.0, mtime.1),
+        },
+    )?)
 }
 
 /// Opens the very file `file` is open on, again, for direct (`O_DIRECT`) writes.
@@ -500,6 +519,44 @@ mod tests {
             .expect_err("a FIFO is not a regular file");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(tmp.path().join("t/fifo").exists());
+    }
+
+    /// Metadata meant for a FIFO the restore just made must not land on what someone put at
+    /// its name since: a hard link to a file elsewhere (which has two links, or another
+    /// owner), or an entry of another type.
+    #[test]
+    fn entry_metadata_is_never_applied_to_a_swapped_in_hard_link() {
+        let (tmp, d) = setup();
+        let outside = tmp.path().join("outside/f");
+        let before = fs::metadata(&outside).expect("stat");
+        let mut node = Node::new(b"p".to_vec(), NodeKind::Fifo);
+        node.mode = 0o4777;
+        node.mtime = crate::tree::Timestamp(1_000_000_000, 0);
+        d.mknod(b"p", &node).expect("mkfifo");
+        d.set_entry_metadata(b"p", &node, false)
+            .expect("applied to the FIFO it made");
+        // Swapped for a hard link to the outside file.
+        d.remove_file(b"p").expect("unlink");
+        fs::hard_link(&outside, tmp.path().join("t/p")).expect("link");
+        let err = d
+            .set_entry_metadata(b"p", &node, true)
+            .expect_err("refused");
+        assert!(err.to_string().contains("replaced"), "{err}");
+        // Swapped for a regular file with one link: another type, refused too.
+        d.remove_file(b"p").expect("unlink");
+        fs::write(tmp.path().join("t/p"), b"x").expect("write");
+        assert!(d.set_entry_metadata(b"p", &node, true).is_err());
+        let after = fs::metadata(&outside).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (
+                before.mode(),
+                before.uid(),
+                before.mtime(),
+                before.mtime_nsec()
+            ),
+            (after.mode(), after.uid(), after.mtime(), after.mtime_nsec())
+        );
     }
 
     #[test]

@@ -472,3 +472,120 @@ fn a_deep_tree_restores_under_a_low_descriptor_limit() {
     let bottom = target.join("dd/".repeat(300)).join("bottom");
     assert_eq!(fs::read(bottom).unwrap(), b"the bottom");
 }
+
+/// A target that exists and is not a directory (a file, or a symlink to one) is refused with
+/// a message saying so, and left as it is.
+#[test]
+fn a_target_that_is_not_a_directory_is_refused() {
+    let f = Fixture::new();
+    let src = source(&f);
+    f.backup(&[&src], &[]);
+    let file = f.path("a-file");
+    write(&file, b"not a directory");
+    let link = f.path("a-link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    for target in [&file, &link] {
+        let run = restore(&f, "latest", target, &[]);
+        run.expect(1);
+        assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+        assert_eq!(fs::read(&file).unwrap(), b"not a directory");
+    }
+}
+
+/// A hard-link farm (rsnapshot style): one file and thousands of directories each holding a
+/// link to it. Links waiting for their first file hold no descriptor, so under a low limit
+/// every link is made — and nothing is called damaged for want of descriptors.
+#[test]
+fn a_hard_link_farm_restores_under_a_low_descriptor_limit() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a/big"), random_bytes(3, 300_000));
+    for i in 0..400 {
+        let dir = src.join(format!("b/{i:04}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::hard_link(src.join("a/big"), dir.join("l")).unwrap();
+    }
+    f.backup(&[&src], &[]);
+    let target = f.path("target");
+    f.cmd()
+        .fd_limit(128)
+        .args(["restore", &format!("latest:{}", src.display()), "--target"])
+        .arg(&target)
+        .run()
+        .ok();
+    assert_same_entries(&src, &target);
+    assert_eq!(fs::metadata(target.join("a/big")).unwrap().nlink(), 401);
+}
+
+/// A socket in the snapshot is not restored (it belongs to the process that made it), and
+/// whatever stands at its name in the target is left alone, in every mode.
+#[test]
+fn a_socket_in_the_snapshot_never_touches_the_target() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("file"), b"content");
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    f.backup(&[&src], &[]);
+    for mode in ["always", "if-changed", "never"] {
+        let target = f.path(format!("target-{mode}"));
+        write(target.join("sock"), b"the user's file");
+        restore(
+            &f,
+            &format!("latest:{}", src.display()),
+            &target,
+            &["--overwrite", mode],
+        )
+        .ok();
+        assert_eq!(
+            fs::read(target.join("sock")).unwrap(),
+            b"the user's file",
+            "{mode}"
+        );
+        assert_eq!(fs::read(target.join("file")).unwrap(), b"content", "{mode}");
+    }
+}
+
+/// Running out of inodes (not bytes) while making directories and symlinks is a full disk
+/// too: said once, the restore stops, exit 1.
+#[test]
+fn running_out_of_inodes_says_the_disk_is_full() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    for i in 0..60 {
+        let dir = src.join(format!("d{i:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("somewhere", dir.join("link")).unwrap();
+    }
+    f.backup(&[&src], &[]);
+    let mnt = f.path("few-inodes");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=40", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: this test needs to mount a small tmpfs (run as root)"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let run = restore(&f, &format!("latest:{}", src.display()), &mnt, &["--json"]);
+    run.expect(1);
+    let summary = run.summary();
+    assert_eq!(summary["disk_full"], serde_json::json!(true), "{summary}");
+    let errors = summary["errors"].as_array().unwrap();
+    assert!(
+        errors.len() <= 2,
+        "the restore stopped at the first full error: {errors:?}"
+    );
+}
