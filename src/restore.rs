@@ -1473,8 +1473,6 @@ struct Pending {
     path: PathBuf,
     node: Node,
     out: RwLock<OutState>,
-    /// The inode this restore created (0: none yet); only that is removed again.
-    created: AtomicU64,
     /// Chunk writes still to come.
     left: AtomicUsize,
     problems: Mutex<Problems>,
@@ -1594,7 +1592,6 @@ impl Pending {
             path,
             node,
             out: RwLock::new(OutState::New),
-            created: AtomicU64::new(0),
             left: AtomicUsize::new(0),
             problems: Mutex::new(Problems::default()),
             written: AtomicU64::new(0),
@@ -1625,21 +1622,16 @@ impl Pending {
     /// Closes the file and removes it, if this restore created it and it is still there
     /// under its name (not something put there since). Says why when it stays.
     fn remove_own(&self) -> Option<String> {
-        self.close();
-        let ino = self.created.load(Ordering::Relaxed);
-        if ino != 0
-            && self
-                .dir
-                .stat(&self.name)
-                .ok()
-                .flatten()
-                .is_some_and(|st| st.ino == ino && st.kind == NodeKind::File)
-        {
-            if let Err(e) = self.dir.remove_file(&self.name) {
-                return Some(format!("the incomplete file could not be removed: {e}"));
-            }
+        // Recognised by its open descriptor's inode (asked only here: a file restored
+        // without trouble pays nothing for it); closed once this returns.
+        let state = std::mem::replace(
+            &mut *self.out.write().unwrap_or_else(|p| p.into_inner()),
+            OutState::Closed,
+        );
+        match state {
+            OutState::Open(out) => self.remove_if_same(&out.file),
+            _ => None,
         }
-        None
     }
 
     /// Runs `f` on the open file, creating the file on first use. None when it could not be
@@ -1676,9 +1668,28 @@ impl Pending {
             .dir
             .create_file(&self.name, 0o600)
             .map_err(|e| ("cannot create".to_string(), e))?;
-        if let Ok(st) = self.dir_entry_stat(&file) {
-            self.created.store(st.ino, Ordering::Relaxed);
+        self.prepare(file).map_err(|(file, why)| {
+            // Made but not usable: removed again, if it is still the one made.
+            self.remove_if_same(&file);
+            why
+        })
+    }
+
+    /// Removes the entry at the file's name if it is the file open as `file`.
+    fn remove_if_same(&self, file: &fs::File) -> Option<String> {
+        let ino = safe_fs::stat_fd(file.as_fd()).ok()?.ino;
+        let there = self.dir.stat(&self.name).ok().flatten()?;
+        if there.ino == ino && there.kind == NodeKind::File {
+            if let Err(e) = self.dir.remove_file(&self.name) {
+                return Some(format!("the incomplete file could not be removed: {e}"));
+            }
         }
+        None
+    }
+
+    /// Sizes a new file and opens it for direct writes where it is large.
+    #[allow(clippy::result_large_err)]
+    fn prepare(&self, file: fs::File) -> Result<Out, (fs::File, (String, io::Error))> {
         let direct = self.node.size >= DIRECT_FILE_MIN;
         // The final size up front where the content ends in a hole, and for direct writes
         // (their stretches land in any order); otherwise the last write sets it.
@@ -1688,22 +1699,20 @@ impl Pending {
             .last()
             .is_some_and(|p| p.chunk().is_some());
         if direct || (!ends_in_data && self.node.size > 0) {
-            file.set_len(self.node.size)
-                .map_err(|e| ("cannot set its length".to_string(), e))?;
+            if let Err(e) = file.set_len(self.node.size) {
+                return Err((file, ("cannot set its length".to_string(), e)));
+            }
         }
         let direct = if direct {
-            self.allocate(&file)?;
+            if let Err(why) = self.allocate(&file) {
+                return Err((file, why));
+            }
             // Reopened through /proc: the very file just created, whatever its path is now.
             safe_fs::reopen_direct(&file).ok()
         } else {
             None
         };
         Ok(Out { file, direct })
-    }
-
-    /// What the open `file` is (its inode, to recognise it later).
-    fn dir_entry_stat(&self, file: &fs::File) -> io::Result<safe_fs::EntryStat> {
-        safe_fs::stat_fd(file.as_fd())
     }
 
     /// Reserves the blocks of the file's data regions (its holes stay holes) before the

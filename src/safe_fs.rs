@@ -309,8 +309,7 @@ impl Dir {
             Mode::empty(),
         )?;
         let st = EntryStat::from_stat(&rustix::fs::fstat(&fd)?);
-        // SAFETY: geteuid has no preconditions.
-        let ours = unsafe { libc::geteuid() };
+        let ours = euid();
         if st.kind != node.kind || st.nlink != 1 || st.uid != ours {
             return Err(io::Error::other(
                 "the entry was replaced while it was restored; its metadata was not applied",
@@ -371,6 +370,13 @@ impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// This process's effective user id (asked once).
+fn euid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: geteuid has no preconditions.
+    *EUID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 /// `/proc/self/fd/<fd>`: the path that names exactly the inode `fd` is open on.
