@@ -415,14 +415,9 @@ impl Copier<'_> {
 
     /// Writes a pack durably; it is indexed at the next [`Self::commit_packs`].
     fn flush(&mut self, writer: PackWriter) -> Result<()> {
-        let p = writer.finish(self.dst.keys(), self.dst.config().pack_size as usize)?;
-        p.store(self.dst.backend().as_ref())?;
-        self.cur.bytes += p.bytes.len() as u64;
-        self.packs.push(IndexPack {
-            id: p.id,
-            size: p.bytes.len() as u64,
-            blobs: p.entries,
-        });
+        let p = self.dst.store_pack(writer)?;
+        self.cur.bytes += p.size;
+        self.packs.push(p);
         if self.indexed.elapsed() >= INDEX_EVERY {
             // A checkpoint within a long snapshot: a copy killed later resends none of this.
             // Invariant: every pack named here is durable (put returned).

@@ -422,7 +422,10 @@ mod tests {
     #[test]
     fn padme_rounds_up_by_at_most_a_ninth_into_few_buckets() {
         let mut buckets = std::collections::BTreeSet::new();
-        for len in (0..5000u64).chain((1 << 14..1 << 20).step_by(97)).chain([u64::MAX >> 2]) {
+        for len in (0..5000u64)
+            .chain((1 << 14..1 << 20).step_by(97))
+            .chain([u64::MAX >> 2])
+        {
             let p = padme(len);
             assert!(p >= len, "{len} -> {p}");
             assert!((p - len) as f64 <= len as f64 / 9.0 + 1.0, "{len} -> {p}");
@@ -446,20 +449,29 @@ mod tests {
             let mut w = PackWriter::new();
             let id = keys.chunk_id(content);
             let sealed = seal_blob(&keys, BlobKind::Data, &id, content, Compression::Off).unwrap();
-            w.add(BlobKind::Data, id, &sealed, content.len() as u32).unwrap();
+            w.add(BlobKind::Data, id, &sealed, content.len() as u32)
+                .unwrap();
             w.finish(&keys, target).unwrap()
         };
         let small = pack_of(b"a small file", 1 << 20);
         let other = pack_of(&[7u8; 3000], 1 << 20);
         assert_eq!(small.bytes.len() as u64, PAD_FLOOR);
-        assert_eq!(small.bytes.len(), other.bytes.len(), "sizes tell the files apart");
+        assert_eq!(
+            small.bytes.len(),
+            other.bytes.len(),
+            "sizes tell the files apart"
+        );
         let entries = read_pack(&keys, &small.bytes).unwrap();
         let e = entries[0];
         let sealed = &small.bytes[e.offset as usize..(e.offset + e.length) as usize];
         assert_eq!(open_blob(&keys, &e, sealed).unwrap(), b"a small file");
         assert_eq!(small.id.0, content_hash(&small.bytes));
         let big = pack_of(&[1u8; 40_000], 40_000);
-        assert!(big.bytes.len() < 40_200, "a full pack is not padded: {}", big.bytes.len());
+        assert!(
+            big.bytes.len() < 40_200,
+            "a full pack is not padded: {}",
+            big.bytes.len()
+        );
         let mid = pack_of(&vec![1u8; 100_000], 1 << 20);
         assert_eq!(mid.bytes.len() as u64, padme(mid.bytes.len() as u64));
     }

@@ -417,14 +417,14 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             };
             writer.add(e.kind, e.id, &sealed, e.raw_length)?;
             if writer.is_full(pack_size) {
-                new_packs.push(write_pack(repo, std::mem::take(writer))?);
+                new_packs.push(repo.store_pack(std::mem::take(writer))?);
             }
         }
     }
     if !opts.dry_run {
         for writer in [data, trees] {
             if !writer.is_empty() {
-                new_packs.push(write_pack(repo, writer)?);
+                new_packs.push(repo.store_pack(writer)?);
             }
         }
     }
@@ -607,14 +607,4 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     }
     repo.load_index()?;
     Ok(rep)
-}
-
-fn write_pack(repo: &Repository, writer: PackWriter) -> Result<IndexPack> {
-    let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
-    p.store(repo.backend().as_ref())?;
-    Ok(IndexPack {
-        id: p.id,
-        size: p.bytes.len() as u64,
-        blobs: p.entries,
-    })
 }

@@ -120,7 +120,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
             have.insert(e.id);
             salvaged += 1;
             if writer.is_full(pack_size) {
-                out.push(store_pack(repo, std::mem::take(writer))?);
+                out.push(repo.store_pack(std::mem::take(writer))?);
                 rep.packs_written += 1;
             }
         }
@@ -135,7 +135,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     }
     for writer in [data, trees] {
         if !writer.is_empty() {
-            out.push(store_pack(repo, writer)?);
+            out.push(repo.store_pack(writer)?);
             rep.packs_written += 1;
         }
     }
@@ -154,17 +154,6 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     rep.old_index_files = old.len() as u64;
     repo.load_index()?;
     Ok(rep)
-}
-
-/// Writes a finished pack durably; returns its index entry.
-fn store_pack(repo: &Repository, writer: PackWriter) -> Result<IndexPack> {
-    let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
-    p.store(repo.backend().as_ref())?;
-    Ok(IndexPack {
-        id: p.id,
-        size: p.bytes.len() as u64,
-        blobs: p.entries,
-    })
 }
 
 #[derive(Clone, Debug, Default)]

@@ -701,6 +701,19 @@ impl Repository {
         self.read_blob_at(&loc.pack, &loc.entry)
     }
 
+    /// Seals a pack (padded as this repository's pack size says, repo-format.md §6.4),
+    /// stores it durably under its name, and returns its index entry. Index it only after
+    /// this returns (§10.2).
+    pub fn store_pack(&self, writer: pack::PackWriter) -> Result<IndexPack> {
+        let p = writer.finish(&self.keys, self.config.pack_size as usize)?;
+        p.store(self.backend.as_ref())?;
+        Ok(IndexPack {
+            id: p.id,
+            size: p.bytes.len() as u64,
+            blobs: p.entries,
+        })
+    }
+
     pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let (offset, len) = (entry.offset as u64, entry.length as usize);
@@ -972,6 +985,15 @@ fn finish_interrupted_init(
     password: &[u8],
 ) -> Result<Option<Repository>> {
     let location = backend.location();
+    // The temporary files the interrupted init left, once what stays is durable.
+    let remove_leftovers = || {
+        backend
+            .remove_temporaries()
+            .map_err(|source| Error::Backend {
+                path: location.clone(),
+                source,
+            })
+    };
     let config = backend
         .list(FileKind::Config)
         .map_err(backend_err(FileKind::Config, CONFIG_NAME))?;
@@ -1019,12 +1041,7 @@ fn finish_interrupted_init(
         };
         put_key(backend.as_ref(), &bytes)?;
         repo.repair_config()?;
-        backend
-            .remove_temporaries()
-            .map_err(|source| Error::Backend {
-                path: location.clone(),
-                source,
-            })?;
+        remove_leftovers()?;
         repo.warn(format!(
             "finished the interrupted `cairn init` of {location}: its key file was already written, so the settings it was started with are kept"
         ));
@@ -1035,12 +1052,7 @@ fn finish_interrupted_init(
             .delete(kind, &name)
             .map_err(backend_err(kind, &name))?;
     }
-    backend
-        .remove_temporaries()
-        .map_err(|source| Error::Backend {
-            path: location.clone(),
-            source,
-        })?;
+    remove_leftovers()?;
     Ok(None)
 }
 

@@ -175,6 +175,7 @@ pub fn restore(
     }
     let (target, fresh) = open_target(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = Arc::new(target);
+    let target_stat = target.stat_self().ok();
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -206,15 +207,13 @@ pub fn restore(
             target: target.clone(),
             stack: vec![Frame {
                 rel: PathBuf::new(),
-                name: Vec::new(),
                 state: FrameState::Open(target.clone()),
                 made: fresh,
-                id: target.stat_self().ok().map(|st| (st.dev, st.ino)),
-                times: if fresh || opts.overwrite != Overwrite::Never {
-                    None
-                } else {
-                    target.stat_self().ok().map(|st| (st.atime, st.mtime))
-                },
+                id: target_stat.map(|st| (st.dev, st.ino)),
+                // `--overwrite never` puts the times of a target that was there back.
+                times: target_stat
+                    .filter(|_| !fresh && opts.overwrite == Overwrite::Never)
+                    .map(|st| (st.atime, st.mtime)),
             }],
             out: RestoreOutcome::default(),
             links: HashMap::new(),
@@ -485,10 +484,8 @@ impl RestoreOutcome {
 /// A directory of the walk's path: the target itself at the bottom of the stack, then each
 /// snapshot directory being restored into it.
 struct Frame {
-    /// Its path relative to the target (empty for the target).
+    /// Its path relative to the target (empty for the target); its name is the last part.
     rel: PathBuf,
-    /// Its name in its parent (empty for the target).
-    name: Vec<u8>,
     state: FrameState,
     /// Made by this restore: nothing can be in it but what the restore put there, so entries
     /// need no look before they are made (a make that finds something there anyway fails).
@@ -719,7 +716,6 @@ impl Restorer<'_, '_> {
         }
         self.stack.push(Frame {
             rel,
-            name: node.name.clone(),
             state: FrameState::Pending,
             made: false,
             id: None,
@@ -812,7 +808,7 @@ impl Restorer<'_, '_> {
         };
         let parent = parent.clone();
         let parent_made = self.stack[j - 1].made;
-        let name = self.stack[j].name.clone();
+        let name = split_rel(&self.stack[j].rel).1.to_vec();
         let path = self.shown(&self.stack[j].rel);
         // In a directory this restore made, nothing is there yet: no look first. Should
         // something be there anyway, the make fails and the look below decides.

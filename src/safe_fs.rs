@@ -315,48 +315,7 @@ impl Dir {
                 "the entry was replaced while it was restored; its metadata was not applied",
             ));
         }
-        let path = proc_path(&fd);
-        let mut first_err: Option<io::Error> = None;
-        let mut note = |r: rustix::io::Result<()>| {
-            if let Err(e) = r {
-                first_err.get_or_insert(e.into());
-            }
-        };
-        if set_owner {
-            note(rustix::fs::chown(
-                path.as_str(),
-                Some(rustix::fs::Uid::from_raw(node.uid)),
-                Some(rustix::fs::Gid::from_raw(node.gid)),
-            ));
-        }
-        if node.kind != NodeKind::Symlink {
-            note(rustix::fs::chmod(
-                path.as_str(),
-                Mode::from_raw_mode((node.mode & 0o7777) as _),
-            ));
-        }
-        for x in &node.xattrs {
-            note(rustix::fs::setxattr(
-                path.as_str(),
-                OsStr::from_bytes(&x.0),
-                &x.1,
-                rustix::fs::XattrFlags::empty(),
-            ));
-        }
-        let t = timespec(node.mtime.0, node.mtime.1);
-        note(rustix::fs::utimensat(
-            rustix::fs::CWD,
-            path.as_str(),
-            &Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            AtFlags::empty(),
-        ));
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        apply_metadata(MetaTarget::Path(&proc_path(&fd)), node, set_owner)
     }
 
     /// Flushes every file system holding this directory (one `syncfs` instead of an fsync
@@ -393,9 +352,26 @@ fn timespec(secs: i64, nanos: u32) -> Timespec {
 
 /// Applies ownership (with `set_owner`), mode, extended attributes and times to an open file
 /// or directory, through its descriptor: no path is looked up again, so a renamed or replaced
-/// path cannot redirect it. Returns the first failure; later steps still run. Ownership comes
-/// first, since `chown` clears set-user-id bits that the mode then sets.
+/// path cannot redirect it. Returns the first failure; later steps still run.
 pub fn apply_fd_metadata(fd: BorrowedFd<'_>, node: &Node, set_owner: bool) -> io::Result<()> {
+    apply_metadata(MetaTarget::Fd(fd), node, set_owner)
+}
+
+/// Where metadata goes: an open file or directory, or the `/proc/self/fd` path of an `O_PATH`
+/// descriptor (a symlink or special file, which is not opened for I/O; the path names that
+/// very inode, a symlink itself rather than what it points to).
+#[derive(Clone, Copy)]
+enum MetaTarget<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(&'a str),
+}
+
+/// The one place metadata is written back. Ownership comes first, since `chown` clears
+/// set-user-id bits that the mode then sets; times come last, since the other changes would
+/// not move them but a later write would. A symlink has no mode of its own. Returns the first
+/// failure; later steps still run.
+fn apply_metadata(target: MetaTarget<'_>, node: &Node, set_owner: bool) -> io::Result<()> {
+    use rustix::fs::{Gid, Uid, XattrFlags};
     let mut first_err: Option<io::Error> = None;
     let mut note = |r: rustix::io::Result<()>| {
         if let Err(e) = r {
@@ -403,32 +379,35 @@ pub fn apply_fd_metadata(fd: BorrowedFd<'_>, node: &Node, set_owner: bool) -> io
         }
     };
     if set_owner {
-        note(rustix::fs::fchown(
-            fd,
-            Some(rustix::fs::Uid::from_raw(node.uid)),
-            Some(rustix::fs::Gid::from_raw(node.gid)),
-        ));
+        let (uid, gid) = (Some(Uid::from_raw(node.uid)), Some(Gid::from_raw(node.gid)));
+        note(match target {
+            MetaTarget::Fd(fd) => rustix::fs::fchown(fd, uid, gid),
+            MetaTarget::Path(p) => rustix::fs::chown(p, uid, gid),
+        });
     }
-    note(rustix::fs::fchmod(
-        fd,
-        Mode::from_raw_mode((node.mode & 0o7777) as _),
-    ));
+    if node.kind != NodeKind::Symlink {
+        let mode = Mode::from_raw_mode((node.mode & 0o7777) as _);
+        note(match target {
+            MetaTarget::Fd(fd) => rustix::fs::fchmod(fd, mode),
+            MetaTarget::Path(p) => rustix::fs::chmod(p, mode),
+        });
+    }
     for x in &node.xattrs {
-        note(rustix::fs::fsetxattr(
-            fd,
-            OsStr::from_bytes(&x.0),
-            &x.1,
-            rustix::fs::XattrFlags::empty(),
-        ));
+        let (name, value) = (OsStr::from_bytes(&x.0), x.1.as_slice());
+        note(match target {
+            MetaTarget::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()),
+            MetaTarget::Path(p) => rustix::fs::setxattr(p, name, value, XattrFlags::empty()),
+        });
     }
     let t = timespec(node.mtime.0, node.mtime.1);
-    note(rustix::fs::futimens(
-        fd,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-    ));
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    note(match target {
+        MetaTarget::Fd(fd) => rustix::fs::futimens(fd, &times),
+        MetaTarget::Path(p) => rustix::fs::utimensat(rustix::fs::CWD, p, &times, AtFlags::empty()),
+    });
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

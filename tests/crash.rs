@@ -10,10 +10,8 @@ use std::sync::Arc;
 use cairn::backend::{Backend, FaultBackend, FileKind, MemBackend};
 use cairn::backup::{backup, BackupOptions, NoProgress};
 use cairn::check::{check, CheckOptions};
-use cairn::crypto::KdfParams;
 use cairn::id::SnapshotId;
 use cairn::prune::{prune, PruneOptions};
-use cairn::repo::InitOptions;
 use cairn::restore::{restore, select_path, NoRestoreProgress, RestoreOptions};
 use cairn::Repository;
 use common::{assert_same_tree, random_bytes, restored, write};
@@ -21,16 +19,7 @@ use common::{assert_same_tree, random_bytes, restored, write};
 const PW: &[u8] = b"pw";
 
 fn init(backend: Arc<dyn Backend>) -> Repository {
-    let opts = InitOptions {
-        pack_size: 1 << 20,
-        kdf: KdfParams {
-            m_cost_kib: KdfParams::MIN_M_COST_KIB,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        ..InitOptions::default()
-    };
-    Repository::init(backend, PW, &opts).expect("init")
+    Repository::init(backend, PW, &common::quick_init_options()).expect("init")
 }
 
 fn open(backend: Arc<dyn Backend>) -> Repository {

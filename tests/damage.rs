@@ -182,38 +182,21 @@ fn truncate(path: &Path, len: u64) {
         .unwrap();
 }
 
-/// Stdout and stderr together, for "is it named anywhere".
-fn output(run: &Run) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&run.stdout), run.stderr)
-}
-
-#[track_caller]
-fn assert_no_panic(run: &Run) {
-    assert!(
-        run.code != 101 && !run.stderr.contains("panicked"),
-        "{} panicked (exit {}):\n{}",
-        run.what,
-        run.code,
-        run.stderr
-    );
-    assert!(run.code >= 0, "{} died of a signal", run.what);
-}
-
 #[track_caller]
 fn assert_fails_naming(run: &Run, what: &str) {
-    assert_no_panic(run);
+    run.assert_no_panic();
     assert_ne!(
         run.code,
         0,
         "{} exited 0 despite damage to {what}:\n{}",
         run.what,
-        output(run)
+        run.output()
     );
     assert!(
-        output(run).contains(what),
+        run.output().contains(what),
         "{} does not name {what}:\n{}",
         run.what,
-        output(run)
+        run.output()
     );
 }
 
@@ -224,7 +207,7 @@ fn assert_check_completed(run: &Run) {
         String::from_utf8_lossy(&run.stdout).contains("checked "),
         "{} stopped before its report:\n{}",
         run.what,
-        output(run)
+        run.output()
     );
     assert!(
         !run.stderr.lines().any(|l| l.starts_with("cairn:")),
@@ -278,18 +261,18 @@ fn check_read_data_names_a_pack_with_a_flipped_byte_wherever_the_byte_is() {
             // The structure check may or may not notice; it must not panic, and if it fails
             // it must say which pack (its short id at least).
             let structure = cmd(&c).arg("check").run();
-            assert_no_panic(&structure);
+            structure.assert_no_panic();
             if structure.code != 0 {
                 assert_fails_naming(&structure, &pack_name[..8]);
             }
             let full = cmd(&c).args(["check", "--read-data"]).run();
             assert!(
-                full.code != 0 && output(&full).contains(&pack_name),
+                full.code != 0 && full.output().contains(&pack_name),
                 "flip {mask:#04x} at {what} (offset {offset} of {size}): check --read-data exited {} without naming pack {pack_name}:\n{}",
                 full.code,
-                output(&full)
+                full.output()
             );
-            assert_no_panic(&full);
+            full.assert_no_panic();
         }
     }
 }
@@ -388,7 +371,7 @@ fn restore_without_a_deleted_pack_restores_every_other_file_and_names_the_lost_o
         .arg(&target)
         .run();
     run.expect(1);
-    assert_no_panic(&run);
+    run.assert_no_panic();
     for rel in &kept {
         let original = Path::new("/").join(rel);
         let restored = target.join(rel);
@@ -430,12 +413,12 @@ fn after_deleting_every_index_file_repair_index_makes_check_and_restore_whole_ag
         fs::remove_file(p).unwrap();
     }
     let run = cmd(&r.f).arg("check").run();
-    assert_no_panic(&run);
+    run.assert_no_panic();
     assert_ne!(
         run.code,
         0,
         "check passes without an index:\n{}",
-        output(&run)
+        run.output()
     );
     assert_check_completed(&run);
 
@@ -535,7 +518,7 @@ fn a_damaged_key_file_is_named_as_damaged_when_its_password_no_longer_opens_anyt
         flip(&c.repo.join(&rel), offset, 0x01);
         // The key file's copy still opens the repository, with a warning naming the damage.
         let run = cmd(&c).arg("snapshots").run();
-        assert_no_panic(&run);
+        run.assert_no_panic();
         assert_eq!(run.code, 0, "the copy opens: {}", run.stderr);
         assert!(
             run.stderr.contains(&key_name) && run.stderr.contains("damaged"),
@@ -545,7 +528,7 @@ fn a_damaged_key_file_is_named_as_damaged_when_its_password_no_longer_opens_anyt
         // Both damaged: the password cannot open anything, and the message says why.
         flip(&c.repo.join(&copy_rel), offset, 0x01);
         let run = cmd(&c).arg("snapshots").run();
-        assert_no_panic(&run);
+        run.assert_no_panic();
         assert!(
             run.code == 12 || run.code == 1,
             "flip at {offset} of {len}: exit {}:\n{}",
@@ -586,7 +569,7 @@ fn check_reports_a_stray_file_in_data_and_prune_removes_it() {
 
     for args in [&["check"][..], &["check", "--read-data"]] {
         let run = cmd(&r.f).args(args).run();
-        assert_no_panic(&run);
+        run.assert_no_panic();
         // What it is: damage-free, so a warning and exit 0 (see the report below).
         run.ok();
         assert!(
@@ -648,16 +631,16 @@ fn prune_removes_a_stray_file_in_the_wrong_data_subdirectory() {
     let stray = r.f.repo.join("data").join(dir).join(&stray_name);
     write(&stray, &stray_bytes);
     let run = cmd(&r.f).arg("check").run();
-    assert_no_panic(&run);
+    run.assert_no_panic();
     run.ok();
     assert!(
         run.stderr.contains(&stray_name),
         "check does not mention the stray file {}:\n{}",
         stray.display(),
-        output(&run)
+        run.output()
     );
     let prune = cmd(&r.f).args(["--json", "prune"]).run();
-    assert_no_panic(&prune);
+    prune.assert_no_panic();
     prune.ok();
     let deleted = prune.summary()["packs_unindexed_deleted"].clone();
     assert!(
@@ -687,7 +670,7 @@ fn a_zero_length_pack_is_named_by_check_and_snapshots_still_works() {
     }
     // Rebuilding the index skips it with a message instead of failing.
     let repair = cmd(&r.f).args(["repair", "index"]).run();
-    assert_no_panic(&repair);
+    repair.assert_no_panic();
     repair.ok();
 }
 
@@ -703,7 +686,7 @@ fn a_zero_length_index_file_is_skipped_with_a_warning_and_named_by_check() {
     assert_eq!(listed_snapshots(&run).len(), 3);
     // A command that loads the index warns and goes on.
     let ls = cmd(&r.f).args(["ls", &r.snaps[0]]).run();
-    assert_no_panic(&ls);
+    ls.assert_no_panic();
     assert!(
         !ls.stderr
             .lines()
@@ -799,7 +782,7 @@ fn check_read_data_names_the_file_after_any_single_byte_flip_at_rest() {
         }
         let run = cmd(&c).args(["check", "--read-data"]).run();
         let file_name = name(rel);
-        let out = output(&run);
+        let out = run.output();
         let named = match kind {
             "config" => out.contains("config"),
             "keys" => out.contains(&file_name) || out.contains("key file"),
@@ -851,7 +834,7 @@ fn a_flipped_byte_under_a_matching_name_is_still_caught_by_authentication() {
         fs::remove_file(c.repo.join(rel)).unwrap();
         write(c.repo.join(kind).join(&new_name), &bytes);
         let run = cmd(&c).args(["check", "--read-data"]).run();
-        let out = output(&run);
+        let out = run.output();
         let panicked = run.code == 101 || run.stderr.contains("panicked") || run.code < 0;
         // A key that fails authentication is indistinguishable from a wrong password (exit 12).
         let named = kind == "keys" || out.contains(&new_name);

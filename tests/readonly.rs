@@ -123,16 +123,6 @@ impl Repo {
 const NOTE: &str = "note: the repository is read-only; reading without a lock";
 const NOT_KEPT: &str = "this drill's result could not be kept";
 
-#[track_caller]
-fn assert_no_panic(run: &Run) {
-    assert!(
-        !run.stderr.contains("panicked") && run.code != 101,
-        "{} panicked:\n{}",
-        run.what,
-        run.stderr
-    );
-}
-
 #[test]
 fn every_reading_command_works_on_a_read_only_mount_with_a_note() {
     let r = Repo::new();
@@ -156,7 +146,7 @@ fn every_reading_command_works_on_a_read_only_mount_with_a_note() {
     ] {
         let run = r.cmd_at(at).args(&args).run();
         run.ok();
-        assert_no_panic(&run);
+        run.assert_no_panic();
     }
     let run = r.cmd_at(at).args(["--json", "snapshots"]).run();
     assert_eq!(run.json().as_array().unwrap().len(), 2);
@@ -286,7 +276,7 @@ fn every_writing_command_fails_clearly_on_a_read_only_mount() {
     ];
     for (run, said) in &runs {
         run.expect(1);
-        assert_no_panic(run);
+        run.assert_no_panic();
         assert!(
             run.stderr.contains(said.as_str()),
             "{} does not say {said:?}:\n{}",

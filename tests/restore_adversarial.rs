@@ -17,6 +17,8 @@
 //! The restores run in-process through the library (an in-memory repository) so that a few
 //! hundred cases take seconds; the command-line paths are covered by tests/restore_edges.rs.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -26,8 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cairn::backend::MemBackend;
 use cairn::backup::{backup, BackupOptions, NoProgress};
-use cairn::crypto::KdfParams;
-use cairn::repo::{InitOptions, Repository};
+use cairn::repo::Repository;
 use cairn::restore::{
     restore, select_path, NoRestoreProgress, Overwrite, RestoreOptions, RestoreOutcome, Selected,
 };
@@ -258,15 +259,7 @@ fn fingerprints(root: &Path, dir_mtimes: bool) -> BTreeMap<PathBuf, Fp> {
 fn repo() -> &'static Mutex<Repository> {
     static REPO: OnceLock<Mutex<Repository>> = OnceLock::new();
     REPO.get_or_init(|| {
-        let opts = InitOptions {
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                m_cost_kib: KdfParams::MIN_M_COST_KIB,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
+        let opts = common::quick_init_options();
         let mut repo = Repository::init(Arc::new(MemBackend::new()), b"pw", &opts).expect("init");
         repo.load_index().expect("index");
         Mutex::new(repo)

@@ -69,6 +69,35 @@ fn sentinel(f: &Fixture) -> PathBuf {
     out
 }
 
+/// A tmpfs mounted at `dir` with `options`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a small tmpfs at `dir` (made if missing). None where that is impossible (not
+/// root): the test is then skipped, except under `CI=true`, where it fails.
+fn small_tmpfs(dir: &Path, options: &str) -> Option<Tmpfs> {
+    fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: this test needs to mount a small tmpfs (run as root)"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return None;
+    }
+    Some(Tmpfs(dir.to_path_buf()))
+}
+
 fn restore(f: &Fixture, selector: &str, target: &Path, extra: &[&str]) -> Run {
     f.cmd()
         .args(["restore", selector, "--target"])
@@ -375,27 +404,9 @@ fn a_full_disk_is_reported_as_full_not_as_damage() {
     }
     f.backup(&[&src], &[]);
     let mnt = f.path("small");
-    fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs to mount a small tmpfs (run as root)"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+    let Some(_mounted) = small_tmpfs(&mnt, "size=4m") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
     let run = restore(&f, &format!("latest:{}", src.display()), &mnt, &["--json"]);
     run.expect(1);
     let summary = run.summary();
@@ -558,27 +569,9 @@ fn running_out_of_inodes_says_the_disk_is_full() {
     }
     f.backup(&[&src], &[]);
     let mnt = f.path("few-inodes");
-    fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=40", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs to mount a small tmpfs (run as root)"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+    let Some(_mounted) = small_tmpfs(&mnt, "size=4m,nr_inodes=40") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
     let run = restore(&f, &format!("latest:{}", src.display()), &mnt, &["--json"]);
     run.expect(1);
     let summary = run.summary();

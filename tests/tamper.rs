@@ -82,27 +82,6 @@ fn copy_of_base() -> Fixture {
     c
 }
 
-fn output(run: &Run) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&run.stdout), run.stderr)
-}
-
-#[track_caller]
-fn assert_no_panic(run: &Run) {
-    assert!(
-        run.code != 101 && !run.stderr.contains("panicked"),
-        "{} panicked (exit {}):\n{}",
-        run.what,
-        run.code,
-        run.stderr
-    );
-    assert!(
-        run.code >= 0,
-        "{} died of a signal:\n{}",
-        run.what,
-        run.stderr
-    );
-}
-
 /// Restores every snapshot of the base into fresh directories and compares each with its
 /// source, byte for byte and metadata for metadata.
 #[track_caller]
@@ -115,12 +94,12 @@ fn assert_every_snapshot_restores(f: &Fixture, what: &str) {
             .args(["restore", snap, "--target"])
             .arg(&target)
             .run();
-        assert_no_panic(&run);
+        run.assert_no_panic();
         assert_eq!(
             run.code,
             0,
             "{what}: snapshot {snap} does not restore:\n{}",
-            output(&run)
+            run.output()
         );
         assert_same_entries(src, &restored(&target, src));
     }
@@ -227,17 +206,17 @@ fn a_tampered_copy_of_a_pack_never_makes_repair_and_prune_lose_the_good_one() {
 
         // What `check` says, and what it recommends, is followed.
         let check = f.cmd().arg("check").run();
-        assert_no_panic(&check);
+        check.assert_no_panic();
         if original_stays {
             assert!(
                 check.stderr.contains(&added) && check.stderr.contains("cairn repair index"),
                 "{what}: check does not name {added} or recommend repair index:\n{}",
-                output(&check)
+                check.output()
             );
         }
 
         let repair = f.cmd().args(["--json", "repair", "index"]).run();
-        assert_no_panic(&repair);
+        repair.assert_no_panic();
         repair.ok();
         let v = repair.json();
         let rejected: Vec<&str> = v["rejected_packs"]
@@ -267,25 +246,25 @@ fn a_tampered_copy_of_a_pack_never_makes_repair_and_prune_lose_the_good_one() {
         }
 
         let prune = f.cmd().args(["--json", "prune"]).run();
-        assert_no_panic(&prune);
+        prune.assert_no_panic();
         prune.ok();
         if original_stays {
             assert!(
                 p.exists(),
                 "{what}: prune deleted the good pack {}:\n{}",
                 name_of(&p),
-                output(&prune)
+                prune.output()
             );
             assert_eq!(fs::read(&p).unwrap(), good, "{what}: the good pack changed");
         }
 
         let check = f.cmd().args(["check", "--read-data"]).run();
-        assert_no_panic(&check);
+        check.assert_no_panic();
         assert_eq!(
             check.code,
             0,
             "{what}: check --read-data is not clean after repair and prune:\n{}",
-            output(&check)
+            check.output()
         );
         assert_every_snapshot_restores(&f, "after-tamper");
     }
@@ -301,10 +280,10 @@ fn prune_alone_never_deletes_the_good_pack_of_a_tampered_copy() {
         let good = fs::read(&p).unwrap();
         let (_, original_stays) = tamper(&f, &p, &good);
         let prune = f.cmd().args(["--json", "prune"]).run();
-        assert_no_panic(&prune);
+        prune.assert_no_panic();
         if !original_stays {
             // The index names a pack that is gone: prune refuses, naming it.
-            assert_eq!(prune.code, 1, "{what}:\n{}", output(&prune));
+            assert_eq!(prune.code, 1, "{what}:\n{}", prune.output());
             assert!(
                 prune.stderr.contains(&name_of(&p)) && prune.stderr.contains("--force"),
                 "{what}: the refusal does not name the missing pack or the override:\n{}",
@@ -342,7 +321,9 @@ fn prune_keeps_a_duplicate_when_the_copy_it_would_keep_is_damaged() {
                 .unwrap();
             w.add(e.kind, e.id, &sealed, e.raw_length).unwrap();
         }
-        let c = w.finish(repo.keys(), repo.config().pack_size as usize).unwrap();
+        let c = w
+            .finish(repo.keys(), repo.config().pack_size as usize)
+            .unwrap();
         if c.id < pid {
             break c;
         }
@@ -370,13 +351,13 @@ fn prune_keeps_a_duplicate_when_the_copy_it_would_keep_is_damaged() {
     let cpath = pack_path(&f, &copy.id.to_hex());
     write(&cpath, flipped(fs::read(&cpath).unwrap(), &[30]));
     let prune = f.cmd().args(["--json", "prune"]).run();
-    assert_no_panic(&prune);
+    prune.assert_no_panic();
     prune.ok();
     let s = prune.summary();
     assert!(
         p.exists(),
         "prune deleted the only intact copy:\n{}",
-        output(&prune)
+        prune.output()
     );
     assert!(
         s["packs_kept"]
@@ -404,9 +385,9 @@ fn prune_refuses_a_repository_whose_structure_check_fails_unless_forced() {
     write(&snap, flipped(fs::read(&snap).unwrap(), &[50]));
     let before = f.repo_files();
     let run = f.cmd().args(["--json", "prune"]).run();
-    assert_no_panic(&run);
-    assert_eq!(run.code, 1, "{}", output(&run));
-    assert_eq!(run.summary()["refused"], true, "{}", output(&run));
+    run.assert_no_panic();
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_eq!(run.summary()["refused"], true, "{}", run.output());
     assert!(
         run.stderr.contains(&base().snaps[2][..8]) && run.stderr.contains("--force"),
         "the refusal does not name the snapshot or the override:\n{}",
@@ -419,8 +400,8 @@ fn prune_refuses_a_repository_whose_structure_check_fails_unless_forced() {
     );
 
     let dry = f.cmd().args(["--json", "prune", "--dry-run"]).run();
-    assert_no_panic(&dry);
-    assert_eq!(dry.code, 1, "{}", output(&dry));
+    dry.assert_no_panic();
+    assert_eq!(dry.code, 1, "{}", dry.output());
     let s = dry.summary();
     assert_eq!(s["refused"], true, "{s}");
     assert!(
@@ -430,7 +411,7 @@ fn prune_refuses_a_repository_whose_structure_check_fails_unless_forced() {
     assert_eq!(f.repo_files(), before, "a dry run changed the repository");
 
     let forced = f.cmd().args(["--json", "prune", "--force"]).run();
-    assert_no_panic(&forced);
+    forced.assert_no_panic();
     forced.ok();
     let s = forced.summary();
     assert_eq!(s["forced"], true, "{s}");
@@ -519,14 +500,14 @@ fn a_symlinked_layout_directory_stops_every_command_and_touches_nothing_behind_i
             ];
             for args in commands {
                 let run = f.cmd().args(&args).run();
-                assert_no_panic(&run);
+                run.assert_no_panic();
                 assert_eq!(
                     run.code,
                     1,
                     "{args:?} with {dir}/ -> {}: exit {}\n{}",
                     to.display(),
                     run.code,
-                    output(&run)
+                    run.output()
                 );
                 assert!(
                     run.stderr.contains(&format!("{dir}/")) && run.stderr.contains("symbolic link"),
@@ -674,12 +655,12 @@ fn oversized_objects_and_fifos_end_in_a_clear_message_without_a_hang() {
                 vec!["prune"],
             ] {
                 let run = f.cmd().args(&args).run();
-                assert_no_panic(&run);
+                run.assert_no_panic();
                 assert!(
                     run.code == 0 || run.code == 1,
                     "{what} as {shape}: {args:?} exit {}:\n{}",
                     run.code,
-                    output(&run)
+                    run.output()
                 );
                 if run.code == 1 {
                     assert!(
@@ -688,7 +669,7 @@ fn oversized_objects_and_fifos_end_in_a_clear_message_without_a_hang() {
                         run.stderr
                     );
                 }
-                mentioned |= output(&run).contains(shown);
+                mentioned |= run.output().contains(shown);
             }
             // A FIFO where an object may be is simply not an object (never listed); the key
             // file and the config are expected, so their absence is named.

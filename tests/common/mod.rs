@@ -114,6 +114,29 @@ impl Run {
     pub fn ok(&self) -> &Self {
         self.expect(0)
     }
+
+    /// Stdout and stderr together, for "is it named anywhere".
+    pub fn output(&self) -> String {
+        format!("{}\n{}", String::from_utf8_lossy(&self.stdout), self.stderr)
+    }
+
+    /// Whatever the exit code, the run ended on its own: no panic (exit 101), no signal.
+    #[track_caller]
+    pub fn assert_no_panic(&self) {
+        assert!(
+            self.code != 101 && !self.stderr.contains("panicked"),
+            "{} panicked (exit {}):\n{}",
+            self.what,
+            self.code,
+            self.stderr
+        );
+        assert!(
+            self.code >= 0,
+            "{} died of a signal:\n{}",
+            self.what,
+            self.stderr
+        );
+    }
 }
 
 /// A `cairn` invocation with a clean environment.
@@ -259,6 +282,20 @@ impl TestCommand {
             stderr,
             what: self.what,
         }
+    }
+}
+
+/// Options for a repository made through the library in a test: 1 MiB packs and the
+/// cheapest key derivation a key file may have.
+pub fn quick_init_options() -> cairn::repo::InitOptions {
+    cairn::repo::InitOptions {
+        pack_size: 1 << 20,
+        kdf: cairn::crypto::KdfParams {
+            m_cost_kib: cairn::crypto::KdfParams::MIN_M_COST_KIB,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..cairn::repo::InitOptions::default()
     }
 }
 
