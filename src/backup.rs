@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -213,26 +213,6 @@ pub fn choose_parent(
         .map(|(id, _)| *id)
 }
 
-/// Makes a path absolute and lexically clean, without resolving symlinks (like restic).
-pub fn absolute(path: &Path) -> io::Result<PathBuf> {
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    };
-    let mut out = PathBuf::from("/");
-    for c in joined.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
 /// The backed-up paths as a trie from `/`: inner nodes are ancestors, leaves are targets.
 #[derive(Default)]
 struct Trie {
@@ -282,7 +262,7 @@ pub fn backup(
     }
     let mut abs = Vec::new();
     for p in &opts.paths {
-        let a = absolute(p).map_err(|e| Error::io(p, e))?;
+        let a = crate::safe_fs::absolute(p).map_err(|e| Error::io(p, e))?;
         fs::symlink_metadata(&a).map_err(|e| Error::io(&a, e))?;
         abs.push(a);
     }
@@ -1213,13 +1193,8 @@ impl Walker<'_> {
         path: &Path,
         meta: &fs::Metadata,
     ) -> Result<(Vec<ContentPart>, Option<String>), ReadError> {
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(ReadError::Source)?;
-        let before = file.metadata().map_err(ReadError::Source)?;
-        if !before.is_file() || before.ino() != meta.ino() {
+        let (mut file, before) = crate::safe_fs::open_regular(path).map_err(ReadError::Source)?;
+        if before.ino() != meta.ino() {
             return Err(ReadError::Source(io::Error::other(
                 "replaced by another file while being backed up",
             )));
@@ -1400,14 +1375,6 @@ impl IntoVec for std::ffi::OsString {
     fn into_vec(self) -> Vec<u8> {
         std::os::unix::ffi::OsStringExt::into_vec(self)
     }
-}
-
-/// Opens a file for reading without following symlinks (used by restore verification too).
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
 }
 
 #[cfg(test)]

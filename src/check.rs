@@ -110,18 +110,10 @@ const MAX_STATE_LEN: u64 = 256 << 20;
 /// not what this program writes (it is a record, never needed for correctness).
 fn load_state(path: &Path) -> State {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    else {
+    let Ok((f, meta)) = crate::safe_fs::open_regular(path) else {
         return State::default();
     };
-    if !f
-        .metadata()
-        .is_ok_and(|m| m.is_file() && m.len() <= MAX_STATE_LEN)
-    {
+    if meta.len() > MAX_STATE_LEN {
         return State::default();
     }
     let mut bytes = Vec::new();

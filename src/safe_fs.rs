@@ -10,6 +10,9 @@
 //! `openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`). An entry name is always a single
 //! component: never empty, `.` or `..`, and free of `/` and NUL (trees are checked on decode,
 //! `tree::valid_name`, and [`Dir`] checks again).
+//!
+//! The few path-based helpers backup and the cache share live here too: [`open_regular`]
+//! (a regular file, opened without following a link or waiting on a FIFO) and [`absolute`].
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -438,6 +441,46 @@ pub fn reopen_direct(file: &File) -> io::Result<File> {
         Mode::empty(),
     )?;
     Ok(File::from(fd))
+}
+
+/// Opens `path` for reading if it is a regular file: no symlink followed, no FIFO or device
+/// waited on (`O_NONBLOCK`), never made the controlling terminal. Returns the file and its
+/// metadata, taken from the open descriptor so they describe the same file.
+pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Makes a path absolute and lexically clean, without resolving symlinks (like restic): the
+/// path a snapshot records for what the user named.
+pub fn absolute(path: &Path) -> io::Result<std::path::PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut out = std::path::PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

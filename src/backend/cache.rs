@@ -56,17 +56,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Opens a cached file for reading: a regular file only (no link followed, no FIFO waited
 /// on), with its size.
 fn open_cached(path: &Path) -> io::Result<(fs::File, u64)> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
+    let (f, meta) = crate::safe_fs::open_regular(path)?;
     Ok((f, meta.len()))
 }
 

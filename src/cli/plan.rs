@@ -228,7 +228,7 @@ fn plan_paths(plan: &Plan) -> anyhow::Result<Vec<String>> {
     plan.sources
         .iter()
         .map(|p| {
-            cairn::backup::absolute(p)
+            cairn::safe_fs::absolute(p)
                 .map(|a| a.to_string_lossy().into_owned())
                 .with_context(|| format!("source {}", p.display()))
         })
