@@ -529,6 +529,20 @@ class Cairn(Tool):
         }[step]
 
 
+class CairnBefore(Cairn):
+    """An earlier cairn binary measured beside the current one (`--cairn-before BIN`), so a
+    change's effect is a ratio from one run on one machine, not two runs hours apart."""
+    name = "cairn-before"
+
+    def __init__(self, binary: str, label: str | None):
+        super().__init__(binary)
+        self.label = label
+
+    def version(self):
+        v = first_line([self.bin, "--version"])
+        return f"{v} ({self.label})" if self.label else v
+
+
 class Restic(Tool):
     name = "restic"
     notes = "defaults (repo v2, compression auto); cache in RESTIC_CACHE_DIR under the work dir"
@@ -725,6 +739,11 @@ def prepare_tools(args, work: Path):
                 binary = str(work / "bin" / "cairn")
         if binary:
             tools.append(Cairn(binary))
+        if args.cairn_before:
+            # Copied too: the path may be rebuilt while the benchmark runs.
+            (work / "bin").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(args.cairn_before, work / "bin" / "cairn-before")
+            tools.append(CairnBefore(str(work / "bin" / "cairn-before"), args.cairn_before_label))
     for name, pkg in (("restic", "restic"), ("borg", "borgbackup")):
         if wanted is not None and name not in wanted:
             continue
@@ -1056,6 +1075,26 @@ def render(results, tools, info, args, machine, corpus_info, plan_text, started,
                          f"{m['rss_kib'] / 1024:.1f} | {m['repo_bytes'] / 1e6:.1f} |")
     lines.append("")
 
+    if med.get("cairn") and med.get("cairn-before"):
+        lines.append("## cairn before → after\n")
+        lines.append("after ÷ before for each figure (below 1: the current tree is faster or "
+                     "smaller); both binaries ran interleaved in the same run.\n")
+        lines.append("| scenario | wall before s | wall after s | wall ratio | CPU ratio | "
+                     "RSS ratio | repo ratio |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        a, b = med["cairn"], med["cairn-before"]
+        for step, label in STEPS:
+            x, y = a.get(step), b.get(step)
+            if x is None or y is None:
+                lines.append(f"| {label} | — | — | — | — | — | — |")
+                continue
+
+            def ratio(k):
+                return fmt_ratio(x[k] / y[k] if y[k] else None)
+            lines.append(f"| {label} | {y['wall']:.2f} | {x['wall']:.2f} | {ratio('wall')} | "
+                         f"{ratio('cpu')} | {ratio('rss_kib')} | {ratio('repo_bytes')} |")
+        lines.append("")
+
     if "restic" in med and med["restic"]:
         lines.append("## Ratios to restic\n")
         lines.append("× faster = restic wall / tool wall (above 1: faster than restic); "
@@ -1168,6 +1207,11 @@ def main():
     ap.add_argument("--no-build", action="store_true",
                     help="use target/release/cairn as it is (no cargo build)")
     ap.add_argument("--cairn", help="use this cairn binary instead of building one")
+    ap.add_argument("--cairn-before", metavar="BIN",
+                    help="also measure this earlier cairn binary as `cairn-before`, interleaved "
+                         "with the current one, and report after/before ratios")
+    ap.add_argument("--cairn-before-label", metavar="TEXT",
+                    help="what --cairn-before was built from (e.g. a git revision), for the report")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per command")
     ap.add_argument("--no-trash", action="store_true",
                     help="delete restores, repositories and caches as soon as they are done with "
