@@ -22,7 +22,8 @@
 //!   offsets (direct I/O, holes, a full disk);
 //! - `finish.rs`, `verify.rs`, `problems.rs`: a file's last step, `--verify`, and what went
 //!   wrong with a file;
-//! - `flow.rs`: what the walk and the workers share, and the bound on batches in flight.
+//! - `flow.rs`: what the walk and the workers share, and the bound on batches in flight;
+//! - `summary.rs`: the summary `cairn restore --json` prints.
 
 mod entries;
 mod fetch;
@@ -32,6 +33,7 @@ mod flow;
 mod links;
 mod plan;
 mod problems;
+mod summary;
 mod verify;
 mod walk;
 mod write;
@@ -55,6 +57,8 @@ use fetch::worker;
 use flow::{Flow, Shared};
 use plan::{batch_files, Job};
 use walk::{Frame, FrameState, Restorer};
+
+pub use summary::RestoreSummary;
 
 /// What to do with an entry that already exists where the snapshot has one.
 ///
