@@ -85,7 +85,7 @@ pub(super) struct Restorer<'a, 's> {
     pub(super) links: HashMap<(u64, u64), (FirstLink, Option<PendingAt>)>,
     /// Files of the batch being gathered (number `seq`).
     pub(super) batch: Vec<Pending>,
-    /// Files a batch holds at most (see [`batch_files`]).
+    /// Files a batch holds at most (see [`batch_files`](super::plan::batch_files)).
     pub(super) batch_files: usize,
     pub(super) batch_bytes: u64,
     pub(super) seq: u64,
