@@ -1,10 +1,8 @@
 //! `cairn restore`
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use cairn::restore::{restore, select_path, Overwrite, RestoreOptions, Selected};
-use serde_json::json;
 
 use super::{output, split_selector, Ctx, EXIT_FATAL, EXIT_OK};
 
@@ -65,33 +63,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     progress.finish();
     let out = out?;
     ctx.print_warnings(&repo);
-    let problem = |e: &cairn::restore::RestoreError, damaged: bool| {
-        let mut v = json!({"path": null, "error": e.error, "damaged": damaged});
-        output::json_name(&mut v, "path", e.path.as_os_str().as_bytes());
-        v
-    };
-    let problems: Vec<_> = out
-        .damaged
-        .iter()
-        .map(|e| problem(e, true))
-        .chain(out.errors.iter().map(|e| problem(e, false)))
-        .collect();
     if ctx.g.json {
-        let mut summary = json!({
-            "message_type": "summary",
-            "snapshot_id": id.to_hex(),
-            "target": null,
-            "files_restored": out.files,
-            "dirs_restored": out.dirs,
-            "other_restored": out.other,
-            "skipped": out.skipped,
-            "bytes_restored": out.bytes,
-            "files_verified": out.verified_files,
-            "disk_full": out.disk_full,
-            "errors": problems,
-        });
-        output::json_name(&mut summary, "target", a.target.as_os_str().as_bytes());
-        output::json_line(&summary)?;
+        let summary = out.summary(id, &a.target);
+        output::json_line(&serde_json::to_value(&summary)?)?;
     } else {
         for e in &out.damaged {
             eprintln!(
