@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_is_valid() {
-        let cfg = parse(include_str!("../scripts/cairn.example.toml")).expect("example parses");
+        let cfg = parse(include_str!("../../scripts/cairn.example.toml")).expect("example parses");
         assert!(!cfg.plans.is_empty());
         for p in cfg.plans.values() {
             for t in &p.targets {
