@@ -103,6 +103,17 @@ impl CheckReport {
 /// Pack id → last successful verification (ns since epoch).
 type State = BTreeMap<String, i64>;
 
+/// The verification-state file's name in a repository's local cache directory (the caller
+/// names the directory: the library reads no environment).
+pub const STATE_FILE: &str = "check-state.json";
+
+/// When a pack was last verified without errors according to the state file at `state_file`
+/// (ns since the epoch): the newest of its records. None when no pack ever was, or the file is
+/// missing or unreadable (see [`CheckOptions::state_file`]).
+pub fn last_verified(state_file: &Path) -> Option<i64> {
+    load_state(state_file).into_values().max()
+}
+
 /// Largest verification-state file read: about 100 bytes per pack, so room for millions.
 const MAX_STATE_LEN: u64 = 256 << 20;
 

@@ -1,0 +1,603 @@
+//! The plan file's grammar: TOML into a validated [`PlanConfig`], with errors that name the key
+//! (`plans.home.keep.daily: ...`), and the resolution of its relative and `~/` paths. The file's
+//! format is described in the module doc of `cairn::plan`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::schedule::parse_days;
+use super::{PasswordSource, Plan, PlanConfig, PruneWhen, RepoDef, Schedule, DEFAULT_RPO};
+use crate::check::ReadData;
+use crate::policy::{self, Count, KeepDuration, KeepPolicy};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    repositories: BTreeMap<String, RawRepo>,
+    #[serde(default)]
+    plans: BTreeMap<String, RawPlan>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    path: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    sources: Option<Vec<PathBuf>>,
+    targets: Option<Vec<String>>,
+    #[serde(default)]
+    excludes: Vec<String>,
+    #[serde(default)]
+    iexcludes: Vec<String>,
+    #[serde(default)]
+    exclude_caches: bool,
+    #[serde(default)]
+    exclude_if_present: Vec<String>,
+    exclude_larger_than: Option<String>,
+    #[serde(default)]
+    one_file_system: bool,
+    host: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    keep: RawKeep,
+    prune: Option<String>,
+    check_subset: Option<String>,
+    rpo: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    full: Option<String>,
+    differential: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeep {
+    last: Option<RawCount>,
+    hourly: Option<RawCount>,
+    daily: Option<RawCount>,
+    weekly: Option<RawCount>,
+    monthly: Option<RawCount>,
+    yearly: Option<RawCount>,
+    within: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `7`, `"unlimited"` or `-1`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Int(i64),
+    Text(String),
+}
+
+impl RawCount {
+    fn to_count(&self, key: &str) -> Result<Count, String> {
+        match self {
+            RawCount::Int(-1) => Ok(Count::Unlimited),
+            RawCount::Int(n) => u32::try_from(*n)
+                .map(Count::N)
+                .map_err(|_| format!("{key}: {n} is not a count (0 or more, or \"unlimited\")")),
+            RawCount::Text(s) => s.parse().map_err(|e| format!("{key}: {e}")),
+        }
+    }
+}
+
+/// The largest plan file read: 1 MiB (a plan file is a few KiB).
+pub const MAX_PLAN_FILE: usize = 1 << 20;
+
+/// Parses and validates a plan file. Errors name the key (`plans.home.keep.daily: ...`) or,
+/// for TOML syntax and unknown keys, the line.
+pub fn parse(text: &str) -> Result<PlanConfig, String> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let mut repositories = BTreeMap::new();
+    for (name, r) in raw.repositories {
+        let key = format!("repositories.{name}");
+        let path = r
+            .path
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| format!("{key}: `path` (the repository directory) is missing"))?;
+        let mut sources = Vec::new();
+        if let Some(f) = r.password_file {
+            sources.push(PasswordSource::File(f));
+        }
+        if let Some(c) = r.password_command {
+            sources.push(PasswordSource::Command(c));
+        }
+        if let Some(v) = r.password_env {
+            if v.is_empty() || v.contains('=') {
+                return Err(format!(
+                    "{key}.password_env: {v:?} is not an environment variable name"
+                ));
+            }
+            sources.push(PasswordSource::Env(v));
+        }
+        if sources.len() > 1 {
+            return Err(format!(
+                "{key}: give only one of password_file, password_command and password_env"
+            ));
+        }
+        let password = sources.pop().unwrap_or(PasswordSource::Global);
+        repositories.insert(
+            name.clone(),
+            RepoDef {
+                name,
+                path,
+                password,
+            },
+        );
+    }
+    let mut plans = BTreeMap::new();
+    for (name, p) in raw.plans {
+        let plan = convert_plan(&name, p, &repositories)?;
+        plans.insert(name, plan);
+    }
+    Ok(PlanConfig {
+        repositories,
+        plans,
+    })
+}
+
+fn convert_plan(
+    name: &str,
+    p: RawPlan,
+    repositories: &BTreeMap<String, RepoDef>,
+) -> Result<Plan, String> {
+    let key = format!("plans.{name}");
+    let sources = p.sources.unwrap_or_default();
+    if sources.is_empty() {
+        return Err(format!(
+            "{key}.sources: no paths to back up (e.g. sources = [\"~/Documents\"])"
+        ));
+    }
+    if sources.iter().any(|s| s.as_os_str().is_empty()) {
+        return Err(format!("{key}.sources: an empty path"));
+    }
+    let targets = p.targets.unwrap_or_default();
+    if targets.is_empty() {
+        return Err(format!(
+            "{key}.targets: no target repositories (e.g. targets = [\"usb-a\"])"
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for t in &targets {
+        if !repositories.contains_key(t) {
+            let known: Vec<&str> = repositories.keys().map(String::as_str).collect();
+            return Err(format!(
+                "{key}.targets: unknown repository {t:?} ({})",
+                if known.is_empty() {
+                    "no [repositories.NAME] table is defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                }
+            ));
+        }
+        if !seen.insert(t) {
+            return Err(format!("{key}.targets: repository {t:?} is named twice"));
+        }
+    }
+    if p.host.as_deref() == Some("") {
+        return Err(format!("{key}.host: empty host name"));
+    }
+    let schedule = Schedule {
+        full: parse_days(p.schedule.full.as_deref().unwrap_or("never"))
+            .map_err(|e| format!("{key}.schedule.full: {e}"))?,
+        differential: parse_days(p.schedule.differential.as_deref().unwrap_or("never"))
+            .map_err(|e| format!("{key}.schedule.differential: {e}"))?,
+    };
+    let k = &p.keep;
+    let count = |c: &Option<RawCount>, rule: &str| {
+        c.as_ref()
+            .map(|c| c.to_count(&format!("{key}.keep.{rule}")))
+            .transpose()
+    };
+    let keep = KeepPolicy {
+        last: count(&k.last, "last")?,
+        hourly: count(&k.hourly, "hourly")?,
+        daily: count(&k.daily, "daily")?,
+        weekly: count(&k.weekly, "weekly")?,
+        monthly: count(&k.monthly, "monthly")?,
+        yearly: count(&k.yearly, "yearly")?,
+        within: k
+            .within
+            .as_deref()
+            .map(|w| policy::parse_duration(w).map_err(|e| format!("{key}.keep.within: {e}")))
+            .transpose()?
+            .filter(|d: &KeepDuration| !d.is_zero()),
+        tags: k.tags.iter().map(|t| policy::parse_tag_list(t)).collect(),
+    };
+    let prune = match p.prune.as_deref() {
+        None => PruneWhen::default(),
+        Some(s) => s.parse().map_err(|e| format!("{key}.prune: {e}"))?,
+    };
+    let check_subset = p
+        .check_subset
+        .as_deref()
+        .map(|s| parse_subset(s).map_err(|e| format!("{key}.check_subset: {e}")))
+        .transpose()?;
+    let rpo = match p.rpo.as_deref() {
+        None => DEFAULT_RPO,
+        Some(s) => parse_rpo(s).map_err(|e| format!("{key}.rpo: {e}"))?,
+    };
+    Ok(Plan {
+        name: name.to_string(),
+        sources,
+        excludes: p.excludes,
+        iexcludes: p.iexcludes,
+        exclude_caches: p.exclude_caches,
+        exclude_if_present: p.exclude_if_present,
+        exclude_larger_than: p
+            .exclude_larger_than
+            .as_deref()
+            .map(|s| {
+                crate::units::parse_size(s).map_err(|e| format!("{key}.exclude_larger_than: {e}"))
+            })
+            .transpose()?,
+        one_file_system: p.one_file_system,
+        targets,
+        host: p.host,
+        tags: p.tags,
+        schedule,
+        keep,
+        prune,
+        check_subset,
+        rpo,
+    })
+}
+
+/// `N%` (0 < N ≤ 100; least recently verified packs first) or `0%` (structure only).
+fn parse_subset(s: &str) -> Result<ReadData, String> {
+    let t = s.trim();
+    if !t.ends_with('%') {
+        return Err(format!("{s:?} is not a percentage such as \"5%\""));
+    }
+    if t[..t.len() - 1].trim().parse::<f64>() == Ok(0.0) {
+        return Ok(ReadData::None);
+    }
+    t.parse()
+}
+
+/// `26h`, `2d`, `90m`, `1w`, `1d12h` (m = minutes).
+pub fn parse_rpo(s: &str) -> Result<Duration, String> {
+    crate::units::parse_span(s)
+}
+
+impl PlanConfig {
+    /// The plan called `name`, or an error naming it and the plans there are.
+    pub fn plan(&self, name: &str) -> Result<&Plan, String> {
+        self.plans.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.plans.keys().map(String::as_str).collect();
+            if known.is_empty() {
+                format!("no plan {name:?}: the plan file defines no [plans.NAME] table")
+            } else {
+                format!("no plan {name:?} (plans: {})", known.join(", "))
+            }
+        })
+    }
+
+    /// Makes `path`, `password_file` and `sources` absolute: `~/x` below `home`, relative
+    /// paths below `base` (the plan file's directory).
+    pub fn resolve_paths(&mut self, base: &Path, home: Option<&Path>) {
+        let fix = |p: &mut PathBuf| *p = resolve(p, base, home);
+        for r in self.repositories.values_mut() {
+            fix(&mut r.path);
+            if let PasswordSource::File(f) = &mut r.password {
+                fix(f);
+            }
+        }
+        for p in self.plans.values_mut() {
+            p.sources.iter_mut().for_each(fix);
+        }
+    }
+}
+
+fn resolve(p: &Path, base: &Path, home: Option<&Path>) -> PathBuf {
+    if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), home) {
+        return home.join(rest);
+    }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Day, DayRule};
+    use jiff::civil::Weekday;
+
+    const MINIMAL: &str = r#"
+        [repositories.a]
+        path = "/mnt/a"
+        [plans.p]
+        sources = ["/data"]
+        targets = ["a"]
+    "#;
+
+    fn plan_with(extra: &str) -> Result<Plan, String> {
+        let text = format!("{MINIMAL}{extra}");
+        parse(&text).map(|c| c.plans["p"].clone())
+    }
+
+    #[test]
+    fn the_example_config_parses_and_is_valid() {
+        let cfg = parse(include_str!("../../scripts/cairn.example.toml")).expect("example parses");
+        assert!(!cfg.plans.is_empty());
+        for p in cfg.plans.values() {
+            for t in &p.targets {
+                assert!(cfg.repositories.contains_key(t));
+            }
+        }
+    }
+
+    #[test]
+    fn a_minimal_plan_gets_the_documented_defaults() {
+        let p = plan_with("").expect("minimal plan");
+        assert_eq!(p.sources, vec![PathBuf::from("/data")]);
+        assert_eq!(p.targets, vec!["a".to_string()]);
+        assert!(p.schedule.full.is_never() && p.schedule.differential.is_never());
+        assert!(p.keep.is_empty());
+        assert_eq!(p.prune, PruneWhen::Weekly);
+        assert_eq!(p.check_subset, None);
+        assert_eq!(p.rpo, DEFAULT_RPO);
+        assert_eq!(p.host, None);
+    }
+
+    #[test]
+    fn a_full_plan_maps_every_key() {
+        let cfg = parse(
+            r#"
+            [repositories.usb-a]
+            path = "/media/a/cairn"
+            password_file = "pw.txt"
+            [repositories.usb-b]
+            path = "/media/b/cairn"
+            password_command = "pass show cairn"
+            [repositories.nas]
+            path = "/srv/cairn"
+            password_env = "NAS_PW"
+            [repositories.plain]
+            path = "/srv/plain"
+
+            [plans.home]
+            sources = ["~/Documents", "docs"]
+            targets = ["usb-a", "usb-b"]
+            excludes = ["*.tmp"]
+            iexcludes = ["*.BAK"]
+            exclude_caches = true
+            exclude_if_present = [".nobackup"]
+            exclude_larger_than = "1.5G"
+            one_file_system = true
+            host = "laptop"
+            tags = ["home", "plan"]
+            rpo = "1d12h"
+            prune = "monthly"
+            check_subset = "2.5%"
+            schedule = { full = "first-sunday", differential = "sunday" }
+            [plans.home.keep]
+            last = 3
+            hourly = 0
+            daily = 7
+            weekly = "5"
+            monthly = -1
+            yearly = "unlimited"
+            within = "2w"
+            tags = ["keep", "a, b"]
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(
+            cfg.repositories["usb-a"].password,
+            PasswordSource::File("pw.txt".into())
+        );
+        assert_eq!(
+            cfg.repositories["usb-b"].password,
+            PasswordSource::Command("pass show cairn".into())
+        );
+        assert_eq!(
+            cfg.repositories["nas"].password,
+            PasswordSource::Env("NAS_PW".into())
+        );
+        assert_eq!(cfg.repositories["plain"].password, PasswordSource::Global);
+        let p = &cfg.plans["home"];
+        assert_eq!(p.excludes, vec!["*.tmp"]);
+        assert_eq!(p.iexcludes, vec!["*.BAK"]);
+        assert!(p.exclude_caches && p.one_file_system);
+        assert_eq!(p.exclude_if_present, vec![".nobackup"]);
+        assert_eq!(p.exclude_larger_than, Some(3 << 29));
+        assert_eq!(p.host.as_deref(), Some("laptop"));
+        assert_eq!(p.tags, vec!["home", "plan"]);
+        assert_eq!(p.rpo, Duration::from_secs(36 * 3600));
+        assert_eq!(p.prune, PruneWhen::Monthly);
+        assert_eq!(p.check_subset, Some(ReadData::Percent(2.5)));
+        assert_eq!(
+            p.schedule.full,
+            DayRule(vec![Day::NthWeekday(1, Weekday::Sunday)])
+        );
+        assert_eq!(
+            p.schedule.differential,
+            DayRule(vec![Day::Weekday(Weekday::Sunday)])
+        );
+        assert_eq!(
+            p.keep,
+            KeepPolicy {
+                last: Some(Count::N(3)),
+                hourly: Some(Count::N(0)),
+                daily: Some(Count::N(7)),
+                weekly: Some(Count::N(5)),
+                monthly: Some(Count::Unlimited),
+                yearly: Some(Count::Unlimited),
+                within: Some(KeepDuration {
+                    weeks: 2,
+                    ..KeepDuration::default()
+                }),
+                tags: vec![vec!["keep".into()], vec!["a".into(), "b".into()]],
+            }
+        );
+    }
+
+    #[test]
+    fn keep_maps_to_the_same_policy_as_forget_flags() {
+        let p = plan_with("[plans.p.keep]\ndaily = 7\nweekly = 4\nmonthly = 12\n").expect("keep");
+        assert_eq!(
+            p.keep.to_string(),
+            KeepPolicy {
+                daily: Some(Count::N(7)),
+                weekly: Some(Count::N(4)),
+                monthly: Some(Count::N(12)),
+                ..KeepPolicy::default()
+            }
+            .to_string()
+        );
+    }
+
+    #[track_caller]
+    fn assert_error(text: &str, wanted: &[&str]) {
+        let e = parse(text).expect_err("should be rejected");
+        for w in wanted {
+            assert!(e.contains(w), "error {e:?} should contain {w:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_target_is_an_error_naming_it() {
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/x\"]\ntargets = [\"a\", \"usb-c\"]\n",
+            &["plans.p.targets", "\"usb-c\"", "defined: a"],
+        );
+        assert_error(
+            "[plans.p]\nsources = [\"/x\"]\ntargets = [\"a\"]\n",
+            &["unknown repository \"a\"", "no [repositories.NAME]"],
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[plans.p.keep]\ndaily = -3\n",
+                &["plans.p.keep.daily", "-3"],
+            ),
+            (
+                "[plans.p.keep]\nweekly = \"lots\"\n",
+                &["plans.p.keep.weekly"],
+            ),
+            (
+                "[plans.p.keep]\nwithin = \"3x\"\n",
+                &["plans.p.keep.within"],
+            ),
+            (
+                "[plans.p.schedule]\nfull = \"frist-sunday\"\n",
+                &["plans.p.schedule.full", "frist-sunday"],
+            ),
+            (
+                "[plans.p.schedule]\ndifferential = \"monthly:32\"\n",
+                &["plans.p.schedule.differential", "monthly:32"],
+            ),
+            ("[plans.p]\n", &[]), // duplicate table: TOML error
+            ("prune = \"sometimes\"\n", &[]),
+        ];
+        for (extra, wanted) in cases {
+            let text = format!("{MINIMAL}{extra}");
+            let e = parse(&text).expect_err(extra);
+            for w in *wanted {
+                assert!(e.contains(w), "{extra:?}: error {e:?} should contain {w:?}");
+            }
+        }
+        let inline = |k: &str, v: &str| {
+            format!(
+                "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/x\"]\ntargets = [\"a\"]\n{k} = {v}\n"
+            )
+        };
+        assert_error(&inline("prune", "\"sometimes\""), &["plans.p.prune"]);
+        assert_error(&inline("check_subset", "\"5\""), &["plans.p.check_subset"]);
+        assert_error(
+            &inline("check_subset", "\"150%\""),
+            &["plans.p.check_subset"],
+        );
+        assert_error(&inline("rpo", "\"26\""), &["plans.p.rpo"]);
+        assert_error(&inline("rpo", "\"1y\""), &["plans.p.rpo"]);
+        assert_error(&inline("host", "\"\""), &["plans.p.host"]);
+        assert_error(
+            &inline("exclude_larger_than", "\"big\""),
+            &["plans.p.exclude_larger_than"],
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_required_keys_are_errors() {
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsorces = [\"/x\"]\ntargets = [\"a\"]\n",
+            &["sorces"],
+        );
+        assert_error("[repositories.a]\npaht = \"/a\"\n", &["paht"]);
+        assert_error("[repositories.a]\n", &["repositories.a", "path"]);
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\ntargets = [\"a\"]\n",
+            &["plans.p.sources"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/x\"]\n",
+            &["plans.p.targets"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/x\"]\ntargets = [\"a\", \"a\"]\n",
+            &["named twice"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\npassword_file = \"f\"\npassword_env = \"X\"\n",
+            &["repositories.a", "only one"],
+        );
+        assert_error("[plans.p.keep]\nmonthy = 3\n", &["monthy"]);
+        assert_error("not toml at all", &[]);
+    }
+
+    #[test]
+    fn paths_resolve_against_the_plan_file_and_home() {
+        let mut cfg = parse(
+            "[repositories.a]\npath = \"repo\"\npassword_file = \"~/pw\"\n\
+             [plans.p]\nsources = [\"~\", \"docs\", \"/abs\"]\ntargets = [\"a\"]\n",
+        )
+        .expect("valid");
+        cfg.resolve_paths(Path::new("/etc/cairn"), Some(Path::new("/home/me")));
+        assert_eq!(cfg.repositories["a"].path, PathBuf::from("/etc/cairn/repo"));
+        assert_eq!(
+            cfg.repositories["a"].password,
+            PasswordSource::File("/home/me/pw".into())
+        );
+        assert_eq!(
+            cfg.plans["p"].sources,
+            vec![
+                PathBuf::from("/home/me"),
+                PathBuf::from("/etc/cairn/docs"),
+                PathBuf::from("/abs")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_plan_is_an_error_listing_the_plans() {
+        let cfg = parse(MINIMAL).expect("valid");
+        let e = cfg.plan("nope").expect_err("unknown");
+        assert!(e.contains("\"nope\"") && e.contains("plans: p"), "{e}");
+    }
+}

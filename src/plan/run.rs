@@ -1,0 +1,649 @@
+//! `plan run`: one run of a plan over its targets. For each target that is present (an
+//! unplugged disk is skipped), in the plan's order: back up (the day's mode, one snapshot time
+//! for all targets, under a shared lock), forget by the plan's keep rules and prune when due
+//! (under one exclusive lock), check the plan's share of packs, and record the outcome in the
+//! target's plan state. A target that fails does not stop the others; an interruption does.
+//!
+//! The result is a typed [`RunReport`]; its JSON form (the CLI's `--json` lines) is the
+//! `Serialize` of these types. What the host must do (passwords, locks, progress, printing)
+//! goes through [`PlanHost`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use super::host::{PlanEvent, PlanHost};
+use super::ser;
+use super::state::{PlanRecord, PlanState, STATE_FILE};
+use super::time::{local_date, Stamp};
+use super::{is_plan_snapshot, mode_for, Plan, PlanConfig, PruneWhen, RepoDef};
+use crate::backend::Location;
+use crate::backup::{BackupOptions, BackupOutcome, DirId, EntryError, Excludes};
+use crate::check::{check, CheckOptions, CheckReport, ReadData};
+use crate::error::{Error, ErrorKind};
+use crate::id::SnapshotId;
+use crate::policy::{self, GroupBy};
+use crate::prune::{prune, PruneOptions, PruneReport};
+use crate::repo::Repository;
+use crate::snapshot::{BackupMode, Snapshot};
+
+/// Who runs the backup, as its snapshots record it, and how to stop it. The host's name and
+/// time zone are the [`Machine`](super::Machine)'s.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub machine: super::Machine,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Set from outside (Ctrl-C) to stop: the backup stops at the next file, and no further
+    /// step or target starts.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a run does on one present target after its backup, decided from the plan and the
+/// target's state before any of it starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepPlan {
+    /// Apply the keep rules (the plan has some).
+    pub forget: bool,
+    /// Prune (due by the plan's cadence, given the target's last prune by this plan).
+    pub prune: bool,
+    /// Check, reading this share of the packs (`ReadData::None`: structure only).
+    pub check: Option<ReadData>,
+}
+
+impl StepPlan {
+    /// The steps for a run on local date `today`, the last prune having been on `last_prune`.
+    pub fn decide(plan: &Plan, last_prune: Option<Date>, today: Date) -> StepPlan {
+        StepPlan {
+            forget: !plan.keep.is_empty(),
+            prune: plan.prune.is_due(last_prune, today),
+            check: plan.check_subset,
+        }
+    }
+}
+
+/// One run of a plan: `{"plan", "mode", "time", "targets_present", "targets_failed",
+/// "targets"}` in JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub plan: String,
+    pub mode: BackupMode,
+    /// The snapshot time of every target's backup.
+    pub time: Stamp,
+    pub targets_present: usize,
+    pub targets_failed: usize,
+    /// The targets visited, in the plan's order (all of them unless interrupted).
+    pub targets: Vec<TargetRun>,
+    /// The user interrupted the run; the targets after the last one here were not visited.
+    #[serde(skip)]
+    pub interrupted: bool,
+}
+
+/// How a run ended, most serious first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Interrupted,
+    /// No target was present: nothing was backed up.
+    NoTargetPresent,
+    /// A present target failed.
+    Failed,
+    /// Every present target succeeded, but some source files could not be read.
+    Partial,
+    Ok,
+}
+
+impl RunReport {
+    pub fn outcome(&self) -> RunOutcome {
+        if self.interrupted {
+            RunOutcome::Interrupted
+        } else if self.targets_present == 0 {
+            RunOutcome::NoTargetPresent
+        } else if self.targets_failed > 0 {
+            RunOutcome::Failed
+        } else if self
+            .targets
+            .iter()
+            .any(|t| t.ok == Some(true) && t.unreadable() > 0)
+        {
+            RunOutcome::Partial
+        } else {
+            RunOutcome::Ok
+        }
+    }
+}
+
+/// One target of a run. `ok` is null for a target that is not present; `error` exists only for
+/// one that failed, and the steps only once they ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetRun {
+    pub target: String,
+    #[serde(serialize_with = "ser::lossy_path")]
+    pub path: PathBuf,
+    pub present: bool,
+    pub ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forget: Option<ForgetStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStep>,
+    /// The failure was an interruption.
+    #[serde(skip)]
+    pub interrupted: bool,
+}
+
+impl TargetRun {
+    /// Source files or directories the backup could not read.
+    pub fn unreadable(&self) -> usize {
+        self.backup.as_ref().map_or(0, |b| b.errors.len())
+    }
+}
+
+/// The backup on one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupStep {
+    #[serde(serialize_with = "ser::opt_id")]
+    pub snapshot_id: Option<SnapshotId>,
+    #[serde(serialize_with = "ser::opt_id")]
+    pub parent: Option<SnapshotId>,
+    pub mode: BackupMode,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub bytes_read: u64,
+    pub total_bytes_processed: u64,
+    pub data_added: u64,
+    pub data_added_stored: u64,
+    pub duration_s: f64,
+    /// Source entries that could not be read (`{"path", "error"}`, `path_hex` for a name that
+    /// is not UTF-8).
+    #[serde(serialize_with = "ser::entry_errors")]
+    pub errors: Vec<EntryError>,
+    /// Where the walk met the repository itself and left it out.
+    #[serde(serialize_with = "ser::lossy_paths")]
+    pub repository_left_out: Vec<PathBuf>,
+}
+
+impl BackupStep {
+    fn of(out: BackupOutcome) -> BackupStep {
+        let s = &out.summary;
+        BackupStep {
+            snapshot_id: out.snapshot_id,
+            parent: out.snapshot.parent,
+            mode: out.snapshot.mode,
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unmodified,
+            dirs: s.dirs,
+            bytes_read: s.bytes_read,
+            total_bytes_processed: s.total_bytes_processed,
+            data_added: s.data_added,
+            data_added_stored: s.data_added_stored,
+            duration_s: s.duration_s,
+            errors: out.errors,
+            repository_left_out: out.repository_left_out,
+        }
+    }
+}
+
+/// The keep rules applied to this plan's snapshots on one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct ForgetStep {
+    /// The rules, as `forget` prints them.
+    pub policy: String,
+    pub kept: usize,
+    #[serde(serialize_with = "ser::ids")]
+    pub removed: Vec<SnapshotId>,
+}
+
+/// Prune on one target: it ran (`"due": true` and its figures), or was not due (`"due":
+/// false`, the cadence and the last prune by this plan).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PruneStep {
+    Ran {
+        packs_deleted: u64,
+        packs_repacked: u64,
+        bytes_freed: u64,
+        bytes_after: u64,
+    },
+    NotDue {
+        when: PruneWhen,
+        last: Option<Stamp>,
+    },
+}
+
+impl Serialize for PruneStep {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match self {
+            PruneStep::Ran {
+                packs_deleted,
+                packs_repacked,
+                bytes_freed,
+                bytes_after,
+            } => {
+                m.serialize_entry("due", &true)?;
+                m.serialize_entry("packs_deleted", packs_deleted)?;
+                m.serialize_entry("packs_repacked", packs_repacked)?;
+                m.serialize_entry("bytes_freed", bytes_freed)?;
+                m.serialize_entry("bytes_after", bytes_after)?;
+            }
+            PruneStep::NotDue { when, last } => {
+                m.serialize_entry("due", &false)?;
+                m.serialize_entry("when", when.name())?;
+                m.serialize_entry("last", last)?;
+            }
+        }
+        m.end()
+    }
+}
+
+impl PruneStep {
+    fn of(p: &PruneReport) -> PruneStep {
+        PruneStep::Ran {
+            packs_deleted: p.packs_deleted,
+            packs_repacked: p.packs_repacked,
+            bytes_freed: p.bytes_freed,
+            bytes_after: p.bytes_after,
+        }
+    }
+}
+
+/// The check on one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckStep {
+    /// `"5%"`, or null for a structure-only check.
+    #[serde(serialize_with = "ser::subset_or_null")]
+    pub read_data_subset: ReadData,
+    pub ok: bool,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl CheckStep {
+    fn of(read: ReadData, c: CheckReport) -> CheckStep {
+        CheckStep {
+            read_data_subset: read,
+            ok: c.ok(),
+            packs: c.packs,
+            packs_read: c.packs_read,
+            bytes_read: c.bytes_read,
+            errors: c.errors,
+            warnings: c.warnings,
+        }
+    }
+}
+
+/// What is the same for every target of one run.
+struct RunInfo<'a> {
+    plan: &'a Plan,
+    opts: &'a RunOptions,
+    mode: BackupMode,
+    /// One snapshot time for all targets, so their snapshots match by time across repositories.
+    time_ns: i64,
+    tz_offset_s: i32,
+    today: Date,
+    host: String,
+    paths: Vec<String>,
+    excludes: Excludes,
+}
+
+impl RunInfo<'_> {
+    fn cancelled(&self) -> bool {
+        self.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+}
+
+/// Why a target failed: the host's error, a library error in a named step, or a finding.
+enum Failure<E> {
+    Host(E),
+    Step { context: String, error: Error },
+    Found(String),
+}
+
+impl<E: From<Error> + std::fmt::Display> Failure<E> {
+    /// The message a report shows (`backup: storage error on …`) and whether it was an
+    /// interruption.
+    fn describe<H: PlanHost<Error = E>>(self, host: &H) -> (String, bool) {
+        match self {
+            Failure::Host(e) => (e.to_string(), host.is_interrupted(&e)),
+            Failure::Step { context, error } => {
+                let interrupted = error.kind() == ErrorKind::Interrupted;
+                let e = E::from(error);
+                if context.is_empty() {
+                    (e.to_string(), interrupted)
+                } else {
+                    (format!("{context}: {e}"), interrupted)
+                }
+            }
+            Failure::Found(m) => (m, false),
+        }
+    }
+}
+
+/// A library error in the step `context` names ("" for none).
+fn step<E>(context: &str) -> impl FnOnce(Error) -> Failure<E> + '_ {
+    move |error| Failure::Step {
+        context: context.to_string(),
+        error,
+    }
+}
+
+fn interrupted<E>() -> Failure<E> {
+    Failure::Step {
+        context: String::new(),
+        error: Error::Interrupted,
+    }
+}
+
+/// The plan's excludes as backup options (the repository itself is added per target).
+fn excludes(plan: &Plan) -> crate::Result<Excludes> {
+    let sel = crate::filter::Selection::new(&[], &plan.excludes, &plan.iexcludes)
+        .map_err(|e| Error::InvalidInput(format!("plans.{}.excludes: {e}", plan.name)))?;
+    Ok(Excludes {
+        patterns: (!sel.is_everything()).then_some(sel),
+        caches: plan.exclude_caches,
+        if_present: plan.exclude_if_present.clone(),
+        larger_than: plan.exclude_larger_than,
+        one_file_system: plan.one_file_system,
+        repository: None,
+    })
+}
+
+/// Runs `plan` (from `cfg`) on every present target. Errors before the first target (a source
+/// path or an exclude pattern that cannot be used) end the run; a target's failure is in its
+/// [`TargetRun`].
+pub fn run<H: PlanHost>(
+    host: &mut H,
+    cfg: &PlanConfig,
+    plan: &Plan,
+    opts: &RunOptions,
+) -> Result<RunReport, H::Error> {
+    let start_ns = host.now_ns();
+    let start = Timestamp::from_nanosecond(i128::from(start_ns))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(opts.machine.tz.clone());
+    let mut targets = Vec::with_capacity(plan.targets.len());
+    for t in &plan.targets {
+        let r = cfg.repositories.get(t).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "plans.{}.targets: unknown repository {t:?}",
+                plan.name
+            ))
+        })?;
+        targets.push(r);
+    }
+    let info = RunInfo {
+        plan,
+        opts,
+        mode: mode_for(plan, start.date()),
+        time_ns: start_ns,
+        tz_offset_s: start.offset().seconds(),
+        today: start.date(),
+        host: plan.host_or(&opts.machine.hostname),
+        paths: plan.snapshot_paths()?,
+        excludes: excludes(plan)?,
+    };
+    host.event(PlanEvent::Started {
+        plan,
+        mode: info.mode,
+        paths: &info.paths,
+    });
+    let mut report = RunReport {
+        plan: plan.name.clone(),
+        mode: info.mode,
+        time: Stamp {
+            ns: info.time_ns,
+            offset_s: info.tz_offset_s,
+        },
+        targets_present: 0,
+        targets_failed: 0,
+        targets: Vec::new(),
+        interrupted: false,
+    };
+    for r in targets {
+        if info.cancelled() {
+            report.interrupted = true;
+            break;
+        }
+        let mut t = TargetRun {
+            target: r.name.clone(),
+            path: r.path.clone(),
+            present: r.is_present(),
+            ok: None,
+            error: None,
+            backup: None,
+            forget: None,
+            prune: None,
+            check: None,
+            interrupted: false,
+        };
+        if t.present {
+            report.targets_present += 1;
+            host.event(PlanEvent::TargetStarted(r));
+            match run_target(host, &info, r, &mut t) {
+                Ok(()) => t.ok = Some(true),
+                Err(f) => {
+                    let (message, interrupted) = f.describe(host);
+                    report.targets_failed += 1;
+                    t.ok = Some(false);
+                    t.error = Some(message);
+                    t.interrupted = interrupted;
+                }
+            }
+        }
+        host.event(PlanEvent::TargetDone(&t));
+        report.interrupted |= t.interrupted;
+        report.targets.push(t);
+        if report.interrupted {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the plan's steps on one present target and records the outcome in its plan state.
+fn run_target<H: PlanHost>(
+    host: &mut H,
+    info: &RunInfo,
+    r: &RepoDef,
+    t: &mut TargetRun,
+) -> Result<(), Failure<H::Error>> {
+    let mut repo = host.open(r).map_err(Failure::Host)?;
+    let state = host.state_dir(&repo).map(|d| d.join(STATE_FILE));
+    let result = steps(host, info, &mut repo, state.as_deref(), t);
+    let (now, ok) = (host.now_ns(), result.is_ok());
+    record(host, state.as_deref(), &info.plan.name, |p| {
+        p.last_run_ns = Some(now);
+        p.last_run_ok = Some(ok);
+    });
+    result
+}
+
+/// Changes this plan's record in the state file; a failure to save is a warning.
+fn record<H: PlanHost>(
+    host: &mut H,
+    path: Option<&Path>,
+    plan: &str,
+    f: impl FnOnce(&mut PlanRecord),
+) {
+    let Some(path) = path else {
+        return;
+    };
+    if let Err(e) = PlanState::update(path, plan, f) {
+        host.warning(&format!("could not save {}: {e}", path.display()));
+    }
+}
+
+/// Hands the repository's collected warnings to the host.
+fn flush_warnings<H: PlanHost>(host: &mut H, repo: &Repository) {
+    for w in repo.take_warnings() {
+        host.warning(&w);
+    }
+}
+
+fn steps<H: PlanHost>(
+    host: &mut H,
+    info: &RunInfo,
+    repo: &mut Repository,
+    state: Option<&Path>,
+    t: &mut TargetRun,
+) -> Result<(), Failure<H::Error>> {
+    let plan = info.plan;
+
+    // 1. Backup, under a shared lock.
+    {
+        let _lock = host
+            .lock(repo, false, "plan run (backup)")
+            .map_err(Failure::Host)?;
+        repo.load_index().map_err(step("loading the index"))?;
+        flush_warnings(host, repo);
+        let repository = match Location::parse(&repo.backend().location()) {
+            Ok(Location::Local(p)) => DirId::of(&p).ok(),
+            _ => None,
+        };
+        let opts = BackupOptions {
+            paths: plan.sources.clone(),
+            host: info.host.clone(),
+            user: info.opts.user.clone(),
+            uid: info.opts.uid,
+            gid: info.opts.gid,
+            tags: plan.tags.clone(),
+            time_ns: info.time_ns,
+            tz_offset_s: info.tz_offset_s,
+            mode: info.mode,
+            parent: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            cancel: info.opts.cancel.clone(),
+            exclude: Excludes {
+                repository,
+                ..info.excludes.clone()
+            },
+            checkpoint_every: Some(std::time::Duration::from_secs(300)),
+            ..BackupOptions::default()
+        };
+        let out = host.backup(repo, &opts).map_err(step("backup"))?;
+        let b = t.backup.insert(BackupStep::of(out));
+        host.event(PlanEvent::Backup(b));
+    }
+    if info.cancelled() {
+        return Err(interrupted());
+    }
+
+    // 2, 3. Forget and prune, under one exclusive lock.
+    let last_prune = state
+        .map(PlanState::load)
+        .and_then(|s| s.plans.get(&plan.name).and_then(|p| p.last_prune_ns));
+    let tz = &info.opts.machine.tz;
+    let todo = StepPlan::decide(plan, last_prune.and_then(|t| local_date(t, tz)), info.today);
+    if todo.forget || todo.prune {
+        let _lock = host
+            .lock(repo, true, "plan run (forget, prune)")
+            .map_err(Failure::Host)?;
+        if todo.forget {
+            let now = host.now_ns();
+            let f = t.forget.insert(forget(repo, info, now)?);
+            host.event(PlanEvent::Forget(f));
+        }
+        if todo.prune {
+            let p = prune(repo, &PruneOptions::default()).map_err(step("prune"))?;
+            flush_warnings(host, repo);
+            let now = host.now_ns();
+            record(host, state, &plan.name, |r| r.last_prune_ns = Some(now));
+            let p = t.prune.insert(PruneStep::of(&p));
+            host.event(PlanEvent::Prune(p));
+        }
+    }
+    if !todo.prune {
+        let p = t.prune.insert(PruneStep::NotDue {
+            when: plan.prune,
+            last: last_prune.map(|ns| Stamp::local(ns, tz)),
+        });
+        host.event(PlanEvent::Prune(p));
+    }
+    if !todo.forget {
+        host.event(PlanEvent::NoKeepRules);
+    }
+    if info.cancelled() {
+        return Err(interrupted());
+    }
+
+    // 4. Check a subset of the data, under a shared lock.
+    if let Some(read) = todo.check {
+        let _lock = host
+            .lock(repo, false, "plan run (check)")
+            .map_err(Failure::Host)?;
+        let opts = CheckOptions {
+            read_data: read,
+            state_file: host
+                .state_dir(repo)
+                .map(|d| d.join(crate::check::STATE_FILE)),
+            now_ns: host.now_ns(),
+            ..CheckOptions::default()
+        };
+        let c = check(repo, &opts).map_err(step("check"))?;
+        let errors = c.errors.len();
+        let c = t.check.insert(CheckStep::of(read, c));
+        host.event(PlanEvent::Check(c));
+        if errors > 0 {
+            return Err(Failure::Found(format!(
+                "check found {errors} errors; run `cairn -r {} check --read-data`",
+                repo.backend().location()
+            )));
+        }
+        record(host, state, &plan.name, |r| {
+            r.last_check_ns = Some(opts.now_ns)
+        });
+    }
+    Ok(())
+}
+
+/// Applies the plan's keep rules to its own snapshots (same host and paths; grouped by host
+/// and paths as `forget` does) and removes the rest.
+fn forget<E>(repo: &mut Repository, info: &RunInfo, now_ns: i64) -> Result<ForgetStep, Failure<E>> {
+    let all = repo.snapshots().map_err(step(""))?;
+    let mine: Vec<(SnapshotId, &Snapshot)> = all
+        .iter()
+        .filter(|(_, s)| is_plan_snapshot(s, &info.host, &info.paths))
+        .map(|(id, s)| (*id, s))
+        .collect();
+    let mut kept = 0;
+    let mut removed = Vec::new();
+    for members in policy::group(&mine, GroupBy::HOST_PATHS).values() {
+        for d in policy::apply(&info.plan.keep, members, now_ns) {
+            if d.keep {
+                kept += 1;
+            } else {
+                removed.push(d.id);
+            }
+        }
+    }
+    for id in &removed {
+        repo.remove_snapshot(id).map_err(|error| Failure::Step {
+            context: format!("forgetting snapshot {}", id.short()),
+            error,
+        })?;
+    }
+    Ok(ForgetStep {
+        policy: info.plan.keep.to_string(),
+        kept,
+        removed,
+    })
+}
