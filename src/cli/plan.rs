@@ -12,11 +12,13 @@ use anyhow::{anyhow, bail};
 use cairn::backup::BackupOptions;
 use cairn::lock::RepoLock;
 use cairn::plan::{
-    self, Machine, Opener, PasswordSource, PlanConfig, PlanEvent, PlanHost, PlanStatus, PruneStep,
-    RepoDef, RunOptions, RunOutcome, TargetRun, TargetState, When,
+    self, Machine, Opener, PasswordSource, PlanConfig, PlanEvent, PlanHost, RepoDef, RunOptions,
+    RunOutcome,
 };
 use cairn::{ErrorKind, Repository};
 use serde_json::{json, Value};
+
+mod text;
 
 use super::{output, password, Ctx, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL};
 
@@ -155,27 +157,6 @@ impl<'a> Host<'a> {
             }
         }
     }
-
-    fn target_done(&mut self, t: &TargetRun) {
-        let path = output::esc(&t.path);
-        match t.ok {
-            // Always said, even with --quiet: a disk that is never plugged in is a lost copy.
-            None => eprintln!("target {} ({path}) is not present: skipped", t.target),
-            Some(true) if self.human => println!("  done"),
-            Some(true) => {}
-            Some(false) => eprintln!(
-                "target {} ({path}) failed: {}",
-                t.target,
-                t.error.as_deref().unwrap_or_default()
-            ),
-        }
-        if self.ctx.g.json {
-            let mut line = serde_json::to_value(t).unwrap_or_default();
-            line["message_type"] = json!("target");
-            line["plan"] = json!(self.plan);
-            self.json_line(&line);
-        }
-    }
 }
 
 impl Opener for Host<'_> {
@@ -244,89 +225,12 @@ impl PlanHost for Host<'_> {
     }
 
     fn event(&mut self, event: PlanEvent<'_>) {
-        let human = self.human;
-        match event {
-            PlanEvent::Started { plan, mode, paths } if human => println!(
-                "plan {}: {} backup of {} to {}",
-                plan.name,
-                mode.name(),
-                paths.join(", "),
-                plan.targets.join(", ")
-            ),
-            PlanEvent::TargetStarted(r) if human => {
-                println!("target {} ({})", r.name, output::esc(&r.path))
-            }
-            PlanEvent::Backup(b) => {
-                super::backup::note_left_out(self.ctx, &b.repository_left_out);
-                if human {
-                    println!(
-                        "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",
-                        b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
-                        b.mode.name(),
-                        b.parent.map(|p| format!(", parent {}", p.short())).unwrap_or_default(),
-                        b.files_new,
-                        b.files_changed,
-                        b.files_unmodified,
-                        output::size(b.data_added),
-                        output::size(b.data_added_stored)
-                    );
-                    if !b.errors.is_empty() {
-                        println!(
-                            "  {} files or directories could not be read (listed above)",
-                            b.errors.len()
-                        );
-                    }
-                }
-            }
-            PlanEvent::Forget(f) if human => println!(
-                "  forget ({}): {} kept, {} removed",
-                f.policy,
-                f.kept,
-                f.removed.len()
-            ),
-            PlanEvent::Prune(PruneStep::Ran {
-                packs_deleted,
-                packs_repacked,
-                bytes_freed,
-                ..
-            }) if human => println!(
-                "  prune: {packs_deleted} packs deleted, {packs_repacked} repacked, {} freed",
-                output::size(*bytes_freed)
-            ),
-            PlanEvent::Prune(PruneStep::NotDue { when, last }) if human => println!(
-                "  prune: not due ({}{})",
-                when.name(),
-                last.map(|t| format!(", last on {}", output::local_time(t.ns)))
-                    .unwrap_or_default()
-            ),
-            PlanEvent::NoKeepRules if human => {
-                println!("  forget: no keep rules, nothing forgotten")
-            }
-            PlanEvent::Check(c) => {
-                if !self.ctx.g.json {
-                    for w in &c.warnings {
-                        eprintln!("warning: {w}");
-                    }
-                    for e in &c.errors {
-                        eprintln!("error: {e}");
-                    }
-                }
-                if human {
-                    println!(
-                        "  check: read and verified {} of {} packs ({}): {}",
-                        c.packs_read,
-                        c.packs,
-                        output::size(c.bytes_read),
-                        if c.ok {
-                            "no errors".to_string()
-                        } else {
-                            format!("{} errors", c.errors.len())
-                        }
-                    );
-                }
-            }
-            PlanEvent::TargetDone(t) => self.target_done(t),
-            _ => {}
+        text::event(self.ctx, &event);
+        if let (PlanEvent::TargetDone(t), true) = (event, self.ctx.g.json) {
+            let mut line = serde_json::to_value(t).unwrap_or_default();
+            line["message_type"] = json!("target");
+            line["plan"] = json!(self.plan);
+            self.json_line(&line);
         }
     }
 }
@@ -397,106 +301,7 @@ fn status(ctx: &Ctx, cfg: &PlanConfig, name: Option<&str>) -> anyhow::Result<u8>
         println!("the plan file defines no plans");
     }
     for p in &out {
-        print_status(p);
+        text::status(p);
     }
     Ok(EXIT_OK)
-}
-
-/// `2024-03-03 10:00:00 (2h 3m ago)`.
-fn when_human(w: &When) -> String {
-    format!(
-        "{} ({} ago)",
-        output::local_time(w.time.ns),
-        plan::span(w.age_s)
-    )
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-fn ok_or_failed(ok: Option<bool>) -> &'static str {
-    match ok {
-        Some(true) => ": ok",
-        Some(false) => ": FAILED",
-        None => "",
-    }
-}
-
-fn print_status(p: &PlanStatus) {
-    println!(
-        "plan {}: {} (host {}); RPO {}: {}; today's mode {}",
-        p.name,
-        p.paths.join(", "),
-        p.host,
-        plan::span(p.rpo.as_secs() as i64),
-        verdict(p.rpo_met),
-        p.mode_today.name()
-    );
-    for t in &p.targets {
-        println!("  {}  {}", t.name, t.path.to_string_lossy());
-        let h = match &t.state {
-            TargetState::Absent => {
-                println!("    not present");
-                continue;
-            }
-            TargetState::Unreadable(e) => {
-                println!("    present, but cannot be read: {e}");
-                continue;
-            }
-            TargetState::Read(h) => h,
-        };
-        println!("    {:<14}{} of this plan", "snapshots", h.snapshots);
-        match &h.last_snapshot {
-            Some(s) => println!(
-                "    {:<14}{}, {} {}: RPO {}",
-                "last snapshot",
-                when_human(&s.when),
-                s.mode.name(),
-                s.id.short(),
-                verdict(h.rpo_met)
-            ),
-            None => println!("    {:<14}none: RPO MISSED", "last snapshot"),
-        }
-        let line = |label: &str, w: Option<&When>, extra: &str| {
-            let w = w.map_or_else(|| "never".to_string(), when_human);
-            println!("    {label:<14}{w}{extra}")
-        };
-        let run = h.last_run.as_ref();
-        line(
-            "last run",
-            run.map(|r| &r.when),
-            ok_or_failed(run.and_then(|r| r.ok)),
-        );
-        let due = if h.prune_due { " (due)" } else { "" };
-        line("last prune", h.last_prune.as_ref(), due);
-        line("last check", h.last_check.as_ref(), "");
-        let drill = h.last_drill.as_ref();
-        line(
-            "last drill",
-            drill.map(|d| &d.when),
-            ok_or_failed(drill.map(|d| d.ok)),
-        );
-        if h.missing.is_empty() {
-            println!("    {:<14}none", "missing");
-            continue;
-        }
-        println!(
-            "    {:<14}{} snapshot{} another target has:",
-            "missing",
-            h.missing.len(),
-            if h.missing.len() == 1 { "" } else { "s" }
-        );
-        for m in &h.missing {
-            println!(
-                "      {} (on {})",
-                output::local_time(m.time.ns),
-                m.on.join(", ")
-            );
-        }
-    }
 }
