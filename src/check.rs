@@ -726,4 +726,21 @@ mod tests {
         assert!("6/5".parse::<ReadData>().is_err());
         assert!("x".parse::<ReadData>().is_err());
     }
+
+    #[test]
+    fn last_verified_is_the_newest_pack_record_and_none_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        assert_eq!(last_verified(&path), None, "no file");
+        let mut state = State::new();
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), None, "no pack verified yet");
+        state.insert("aa".into(), 30);
+        state.insert("bb".into(), 70);
+        state.insert("cc".into(), 50);
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), Some(70));
+        std::fs::write(&path, b"not json").expect("write");
+        assert_eq!(last_verified(&path), None, "a damaged record");
+    }
 }

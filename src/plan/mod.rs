@@ -88,6 +88,8 @@
 //! structure only; omitted: no check.
 
 mod config;
+#[cfg(test)]
+mod fake;
 mod host;
 mod run;
 mod schedule;
@@ -308,5 +310,55 @@ mod ser {
             Some(_) => s.serialize_str("0%"),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dir: &std::path::Path) -> RepoDef {
+        RepoDef {
+            name: "usb".into(),
+            path: dir.to_path_buf(),
+            password: PasswordSource::Global,
+        }
+    }
+
+    #[test]
+    fn a_target_is_present_only_when_its_directory_holds_a_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        assert!(
+            !target(&repo).is_present(),
+            "nothing there (an unplugged disk)"
+        );
+        std::fs::create_dir(&repo).expect("dir");
+        assert!(!target(&repo).is_present(), "an empty directory");
+        std::fs::create_dir(repo.join("config")).expect("dir");
+        assert!(!target(&repo).is_present(), "config is a directory");
+        std::fs::remove_dir(repo.join("config")).expect("rmdir");
+        std::fs::write(repo.join("config"), b"x").expect("config");
+        assert!(target(&repo).is_present());
+        assert!(
+            !target(&repo.join("config")).is_present(),
+            "the path is a file"
+        );
+    }
+
+    #[test]
+    fn a_plans_host_and_paths_are_what_its_snapshots_record() {
+        let cfg = parse(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/data/./x/../docs\", \"/srv\"]\ntargets = [\"a\"]\n",
+        )
+        .expect("plan");
+        let p = &cfg.plans["p"];
+        assert_eq!(p.host_or("box"), "box");
+        assert_eq!(p.snapshot_paths().expect("paths"), ["/data/docs", "/srv"]);
+        let named = Plan {
+            host: Some("laptop".into()),
+            ..p.clone()
+        };
+        assert_eq!(named.host_or("box"), "laptop");
     }
 }

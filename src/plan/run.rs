@@ -647,3 +647,386 @@ fn forget<E>(repo: &mut Repository, info: &RunInfo, now_ns: i64) -> Result<Forge
         removed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    use crate::backend::{Backend, FileKind};
+    use crate::plan::fake::{config, FakeHost};
+    use crate::plan::{Machine, PlanState};
+    use jiff::civil::date;
+    use jiff::tz::TimeZone;
+
+    /// 2024-03-03T10:00:00Z, the first Sunday of March 2024.
+    const SUNDAY: i64 = 1_709_460_000 * 1_000_000_000;
+    const DAY: i64 = 86_400 * 1_000_000_000;
+
+    struct World {
+        dir: tempfile::TempDir,
+        host: FakeHost,
+    }
+
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("src/sub")).expect("src");
+            std::fs::write(dir.path().join("src/a.txt"), b"first\n").expect("file");
+            std::fs::write(
+                dir.path().join("src/sub/b.bin"),
+                crate::testutil::bytes(3, 50_000),
+            )
+            .expect("file");
+            let host = FakeHost::new(&dir.path().join("state"), SUNDAY);
+            World { dir, host }
+        }
+
+        fn targets(&self) -> PathBuf {
+            self.dir.path().join("targets")
+        }
+
+        fn present(&mut self, name: &str) {
+            let at = self.targets().join(name);
+            self.host.add_present(name, &at);
+        }
+
+        fn config(&self, targets: &[&str], extra: &str) -> PlanConfig {
+            config(
+                &self.targets(),
+                &self.dir.path().join("src"),
+                targets,
+                extra,
+            )
+        }
+
+        fn run(&mut self, cfg: &PlanConfig, cancel: bool) -> RunReport {
+            let opts = RunOptions {
+                machine: Machine {
+                    hostname: "this-machine".into(),
+                    tz: TimeZone::UTC,
+                },
+                user: "me".into(),
+                uid: 1000,
+                gid: 1000,
+                cancel: Some(Arc::new(AtomicBool::new(cancel))),
+            };
+            run(&mut self.host, cfg, &cfg.plans["p"], &opts).expect("run")
+        }
+
+        fn state(&self, target: &str) -> PlanRecord {
+            let repo = self.host.reopen(target);
+            let path = self.host.state.join(repo.id().to_hex()).join(STATE_FILE);
+            PlanState::load(&path).plans.remove("p").unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn a_run_backs_up_each_present_target_and_skips_an_absent_one() {
+        let mut w = World::new();
+        w.present("a");
+        let cfg = w.config(
+            &["b", "a"],
+            "check_subset = \"100%\"\n[plans.p.schedule]\nfull = \"first-sunday\"\n",
+        );
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::Ok);
+        assert_eq!((report.targets_present, report.targets_failed), (1, 0));
+        assert_eq!(
+            w.host.events,
+            [
+                "started full",
+                "done b ok=None",
+                "target a",
+                "backup full",
+                "prune",
+                "no keep rules",
+                "check ok=true",
+                "done a ok=Some(true)",
+            ]
+        );
+        let b = serde_json::to_value(&report.targets[0]).expect("json");
+        assert_eq!(b["present"], false);
+        assert!(b["ok"].is_null() && b.get("error").is_none() && b.get("backup").is_none());
+
+        let snaps = w.host.reopen("a").snapshots().expect("snapshots");
+        assert_eq!(snaps.len(), 1);
+        let s = &snaps[0].1;
+        assert_eq!((s.time_ns, s.mode), (SUNDAY, BackupMode::Full));
+        assert_eq!(s.host, "plan-host");
+        let src = w.dir.path().join("src").display().to_string();
+        assert_eq!(s.paths, vec![src]);
+        assert_eq!(
+            w.state("a"),
+            PlanRecord {
+                last_run_ns: Some(SUNDAY),
+                last_run_ok: Some(true),
+                last_prune_ns: Some(SUNDAY),
+                last_check_ns: Some(SUNDAY),
+            }
+        );
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_opened_fails_alone_and_fails_the_run() {
+        let mut w = World::new();
+        w.present("a");
+        w.present("c");
+        w.host.no_password.insert("a".into());
+        let cfg = w.config(&["a", "c"], "");
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::Failed);
+        assert_eq!((report.targets_present, report.targets_failed), (2, 1));
+        let a = &report.targets[0];
+        assert_eq!(a.ok, Some(false));
+        assert_eq!(a.error.as_deref(), Some("no password for repository a"));
+        assert!(!a.interrupted);
+        assert_eq!(
+            report.targets[1].ok,
+            Some(true),
+            "the next target still ran"
+        );
+        assert_eq!(w.host.reopen("c").snapshots().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn with_no_target_present_nothing_is_opened_and_the_run_says_so() {
+        let mut w = World::new();
+        let cfg = w.config(&["a", "b"], "");
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::NoTargetPresent);
+        assert_eq!(report.targets.len(), 2);
+        assert!(report.targets.iter().all(|t| !t.present && t.ok.is_none()));
+    }
+
+    #[test]
+    fn an_interrupted_run_visits_no_further_target() {
+        let mut w = World::new();
+        w.present("a");
+        let cfg = w.config(&["a"], "");
+        let report = w.run(&cfg, true);
+        assert_eq!(report.outcome(), RunOutcome::Interrupted);
+        assert!(report.targets.is_empty());
+        assert!(w.host.reopen("a").snapshots().expect("list").is_empty());
+    }
+
+    #[test]
+    fn keep_rules_forget_only_the_plans_snapshots_and_prune_waits_for_its_cadence() {
+        let mut w = World::new();
+        w.present("a");
+        // Another plan's snapshot in the same repository (another host).
+        let mut repo = w.host.reopen("a");
+        repo.load_index().expect("index");
+        let other = BackupOptions {
+            paths: vec![w.dir.path().join("src")],
+            host: "elsewhere".into(),
+            time_ns: SUNDAY - DAY,
+            threads: 1,
+            ..BackupOptions::default()
+        };
+        crate::backup::backup(&mut repo, &other, &crate::backup::NoProgress).expect("backup");
+        let cfg = w.config(&["a"], "[plans.p.keep]\nlast = 1\n");
+        let first = w.run(&cfg, false);
+        assert!(matches!(
+            first.targets[0].prune,
+            Some(PruneStep::Ran { .. })
+        ));
+        assert_eq!(
+            first.targets[0].forget.as_ref().map(|f| f.removed.len()),
+            Some(0)
+        );
+
+        w.host.now_ns = SUNDAY + DAY;
+        std::fs::write(w.dir.path().join("src/a.txt"), b"second\n").expect("file");
+        let second = w.run(&cfg, false);
+        let t = &second.targets[0];
+        assert_eq!(t.ok, Some(true), "{t:?}");
+        let forgot = t.forget.as_ref().expect("forget ran");
+        assert_eq!((forgot.kept, forgot.removed.len()), (1, 1));
+        assert_eq!(
+            t.prune,
+            Some(PruneStep::NotDue {
+                when: PruneWhen::Weekly,
+                last: Some(Stamp {
+                    ns: SUNDAY,
+                    offset_s: 0
+                }),
+            }),
+            "a weekly prune is not due the next day"
+        );
+        let left = w.host.reopen("a").snapshots().expect("list");
+        let hosts: BTreeSet<&str> = left.iter().map(|(_, s)| s.host.as_str()).collect();
+        assert_eq!(left.len(), 2);
+        assert_eq!(hosts, BTreeSet::from(["elsewhere", "plan-host"]));
+        assert!(left.iter().any(|(_, s)| s.time_ns == SUNDAY + DAY));
+    }
+
+    #[test]
+    fn a_check_that_finds_damage_fails_the_target_and_is_not_remembered_as_good() {
+        let mut w = World::new();
+        w.present("a");
+        let cfg = w.config(&["a"], "prune = \"never\"\ncheck_subset = \"100%\"\n");
+        assert_eq!(w.run(&cfg, false).outcome(), RunOutcome::Ok);
+        let backend = w.host.repos["a"].clone();
+        for (name, _) in backend.list(FileKind::Pack).expect("packs") {
+            backend.delete(FileKind::Pack, &name).expect("delete");
+        }
+        w.host.now_ns = SUNDAY + DAY;
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::Failed);
+        let t = &report.targets[0];
+        assert!(t
+            .check
+            .as_ref()
+            .is_some_and(|c| !c.ok && !c.errors.is_empty()));
+        let error = t.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("check found") && error.contains("check --read-data"),
+            "{error}"
+        );
+        let state = w.state("a");
+        assert_eq!(state.last_run_ok, Some(false));
+        assert_eq!(state.last_run_ns, Some(SUNDAY + DAY));
+        assert_eq!(
+            state.last_check_ns,
+            Some(SUNDAY),
+            "the failed check is not recorded"
+        );
+    }
+
+    fn plan(extra: &str) -> Plan {
+        let text = format!(
+            "[repositories.a]\npath = \"/a\"\n[plans.p]\nsources = [\"/s\"]\ntargets = [\"a\"]\n{extra}"
+        );
+        crate::plan::parse(&text).expect("plan").plans["p"].clone()
+    }
+
+    #[test]
+    fn the_steps_follow_the_keep_rules_the_prune_cadence_and_the_check_subset() {
+        let today = date(2024, 3, 10);
+        let p = plan("");
+        assert_eq!(
+            StepPlan::decide(&p, Some(today), today),
+            StepPlan {
+                forget: false,
+                prune: false,
+                check: None
+            },
+            "no keep rules, pruned today, no check_subset"
+        );
+        assert!(StepPlan::decide(&p, None, today).prune, "never pruned");
+        assert!(StepPlan::decide(&p, Some(date(2024, 3, 3)), today).prune);
+        let p = plan("check_subset = \"5%\"\nprune = \"never\"\n[plans.p.keep]\ndaily = 7\n");
+        let steps = StepPlan::decide(&p, None, today);
+        assert!(steps.forget && !steps.prune);
+        assert_eq!(
+            steps.check,
+            Some(ReadData::Percent(5.0)),
+            "checked on every run"
+        );
+        let p = plan("check_subset = \"0%\"\n");
+        assert_eq!(
+            StepPlan::decide(&p, None, today).check,
+            Some(ReadData::None),
+            "0% checks the structure only"
+        );
+    }
+
+    fn target(present: bool, ok: Option<bool>, unreadable: usize) -> TargetRun {
+        let backup = (unreadable > 0).then(|| BackupStep {
+            snapshot_id: None,
+            parent: None,
+            mode: BackupMode::Incremental,
+            files_new: 0,
+            files_changed: 0,
+            files_unmodified: 0,
+            dirs: 0,
+            bytes_read: 0,
+            total_bytes_processed: 0,
+            data_added: 0,
+            data_added_stored: 0,
+            duration_s: 0.0,
+            errors: vec![
+                EntryError {
+                    path: "/x".into(),
+                    error: "denied".into()
+                };
+                unreadable
+            ],
+            repository_left_out: Vec::new(),
+        });
+        TargetRun {
+            target: "t".into(),
+            path: "/t".into(),
+            present,
+            ok,
+            error: None,
+            backup,
+            forget: None,
+            prune: None,
+            check: None,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn the_outcome_ranks_interruption_then_no_target_then_failure_then_unreadable_files() {
+        let report = |targets: Vec<TargetRun>, interrupted: bool| RunReport {
+            plan: "p".into(),
+            mode: BackupMode::Incremental,
+            time: Stamp { ns: 0, offset_s: 0 },
+            targets_present: targets.iter().filter(|t| t.present).count(),
+            targets_failed: targets.iter().filter(|t| t.ok == Some(false)).count(),
+            targets,
+            interrupted,
+        };
+        let ok = || target(true, Some(true), 0);
+        let partial = || target(true, Some(true), 2);
+        let failed = || target(true, Some(false), 0);
+        let absent = || target(false, None, 0);
+        assert_eq!(
+            report(vec![ok(), absent()], false).outcome(),
+            RunOutcome::Ok
+        );
+        assert_eq!(
+            report(vec![ok(), partial()], false).outcome(),
+            RunOutcome::Partial
+        );
+        assert_eq!(
+            report(vec![partial(), failed()], false).outcome(),
+            RunOutcome::Failed
+        );
+        assert_eq!(
+            report(vec![absent()], false).outcome(),
+            RunOutcome::NoTargetPresent
+        );
+        assert_eq!(
+            report(vec![failed()], true).outcome(),
+            RunOutcome::Interrupted
+        );
+        assert_eq!(report(vec![], true).outcome(), RunOutcome::Interrupted);
+    }
+
+    #[test]
+    fn a_target_runs_json_names_unreadable_paths_exactly() {
+        let mut t = target(true, Some(true), 1);
+        if let Some(b) = t.backup.as_mut() {
+            b.errors.push(EntryError {
+                path: PathBuf::from(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/bad\xff"),
+                ),
+                error: "gone".into(),
+            });
+        }
+        let v = serde_json::to_value(&t).expect("json");
+        let errors = &v["backup"]["errors"];
+        assert_eq!(
+            errors[0],
+            serde_json::json!({"path": "/x", "error": "denied"})
+        );
+        assert_eq!(errors[1]["path"], "/bad\u{fffd}");
+        assert_eq!(errors[1]["path_hex"], "2f626164ff");
+        assert!(v.get("error").is_none() && v.get("forget").is_none());
+        assert_eq!(v["ok"], true);
+    }
+}

@@ -248,4 +248,55 @@ mod tests {
         assert!(!PruneWhen::Monthly.is_due(Some(d(8)), date(2024, 4, 7)));
         assert!(PruneWhen::Monthly.is_due(Some(d(8)), date(2024, 4, 8)));
     }
+
+    #[test]
+    fn a_monthly_prune_after_the_31st_is_due_on_the_last_day_of_a_shorter_month() {
+        let last = date(2024, 1, 31);
+        assert!(!PruneWhen::Monthly.is_due(Some(last), date(2024, 2, 28)));
+        assert!(PruneWhen::Monthly.is_due(Some(last), date(2024, 2, 29)));
+        assert!(PruneWhen::Weekly.is_due(Some(date(2024, 2, 26)), date(2024, 3, 4)));
+        assert!(!PruneWhen::Weekly.is_due(Some(date(2024, 2, 26)), date(2024, 3, 3)));
+        assert!(PruneWhen::Daily.is_due(Some(date(2023, 12, 31)), date(2024, 1, 1)));
+        assert!(
+            !PruneWhen::Daily.is_due(Some(date(2024, 1, 2)), date(2024, 1, 1)),
+            "clock set back"
+        );
+    }
+
+    #[test]
+    fn day_rules_ignore_case_and_spaces_and_take_short_and_numbered_forms() {
+        assert_eq!(
+            parse_days(" Last-FRI , 2nd-tue,monthly: last ,SUN ").expect("rules"),
+            DayRule(vec![
+                Day::NthWeekday(-1, Weekday::Friday),
+                Day::NthWeekday(2, Weekday::Tuesday),
+                Day::LastOfMonth,
+                Day::Weekday(Weekday::Sunday),
+            ])
+        );
+        assert_eq!(parse_days("NEVER").expect("never"), DayRule::default());
+        for bad in [
+            "",
+            "never, sunday",
+            "fifth-sunday",
+            "monthly:0",
+            "first-",
+            "sundays",
+            "1st",
+        ] {
+            assert!(parse_days(bad).is_err(), "{bad:?} is not a day rule");
+        }
+    }
+
+    #[test]
+    fn a_differential_schedule_alone_leaves_every_other_day_incremental() {
+        let p = schedule("never", "mon,thu");
+        let week: Vec<BackupMode> = (4..=10).map(|d| mode_for(&p, date(2024, 3, d))).collect();
+        use BackupMode::{Differential as D, Incremental as I};
+        assert_eq!(
+            week,
+            [D, I, I, D, I, I, I],
+            "Monday 4 March to Sunday 10 March 2024"
+        );
+    }
 }

@@ -76,4 +76,51 @@ mod tests {
         assert_eq!(m[1], vec![key(1)]);
         assert_eq!(missing(&[a]), vec![Vec::<SnapshotKey>::new()]);
     }
+
+    fn snap(host: &str, paths: &[&str]) -> Snapshot {
+        serde_json::from_value(serde_json::json!({
+            "version": crate::snapshot::SNAPSHOT_VERSION,
+            "time_ns": 0, "tz_offset_s": 0, "host": host, "user": "u", "uid": 0, "gid": 0,
+            "paths": paths, "tags": [], "tree": vec![0u8; 32], "parent": null,
+            "mode": "incremental", "program_version": "test", "summary": {},
+        }))
+        .expect("a valid snapshot")
+    }
+
+    #[test]
+    fn a_plans_snapshots_have_its_host_and_exactly_its_paths_in_any_order() {
+        let paths = ["/home/me/docs".to_string(), "/home/me/pics".to_string()];
+        let yes = |s: &Snapshot| is_plan_snapshot(s, "laptop", &paths);
+        assert!(yes(&snap("laptop", &["/home/me/docs", "/home/me/pics"])));
+        assert!(yes(&snap("laptop", &["/home/me/pics", "/home/me/docs"])));
+        assert!(!yes(&snap("desktop", &["/home/me/docs", "/home/me/pics"])));
+        assert!(!yes(&snap("laptop", &["/home/me/docs"])), "fewer paths");
+        assert!(!yes(&snap(
+            "laptop",
+            &["/home/me/docs", "/home/me/pics", "/tmp"]
+        )));
+        assert!(!yes(&snap("laptop", &["/home/me/docs", "/home/me/docs"])));
+        assert!(!yes(&snap("laptop", &["/home/me/docs", "/home/me/pics/"])));
+    }
+
+    #[test]
+    fn the_same_snapshot_on_two_targets_has_one_key_whatever_its_path_order() {
+        let mut a = snap("h", &["/b", "/a"]);
+        let mut b = snap("h", &["/a", "/b"]);
+        a.time_ns = 7;
+        b.time_ns = 7;
+        assert_eq!(SnapshotKey::of(&a), SnapshotKey::of(&b));
+        b.time_ns = 8;
+        assert_ne!(SnapshotKey::of(&a), SnapshotKey::of(&b));
+    }
+
+    #[test]
+    fn with_three_targets_each_lacks_the_union_minus_its_own() {
+        let set = |ts: &[i64]| ts.iter().map(|t| key(*t)).collect::<BTreeSet<_>>();
+        let m = missing(&[set(&[1, 2]), set(&[2, 3]), set(&[])]);
+        assert_eq!(m[0], vec![key(3)]);
+        assert_eq!(m[1], vec![key(1)]);
+        assert_eq!(m[2], vec![key(1), key(2), key(3)], "oldest first");
+        assert!(missing(&[]).is_empty());
+    }
 }

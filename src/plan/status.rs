@@ -432,3 +432,195 @@ fn health(
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fake::{config, FakeHost};
+    use crate::plan::{run, RunOptions, DEFAULT_RPO};
+
+    /// 2024-03-03T10:00:00Z.
+    const T0: i64 = 1_709_460_000 * 1_000_000_000;
+    const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn rpo_is_met_only_by_a_recent_enough_snapshot() {
+        let h = 3_600_000_000_000i64;
+        assert!(rpo_met(Some(0), 26 * h, DEFAULT_RPO));
+        assert!(!rpo_met(Some(0), 26 * h + 1, DEFAULT_RPO));
+        assert!(!rpo_met(None, 0, DEFAULT_RPO));
+    }
+
+    #[test]
+    fn rpo_is_met_by_a_snapshot_from_the_future_and_a_huge_rpo_covers_any_age() {
+        assert!(rpo_met(Some(10), 5, Duration::from_secs(1)), "clock skew");
+        assert!(rpo_met(Some(i64::MIN), i64::MAX, Duration::MAX));
+    }
+
+    /// Targets `a` and `b` present (`a` gets the plan's snapshot at T0, `b` is plugged in
+    /// after), `c` absent; the status at `now`.
+    fn world(now: i64, plan_extra: &str) -> (tempfile::TempDir, FakeHost, PlanConfig) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("src");
+        std::fs::write(src.join("f"), b"data\n").expect("file");
+        let targets = dir.path().join("targets");
+        let mut host = FakeHost::new(&dir.path().join("state"), T0);
+        host.add_present("a", &targets.join("a"));
+        let cfg = config(&targets, &src, &["a", "b", "c"], plan_extra);
+        let opts = RunOptions {
+            machine: machine(),
+            user: String::new(),
+            uid: 0,
+            gid: 0,
+            cancel: None,
+        };
+        let report = run(&mut host, &cfg, &cfg.plans["p"], &opts).expect("run");
+        assert_eq!(report.targets_present, 1);
+        host.add_present("b", &targets.join("b"));
+        host.now_ns = now;
+        (dir, host, cfg)
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            hostname: "this-machine".into(),
+            tz: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    fn health(t: &TargetStatus) -> &TargetHealth {
+        match &t.state {
+            TargetState::Read(h) => h,
+            other => panic!("{} is {other:?}", t.name),
+        }
+    }
+
+    #[test]
+    fn status_shows_each_target_against_the_plan_and_what_one_lacks() {
+        let (_dir, mut host, cfg) = world(T0 + 26 * HOUR, "check_subset = \"10%\"\n");
+        let plans: Vec<&Plan> = cfg.plans.values().collect();
+        let st = status(&mut host, &cfg, &plans, &machine()).expect("status");
+        let p = &st[0];
+        assert_eq!((p.host.as_str(), p.rpo_met), ("plan-host", true));
+        let (a, b) = (health(&p.targets[0]), health(&p.targets[1]));
+        assert_eq!(a.snapshots, 1);
+        assert!(a.rpo_met, "exactly the RPO old still meets it");
+        let last = a.last_snapshot.as_ref().expect("a has one");
+        assert_eq!((last.when.time.ns, last.when.age_s), (T0, 26 * 3600));
+        assert_eq!(
+            a.last_run.as_ref().map(|r| (r.when.time.ns, r.ok)),
+            Some((T0, Some(true)))
+        );
+        assert_eq!(a.last_check.map(|w| w.time.ns), Some(T0));
+        assert_eq!(a.last_prune.map(|w| w.time.ns), Some(T0));
+        assert!(!a.prune_due, "weekly, pruned the day before");
+        assert!(a.missing.is_empty());
+        assert_eq!((b.snapshots, b.rpo_met, b.prune_due), (0, false, true));
+        assert!(b.last_snapshot.is_none() && b.last_run.is_none() && b.last_check.is_none());
+        assert_eq!(b.missing.len(), 1, "b lacks a's snapshot");
+        assert_eq!(b.missing[0].time.ns, T0);
+        assert_eq!(b.missing[0].on, vec!["a".to_string()]);
+        assert!(matches!(p.targets[2].state, TargetState::Absent));
+
+        let (_dir, mut host, cfg) = world(T0 + 26 * HOUR + 1_000_000_000, "");
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        assert!(!health(&st[0].targets[0]).rpo_met, "a second past the RPO");
+        assert!(!st[0].rpo_met, "no target meets it");
+    }
+
+    #[test]
+    fn the_last_check_is_the_newer_of_checks_record_and_the_plans() {
+        let (_dir, mut host, cfg) = world(T0 + HOUR, "check_subset = \"10%\"\n");
+        let repo = host.reopen("a");
+        let check_state = host
+            .state
+            .join(repo.id().to_hex())
+            .join(crate::check::STATE_FILE);
+        let newer = T0 + HOUR / 2;
+        std::fs::write(
+            &check_state,
+            format!("{{\"{}\": {newer}}}", "00".repeat(32)),
+        )
+        .expect("check state");
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        assert_eq!(
+            health(&st[0].targets[0]).last_check.map(|w| w.time.ns),
+            Some(newer)
+        );
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_read_is_shown_as_such_not_an_error() {
+        let (_dir, mut host, cfg) = world(T0, "");
+        host.no_password.insert("b".into());
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        match &st[0].targets[1].state {
+            TargetState::Unreadable(e) => assert_eq!(e, "no password for repository b"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            health(&st[0].targets[0]).missing.is_empty(),
+            "b is not compared"
+        );
+    }
+
+    #[test]
+    fn status_json_has_every_key_of_every_kind_of_target() {
+        let (_dir, mut host, cfg) = world(T0 + HOUR, "");
+        host.no_password.insert("b".into());
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        let v = serde_json::to_value(&st[0]).expect("json");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().expect("object").keys().cloned().collect()
+        };
+        assert_eq!(
+            keys(&v),
+            [
+                "check_subset",
+                "host",
+                "mode_today",
+                "name",
+                "paths",
+                "prune",
+                "rpo",
+                "rpo_met",
+                "rpo_s",
+                "targets"
+            ]
+        );
+        assert_eq!(
+            (v["rpo"].clone(), v["rpo_s"].clone()),
+            ("26h".into(), 93_600.into())
+        );
+        assert!(v["check_subset"].is_null());
+        let facts = [
+            "last_check",
+            "last_drill",
+            "last_prune",
+            "last_run",
+            "last_snapshot",
+            "missing",
+            "rpo_met",
+            "snapshots",
+        ];
+        let (a, b, c) = (&v["targets"][0], &v["targets"][1], &v["targets"][2]);
+        let mut want: Vec<&str> = facts.to_vec();
+        want.extend(["name", "path", "present", "prune_due"]);
+        want.sort();
+        assert_eq!(keys(a), want);
+        assert_eq!(a["last_snapshot"]["time"], "2024-03-03T10:00:00+00:00");
+        assert_eq!(a["last_snapshot"]["age_s"], 3600);
+        assert_eq!(a["last_snapshot"]["mode"], "incremental");
+        let mut want: Vec<&str> = facts.to_vec();
+        want.extend(["error", "name", "path", "present"]);
+        want.sort();
+        assert_eq!(keys(b), want);
+        assert_eq!(b["present"], true);
+        assert_eq!(keys(c).len(), facts.len() + 3, "no error, no prune_due");
+        assert_eq!(c["present"], false);
+        for f in facts {
+            assert!(b[f].is_null() && c[f].is_null(), "{f}");
+        }
+    }
+}
