@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::host::{Opener, PlanEvent, PlanHost};
-use super::run::PruneStep;
+use super::report::PruneStep;
 use super::{parse, PlanConfig, RepoDef};
 use crate::backend::MemBackend;
 use crate::backup::{BackupOptions, BackupOutcome, NoProgress};

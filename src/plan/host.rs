@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use jiff::tz::TimeZone;
 
-use super::run::{BackupStep, CheckStep, ForgetStep, PruneStep, TargetRun};
+use super::report::{BackupStep, CheckStep, ForgetStep, PruneStep, TargetRun};
 use super::{Plan, RepoDef};
 use crate::backup::{BackupOptions, BackupOutcome};
 use crate::lock::RepoLock;

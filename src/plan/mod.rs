@@ -10,7 +10,8 @@
 //! | `snapshots.rs` | which snapshots are a plan's, matching them across targets, what a target lacks |
 //! | `state.rs` | what runs remember per repository (`plan-state.json` in its local cache) |
 //! | `host.rs` | what the program around a run supplies: opening, locks, progress, events ([`PlanHost`]) |
-//! | `run.rs` | `plan run`: the steps on each present target, and a typed [`RunReport`] |
+//! | `run.rs` | `plan run`: the steps on each present target ([`run`], [`StepPlan`]) |
+//! | `report.rs` | what a run did, as typed values ([`RunReport`], [`TargetRun`], the steps) |
 //! | `status.rs` | `plan status`: each target's health against the plan as typed [`PlanStatus`] values |
 //! | `time.rs` | instants, ages and spans as reports show them |
 //!
@@ -91,6 +92,7 @@ mod config;
 #[cfg(test)]
 mod fake;
 mod host;
+mod report;
 mod run;
 mod schedule;
 mod snapshots;
@@ -109,10 +111,8 @@ use crate::policy::KeepPolicy;
 
 pub use config::{parse, parse_rpo, MAX_PLAN_FILE};
 pub use host::{Machine, Opener, PlanEvent, PlanHost};
-pub use run::{
-    run, BackupStep, CheckStep, ForgetStep, PruneStep, RunOptions, RunOutcome, RunReport, StepPlan,
-    TargetRun,
-};
+pub use report::{BackupStep, CheckStep, ForgetStep, PruneStep, RunOutcome, RunReport, TargetRun};
+pub use run::{run, RunOptions, StepPlan};
 pub use schedule::{mode_for, parse_days};
 pub use snapshots::{is_plan_snapshot, missing, SnapshotKey};
 pub use state::{PlanRecord, PlanState, MAX_STATE_FILE, STATE_FILE};
