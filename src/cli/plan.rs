@@ -294,7 +294,7 @@ fn status(ctx: &Ctx, cfg: &PlanConfig, name: Option<&str>) -> anyhow::Result<u8>
     let mut host = Host::new(ctx, "");
     let out = plan::status(&mut host, cfg, &plans, &machine()).map_err(|e| e.0)?;
     if ctx.g.json {
-        output::json_line(&json!({ "plans": out }))?;
+        output::json_line(&json!({ "plans": serde_json::to_value(&out)? }))?;
         return Ok(EXIT_OK);
     }
     if plans.is_empty() && !ctx.g.quiet {

@@ -23,16 +23,16 @@ pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
             super::super::backup::note_left_out(ctx, &b.repository_left_out);
             if human {
                 println!(
-                        "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",
-                        b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
-                        b.mode.name(),
-                        b.parent.map(|p| format!(", parent {}", p.short())).unwrap_or_default(),
-                        b.files_new,
-                        b.files_changed,
-                        b.files_unmodified,
-                        output::size(b.data_added),
-                        output::size(b.data_added_stored)
-                    );
+                    "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",
+                    b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
+                    b.mode.name(),
+                    b.parent.map(|p| format!(", parent {}", p.short())).unwrap_or_default(),
+                    b.files_new,
+                    b.files_changed,
+                    b.files_unmodified,
+                    output::size(b.data_added),
+                    output::size(b.data_added_stored)
+                );
                 if !b.errors.is_empty() {
                     println!(
                         "  {} files or directories could not be read (listed above)",
