@@ -103,6 +103,17 @@ impl CheckReport {
 /// Pack id → last successful verification (ns since epoch).
 type State = BTreeMap<String, i64>;
 
+/// The verification-state file's name in a repository's local cache directory (the caller
+/// names the directory: the library reads no environment).
+pub const STATE_FILE: &str = "check-state.json";
+
+/// When a pack was last verified without errors according to the state file at `state_file`
+/// (ns since the epoch): the newest of its records. None when no pack ever was, or the file is
+/// missing or unreadable (see [`CheckOptions::state_file`]).
+pub fn last_verified(state_file: &Path) -> Option<i64> {
+    load_state(state_file).into_values().max()
+}
+
 /// Largest verification-state file read: about 100 bytes per pack, so room for millions.
 const MAX_STATE_LEN: u64 = 256 << 20;
 
@@ -714,5 +725,22 @@ mod tests {
         assert!("0%".parse::<ReadData>().is_err());
         assert!("6/5".parse::<ReadData>().is_err());
         assert!("x".parse::<ReadData>().is_err());
+    }
+
+    #[test]
+    fn last_verified_is_the_newest_pack_record_and_none_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        assert_eq!(last_verified(&path), None, "no file");
+        let mut state = State::new();
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), None, "no pack verified yet");
+        state.insert("aa".into(), 30);
+        state.insert("bb".into(), 70);
+        state.insert("cc".into(), 50);
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), Some(70));
+        std::fs::write(&path, b"not json").expect("write");
+        assert_eq!(last_verified(&path), None, "a damaged record");
     }
 }

@@ -1,0 +1,208 @@
+//! The text `cairn plan run` and `cairn plan status` print for people: one line per step of a
+//! run as the library reports it, and each plan's targets with their last snapshot, run,
+//! prune, check and drill. (`--json` prints the library's types as they serialise.)
+
+use cairn::plan::{self, PlanEvent, PlanStatus, PruneStep, TargetRun, TargetState, When};
+
+use super::super::{output, Ctx};
+
+pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
+    let human = !ctx.g.json && !ctx.g.quiet;
+    match *event {
+        PlanEvent::Started { plan, mode, paths } if human => println!(
+            "plan {}: {} backup of {} to {}",
+            plan.name,
+            mode.name(),
+            paths.join(", "),
+            plan.targets.join(", ")
+        ),
+        PlanEvent::TargetStarted(r) if human => {
+            println!("target {} ({})", r.name, output::esc(&r.path))
+        }
+        PlanEvent::Backup(b) => {
+            super::super::backup::note_left_out(ctx, &b.repository_left_out);
+            if human {
+                println!(
+                    "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",
+                    b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
+                    b.mode.name(),
+                    b.parent.map(|p| format!(", parent {}", p.short())).unwrap_or_default(),
+                    b.files_new,
+                    b.files_changed,
+                    b.files_unmodified,
+                    output::size(b.data_added),
+                    output::size(b.data_added_stored)
+                );
+                if !b.errors.is_empty() {
+                    println!(
+                        "  {} files or directories could not be read (listed above)",
+                        b.errors.len()
+                    );
+                }
+            }
+        }
+        PlanEvent::Forget(f) if human => println!(
+            "  forget ({}): {} kept, {} removed",
+            f.policy,
+            f.kept,
+            f.removed.len()
+        ),
+        PlanEvent::Prune(PruneStep::Ran {
+            packs_deleted,
+            packs_repacked,
+            bytes_freed,
+            ..
+        }) if human => println!(
+            "  prune: {packs_deleted} packs deleted, {packs_repacked} repacked, {} freed",
+            output::size(*bytes_freed)
+        ),
+        PlanEvent::Prune(PruneStep::NotDue { when, last }) if human => println!(
+            "  prune: not due ({}{})",
+            when.name(),
+            last.map(|t| format!(", last on {}", output::local_time(t.ns)))
+                .unwrap_or_default()
+        ),
+        PlanEvent::NoKeepRules if human => {
+            println!("  forget: no keep rules, nothing forgotten")
+        }
+        PlanEvent::Check(c) => {
+            if !ctx.g.json {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for e in &c.errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            if human {
+                println!(
+                    "  check: read and verified {} of {} packs ({}): {}",
+                    c.packs_read,
+                    c.packs,
+                    output::size(c.bytes_read),
+                    if c.ok {
+                        "no errors".to_string()
+                    } else {
+                        format!("{} errors", c.errors.len())
+                    }
+                );
+            }
+        }
+        PlanEvent::TargetDone(t) => target_done(human, t),
+        _ => {}
+    }
+}
+
+fn target_done(human: bool, t: &TargetRun) {
+    let path = output::esc(&t.path);
+    match t.ok {
+        // Always said, even with --quiet: a disk that is never plugged in is a lost copy.
+        None => eprintln!("target {} ({path}) is not present: skipped", t.target),
+        Some(true) if human => println!("  done"),
+        Some(true) => {}
+        Some(false) => eprintln!(
+            "target {} ({path}) failed: {}",
+            t.target,
+            t.error.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// `2024-03-03 10:00:00 (2h 3m ago)`.
+fn when_human(w: &When) -> String {
+    format!(
+        "{} ({} ago)",
+        output::local_time(w.time.ns),
+        plan::span(w.age_s)
+    )
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn ok_or_failed(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => ": ok",
+        Some(false) => ": FAILED",
+        None => "",
+    }
+}
+
+pub fn status(p: &PlanStatus) {
+    println!(
+        "plan {}: {} (host {}); RPO {}: {}; today's mode {}",
+        p.name,
+        p.paths.join(", "),
+        p.host,
+        plan::span(p.rpo.as_secs() as i64),
+        verdict(p.rpo_met),
+        p.mode_today.name()
+    );
+    for t in &p.targets {
+        println!("  {}  {}", t.name, t.path.to_string_lossy());
+        let h = match &t.state {
+            TargetState::Absent => {
+                println!("    not present");
+                continue;
+            }
+            TargetState::Unreadable(e) => {
+                println!("    present, but cannot be read: {e}");
+                continue;
+            }
+            TargetState::Read(h) => h,
+        };
+        println!("    {:<14}{} of this plan", "snapshots", h.snapshots);
+        match &h.last_snapshot {
+            Some(s) => println!(
+                "    {:<14}{}, {} {}: RPO {}",
+                "last snapshot",
+                when_human(&s.when),
+                s.mode.name(),
+                s.id.short(),
+                verdict(h.rpo_met)
+            ),
+            None => println!("    {:<14}none: RPO MISSED", "last snapshot"),
+        }
+        let line = |label: &str, w: Option<&When>, extra: &str| {
+            let w = w.map_or_else(|| "never".to_string(), when_human);
+            println!("    {label:<14}{w}{extra}")
+        };
+        let run = h.last_run.as_ref();
+        line(
+            "last run",
+            run.map(|r| &r.when),
+            ok_or_failed(run.and_then(|r| r.ok)),
+        );
+        let due = if h.prune_due { " (due)" } else { "" };
+        line("last prune", h.last_prune.as_ref(), due);
+        line("last check", h.last_check.as_ref(), "");
+        let drill = h.last_drill.as_ref();
+        line(
+            "last drill",
+            drill.map(|d| &d.when),
+            ok_or_failed(drill.map(|d| d.ok)),
+        );
+        if h.missing.is_empty() {
+            println!("    {:<14}none", "missing");
+            continue;
+        }
+        println!(
+            "    {:<14}{} snapshot{} another target has:",
+            "missing",
+            h.missing.len(),
+            if h.missing.len() == 1 { "" } else { "s" }
+        );
+        for m in &h.missing {
+            println!(
+                "      {} (on {})",
+                output::local_time(m.time.ns),
+                m.on.join(", ")
+            );
+        }
+    }
+}
