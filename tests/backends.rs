@@ -250,7 +250,7 @@ fn use_garage_credentials() {
 // (PATH, AWS_*), which parallel tests must not change under each other.
 #[test]
 fn remote_backends_conform_and_give_up_cleanly() {
-    if servers::skip("sshd, garage") {
+    if !(servers::require_sshd() && servers::require_garage()) {
         return;
     }
     let sshd = Sshd::start();
@@ -368,7 +368,7 @@ fn cairn_with_ssh(
 /// key is refused without being offered for adding.
 #[test]
 fn sftp_honours_the_users_ssh_configuration_for_host_keys() {
-    if servers::skip("sshd") {
+    if !servers::require_sshd() {
         return;
     }
     let sshd = Sshd::start();

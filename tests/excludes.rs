@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -116,19 +115,13 @@ fn one_file_system_keeps_a_mount_point_but_not_what_is_mounted_on_it() {
     let f = Fixture::new();
     let src = tree(&f);
     let mnt = src.join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("skipping: cannot mount a tmpfs here (not root, or no mount namespace)");
+    let Some(mounted) = Tmpfs::mount(&mnt, "size=1m") else {
         return;
-    }
+    };
     write(mnt.join("on-other-fs"), "x");
     let with = backed_up(&f, &src, &[]);
     let without = backed_up(&f, &src, &["--one-file-system"]);
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(mounted);
     assert!(with.contains("mnt/on-other-fs"));
     assert!(without.contains("mnt"), "the mount point itself is kept");
     assert!(!without.contains("mnt/on-other-fs"));

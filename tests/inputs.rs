@@ -18,12 +18,13 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn::backend::{Backend, FaultBackend, FileKind, LocalBackend, MemBackend};
 use cairn::crypto::{KdfParams, ObjectKind};
@@ -38,19 +39,6 @@ use common::*;
 /// of address space; reading any of the inputs below without a bound passes 256 MiB within a
 /// second (and a 100 GiB sparse file is one 100 GiB allocation).
 const MEM: u64 = 256 << 20;
-
-/// Waits for a state (a file, a process) that another process brings about; a state that
-/// does not come within a minute is a hang.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "waited a minute for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The run failed as a bad input must: exit 1, no panic, a message with each of `words`.
 #[track_caller]
@@ -105,7 +93,15 @@ fn endless_zeros(f: fs::File, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
             match f.write(&zeros) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
+                    // Wait for room in the pipe (the reader took some), looking at `stop`
+                    // every 10 ms.
+                    let mut pfd = libc::pollfd {
+                        fd: f.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for a descriptor this thread owns.
+                    unsafe { libc::poll(&mut pfd, 1, 10) };
                 }
                 Err(e) => panic!("writing the FIFO: {e}"),
             }
@@ -417,9 +413,11 @@ fn ctrl_c_ends_a_wait_for_a_password_that_does_not_come() {
             "snapshots".as_ref(),
         ],
     );
-    wait_for("the password command to start", || {
-        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the password command to start",
+        || fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')),
+    );
     assert_eq!(interrupt(&mut child), 130);
     let pid: i32 = fs::read_to_string(&pidfile)
         .unwrap()
@@ -444,7 +442,7 @@ fn ctrl_c_ends_a_wait_for_a_password_that_does_not_come() {
         ],
     );
     let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
-    wait_for("cairn to open the FIFO", || {
+    wait_until(Duration::from_secs(60), "cairn to open the FIFO", || {
         fs::read_dir(&fds).is_ok_and(|d| {
             d.filter_map(Result::ok)
                 .any(|e| fs::read_link(e.path()).is_ok_and(|t| t == fifo))

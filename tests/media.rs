@@ -15,27 +15,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Unwraps a set-up step, or says why the test cannot run here and returns from it.
-macro_rules! or_skip {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(why) => {
-                eprintln!("skipping: {why}");
-                return;
-            }
-        }
-    };
-}
-
-/// A program by name: on `PATH`, or in the sbin directories a non-login root shell may lack.
+/// A program by name (see [`find_tool`]), or why it cannot be found and which Debian package
+/// has it (`.ci/run` installs them).
 fn tool(name: &str) -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("{name} is not installed (Debian: exfatprogs, exfat-fuse)"))
+    let package = match name {
+        "mkfs.exfat" | "fsck.exfat" => "exfatprogs",
+        "mount.exfat-fuse" => "exfat-fuse",
+        _ => "mount",
+    };
+    find_tool(name).map_err(|e| format!("{e} (Debian: {package})"))
 }
 
 /// Runs a set-up program; its stdout, or why it failed.
@@ -56,15 +44,6 @@ fn run_tool(program: &Path, args: &[&OsStr]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr).trim(),
             String::from_utf8_lossy(&out.stdout).trim()
         ))
-    }
-}
-
-fn require_root() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        Ok(())
-    } else {
-        Err("not root (loop devices and mounts need it)".into())
     }
 }
 
@@ -96,17 +75,6 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), String> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            return Err(format!("{what} did not happen within {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// Free bytes on the file system holding `path`.
@@ -152,9 +120,10 @@ impl Medium {
 
     /// A fresh exFAT file system of `mib` MiB, mounted through FUSE.
     fn exfat(mib: u64) -> Result<Medium, String> {
-        require_root()?;
+        check_root("loop devices and mounts need it")?;
         let mkfs = tool("mkfs.exfat")?;
         tool("mount.exfat-fuse")?;
+        tool("fsck.exfat")?;
         let losetup = tool("losetup")?;
         if !Path::new("/dev/fuse").exists() {
             return Err("no /dev/fuse".into());
@@ -184,7 +153,7 @@ impl Medium {
 
     /// A tmpfs of `mib` MiB.
     fn tmpfs(mib: u64) -> Result<Medium, String> {
-        require_root()?;
+        check_root("loop devices and mounts need it")?;
         let (tmp, mnt) = Self::new_dir()?;
         let mut m = Medium {
             kind: Kind::Tmpfs,
@@ -225,7 +194,7 @@ impl Medium {
         let fuse = tool("mount.exfat-fuse")?;
         run_tool(&fuse, &[self.loopdev().as_ref(), self.mnt.as_os_str()])?;
         self.mounted = true;
-        wait_until("the FUSE mount", Duration::from_secs(10), || {
+        try_wait_until(Duration::from_secs(10), "the FUSE mount", || {
             is_mounted(&self.mnt)
         })
     }
@@ -267,7 +236,7 @@ impl Medium {
         self.mounted = false;
         if let Kind::ExfatFuse { .. } = self.kind {
             // The daemon exits once unmounted; it must be gone before the image is touched.
-            wait_until("the FUSE daemon's exit", Duration::from_secs(10), || {
+            try_wait_until(Duration::from_secs(10), "the FUSE daemon's exit", || {
                 self.fuse_pid().is_none()
             })?;
         }
@@ -311,18 +280,7 @@ impl Running {
     /// Waits at most `limit`; the exit code (-1 for a signal) and stderr.
     fn finish(&mut self, limit: Duration) -> (i32, String) {
         let mut child = self.0.take().expect("running");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cairn did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_for_exit(&mut child, limit, "cairn");
         let mut err = String::new();
         use std::io::Read;
         let _ = child
@@ -446,7 +404,9 @@ fn assert_no_panic(what: &str, stderr: &str) {
 #[test]
 fn a_repository_on_exfat_backs_up_restores_and_checks_across_a_replug() {
     let t0 = Instant::now();
-    let mut m = or_skip!(Medium::exfat(64));
+    let Some(mut m) = require(Medium::exfat(64)) else {
+        return;
+    };
     let f = Fixture::empty();
     let src = f.path("src");
     write(src.join("docs/readme.txt"), "hello, exFAT\n");
@@ -562,20 +522,26 @@ fn disk_full(m: &Medium, big_files: u64) {
 
 #[test]
 fn a_full_exfat_disk_fails_cleanly_and_prune_makes_room_again() {
-    let m = or_skip!(Medium::exfat(24));
+    let Some(m) = require(Medium::exfat(24)) else {
+        return;
+    };
     disk_full(&m, 32);
 }
 
 #[test]
 fn a_full_tmpfs_fails_cleanly_and_prune_makes_room_again() {
-    let m = or_skip!(Medium::tmpfs(8));
+    let Some(m) = require(Medium::tmpfs(8)) else {
+        return;
+    };
     disk_full(&m, 12);
 }
 
 #[test]
 fn an_exfat_disk_that_disappears_mid_backup_fails_cleanly_and_checks_clean_after_remount() {
     let t0 = Instant::now();
-    let mut m = or_skip!(Medium::exfat(96));
+    let Some(mut m) = require(Medium::exfat(96)) else {
+        return;
+    };
     let f = Fixture::empty();
     let repo = m.repo();
     init(&f, &repo, &["--pack-size", "2"]);
@@ -603,35 +569,17 @@ fn an_exfat_disk_that_disappears_mid_backup_fails_cleanly_and_checks_clean_after
 
     // Pull the plug while the backup writes packs: as soon as a new pack or a pack being
     // written shows up in data/.
-    let count_data = |repo: &Path| -> (usize, usize) {
-        let (mut packs, mut temps) = (0, 0);
-        for sub in fs::read_dir(repo.join("data"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for e in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
-                if e.file_name().as_bytes().starts_with(b".tmp-") {
-                    temps += 1;
-                } else {
-                    packs += 1;
-                }
-            }
-        }
-        (packs, temps)
-    };
-    let (packs0, _) = count_data(&repo);
+    let (packs0, _) = data_files(&repo);
     let spawned = Instant::now();
     wait_until(
-        "a pack write of the big backup",
         Duration::from_secs(60),
+        "a pack write of the big backup",
         || {
-            let (p, t) = count_data(&repo);
+            let (p, t) = data_files(&repo);
             p > packs0 || t > 0
         },
-    )
-    .expect("the backup wrote nothing");
-    let (packs_at_kill, temps_at_kill) = count_data(&repo);
+    );
+    let (packs_at_kill, temps_at_kill) = data_files(&repo);
     let pid = m.fuse_pid().expect("the FUSE daemon of this mount");
     // SAFETY: kill has no memory-safety preconditions; the pid is our own mount's daemon.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);

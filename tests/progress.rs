@@ -7,13 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-fn have_script() -> bool {
-    Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn a_backup_on_a_terminal_draws_bytes_and_rate_and_in_a_pipe_writes_no_escape_sequences() {
     let f = Fixture::new();
@@ -31,10 +24,12 @@ fn a_backup_on_a_terminal_draws_bytes_and_rate_and_in_a_pipe_writes_no_escape_se
     );
     assert!(!run.stdout().contains('\u{1b}'));
 
-    if !have_script() {
-        eprintln!("skipping the terminal half: `script` (util-linux) is not installed");
+    // `script` gives cairn a pseudo-terminal.
+    let Some(script) = require(
+        find_tool("script").map_err(|e| format!("the terminal half: {e} (Debian: bsdutils)")),
+    ) else {
         return;
-    }
+    };
     // Under a pseudo-terminal: the bar is drawn and redrawn with bytes and a rate.
     let cmd = format!(
         "{} -r {} backup --force {}",
@@ -42,7 +37,7 @@ fn a_backup_on_a_terminal_draws_bytes_and_rate_and_in_a_pipe_writes_no_escape_se
         f.repo.display(),
         src.display()
     );
-    let out = Command::new("script")
+    let out = Command::new(script)
         .args(["-qfec", &cmd, "/dev/null"])
         .env("CAIRN_PASSWORD", PASSWORD)
         .env("XDG_CACHE_HOME", f.path("cache"))

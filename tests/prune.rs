@@ -37,10 +37,7 @@ fn spawn_cairn(f: &Fixture, args: &[&str]) -> std::process::Child {
 
 fn kill9(child: &mut std::process::Child) {
     // SIGKILL: no destructor, no lock release but the kernel's.
-    let _ = Command::new("kill")
-        .arg("-9")
-        .arg(child.id().to_string())
-        .status();
+    child.kill().expect("kill -9");
     let _ = child.wait();
 }
 
@@ -140,6 +137,7 @@ fn prune_killed_at_any_instant_leaves_a_repository_that_checks_clean() {
             .expect("cp")
             .success());
         let mut child = spawn_cairn(&f, &["prune", "--max-unused", "0"]);
+        // Time itself is what varies here: the kill lands `delay_ms` into the prune's life.
         std::thread::sleep(Duration::from_millis(delay_ms));
         kill9(&mut child);
         let r = f.cmd().args(["check"]).run();
@@ -169,16 +167,17 @@ fn a_backup_killed_with_sigkill_does_not_block_a_following_prune() {
     let mut child = spawn_cairn(&f, &["backup", src.to_str().expect("utf-8")]);
     // Wait until the backup holds its lock (its lock file exists), then kill it.
     let locks = f.repo.join("locks");
-    for _ in 0..500 {
-        if std::fs::read_dir(&locks)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-        {
-            break;
+    wait_until(Duration::from_secs(60), "the backup's lock file", || {
+        let held = final_entries(&locks) > 0;
+        if !held {
+            let ended = child.try_wait().expect("wait");
+            assert!(
+                ended.is_none(),
+                "the backup ended ({ended:?}) before it was seen locking"
+            );
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+        held
+    });
     kill9(&mut child);
     let stale = std::fs::read_dir(&locks).expect("locks").count();
     assert!(stale >= 1, "the killed backup's lock file is still there");

@@ -26,21 +26,8 @@ struct ReadOnlyMount {
     at: PathBuf,
 }
 
-/// No mount here: fine on a laptop (say so), a failure where CI promises the tools.
-fn cannot_mount(why: String) -> Option<ReadOnlyMount> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but a read-only bind mount cannot be made: {why}");
-    }
-    eprintln!("skipped: a read-only bind mount cannot be made here ({why}); run as root");
-    None
-}
-
-fn mount(args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    match Command::new("mount")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
+fn mount(mount: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    match Command::new(mount).args(args).stdin(Stdio::null()).output() {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!(
             "mount {args:?}: {}",
@@ -51,25 +38,34 @@ fn mount(args: &[&std::ffi::OsStr]) -> Result<(), String> {
 }
 
 impl ReadOnlyMount {
-    /// `src` seen read-only at `at`, or None (after saying why) where mounting is impossible.
+    /// `src` seen read-only at `at`, or None where mounting is impossible: skipped on a
+    /// laptop, a failure under CI (see [`missing`]).
     fn new(src: &Path, at: &Path) -> Option<ReadOnlyMount> {
+        require(Self::try_new(src, at).map_err(|e| format!("a read-only bind mount: {e}")))
+    }
+
+    fn try_new(src: &Path, at: &Path) -> Result<ReadOnlyMount, String> {
+        check_root("`chmod -w` does not stop root, so a read-only mount is needed")?;
+        let mount_bin = find_tool("mount")?;
         fs::create_dir_all(at).unwrap();
-        if let Err(e) = mount(&["--bind".as_ref(), src.as_os_str(), at.as_os_str()]) {
-            return cannot_mount(e);
-        }
+        mount(
+            &mount_bin,
+            &["--bind".as_ref(), src.as_os_str(), at.as_os_str()],
+        )?;
         let m = ReadOnlyMount {
             at: at.to_path_buf(),
         };
-        if let Err(e) = mount(&["-o".as_ref(), "remount,bind,ro".as_ref(), at.as_os_str()]) {
-            return cannot_mount(e);
-        }
+        mount(
+            &mount_bin,
+            &["-o".as_ref(), "remount,bind,ro".as_ref(), at.as_os_str()],
+        )?;
         let probe = fs::write(at.join("probe"), b"x").unwrap_err();
         assert_eq!(
             probe.raw_os_error(),
             Some(libc::EROFS),
             "the mount is not read-only: {probe}"
         );
-        Some(m)
+        Ok(m)
     }
 }
 

@@ -9,11 +9,14 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn::backend::{Backend, FileKind, Location, RemoteBackend, RemoteOptions};
 use common::servers::{self, Garage, Sshd};
-use common::{assert_same_tree, random_bytes, restored, write, Fixture, TestCommand, PASSWORD};
+use common::{
+    assert_same_tree, random_bytes, restored, try_wait_until_every, write, Fixture, TestCommand,
+    PASSWORD,
+};
 use serde_json::Value;
 
 enum Server {
@@ -316,7 +319,7 @@ fn full_cycle(server: &Server) {
 
 #[test]
 fn sftp_full_cycle() {
-    if servers::skip("sshd") {
+    if !servers::require_sshd() {
         return;
     }
     full_cycle(&Server::sftp());
@@ -324,7 +327,7 @@ fn sftp_full_cycle() {
 
 #[test]
 fn s3_full_cycle() {
-    if servers::skip("garage") {
+    if !servers::require_garage() {
         return;
     }
     full_cycle(&Server::s3());
@@ -341,23 +344,32 @@ fn pack_count(server: &Server, name: &str) -> usize {
 
 /// Waits until the repository "repo" on the server satisfies `done(packs, index files)`.
 fn wait_for(server: &Server, child: &mut std::process::Child, done: impl Fn(usize, usize) -> bool) {
-    let start = Instant::now();
-    loop {
-        let b = server.backend("repo");
-        let packs = b.list(FileKind::Pack).map(|l| l.len()).unwrap_or(0);
-        let indexes = b.list(FileKind::Index).map(|l| l.len()).unwrap_or(0);
-        if done(packs, indexes) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the backup never got there ({packs} packs, {indexes} index files)"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the backup ended ({status}) too early ({packs} packs, {indexes} index files)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut packs, mut indexes) = (0, 0);
+    // Each look opens a connection: every 50 ms, not at the default pace.
+    let every = Duration::from_millis(50);
+    let waited = try_wait_until_every(
+        every,
+        Duration::from_secs(120),
+        "the backup's progress",
+        || {
+            let b = server.backend("repo");
+            packs = b.list(FileKind::Pack).map(|l| l.len()).unwrap_or(0);
+            indexes = b.list(FileKind::Index).map(|l| l.len()).unwrap_or(0);
+            if done(packs, indexes) {
+                return true;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the backup ended ({status}) too early ({packs} packs, {indexes} index files)"
+                );
+            }
+            false
+        },
+    );
+    assert!(
+        waited.is_ok(),
+        "the backup never got there ({packs} packs, {indexes} index files)"
+    );
 }
 
 fn killed_mid_backup(mut server: Server) {
@@ -468,7 +480,7 @@ fn killed_mid_backup(mut server: Server) {
 
 #[test]
 fn sftp_server_killed_mid_backup() {
-    if servers::skip("sshd") {
+    if !servers::require_sshd() {
         return;
     }
     killed_mid_backup(Server::sftp());
@@ -476,7 +488,7 @@ fn sftp_server_killed_mid_backup() {
 
 #[test]
 fn s3_server_killed_mid_backup() {
-    if servers::skip("garage") {
+    if !servers::require_garage() {
         return;
     }
     killed_mid_backup(Server::s3());
@@ -484,7 +496,7 @@ fn s3_server_killed_mid_backup() {
 
 #[test]
 fn s3_two_clients_back_up_concurrently_and_share_data() {
-    if servers::skip("garage") {
+    if !servers::require_garage() {
         return;
     }
     let server = Server::s3();

@@ -5,6 +5,9 @@
 //! removed), `--verify` over kept files, and a target whose disk fills up.
 //! The randomized form of the same laws is tests/restore_adversarial.rs.
 
+// A failed unwrap in a test is a test failure with a backtrace, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -67,35 +70,6 @@ fn sentinel(f: &Fixture) -> PathBuf {
     set_mtime(out.join("deep"), 1_500_000_000, 0);
     set_mtime(&out, 1_500_000_000, 0);
     out
-}
-
-/// A tmpfs mounted at `dir` with `options`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Mounts a small tmpfs at `dir` (made if missing). None where that is impossible (not
-/// root): the test is then skipped, except under `CI=true`, where it fails.
-fn small_tmpfs(dir: &Path, options: &str) -> Option<Tmpfs> {
-    fs::create_dir_all(dir).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs to mount a small tmpfs (run as root)"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
-        return None;
-    }
-    Some(Tmpfs(dir.to_path_buf()))
 }
 
 fn restore(f: &Fixture, selector: &str, target: &Path, extra: &[&str]) -> Run {
@@ -206,7 +180,7 @@ fn symlinks_along_the_restored_path_are_never_followed() {
 fn symlinks_hard_links_and_fifos_at_file_names_are_replaced_not_written_through() {
     let f = Fixture::new();
     let src = source(&f);
-    let xattrs_work = xattr::set(src.join("docs/a.odt"), "user.cairn", b"snapshot").is_ok();
+    let xattrs_work = user_xattrs(&src.join("docs/a.odt"), "user.cairn", b"snapshot");
     f.backup(&[&src], &[]);
     let out = sentinel(&f);
     if xattrs_work {
@@ -404,7 +378,7 @@ fn a_full_disk_is_reported_as_full_not_as_damage() {
     }
     f.backup(&[&src], &[]);
     let mnt = f.path("small");
-    let Some(_mounted) = small_tmpfs(&mnt, "size=4m") else {
+    let Some(_mounted) = Tmpfs::mount(&mnt, "size=4m") else {
         return;
     };
     let run = restore(&f, &format!("latest:{}", src.display()), &mnt, &["--json"]);
@@ -569,7 +543,7 @@ fn running_out_of_inodes_says_the_disk_is_full() {
     }
     f.backup(&[&src], &[]);
     let mnt = f.path("few-inodes");
-    let Some(_mounted) = small_tmpfs(&mnt, "size=4m,nr_inodes=40") else {
+    let Some(_mounted) = Tmpfs::mount(&mnt, "size=4m,nr_inodes=40") else {
         return;
     };
     let run = restore(&f, &format!("latest:{}", src.display()), &mnt, &["--json"]);

@@ -36,6 +36,12 @@ fn spawn_backup(f: &Fixture, src: &std::path::Path, extra: &[&str]) -> std::proc
         .expect("spawn")
 }
 
+/// Sends SIGINT (Ctrl-C) to `child`, which was not waited for yet: its PID is still its own.
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions; the PID is our unreaped child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
 fn snapshots(f: &Fixture) -> Vec<serde_json::Value> {
     f.cmd()
         .args(["--json", "snapshots"])
@@ -51,19 +57,17 @@ fn ctrl_c_saves_a_partial_snapshot_and_the_next_backup_resumes_from_it() {
     let f = Fixture::new();
     let src = source(&f, 40);
     let child = spawn_backup(&f, &src, &[]);
-    // Interrupt once the backup holds its lock (it is past start-up), a little into its work.
+    // Interrupt once the backup holds its lock (it is past start-up) and is well into its work:
+    // its first pack (16 MiB of the 40) is being written or stored, so files are complete.
     let locks = f.repo.join("locks");
-    let start = std::time::Instant::now();
-    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(700));
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
+    wait_until(Duration::from_secs(60), "the backup's lock file", || {
+        final_entries(&locks) > 0
+    });
+    wait_until(Duration::from_secs(60), "the backup's first pack", || {
+        let (packs, temps) = data_files(&f.repo);
+        packs + temps > 0
+    });
+    interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -117,18 +121,13 @@ fn backups_killed_at_random_moments_leave_a_clean_repository_and_are_resumed() {
         };
         let before = count();
         let mut child = spawn_backup(&f, &src, &["--checkpoint-interval", "1s"]);
-        let start = std::time::Instant::now();
-        while count() == before && start.elapsed() < Duration::from_secs(60) {
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(Duration::from_secs(60), "a checkpoint (or the end)", || {
+            count() != before || child.try_wait().ok().flatten().is_some()
+        });
+        // Time itself is what varies here: the kill lands `delay` ms after the checkpoint.
         std::thread::sleep(Duration::from_millis(delay));
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(child.id().to_string())
-            .status();
+        // SIGKILL (a no-op if the backup already ended).
+        child.kill().expect("kill -9 the backup");
         let _ = child.wait();
         let r = f.cmd().args(["check", "--read-data"]).run();
         assert_eq!(

@@ -1,6 +1,9 @@
 //! Harness for driving the real `cairn` binary: a temp-dir fixture with a repository, a command
 //! builder that shields the run from the host environment, and helpers to build and compare
 //! file trees byte for byte and metadata for metadata.
+//!
+//! What a test needs from the machine (tools, root, mounts) is asked for through [`prereq`]; how
+//! a test waits for another process, through [`wait`].
 
 #![allow(dead_code)]
 
@@ -12,11 +15,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
+pub mod prereq;
 pub mod servers;
+pub mod wait;
+
+pub use prereq::*;
+pub use wait::*;
 
 /// The password every fixture repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -261,18 +269,7 @@ impl TestCommand {
             let _ = err.read_to_end(&mut v);
             v
         });
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > RUN_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not finish within {RUN_TIMEOUT:?}", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_for_exit(&mut child, RUN_TIMEOUT, &self.what);
         let stdout = out_t.join().expect("stdout reader");
         let stderr = String::from_utf8_lossy(&err_t.join().expect("stderr reader")).into_owned();
         Run {

@@ -1,9 +1,10 @@
 //! Real servers on loopback for the remote-backend tests: OpenSSH's sshd (SFTP) and Garage
 //! (S3). Each test starts its own, in its own temp dir, on free ports; dropping it kills it.
 //!
-//! `.ci/run` installs both (Debian's openssh-server; `cargo install garage --locked`). Without
-//! them these tests fail with a message saying what to install, unless
-//! `CAIRN_SKIP_SERVER_TESTS=1` is set.
+//! `.ci/run` installs both (Debian's openssh-server; `cargo install garage --locked`). A test
+//! asks first ([`require_sshd`], [`require_garage`]): where a server is not installed, or
+//! `CAIRN_SKIP_SERVER_TESTS=1` asks to leave them out, it skips on a laptop and fails under
+//! `CI=true` (see [`super::missing`]).
 
 #![allow(dead_code)]
 
@@ -12,19 +13,41 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::TestCommand;
+use super::{
+    find_tool, find_tool_in, missing, require, require_tool, try_wait_until, try_wait_until_every,
+    TestCommand,
+};
 
-/// True when the server tests are to be skipped (and say so).
-pub fn skip(what: &str) -> bool {
+/// False (after [`missing`]) when `CAIRN_SKIP_SERVER_TESTS=1` asks to leave the server tests
+/// out: a way to save their minute on a laptop, refused under CI.
+#[track_caller]
+fn wanted() -> bool {
     if std::env::var_os("CAIRN_SKIP_SERVER_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("skipped ({what}): CAIRN_SKIP_SERVER_TESTS=1");
-        return true;
+        missing("CAIRN_SKIP_SERVER_TESTS=1 leaves out the tests against real servers");
+        return false;
     }
-    false
+    true
+}
+
+/// Whether the SFTP tests can run here: OpenSSH's sshd, ssh and ssh-keygen are installed. False
+/// after [`missing`] (a skip on a laptop, a failure under CI).
+#[track_caller]
+pub fn require_sshd() -> bool {
+    wanted()
+        && require_tool("sshd", "openssh-server").is_some()
+        && require_tool("ssh", "openssh-client").is_some()
+        && require_tool("ssh-keygen", "openssh-client").is_some()
+}
+
+/// Whether the S3 tests can run here: Garage is installed ([`Garage::binary`]). False after
+/// [`missing`] (a skip on a laptop, a failure under CI).
+#[track_caller]
+pub fn require_garage() -> bool {
+    wanted() && require(Garage::binary()).is_some()
 }
 
 pub fn free_port() -> u16 {
@@ -34,21 +57,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Waits until `child` listens on `port`; fails with its log if it exits first or never does.
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited ({status}) before listening: {}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what} did not listen on 127.0.0.1:{port}: {}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let waited = try_wait_until(
+        Duration::from_secs(30),
+        &format!("{what} listening on 127.0.0.1:{port}"),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{what} exited ({status}) before listening: {}",
+                    fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        },
+    );
+    if let Err(e) = waited {
+        panic!("{e}: {}", fs::read_to_string(log).unwrap_or_default());
     }
 }
 
@@ -63,17 +88,9 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn find(candidates: &[&str], install: &str) -> PathBuf {
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} not found: {install} (.ci/run does), or set CAIRN_SKIP_SERVER_TESTS=1",
-                candidates[0]
-            )
-        })
+/// A tool the caller made sure of ([`require_sshd`]); a panic naming it otherwise.
+fn tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|e| panic!("{e}: check with require_sshd() first"))
 }
 
 /// OpenSSH's sshd on 127.0.0.1 with generated host and user keys, and an ssh client
@@ -82,6 +99,8 @@ fn find(candidates: &[&str], install: &str) -> PathBuf {
 /// configuration exactly as it would read `~/.ssh/config`.
 pub struct Sshd {
     child: Option<Child>,
+    /// The sshd program.
+    program: PathBuf,
     pub dir: TempDir,
     pub port: u16,
     /// Directory with the `ssh` wrapper that points the client at this configuration; goes
@@ -95,10 +114,8 @@ impl Sshd {
     pub const HOST: &'static str = "cairn-test-sftp";
 
     pub fn start() -> Sshd {
-        let sshd = find(
-            &["/usr/sbin/sshd"],
-            "install Debian's openssh-server (apt-get install openssh-server)",
-        );
+        // sshd re-executes itself, so it needs its absolute path.
+        let sshd = tool("sshd");
         let dir = tempfile::Builder::new()
             .prefix("cairn-sshd-")
             .tempdir()
@@ -106,7 +123,7 @@ impl Sshd {
         let d = dir.path();
         for (key, what) in [("host_key", "host key"), ("user_key", "user key")] {
             run_ok(
-                Command::new("ssh-keygen")
+                Command::new(tool("ssh-keygen"))
                     .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                     .arg(d.join(key)),
                 what,
@@ -164,7 +181,8 @@ impl Sshd {
         fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+                "#!/bin/sh\nexec {} -F {} \"$@\"\n",
+                tool("ssh").display(),
                 d.join("ssh_config").display()
             ),
         )
@@ -173,19 +191,20 @@ impl Sshd {
         let log = d.join("sshd.log");
         let mut s = Sshd {
             child: None,
+            program: sshd,
             dir,
             port,
             bin,
             config,
             log,
         };
-        s.spawn(&sshd);
+        s.spawn();
         s
     }
 
-    fn spawn(&mut self, sshd: &Path) {
+    fn spawn(&mut self) {
         let log = fs::File::create(&self.log).expect("log");
-        let mut child = Command::new(sshd)
+        let mut child = Command::new(&self.program)
             .args(["-D", "-e", "-f"])
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -223,7 +242,7 @@ impl Sshd {
 
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn(Path::new("/usr/sbin/sshd"));
+        self.spawn();
     }
 
     /// Environment for cairn (and ssh) to reach this server.
@@ -261,20 +280,25 @@ impl Garage {
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     pub const REGION: &'static str = "garage";
 
-    pub fn binary() -> PathBuf {
+    /// The garage program: `GARAGE_BIN`, else where `cargo install` or a package puts it.
+    pub fn binary() -> Result<PathBuf, String> {
         if let Some(p) = std::env::var_os("GARAGE_BIN") {
-            return PathBuf::from(p);
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("GARAGE_BIN={} is not a file", p.display()))
+            };
         }
+        // `cargo install` puts it in ~/.cargo/bin, which PATH may lack.
         let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        let cargo_bin = format!("{home}/.cargo/bin/garage");
-        find(
-            &[&cargo_bin, "/usr/local/bin/garage", "/usr/bin/garage"],
-            "install Garage (cargo install garage --locked)",
-        )
+        find_tool_in("garage", &[PathBuf::from(home).join(".cargo/bin")])
+            .map_err(|e| format!("{e} (cargo install garage --locked; or set GARAGE_BIN)"))
     }
 
     pub fn start() -> Garage {
-        let bin = Self::binary();
+        let bin =
+            Self::binary().unwrap_or_else(|e| panic!("{e}: check with require_garage() first"));
         let dir = tempfile::Builder::new()
             .prefix("cairn-garage-")
             .tempdir()
@@ -360,47 +384,50 @@ impl Garage {
 
     /// Waits until the S3 API answers requests for the bucket (layout changes take a moment).
     fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            let out = Command::new(&self.bin)
-                .arg("-c")
-                .arg(&self.config)
-                .args(["bucket", "info", Self::BUCKET])
-                .output();
-            if out.is_ok_and(|o| o.status.success()) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "garage bucket never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let ready = try_wait_until_every(
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            "the garage bucket to become ready",
+            || {
+                Command::new(&self.bin)
+                    .arg("-c")
+                    .arg(&self.config)
+                    .args(["bucket", "info", Self::BUCKET])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            },
+        );
+        if let Err(e) = ready {
+            panic!("{e}");
         }
     }
 
-    /// Runs the garage CLI against this node.
+    /// Runs the garage CLI against this node, again until it succeeds: the node may still be
+    /// starting its RPC layer.
     pub fn cli(&self, args: &[&str]) -> String {
-        let start = Instant::now();
-        loop {
+        let mut last = None;
+        let what = format!("garage {args:?}");
+        let every = Duration::from_millis(200);
+        let ran = try_wait_until_every(every, Duration::from_secs(30), &what, || {
             let out = Command::new(&self.bin)
                 .arg("-c")
                 .arg(&self.config)
                 .args(args)
                 .output()
                 .expect("garage cli");
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            // The node may still be starting its RPC layer.
-            if start.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "garage {args:?} failed: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
+            let ok = out.status.success();
+            last = Some(out);
+            ok
+        });
+        let out = last.expect("garage ran at least once");
+        if let Err(e) = ran {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn endpoint(&self) -> String {
