@@ -17,16 +17,19 @@ impl AlignedBuf {
         AlignedBuf(vec![Block([0; ALIGN]); bytes.div_ceil(ALIGN).max(1)].into_boxed_slice())
     }
 
+    /// Length in bytes: a multiple of [`ALIGN`], at least one block.
     pub(crate) fn len(&self) -> usize {
         self.0.len() * ALIGN
     }
 
+    /// The whole buffer as bytes.
     pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: `Block` is plain bytes with no padding; the slice covers exactly the boxed
         // blocks and borrows them.
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.len()) }
     }
 
+    /// The whole buffer as writable bytes.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, borrowed mutably.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.len()) }

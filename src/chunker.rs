@@ -9,11 +9,15 @@ use std::io::{self, Read};
 use fastcdc::v2020::{Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
 
-/// Chunk size bounds, recorded in the config.
+/// Chunk size bounds in bytes, recorded in the config as the `chunker` map (repo-format.md
+/// §3.1, §5); [`ChunkerParams::validate`] holds them to `min <= avg <= max` and fastcdc's ranges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerParams {
+    /// Smallest chunk, in bytes: no cut before it (only a stream's last chunk may be shorter).
     pub min: u32,
+    /// Target average chunk size, in bytes (FastCDC's normalization point).
     pub avg: u32,
+    /// Largest chunk, in bytes: a cut is forced here.
     pub max: u32,
 }
 
@@ -64,6 +68,8 @@ enum Inner<R: Read> {
 }
 
 impl<R: Read> Chunker<R> {
+    /// Chunks `reader` with the repository's bounds and gear `seed` (the chunker master key's
+    /// first 8 bytes, [`crate::crypto::MasterKeys::chunker_seed`]).
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Self {
         Self::with_size_hint(reader, params, seed, 0)
     }

@@ -15,29 +15,40 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
-/// repo-format.md §4: nonce length of XChaCha20-Poly1305.
+/// repo-format.md §4.1: nonce length of XChaCha20-Poly1305, in bytes.
 pub const NONCE_LEN: usize = 24;
-/// repo-format.md §4: Poly1305 tag length.
+/// repo-format.md §4.1: Poly1305 tag length, in bytes.
 pub const TAG_LEN: usize = 16;
-/// Bytes a sealed object adds to its plaintext.
+/// Bytes a sealed object adds to its plaintext: nonce and tag, 40 (repo-format.md §4.1).
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
-/// repo-format.md §4: what a sealed object is, bound into its associated data.
+/// repo-format.md §4.2: what a sealed object is, bound into its associated data as one byte
+/// (the discriminant), so an object of one kind never opens as another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ObjectKind {
+    /// The repository's `config` file (repo-format.md §3.1); empty binding.
     Config = 1,
+    /// A data blob (a file chunk) in a pack; bound to the blob's 32-byte id.
     DataBlob = 2,
+    /// A tree blob (a directory listing, repo-format.md §7) in a pack; bound to its 32-byte id.
     TreeBlob = 3,
+    /// A pack's header (repo-format.md §6.1); empty binding.
     PackHeader = 4,
+    /// An index file in `index/` (repo-format.md §8); empty binding.
     Index = 5,
+    /// A snapshot in `snapshots/` (repo-format.md §9); empty binding.
     Snapshot = 6,
+    /// The `sealed` field of a key file, sealed under the password-derived key instead of
+    /// `enc` and without a flag byte (repo-format.md §2.1); empty binding.
     KeyPayload = 7,
+    /// A lock file in `locks/` (repo-format.md §10.3); empty binding.
     Lock = 8,
+    /// A recovery-drill record in `drills/` (repo-format.md §9.1); empty binding.
     Drill = 9,
 }
 
-/// Associated data: `"cairn" || 0x01 || kind || binding` (repo-format.md §4).
+/// Associated data: `"cairn" || 0x01 || kind || binding` (repo-format.md §4.2).
 fn aad(kind: ObjectKind, binding: &[u8]) -> Vec<u8> {
     let mut a = Vec::with_capacity(7 + binding.len());
     a.extend_from_slice(b"cairn");
@@ -54,13 +65,15 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     })
 }
 
+/// `N` bytes from the operating system's random source (keys, salts, repository and lock ids).
 pub fn random_array<const N: usize>() -> Result<[u8; N]> {
     let mut a = [0u8; N];
     random_bytes(&mut a)?;
     Ok(a)
 }
 
-/// A 32-byte secret that is wiped on drop and never printed.
+/// A 32-byte secret (a master key or a key-encryption key) that is wiped on drop and never
+/// printed: its `Debug` is `Secret(<redacted>)`.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Secret(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
@@ -70,20 +83,24 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The repository's master keys (repo-format.md §2).
+/// The repository's master keys (repo-format.md §2): drawn once by `init`, never changed,
+/// wrapped by every key file. Everything but key files is sealed or identified with them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MasterKeys {
     /// XChaCha20-Poly1305 key for every sealed object.
     pub enc: Secret,
     /// BLAKE3 key for data chunk ids.
     pub id: Secret,
-    /// Seeds the chunker's gear table.
+    /// Seeds the chunker's gear table: its first 8 bytes, little-endian, are the FastCDC seed
+    /// (repo-format.md §5.3); bytes 8..32 are unused in format 1.
     pub chunker: Secret,
     /// BLAKE3 key for tree ids, derived from `id` (kept apart from chunk ids).
     tree_id: Secret,
 }
 
 impl MasterKeys {
+    /// Wraps the three master keys read from a key payload (or drawn by `init`) and derives the
+    /// tree-id key from `id` (BLAKE3 `derive_key`, context `"cairn v1 tree id key"`).
     pub fn new(enc: [u8; 32], id: [u8; 32], chunker: [u8; 32]) -> Self {
         let tree_id = blake3::derive_key("cairn v1 tree id key", &id);
         MasterKeys {
@@ -94,16 +111,18 @@ impl MasterKeys {
         }
     }
 
+    /// Three fresh random master keys, for a new repository.
     pub fn generate() -> Result<Self> {
         Ok(Self::new(random_array()?, random_array()?, random_array()?))
     }
 
-    /// Keyed BLAKE3 of a chunk's plaintext.
+    /// A data blob's id: keyed BLAKE3 of the chunk's plaintext under the `id` key.
     pub fn chunk_id(&self, plain: &[u8]) -> BlobId {
         BlobId(*blake3::keyed_hash(&self.id.0, plain).as_bytes())
     }
 
-    /// Keyed BLAKE3 of a tree's encoded plaintext, under the tree-id key.
+    /// A tree blob's id: keyed BLAKE3 of the tree's canonical encoding (repo-format.md §7.2),
+    /// under the tree-id key.
     pub fn tree_id(&self, plain: &[u8]) -> BlobId {
         BlobId(*blake3::keyed_hash(&self.tree_id.0, plain).as_bytes())
     }
@@ -115,7 +134,9 @@ impl MasterKeys {
         u64::from_le_bytes(b)
     }
 
-    /// Seals `plain` as `nonce || ciphertext || tag` with a fresh random nonce.
+    /// Seals `plain` as `nonce || ciphertext || tag` with a fresh random nonce
+    /// (repo-format.md §4.1); `binding` is the blob id for blob kinds and empty otherwise
+    /// (§4.2). The result is [`SEAL_OVERHEAD`] bytes longer than `plain`.
     pub fn seal(&self, kind: ObjectKind, binding: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
         seal_with(&self.enc.0, kind, binding, plain)
     }
@@ -145,8 +166,10 @@ impl MasterKeys {
 /// A sealed object failed to open: it is damaged, or was made with another key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// Shorter than [`SEAL_OVERHEAD`] (40 bytes): no room for a nonce and a tag.
     #[error("too short to be a sealed object")]
     TooShort,
+    /// The Poly1305 tag does not match: the bytes, kind or binding changed, or the key differs.
     #[error("authentication failed (damaged, or sealed with another key)")]
     Authentication,
 }
@@ -239,14 +262,15 @@ pub(crate) fn open_into(
         })
 }
 
-/// Argon2id parameters stored in a key file (repo-format.md §2.1).
+/// Argon2id parameters stored in clear text in a key file (repo-format.md §2.1, keys
+/// `m_cost_kib`, `t_cost`, `p_cost`); checked by [`KdfParams::validate`] before any derivation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
-    /// Memory in KiB.
+    /// Memory in KiB, within [`KdfParams::MIN_M_COST_KIB`]..=[`KdfParams::MAX_M_COST_KIB`].
     pub m_cost_kib: u32,
-    /// Passes.
+    /// Passes (iterations), 1..=[`KdfParams::MAX_T_COST`].
     pub t_cost: u32,
-    /// Lanes.
+    /// Lanes (parallelism), 1..=[`KdfParams::MAX_P_COST`].
     pub p_cost: u32,
 }
 
@@ -266,9 +290,13 @@ impl KdfParams {
     pub const MIN_M_COST_KIB: u32 = 8 * 1024;
     /// Largest memory a key file may ask for (4 GiB): a hostile key file cannot exhaust memory.
     pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+    /// Most passes a key file may ask for: bounds the time a hostile key file can cost.
     pub const MAX_T_COST: u32 = 64;
+    /// Most lanes a key file may ask for.
     pub const MAX_P_COST: u32 = 16;
 
+    /// Checks the parameters against the accepted bounds of repo-format.md §2.1; the error
+    /// names the parameter that is out of range. A key file that fails this is damaged.
     pub fn validate(&self) -> Result<(), String> {
         if !(Self::MIN_M_COST_KIB..=Self::MAX_M_COST_KIB).contains(&self.m_cost_kib) {
             return Err(format!(
@@ -337,12 +365,16 @@ struct KeyPayloadRepr {
     config: Option<Vec<u8>>,
 }
 
-/// What a key file says about itself once opened.
+/// What a key file says about itself once opened (its payload, repo-format.md §2.1).
 #[derive(Clone, Debug)]
 pub struct KeyInfo {
+    /// When the key file was made, nanoseconds since the Unix epoch.
     pub created_ns: i64,
+    /// Host name of the machine that made the key file.
     pub host: String,
+    /// User name that made the key file.
     pub user: String,
+    /// The Argon2id parameters the key file was opened with.
     pub params: KdfParams,
     /// The copy of the sealed config this key file carries, if any.
     pub config_copy: Option<Vec<u8>>,
@@ -351,10 +383,15 @@ pub struct KeyInfo {
 /// Why a key file did not open.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The sealed payload failed authentication under the derived key: a wrong password, or a
+    /// damaged payload (the two look the same to the AEAD).
     #[error("the password does not open it")]
     WrongPassword,
+    /// The key file or its payload does not parse, or breaks a rule of repo-format.md §2.1
+    /// (version 0, another KDF, a salt not 32 bytes, parameters out of bounds); says which.
     #[error("malformed key file: {0}")]
     Malformed(String),
+    /// The key file or its payload has this `version`, above [`KEY_FILE_VERSION`].
     #[error(
         "it needs a newer cairn (key file format {0}; this cairn reads format {KEY_FILE_VERSION})"
     )]
@@ -382,7 +419,10 @@ fn check_version(bytes: &[u8], what: &str) -> Result<(), KeyFileError> {
 }
 const SALT_LEN: usize = 32;
 
-/// Makes a key file that opens `keys` with `password`.
+/// Makes a key file (repo-format.md §2.1) that opens `keys` with `password`: a fresh 32-byte
+/// salt, and the payload sealed under the Argon2id key derived with `params`. `created_ns` is
+/// nanoseconds since the Unix epoch; `config_copy` is the sealed `config` file to carry as a
+/// spare. Returns the clear-text MessagePack bytes to store under `keys/<id>` and its copy.
 pub fn make_key_file(
     keys: &MasterKeys,
     password: &[u8],
@@ -446,7 +486,9 @@ fn parse_key_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
     Ok(file)
 }
 
-/// Opens a key file with `password`.
+/// Opens a key file with `password` (repo-format.md §2.1, "Opening a repository"): checks the
+/// version and parameters, derives the key-encryption key, unseals the payload and returns the
+/// master keys with what the key file says about itself.
 pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyInfo), KeyFileError> {
     let file = parse_key_file(bytes)?;
     let kek = file

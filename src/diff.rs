@@ -12,25 +12,29 @@ use crate::id::TreeId;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
-/// Called for every changed path: (path, change, node before, node after).
+/// Called for every changed path: (path, change, node before, node after). The path is
+/// absolute, from the snapshot's root `/`; the node before is `None` for
+/// [`Change::Added`], the node after `None` for [`Change::Removed`].
 pub type Report<'a> = &'a mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>);
 
-/// What happened to one path (cli.md `diff`).
+/// What happened to one path, with the one-character symbol `cairn diff` prints for it
+/// (README.md "A short tour").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// `+`
+    /// `+`: the path exists in the second snapshot only.
     Added,
-    /// `-`
+    /// `-`: the path exists in the first snapshot only.
     Removed,
-    /// `M`: content changed (chunks or symlink target)
+    /// `M`: content changed (chunks, symlink target or device number).
     Modified,
-    /// `U`: metadata only
+    /// `U`: metadata only (mode, owner, mtime or extended attributes).
     Metadata,
-    /// `T`: type changed
+    /// `T`: type changed (for example a file became a directory).
     TypeChanged,
 }
 
 impl Change {
+    /// The symbol printed before the path: `+`, `-`, `M`, `U` or `T`.
     pub fn symbol(self) -> char {
         match self {
             Change::Added => '+',
@@ -42,15 +46,22 @@ impl Change {
     }
 }
 
+/// How many paths [`diff`] reported, by kind of change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiffTotals {
+    /// Paths in the second snapshot only, each entry below an added directory included.
     pub added: u64,
+    /// Paths in the first snapshot only, each entry below a removed directory included.
     pub removed: u64,
+    /// Paths whose content changed ([`Change::Modified`]).
     pub modified: u64,
+    /// Paths whose metadata alone changed ([`Change::Metadata`]).
     pub metadata: u64,
+    /// Paths whose type changed ([`Change::TypeChanged`]).
     pub type_changed: u64,
-    /// Sizes of files (and symlinks) that appear in the second snapshot only / first only.
+    /// Bytes: sizes of the files (and symlink targets) that appear in the second snapshot only.
     pub bytes_added: u64,
+    /// Bytes: sizes of the files (and symlink targets) that appear in the first snapshot only.
     pub bytes_removed: u64,
 }
 

@@ -10,7 +10,7 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
-/// A compiled set of patterns.
+/// A compiled set of patterns, matched as one (a path matches if any pattern does).
 #[derive(Clone, Debug)]
 pub struct Patterns {
     set: GlobSet,
@@ -18,7 +18,8 @@ pub struct Patterns {
 }
 
 impl Patterns {
-    /// Compiles `(pattern, case_insensitive)` pairs.
+    /// Compiles `(pattern, case_insensitive)` pairs; a pattern globset cannot parse is an
+    /// [`Error::InvalidInput`] naming it.
     pub fn new<'a>(patterns: impl IntoIterator<Item = (&'a str, bool)>) -> Result<Patterns> {
         let mut b = GlobSetBuilder::new();
         let mut empty = true;
@@ -32,6 +33,7 @@ impl Patterns {
         Ok(Patterns { set, empty })
     }
 
+    /// True when no pattern was given: then [`Patterns::matches`] is false for every path.
     pub fn is_empty(&self) -> bool {
         self.empty
     }
@@ -62,11 +64,15 @@ fn compile(pattern: &str, case_insensitive: bool) -> Result<Glob> {
 /// What a restore (or backup) keeps: included (if any include is given) and not excluded.
 #[derive(Clone, Debug)]
 pub struct Selection {
+    /// The `--include` patterns (case-sensitive); when empty, every path is included.
     pub include: Patterns,
+    /// The `--exclude` (case-sensitive) and `--iexclude` (case-insensitive) patterns together.
     pub exclude: Patterns,
 }
 
 impl Selection {
+    /// Compiles `--include`, `--exclude` and `--iexclude` patterns; a bad pattern is an
+    /// [`Error::InvalidInput`] naming it.
     pub fn new(include: &[String], exclude: &[String], iexclude: &[String]) -> Result<Selection> {
         let exact = exclude.iter().map(|p| (p.as_str(), false));
         let folded = iexclude.iter().map(|p| (p.as_str(), true));
@@ -76,10 +82,14 @@ impl Selection {
         })
     }
 
+    /// True when no pattern was given at all, so every path is accepted (callers skip the
+    /// per-path test).
     pub fn is_everything(&self) -> bool {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
+    /// Whether `path` (absolute) is kept: it or an ancestor matches an include (or there are
+    /// none), and neither it nor an ancestor matches an exclude. Excludes win.
     pub fn accepts(&self, path: &Path) -> bool {
         (self.include.is_empty() || self.include.matches(path)) && !self.exclude.matches(path)
     }

@@ -17,6 +17,8 @@ macro_rules! define_id {
         pub struct $name(pub [u8; ID_LEN]);
 
         impl $name {
+            /// The id as 64 lowercase hex digits: the file name it gives, or how it is shown
+            /// in full.
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }
@@ -26,12 +28,16 @@ macro_rules! define_id {
                 hex::encode(&self.0[..4])
             }
 
+            /// Parses exactly 64 hex digits; `None` for any other length or a non-hex
+            /// character. Prefix lookups (`cairn restore 3fa1`) are the repository's job.
             pub fn from_hex(s: &str) -> Option<Self> {
                 let mut out = [0u8; ID_LEN];
                 hex::decode_to_slice(s, &mut out).ok()?;
                 Some(Self(out))
             }
 
+            /// The 32 raw bytes, as they are hashed, bound into associated data or stored as
+            /// a `bin32` (repo-format.md §1.1).
             pub fn as_bytes(&self) -> &[u8; ID_LEN] {
                 &self.0
             }
@@ -92,15 +98,20 @@ define_id!(
     RepoId
 );
 
-/// A file chunk's id. Same bytes as its [`BlobId`]; the type keeps chunks and trees apart.
+/// A file chunk's id: keyed BLAKE3 of the chunk under the `id` master key (repo-format.md §2).
+/// An alias of [`BlobId`] that names intent; unlike [`TreeId`], the compiler does not tell it
+/// apart from other blob ids.
 pub type ChunkId = BlobId;
 
-/// A directory tree's id.
+/// A directory tree blob's id: keyed BLAKE3 of the tree's canonical encoding under the
+/// tree-id key (repo-format.md §2, §7.2). A distinct type, so a function that wants a tree
+/// cannot be handed a chunk.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TreeId(pub BlobId);
 
 impl TreeId {
+    /// The same id as a [`BlobId`], for looking the tree blob up in the index.
     pub fn blob(&self) -> BlobId {
         self.0
     }

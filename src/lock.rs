@@ -35,18 +35,27 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// The largest lock file read (repo-format.md §4.5: a lock is a few hundred bytes).
 const MAX_LOCK_FILE: u64 = 64 * 1024;
 
-/// A lock file's sealed content.
+/// A lock file's sealed content: a MessagePack map, kind 8 (repo-format.md §10.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// True for an exclusive lock (prune, forget, repair), false for a shared one; two locks
+    /// conflict when either is exclusive.
     pub exclusive: bool,
+    /// Host name of the holder; a lock from this host is judged by `pid` and `boot_id`, one
+    /// from another host by age.
     pub host: String,
+    /// Process id of the holder on its host.
     pub pid: u32,
+    /// The holder's Linux boot id (see [`boot_id`]), or `""` where there is none.
     pub boot_id: String,
+    /// When the lock file was written (or last refreshed), nanoseconds since the Unix epoch.
     pub time_ns: i64,
+    /// The cairn subcommand holding the lock, e.g. `"prune"`.
     pub command: String,
 }
 
 impl LockInfo {
+    /// One phrase naming the holder: kind of lock, command, PID and host.
     pub fn describe(&self) -> String {
         format!(
             "{} lock held by `cairn {}` (PID {} on {})",
@@ -102,7 +111,8 @@ fn span(ns: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// This machine's boot id: a reboot makes every lock of the previous boot stale.
+/// This machine's boot id (`/proc/sys/kernel/random/boot_id`), or `""` where the kernel has
+/// none: a reboot makes every lock of the previous boot stale.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
@@ -125,7 +135,10 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether a lock's holder is gone.
+/// Whether a lock's holder is gone (repo-format.md §10.3), judged from this machine, whose host
+/// name is `host` and boot id `boot`: a lock of this host is stale when the boot ids differ
+/// (both non-empty) or its PID is not running; one of another host when it is older than
+/// [`STALE_AFTER`].
 pub fn is_stale(l: &LockInfo, host: &str, boot: &str) -> bool {
     if l.host == host {
         (!boot.is_empty() && !l.boot_id.is_empty() && l.boot_id != boot) || !pid_alive(l.pid)
@@ -144,7 +157,8 @@ fn write_lock(backend: &dyn Backend, keys: &MasterKeys, info: &LockInfo) -> Resu
     Ok(name)
 }
 
-/// Reads every lock file; unreadable ones are returned as errors by name.
+/// Reads every lock file in `locks/`: (file name, its content or why it could not be read as a
+/// lock of this repository). Unreadable files are listed, never an error of the whole call.
 pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Result<LockInfo, String>)>> {
     let backend = repo.backend();
     let names = repo.list(FileKind::Lock)?;
@@ -305,7 +319,7 @@ impl Drop for RepoLock {
 /// What `unlock` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Unlocked {
-    /// Lock files removed.
+    /// Names (file ids) of the lock files removed.
     pub removed: Vec<String>,
     /// Files in `locks/` that are not locks of this repository (they do not open with its
     /// keys: damaged, foreign, or of a later format), with why; left alone.

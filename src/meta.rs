@@ -11,6 +11,8 @@ use std::path::Path;
 
 use crate::tree::{Node, NodeKind, Timestamp, Xattr};
 
+/// The tree node kind (repo-format.md §7.1) of an entry from its `lstat` metadata; anything
+/// that is not a directory, symlink, FIFO, device or socket is a regular file.
 pub fn kind_of(meta: &Metadata) -> NodeKind {
     let t = meta.file_type();
     if t.is_dir() {
@@ -30,7 +32,8 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
     }
 }
 
-/// Caches uid → user name and gid → group name lookups.
+/// Caches uid → user name and gid → group name lookups (`getpwuid_r`, `getgrgid_r`), so a
+/// backup asks the system once per id, not once per file.
 #[derive(Default)]
 pub struct NameCache {
     users: HashMap<u32, Option<String>>,
@@ -38,12 +41,14 @@ pub struct NameCache {
 }
 
 impl NameCache {
+    /// The user name of `uid`, or `None` if the system knows none.
     pub fn user(&mut self, uid: u32) -> Option<String> {
         self.users
             .entry(uid)
             .or_insert_with(|| lookup_user(uid))
             .clone()
     }
+    /// The group name of `gid`, or `None` if the system knows none.
     pub fn group(&mut self, gid: u32) -> Option<String> {
         self.groups
             .entry(gid)

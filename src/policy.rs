@@ -50,6 +50,7 @@ const NS_PER_HOUR: i128 = 3_600 * NS_PER_SEC;
 /// How many snapshots a count rule keeps. `N(0)` turns the rule off, like restic's 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Count {
+    /// Keep at most this many snapshots, one per distinct bucket (hour, day, ...).
     N(u32),
     /// restic's `unlimited` (and `-1` before restic 0.16): one snapshot for every bucket.
     Unlimited,
@@ -88,14 +89,20 @@ impl fmt::Display for Count {
 /// (`2w`, seven days each) are a cairn extension. All parts zero means "no within rule".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeepDuration {
+    /// Calendar years (`y`), subtracted from the newest snapshot's local date.
     pub years: u32,
+    /// Calendar months (`m`), subtracted with Go's `AddDate` normalisation.
     pub months: u32,
+    /// Weeks (`w`), seven calendar days each.
     pub weeks: u32,
+    /// Calendar days (`d`).
     pub days: u32,
+    /// Exact hours (`h`), subtracted after the calendar parts.
     pub hours: u32,
 }
 
 impl KeepDuration {
+    /// True when every part is zero: the duration sets no `within` rule.
     pub fn is_zero(&self) -> bool {
         *self == KeepDuration::default()
     }
@@ -210,11 +217,17 @@ pub fn parse_tag_list(s: &str) -> Vec<String> {
 /// The `--keep-*` options. `None` and `Some(Count::N(0))` both turn a count rule off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeepPolicy {
+    /// `--keep-last`: the newest snapshots, each in a bucket of its own.
     pub last: Option<Count>,
+    /// `--keep-hourly`: the newest snapshot of each local hour (`YYYYMMDDHH`).
     pub hourly: Option<Count>,
+    /// `--keep-daily`: the newest snapshot of each local day (`YYYYMMDD`).
     pub daily: Option<Count>,
+    /// `--keep-weekly`: the newest snapshot of each ISO 8601 week (`YYYYWW`).
     pub weekly: Option<Count>,
+    /// `--keep-monthly`: the newest snapshot of each local month (`YYYYMM`).
     pub monthly: Option<Count>,
+    /// `--keep-yearly`: the newest snapshot of each local calendar year (`YYYY`).
     pub yearly: Option<Count>,
     /// Keep every snapshot within this duration of the group's newest snapshot.
     pub within: Option<KeepDuration>,
@@ -348,7 +361,9 @@ fn local_datetime(s: &Snapshot) -> DateTime {
 /// The verdict on one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// The snapshot file this verdict is about.
     pub id: SnapshotId,
+    /// True if some rule keeps it; `forget` deletes the snapshot when false.
     pub keep: bool,
     /// Why it is kept (empty if it is not), e.g. "last snapshot", "oldest daily snapshot",
     /// "within 2d", "has tags [a, b]", "policy is empty".
@@ -449,8 +464,11 @@ pub fn apply(policy: &KeepPolicy, group: &[(SnapshotId, &Snapshot)], now_ns: i64
 /// What snapshots are grouped by before the policy is applied to each group (`--group-by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupBy {
+    /// Snapshots of different hosts fall into different groups.
     pub host: bool,
+    /// Snapshots of different path sets (order ignored) fall into different groups.
     pub paths: bool,
+    /// Snapshots with different tag sets (order ignored) fall into different groups.
     pub tags: bool,
 }
 
@@ -519,8 +537,11 @@ impl fmt::Display for GroupBy {
 /// are sorted, so their order in the snapshot does not matter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupKey {
+    /// The snapshots' host name, if grouped by host.
     pub host: Option<String>,
+    /// The snapshots' backed-up paths, sorted, if grouped by paths.
     pub paths: Option<Vec<String>>,
+    /// The snapshots' tags, sorted, if grouped by tags.
     pub tags: Option<Vec<String>>,
 }
 
@@ -541,6 +562,7 @@ impl fmt::Display for GroupKey {
     }
 }
 
+/// The key of the group `s` falls into under `by`.
 pub fn group_key(s: &Snapshot, by: GroupBy) -> GroupKey {
     let sorted = |v: &[String]| {
         let mut v = v.to_vec();

@@ -7,12 +7,18 @@ use crate::id::{BlobId, TreeId};
 use crate::repo::Repository;
 use crate::tree::NodeKind;
 
+/// Totals over one or more snapshots, as [`stats`] computes them. Counts add up per snapshot
+/// (a file in two snapshots counts twice); the `unique_*` fields count each blob once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
+    /// How many snapshot roots were walked.
     pub snapshots: u64,
     /// Bytes a restore of the snapshot(s) would write (file sizes, holes included).
     pub restore_size: u64,
+    /// Regular files in the snapshot trees, summed over the snapshots.
     pub files: u64,
+    /// Directories below the snapshot roots (the roots themselves not counted), summed over
+    /// the snapshots.
     pub dirs: u64,
     /// Distinct blobs referenced (chunks and trees).
     pub unique_blobs: u64,

@@ -1,4 +1,4 @@
-//! A local cache in front of a remote repository (repo-format.md §10.4).
+//! A local cache in front of a remote repository (repo-format.md §10.5; remote stores §10.4).
 //!
 //! Keeps index files, snapshots and the packs that hold trees, so `snapshots`, `ls`, `diff` and
 //! incremental backups do not download the repository again. Only sealed repository files are
@@ -60,6 +60,9 @@ fn open_cached(path: &Path) -> io::Result<(fs::File, u64)> {
     Ok((f, meta.len()))
 }
 
+/// A [`Backend`] that passes every operation to `inner` and keeps copies of index files,
+/// snapshots and tree packs in a local directory, serving them from there after checking each
+/// against its name. Until [`CachedBackend::set_dir`] is called it caches nothing.
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     /// Set once the repository id is known (after its config is read).
@@ -77,6 +80,8 @@ fn name_matches(name: &str, bytes: &[u8]) -> bool {
 }
 
 impl CachedBackend {
+    /// Wraps `inner` (the remote repository); caching starts once the repository id, and so
+    /// the cache directory, is known ([`CachedBackend::set_dir`]).
     pub fn new(inner: Arc<dyn Backend>) -> CachedBackend {
         CachedBackend {
             inner,

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use super::{Backend, FileKind};
 
+/// A [`Backend`] wrapper that lets a fixed number of mutating operations (create, put,
+/// delete) through to `inner`, then fails the next one and every operation after it, reads
+/// included, with "injected crash".
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     /// Mutating operations allowed before the crash (u64::MAX: never crash).
@@ -33,6 +36,7 @@ impl FaultBackend {
         self.done.load(Ordering::SeqCst)
     }
 
+    /// True once the injected crash has happened (an operation was refused).
     pub fn crashed(&self) -> bool {
         self.crashed.load(Ordering::SeqCst)
     }

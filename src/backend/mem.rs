@@ -6,12 +6,15 @@ use std::sync::Mutex;
 
 use super::{Backend, FileKind, ObjectTooLarge};
 
+/// A [`Backend`] that holds every file in memory, keyed by kind and name; gone when dropped.
+/// Puts are atomic and immediately "durable"; there is no OS lock.
 #[derive(Default)]
 pub struct MemBackend {
     files: Mutex<BTreeMap<(FileKind, String), Vec<u8>>>,
 }
 
 impl MemBackend {
+    /// An empty store, location `memory`.
     pub fn new() -> Self {
         Self::default()
     }
