@@ -6,7 +6,7 @@
 //! single owner of "is this blob new?", so no blob is stored twice by a race); `threads` workers
 //! compress and seal; one packer thread fills packs and writes them to the backend.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -28,8 +28,9 @@ use crate::format::Compression;
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::index::{IndexFile, IndexPack};
 use crate::meta::{self, NameCache};
-use crate::pack::{seal_blob, BlobKind, PackWriter};
+use crate::pack::{seal_blob, BlobKind, FinishedPack};
 use crate::repo::Repository;
+use crate::saver::{BlobSaver, Dedup, Known, Packs};
 use crate::snapshot::{BackupMode, Snapshot, Summary, SNAPSHOT_VERSION};
 use crate::tree::{ContentPart, Node, NodeKind, Tree};
 
@@ -302,15 +303,18 @@ pub fn backup(
     let (flush_tx, flush_rx) = bounded::<FlushRequest>(1);
     let keys = repo.keys().clone();
     let compression = repo.compression();
-    let pack_size = repo.config().pack_size as usize;
-    let backend = repo.backend().clone();
     let dry_run = opts.dry_run;
+    // The walker decides "new or known" (the saver's dedup half); the packer thread fills and
+    // finishes packs (its packing half).
+    let mut saver = BlobSaver::new(repo, Known::IndexOrQueued);
+    let (dedup, packs) = saver.split();
     let pipeline = Pipeline::default();
     let base = SnapshotBase {
         paths: path_strings.clone(),
         parent: parent_id,
     };
 
+    let repo_ref: &Repository = repo;
     let (walk_result, packs, stored, mut walker_state) = thread::scope(|scope| {
         let mut workers = Vec::new();
         for _ in 0..threads {
@@ -329,14 +333,13 @@ pub fn backup(
                 .unwrap_or(INDEX_EVERY)
                 .min(INDEX_EVERY);
             let r = packer(
-                &keys,
-                backend.as_ref(),
-                pack_size,
+                repo_ref,
+                packs,
                 dry_run,
                 sealed_rx,
                 flush_rx,
                 &pipeline,
-                (!dry_run).then_some((repo, index_every)),
+                (!dry_run).then_some(index_every),
             );
             pipeline.stopped.store(true, Ordering::SeqCst);
             r
@@ -350,14 +353,14 @@ pub fn backup(
         let exclude = &opts.exclude;
         scope.spawn(move || prefetch_listings(&roots, exclude, &listing_tx));
         let mut w = Walker {
-            repo,
+            repo: repo_ref,
             opts,
             keys: &keys,
             tx: Some(job_tx),
             flush: Some(flush_tx),
             pipeline: &pipeline,
             sent: 0,
-            added: HashSet::new(),
+            dedup,
             names: NameCache::default(),
             hardlinks: HashMap::new(),
             summary: Summary::default(),
@@ -573,30 +576,30 @@ struct Uploaded {
 }
 
 /// Fills packs and hands each to an uploader thread that writes it durably; returns the packs
-/// not yet handed to a checkpoint and the bytes stored.
-#[allow(clippy::too_many_arguments)]
+/// not yet handed to a checkpoint and the bytes stored. With `early_index`, written packs are
+/// named in an index file at least that often.
 fn packer(
-    keys: &MasterKeys,
-    backend: &dyn crate::backend::Backend,
-    pack_size: usize,
+    repo: &Repository,
+    packs: &mut Packs,
     dry_run: bool,
     rx: Receiver<Sealed>,
     flush_rx: Receiver<FlushRequest>,
     pipeline: &Pipeline,
-    early_index: Option<(&Repository, std::time::Duration)>,
+    early_index: Option<std::time::Duration>,
 ) -> Result<(Vec<IndexPack>, u64)> {
     let uploaded = std::sync::Mutex::new(Uploaded::default());
     let done = std::sync::Condvar::new();
     let lock = || uploaded.lock().unwrap_or_else(|p| p.into_inner());
     // Packs being written at once (the backend's transfers in flight: 2 for a local disk, so
     // writing and fsyncing one pack overlaps with filling the next; `--connections` remotely).
-    let uploads = backend.connections().max(1);
+    let uploads = repo.backend().connections().max(1);
     // ≤ `uploads` finished packs (each ≤ pack size + one blob) wait or are being written.
-    let (up_tx, up_rx) = bounded::<crate::pack::FinishedPack>(0);
+    let (up_tx, up_rx) = bounded::<FinishedPack>(0);
     // A written pack's buffer comes back for the next pack, so after the first few packs no
     // buffer is allocated (and faulted in) again: memory stays bounded by 2 writers + `uploads`
     // + 1 pack buffers, and the CPU spends nothing on page faults.
     let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(uploads + 1);
+    packs.recycle_from(recycle_rx);
     thread::scope(|scope| {
         for _ in 0..uploads {
             let up_rx = up_rx.clone();
@@ -609,7 +612,7 @@ fn packer(
                     let r = if dry_run {
                         Ok(Some(std::mem::take(&mut p.bytes)))
                     } else {
-                        p.store_owned(backend)
+                        repo.put_pack_owned(&mut p)
                     };
                     let mut u = uploaded.lock().unwrap_or_else(|p| p.into_inner());
                     u.pending -= 1;
@@ -637,12 +640,7 @@ fn packer(
         }
         drop(up_rx);
         let mut stored = 0u64;
-        // Trees and file data go to separate packs (repo-format.md §6.3): losing a data pack
-        // then never takes directory listings with it, and metadata can be read without data.
-        let mut data = PackWriter::new();
-        let mut trees = PackWriter::new();
-        let send = |writer: PackWriter, stored: &mut u64| -> Result<()> {
-            let p = writer.finish(keys, pack_size)?;
+        let send = |p: FinishedPack, stored: &mut u64| -> Result<()> {
             *stored += p.bytes.len() as u64;
             {
                 let mut u = lock();
@@ -670,7 +668,7 @@ fn packer(
         // of what `drain` returns, so no index file names a pack twice).
         let mut last_index = std::time::Instant::now();
         let mut index_due = || -> Result<()> {
-            let Some((repo, every)) = early_index else {
+            let Some(every) = early_index else {
                 return Ok(());
             };
             if last_index.elapsed() < every {
@@ -693,15 +691,10 @@ fn packer(
                 crossbeam_channel::select! {
                     recv(rx) -> msg => {
                         let Ok(s) = msg else { return Ok(()) };
-                        let writer = match s.kind {
-                            BlobKind::Data => &mut data,
-                            BlobKind::Tree => &mut trees,
-                        };
-                        writer.add(s.kind, s.id, &s.sealed, s.raw_len)?;
+                        let full = packs.add(s.kind, s.id, &s.sealed, s.raw_len)?;
                         pipeline.packed.fetch_add(1, Ordering::SeqCst);
-                        if writer.is_full(pack_size) {
-                            let next = PackWriter::with_buffer(recycle_rx.try_recv().unwrap_or_default());
-                            send(std::mem::replace(writer, next), &mut stored)?;
+                        if let Some(p) = full {
+                            send(p, &mut stored)?;
                             index_due()?;
                         }
                     }
@@ -710,12 +703,9 @@ fn packer(
                             flush_rx = crossbeam_channel::never();
                             continue;
                         };
-                        let mut r = Ok(());
-                        for writer in [&mut data, &mut trees] {
-                            if r.is_ok() && !writer.is_empty() {
-                                r = send(std::mem::take(writer), &mut stored);
-                            }
-                        }
+                        let r = packs.finish_open().and_then(|open| {
+                            open.into_iter().try_for_each(|p| send(p, &mut stored))
+                        });
                         match r.and_then(|()| drain()) {
                             Ok(packs) => {
                                 let _ = reply.send(Ok(packs));
@@ -730,10 +720,8 @@ fn packer(
             }
         })();
         let result = result.and_then(|()| {
-            for writer in [std::mem::take(&mut data), std::mem::take(&mut trees)] {
-                if !writer.is_empty() {
-                    send(writer, &mut stored)?;
-                }
+            for p in packs.finish_open()? {
+                send(p, &mut stored)?;
             }
             Ok(())
         });
@@ -760,8 +748,8 @@ struct Walker<'a> {
     pipeline: &'a Pipeline,
     /// Blobs sent to the workers by this run.
     sent: u64,
-    /// Blobs queued by this run: with the index, the single place that decides "new or known".
-    added: HashSet<BlobId>,
+    /// The saver's "new or known" half: the single place that decides it.
+    dedup: &'a mut Dedup,
     names: NameCache,
     /// Content of multiply-linked files already read in this run, by (device, inode).
     hardlinks: HashMap<(u64, u64), Vec<ContentPart>>,
@@ -876,7 +864,7 @@ impl Walker<'_> {
 
     /// Queues a blob unless the repository or this run already has it.
     fn store(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
-        if self.repo.index().contains(&id) || !self.added.insert(id) {
+        if !self.dedup.claim(self.repo.index(), id) {
             return Ok(());
         }
         self.summary.data_added += data.len() as u64;
@@ -1126,9 +1114,7 @@ impl Walker<'_> {
             && old.mtime == node.mtime
             && (self.opts.ignore_ctime || old.ctime == node.ctime)
             && (self.opts.ignore_inode || old.inode == node.inode)
-            && old
-                .chunks()
-                .all(|c| self.repo.index().contains(&c) || self.added.contains(&c))
+            && old.chunks().all(|c| self.dedup.has(self.repo.index(), &c))
     }
 
     /// Fills in a file's content. Returns false if the file could not be read (reported).
