@@ -12,10 +12,12 @@
 //! - `excludes.rs`: what a backup leaves out, and listing directories (read ahead);
 //! - `walk.rs`: the walk, reuse of the parent's unchanged files, reading and chunking a file,
 //!   checkpoints (partial snapshots);
-//! - `pipeline.rs`: seal workers, the packer and its uploaders, index files for written packs.
+//! - `pipeline.rs`: seal workers, the packer and its uploaders, index files for written packs;
+//! - `summary.rs`: the summary `cairn backup --json` prints.
 
 mod excludes;
 mod pipeline;
+mod summary;
 mod walk;
 
 use std::collections::HashMap;
@@ -42,6 +44,7 @@ use pipeline::{
     packer, seal_worker, FlushRequest, Job, Pipeline, Sealed, INDEX_EVERY, JOBS_PER_THREAD,
     SEALED_PER_THREAD,
 };
+pub use summary::BackupSummary;
 use walk::{Trie, Walker};
 
 /// What to back up and how.
