@@ -8,8 +8,8 @@
 //! files alike (`init --copy-chunker-params-from`, §2).
 //!
 //! Invariants:
-//! - Only blobs the destination lacks are written; the destination's index (plus the blobs
-//!   written in this run) is the single place that decides "new or known".
+//! - Only blobs the destination lacks are written; the destination's blob saver
+//!   (src/saver.rs: its index, plus the blobs written in this run) alone decides "new or known".
 //! - Commit order per snapshot (§10.2): packs durable → index file → snapshot. An interrupted
 //!   copy leaves at most unreferenced packs (`prune` removes them) and never a snapshot whose
 //!   data is missing.
@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, RepoId, SnapshotId, TreeId, ID_LEN};
-use crate::index::IndexPack;
-use crate::pack::{seal_blob, BlobKind, PackWriter};
+use crate::pack::BlobKind;
 use crate::repo::Repository;
+use crate::saver::{BlobSaver, Known};
 use crate::snapshot::Snapshot;
 
 /// How often written packs are named in an index file within one long snapshot.
@@ -133,6 +133,7 @@ pub fn copy(
     };
     let mut c = Copier {
         src,
+        saver: BlobSaver::new(dst, Known::IndexOrQueued),
         dst,
         cancel: opts.cancel.clone(),
         progress,
@@ -143,10 +144,6 @@ pub fn copy(
         indexed: Instant::now(),
         trees: HashMap::new(),
         complete: HashSet::new(),
-        added: HashSet::new(),
-        data: PackWriter::new(),
-        tree_packs: PackWriter::new(),
-        packs: Vec::new(),
         cur: Counters::default(),
     };
     let mut report = CopyReport::default();
@@ -248,13 +245,8 @@ struct Copier<'a> {
     trees: HashMap<TreeId, TreeId>,
     /// Destination trees known to have everything below them in the destination.
     complete: HashSet<BlobId>,
-    /// Blobs written in this run and not yet in the destination's index.
-    added: HashSet<BlobId>,
-    /// Trees and data go to separate packs (repo-format.md §6.3), as in a backup.
-    data: PackWriter,
-    tree_packs: PackWriter,
-    /// Durable packs not yet named by an index file.
-    packs: Vec<IndexPack>,
+    /// Decides what the destination lacks and writes it into the destination's packs.
+    saver: BlobSaver,
     cur: Counters,
 }
 
@@ -290,7 +282,7 @@ impl Copier<'_> {
     }
 
     fn has(&self, id: &BlobId) -> bool {
-        self.added.contains(id) || self.dst.index().contains(id)
+        self.saver.has(self.dst, id)
     }
 
     fn check_cancel(&self) -> Result<()> {
@@ -328,9 +320,7 @@ impl Copier<'_> {
         self.cur.read += plain.len() as u64;
         let d = self.dst.keys().chunk_id(&plain);
         self.learn(id, d);
-        if !self.has(&d) {
-            self.store(BlobKind::Data, d, &plain)?;
-        }
+        self.store(BlobKind::Data, d, &plain)?;
         Ok(d)
     }
 
@@ -358,9 +348,7 @@ impl Copier<'_> {
         }
         let bytes = tree.encode()?;
         let d = self.dst.keys().tree_id(&bytes);
-        if !self.has(&d) {
-            self.store(BlobKind::Tree, d, &bytes)?;
-        }
+        self.store(BlobKind::Tree, d, &bytes)?;
         self.learn(id.0, d);
         self.trees.insert(id, TreeId(d));
         self.complete.insert(d);
@@ -394,60 +382,28 @@ impl Copier<'_> {
         Ok(true)
     }
 
-    /// Seals a blob under the destination's keys into the pack for its kind.
+    /// Saves a blob under the destination's keys unless the destination has it.
     fn store(&mut self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<()> {
-        let sealed = seal_blob(self.dst.keys(), kind, &id, plain, self.dst.compression())?;
-        let writer = match kind {
-            BlobKind::Data => &mut self.data,
-            BlobKind::Tree => &mut self.tree_packs,
-        };
-        writer.add(kind, id, &sealed, plain.len() as u32)?;
-        self.added.insert(id);
+        if !self.saver.save(self.dst, kind, id, plain)? {
+            return Ok(());
+        }
         self.cur.blobs += 1;
         self.cur.data += plain.len() as u64;
         self.progress.blob_sent(plain.len() as u64);
-        if writer.is_full(self.dst.config().pack_size as usize) {
-            let w = std::mem::take(writer);
-            self.flush(w)?;
-        }
-        Ok(())
-    }
-
-    /// Writes a pack durably; it is indexed at the next [`Self::commit_packs`].
-    fn flush(&mut self, writer: PackWriter) -> Result<()> {
-        let p = self.dst.store_pack(writer)?;
-        self.cur.bytes += p.size;
-        self.packs.push(p);
-        if self.indexed.elapsed() >= INDEX_EVERY {
+        if self.saver.has_stored() && self.indexed.elapsed() >= INDEX_EVERY {
             // A checkpoint within a long snapshot: a copy killed later resends none of this.
-            // Invariant: every pack named here is durable (put returned).
-            let packs = std::mem::take(&mut self.packs);
-            self.dst.save_index_files(packs, Vec::new())?;
+            self.cur.bytes += self.saver.index_stored(self.dst)?;
             self.indexed = Instant::now();
             self.save_map(false);
         }
         Ok(())
     }
 
-    /// Flushes open packs and names every written pack in an index file.
+    /// Writes the open packs and names every written pack in an index file.
     fn commit_packs(&mut self) -> Result<()> {
-        for kind in [BlobKind::Data, BlobKind::Tree] {
-            let w = match kind {
-                BlobKind::Data => std::mem::take(&mut self.data),
-                BlobKind::Tree => std::mem::take(&mut self.tree_packs),
-            };
-            if !w.is_empty() {
-                self.flush(w)?;
-            }
-        }
-        if !self.packs.is_empty() {
-            // Invariant: every pack named here is durable (put returned).
-            let packs = std::mem::take(&mut self.packs);
-            self.dst.save_index_files(packs, Vec::new())?;
-        }
+        // Invariant (in the saver): every pack named is durable (put returned).
+        self.cur.bytes += self.saver.commit(self.dst)?;
         self.indexed = Instant::now();
-        // Everything written is now in the destination's index.
-        self.added.clear();
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod safe_fs;
+mod saver;
 pub mod snapshot;
 pub mod stats;
 #[cfg(test)]

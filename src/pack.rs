@@ -1,5 +1,7 @@
 //! Pack files (repo-format.md §6): sealed blobs back to back, then the sealed header, then the
 //! header's length as u32 little-endian. Nothing about a blob is visible in clear text.
+//!
+//! Encoding and parsing only: storing a finished pack is the repository's job (src/saver.rs).
 
 use serde::{Deserialize, Serialize};
 
@@ -117,42 +119,6 @@ impl FinishedPack {
         self.entries
             .first()
             .is_some_and(|e| e.kind == BlobKind::Tree)
-    }
-
-    /// Writes the pack durably under its name (tree packs through the caching hint).
-    pub fn store(&self, backend: &dyn crate::backend::Backend) -> crate::error::Result<()> {
-        let name = self.id.to_hex();
-        let r = if self.holds_trees() {
-            backend.put_tree_pack(&name, &self.bytes)
-        } else {
-            backend.put(crate::backend::FileKind::Pack, &name, &self.bytes)
-        };
-        r.map_err(crate::repo::backend_err(
-            crate::backend::FileKind::Pack,
-            &name,
-        ))
-    }
-    /// Like [`Self::store`], handing the buffer to the backend (`bytes` is left empty); returns
-    /// it when the backend did not keep it, for the next pack.
-    pub fn store_owned(
-        &mut self,
-        backend: &dyn crate::backend::Backend,
-    ) -> crate::error::Result<Option<Vec<u8>>> {
-        if self.holds_trees() {
-            self.store(backend)?;
-            return Ok(Some(std::mem::take(&mut self.bytes)));
-        }
-        let name = self.id.to_hex();
-        backend
-            .put_owned(
-                crate::backend::FileKind::Pack,
-                &name,
-                std::mem::take(&mut self.bytes),
-            )
-            .map_err(crate::repo::backend_err(
-                crate::backend::FileKind::Pack,
-                &name,
-            ))
     }
 }
 

@@ -34,8 +34,9 @@ use crate::check::{pack_workers, par_map, read_header, verify_pack_bytes};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
 use crate::index::IndexPack;
-use crate::pack::{self, BlobKind, PackEntry, PackWriter};
+use crate::pack::{self, PackEntry};
 use crate::repo::{backend_err, Repository};
+use crate::saver::{BlobSaver, Known};
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -373,9 +374,9 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
 
     // 4. Repack: copy each used blob (verified first: it must open) of the packs to repack into
     // new packs; a pack with a blob that does not open is kept whole instead. Trees and data
-    // stay in separate packs, as backup writes them.
-    let (mut data, mut trees) = (PackWriter::new(), PackWriter::new());
-    let pack_size = repo.config().pack_size as usize;
+    // stay in separate packs, as backup writes them. The blobs are in the index (in the packs
+    // being left), so the saver counts only its own copies as stored.
+    let mut saver = BlobSaver::new(repo, Known::Queued);
     let mut new_packs: Vec<IndexPack> = Vec::new();
     let mut repacked: HashSet<BlobId> = HashSet::new();
     let mut estimated_new = 0u64;
@@ -411,22 +412,12 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             if opts.dry_run {
                 continue;
             }
-            let writer = match e.kind {
-                BlobKind::Data => &mut data,
-                BlobKind::Tree => &mut trees,
-            };
-            writer.add(e.kind, e.id, &sealed, e.raw_length)?;
-            if writer.is_full(pack_size) {
-                new_packs.push(repo.store_pack(std::mem::take(writer))?);
-            }
+            saver.save_sealed(repo, &e, &sealed)?;
         }
     }
     if !opts.dry_run {
-        for writer in [data, trees] {
-            if !writer.is_empty() {
-                new_packs.push(repo.store_pack(writer)?);
-            }
-        }
+        saver.flush(repo)?;
+        new_packs = saver.take_stored();
     }
 
     // 5. Every used blob a candidate holds must have a verified copy that stays.

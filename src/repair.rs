@@ -1,6 +1,6 @@
 //! Repairs: rebuild the index from verified packs; rewrite snapshots around missing data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -8,9 +8,10 @@ use crate::backend::FileKind;
 use crate::check::{pack_workers, par_map, verify_pack_bytes};
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::{IndexFile, IndexPack};
-use crate::pack::{self, BlobKind, PackWriter};
+use crate::index::IndexPack;
+use crate::pack::{self, BlobKind};
 use crate::repo::{backend_err, Repository};
+use crate::saver::{BlobSaver, Known};
 use crate::tree::Tree;
 
 #[derive(Clone, Debug, Default)]
@@ -64,9 +65,10 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
         })
     };
 
-    // Verified packs first, in name order: they are the copies the index names.
+    // Verified packs first, in name order: they are the copies the index names. The old index
+    // is not trusted, so the saver counts as stored only what verified and what it salvages.
     let mut out = Vec::new();
-    let mut have: HashSet<BlobId> = HashSet::new();
+    let mut saver = BlobSaver::new(repo, Known::Queued);
     for ((name, size), v) in packs.iter().zip(&verdicts) {
         let (Some(id), Ok(v)) = (PackId::from_hex(name), v) else {
             continue;
@@ -77,7 +79,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
         let blobs = v.good.clone();
         rep.packs += 1;
         rep.blobs += blobs.len() as u64;
-        have.extend(blobs.iter().map(|e| e.id));
+        saver.mark_stored(blobs.iter().map(|e| e.id));
         out.push(IndexPack {
             id,
             size: *size,
@@ -87,8 +89,6 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
 
     // Then what can be saved from the others: blobs that open and that no verified pack holds,
     // copied (after opening again) into new packs, trees and data apart.
-    let (mut data, mut trees) = (PackWriter::new(), PackWriter::new());
-    let pack_size = repo.config().pack_size as usize;
     for ((name, _), v) in packs.iter().zip(verdicts) {
         let v = match v {
             Ok(v) if v.verified() => continue,
@@ -100,7 +100,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
         };
         let mut salvaged = 0u64;
         for e in &v.good {
-            if have.contains(&e.id) {
+            if saver.has(repo, &e.id) {
                 continue;
             }
             let Ok(sealed) =
@@ -112,17 +112,8 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
             if pack::open_blob(repo.keys(), e, &sealed).is_err() {
                 continue;
             }
-            let writer = match e.kind {
-                BlobKind::Data => &mut data,
-                BlobKind::Tree => &mut trees,
-            };
-            writer.add(e.kind, e.id, &sealed, e.raw_length)?;
-            have.insert(e.id);
+            saver.save_sealed(repo, e, &sealed)?;
             salvaged += 1;
-            if writer.is_full(pack_size) {
-                out.push(repo.store_pack(std::mem::take(writer))?);
-                rep.packs_written += 1;
-            }
         }
         rep.blobs_salvaged += salvaged;
         let mut why = v.why();
@@ -133,12 +124,10 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
         }
         rep.rejected.push((name.clone(), why));
     }
-    for writer in [data, trees] {
-        if !writer.is_empty() {
-            out.push(repo.store_pack(writer)?);
-            rep.packs_written += 1;
-        }
-    }
+    saver.flush(repo)?;
+    let written = saver.take_stored();
+    rep.packs_written = written.len() as u64;
+    out.extend(written);
     rep.rejected.sort();
 
     // Invariant: every pack the new index names is durable and verified.
@@ -202,27 +191,11 @@ pub fn repair_snapshots(
         return Ok(rep);
     }
     // Invariant: the rewritten trees are in a durable pack and index before any snapshot uses them.
-    let mut writer = PackWriter::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut saver = BlobSaver::new(repo, Known::IndexOrQueued);
     for (id, bytes) in &new_trees {
-        if repo.index().contains(id) || !seen.insert(*id) {
-            continue;
-        }
-        let sealed = pack::seal_blob(repo.keys(), BlobKind::Tree, id, bytes, repo.compression())?;
-        writer.add(BlobKind::Tree, *id, &sealed, bytes.len() as u32)?;
+        saver.save(repo, BlobKind::Tree, *id, bytes)?;
     }
-    if !writer.is_empty() {
-        let p = writer.finish(repo.keys(), repo.config().pack_size as usize)?;
-        p.store(repo.backend().as_ref())?;
-        repo.save_index(&IndexFile {
-            supersedes: Vec::new(),
-            packs: vec![IndexPack {
-                id: p.id,
-                size: p.bytes.len() as u64,
-                blobs: p.entries,
-            }],
-        })?;
-    }
+    saver.commit(repo)?;
     for (old, mut snap, root, notes) in plans {
         snap.tree = root;
         snap.notes.extend(notes.iter().cloned());

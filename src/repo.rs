@@ -701,19 +701,6 @@ impl Repository {
         self.read_blob_at(&loc.pack, &loc.entry)
     }
 
-    /// Seals a pack (padded as this repository's pack size says, repo-format.md §6.4),
-    /// stores it durably under its name, and returns its index entry. Index it only after
-    /// this returns (§10.2).
-    pub fn store_pack(&self, writer: pack::PackWriter) -> Result<IndexPack> {
-        let p = writer.finish(&self.keys, self.config.pack_size as usize)?;
-        p.store(self.backend.as_ref())?;
-        Ok(IndexPack {
-            id: p.id,
-            size: p.bytes.len() as u64,
-            blobs: p.entries,
-        })
-    }
-
     pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let (offset, len) = (entry.offset as u64, entry.length as usize);

@@ -328,7 +328,7 @@ fn prune_keeps_a_duplicate_when_the_copy_it_would_keep_is_damaged() {
             break c;
         }
     };
-    copy.store(repo.backend().as_ref()).unwrap();
+    repo.put_pack(&copy).unwrap();
     let mut all = vec![IndexPack {
         id: copy.id,
         size: copy.bytes.len() as u64,

@@ -1,13 +1,11 @@
 //! `cairn backup`
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cairn::backup::BackupOptions;
 use cairn::repo::SnapshotFilter;
 use cairn::snapshot::BackupMode;
-use serde_json::json;
 
 use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
 
@@ -203,32 +201,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let id = out.snapshot_id.map(|i| i.to_hex());
     note_left_out(ctx, &out.repository_left_out);
     if ctx.g.json {
-        output::json_line(&json!({
-            "message_type": "summary",
-            "snapshot_id": id,
-            "parent": out.snapshot.parent.map(|p| p.to_hex()),
-            "mode": out.snapshot.mode.name(),
-            "dry_run": a.dry_run,
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified,
-            "dirs": s.dirs,
-            "total_files": s.total_files,
-            "bytes_read": s.bytes_read,
-            "total_bytes_processed": s.total_bytes_processed,
-            "data_added": s.data_added,
-            "data_added_stored": s.data_added_stored,
-            "blobs_added": s.blobs_added,
-            // Every object was fsynced (file and directory) before the snapshot was written.
-            "durable": out.snapshot_id.is_some(),
-            "duration_s": s.duration_s,
-            "errors": out.errors.iter().map(|e| {
-                let mut v = json!({"error": e.error});
-                output::json_name(&mut v, "path", e.path.as_os_str().as_bytes());
-                v
-            }).collect::<Vec<_>>(),
-            "repository_left_out": out.repository_left_out.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-        }))?;
+        output::json_line(&serde_json::to_value(out.json_summary())?)?;
     } else {
         for e in &out.errors {
             eprintln!("error: {}: {}", output::esc(&e.path), output::esc(&e.error));

@@ -1,0 +1,400 @@
+//! Backup: walk → (unchanged? reuse) → read → chunk → keyed id → one owner decides "new or
+//! known" → compress + seal (worker threads) → pack → backend; trees assembled bottom-up;
+//! commit writes packs, then the index, then the snapshot.
+//!
+//! Threads live only here: the walking thread reads, chunks, hashes and deduplicates (it is the
+//! single owner of "is this blob new?", the blob saver's dedup half, so no blob is stored twice
+//! by a race); `threads` workers compress and seal; one packer thread fills packs (the saver's
+//! packing half) and hands them to uploaders that write them to the backend.
+//!
+//! This file owns the options, the outcome, the [`backup`] entry (choosing the parent, starting
+//! the threads, committing) and the making of snapshots. The rest, one concern per file:
+//! - `excludes.rs`: what a backup leaves out, and listing directories (read ahead);
+//! - `walk.rs`: the walk, reuse of the parent's unchanged files, reading and chunking a file,
+//!   checkpoints (partial snapshots);
+//! - `pipeline.rs`: seal workers, the packer and its uploaders, index files for written packs;
+//! - `summary.rs`: the summary `cairn backup --json` prints.
+
+mod excludes;
+mod pipeline;
+mod summary;
+mod walk;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::bounded;
+
+use crate::error::{Error, Result};
+use crate::id::{SnapshotId, TreeId};
+use crate::index::IndexFile;
+use crate::meta::NameCache;
+use crate::repo::Repository;
+use crate::saver::{BlobSaver, Known};
+use crate::snapshot::{BackupMode, Snapshot, Summary, SNAPSHOT_VERSION};
+
+use excludes::{prefetch_listings, Listing, Prefetch, PREFETCH_DIRS};
+pub use excludes::{DirId, Excludes};
+use pipeline::{
+    packer, seal_worker, FlushRequest, Job, Pipeline, Sealed, INDEX_EVERY, JOBS_PER_THREAD,
+    SEALED_PER_THREAD,
+};
+pub use summary::BackupSummary;
+use walk::{Trie, Walker};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub host: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub tags: Vec<String>,
+    /// Snapshot time (ns since epoch) and the local offset, seconds east of UTC.
+    pub time_ns: i64,
+    pub tz_offset_s: i32,
+    pub mode: BackupMode,
+    /// Compare against this snapshot instead of the one the mode chooses.
+    pub parent: Option<SnapshotId>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    pub ignore_ctime: bool,
+    pub ignore_inode: bool,
+    /// Compress-and-seal worker threads (≥ 1).
+    pub threads: usize,
+    /// Do everything but write to the repository.
+    pub dry_run: bool,
+    /// Set from outside (Ctrl-C) to stop at the next file; the backup then fails with
+    /// [`Error::Interrupted`] and leaves no snapshot.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Save a resumable partial snapshot this often (and at Ctrl-C); None: only at Ctrl-C.
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// What to leave out.
+    pub exclude: Excludes,
+}
+
+/// A source entry that could not be backed up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryError {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// None for a dry run.
+    pub snapshot_id: Option<SnapshotId>,
+    pub snapshot: Snapshot,
+    pub summary: Summary,
+    pub errors: Vec<EntryError>,
+    /// Where the walk met the repository's own directory and left it out
+    /// ([`Excludes::repository`]).
+    pub repository_left_out: Vec<PathBuf>,
+}
+
+/// Progress callbacks; the library draws nothing.
+pub trait BackupProgress: Send + Sync {
+    fn file_started(&self, _path: &Path) {}
+    fn bytes_done(&self, _n: u64) {}
+    fn file_done(&self, _size: u64) {}
+    fn error(&self, _path: &Path, _error: &str) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl BackupProgress for NoProgress {}
+
+/// Chooses the parent snapshot for `mode` among snapshots of the same host and paths.
+pub fn choose_parent(
+    snapshots: &[(SnapshotId, Snapshot)],
+    host: &str,
+    paths: &[String],
+    mode: BackupMode,
+) -> Option<SnapshotId> {
+    let mut want: Vec<&String> = paths.iter().collect();
+    want.sort();
+    let same = |s: &Snapshot| {
+        let mut have: Vec<&String> = s.paths.iter().collect();
+        have.sort();
+        s.host == host && have == want
+    };
+    snapshots
+        .iter()
+        .filter(|(_, s)| same(s))
+        .filter(|(_, s)| match mode {
+            // A partial snapshot (an interrupted backup) is where an incremental resumes.
+            BackupMode::Incremental => true,
+            BackupMode::Differential => s.mode == BackupMode::Full && !s.partial,
+            BackupMode::Full => false,
+        })
+        .max_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)))
+        .map(|(id, _)| *id)
+}
+
+/// Runs one backup into `repo` (whose index must be loaded).
+pub fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut abs = Vec::new();
+    for p in &opts.paths {
+        let a = crate::safe_fs::absolute(p).map_err(|e| Error::io(p, e))?;
+        fs::symlink_metadata(&a).map_err(|e| Error::io(&a, e))?;
+        abs.push(a);
+    }
+    let path_strings: Vec<String> = abs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+
+    let snapshots = repo.snapshots()?;
+    let parent_id = if opts.force || opts.mode == BackupMode::Full {
+        None
+    } else {
+        match opts.parent {
+            Some(p) => Some(p),
+            None => choose_parent(&snapshots, &opts.host, &path_strings, opts.mode),
+        }
+    };
+    let parent_tree = match parent_id {
+        Some(id) => {
+            let snap = match snapshots.iter().find(|(i, _)| *i == id) {
+                Some((_, s)) => s.clone(),
+                None => repo.read_snapshot(&id)?,
+            };
+            Some(snap.tree)
+        }
+        None => None,
+    };
+
+    let mut trie = Trie::default();
+    for a in &abs {
+        trie.insert(a);
+    }
+
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = bounded::<Job>(threads * JOBS_PER_THREAD);
+    let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * SEALED_PER_THREAD);
+    let (flush_tx, flush_rx) = bounded::<FlushRequest>(1);
+    let keys = repo.keys().clone();
+    let compression = repo.compression();
+    let dry_run = opts.dry_run;
+    // The walker decides "new or known" (the saver's dedup half); the packer thread fills and
+    // finishes packs (its packing half).
+    let mut saver = BlobSaver::new(repo, Known::IndexOrQueued);
+    let (dedup, packs) = saver.split();
+    let pipeline = Pipeline::default();
+    let base = SnapshotBase {
+        paths: path_strings.clone(),
+        parent: parent_id,
+    };
+
+    let repo_ref: &Repository = repo;
+    let (walk_result, packs, stored, mut walker_state) = thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let rx = job_rx.clone();
+            let tx = sealed_tx.clone();
+            let keys = &keys;
+            workers.push(scope.spawn(move || seal_worker(keys, compression, rx, tx)));
+        }
+        drop(job_rx);
+        drop(sealed_tx);
+        let packer = scope.spawn(|| {
+            // Packs already written are named by an index file at least this often, so an
+            // interrupted run (a dead server, a pulled cable) loses no uploaded data.
+            let index_every = opts
+                .checkpoint_every
+                .unwrap_or(INDEX_EVERY)
+                .min(INDEX_EVERY);
+            let r = packer(
+                repo_ref,
+                packs,
+                dry_run,
+                sealed_rx,
+                flush_rx,
+                &pipeline,
+                (!dry_run).then_some(index_every),
+            );
+            pipeline.stopped.store(true, Ordering::SeqCst);
+            r
+        });
+
+        // Directories are listed and their entries stat'ed one step ahead of the walk, on
+        // another thread: an unchanged tree is mostly system calls, and a changed one keeps
+        // the workers fed while the next directory is read.
+        let (listing_tx, listing_rx) = bounded::<Listing>(PREFETCH_DIRS);
+        let roots = trie.targets(Path::new("/"));
+        let exclude = &opts.exclude;
+        scope.spawn(move || prefetch_listings(&roots, exclude, &listing_tx));
+        let mut w = Walker {
+            repo: repo_ref,
+            opts,
+            keys: &keys,
+            tx: Some(job_tx),
+            flush: Some(flush_tx),
+            pipeline: &pipeline,
+            sent: 0,
+            dedup,
+            names: NameCache::default(),
+            hardlinks: HashMap::new(),
+            summary: Summary::default(),
+            errors: Vec::new(),
+            repository_left_out: Vec::new(),
+            progress,
+            target_dev: None,
+            stack: Vec::new(),
+            base: &base,
+            last_checkpoint: Instant::now(),
+            checkpoints: Vec::new(),
+            prefetch: Some(Prefetch {
+                rx: listing_rx,
+                peeked: None,
+            }),
+        };
+        let mut root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        // Stops the reader ahead (its next send fails) before the scope waits for it.
+        w.prefetch = None;
+        if matches!(root, Err(Error::Interrupted)) && !dry_run {
+            // Ctrl-C: keep what was done as a partial snapshot the next backup resumes from.
+            if let Err(e) = w.checkpoint() {
+                root = Err(e);
+            }
+        }
+        w.tx = None; // close the job queue: workers drain and stop, then the packer finishes
+        w.flush = None;
+        let mut worker_err = None;
+        for h in workers {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => worker_err = Some(e),
+                Err(_) => {
+                    worker_err = Some(Error::InvalidInput("a compression worker panicked".into()))
+                }
+            }
+        }
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidInput("the packer thread panicked".into())));
+        let state = (w.summary, w.errors, w.checkpoints, w.repository_left_out);
+        let packed = match (packed, worker_err) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(p), None) => Ok(p),
+        };
+        match packed {
+            Ok((packs, stored)) => (root, Ok(packs), stored, state),
+            Err(e) => (root, Err(e), 0, state),
+        }
+    });
+    // A packer failure (disk full, device gone) explains a walker failure, so report it first.
+    let packs = packs?;
+    let root = walk_result?;
+
+    let mut summary = std::mem::take(&mut walker_state.0);
+    let errors = std::mem::take(&mut walker_state.1);
+    let own_checkpoints = std::mem::take(&mut walker_state.2);
+    let repository_left_out = std::mem::take(&mut walker_state.3);
+    summary.data_added_stored = stored;
+    summary.errors = errors.len() as u64;
+
+    if !dry_run && !packs.is_empty() {
+        // Invariant: every pack named here is durable (the packer's put returned).
+        let index = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        repo.save_index(&index)?;
+        summary.data_added_stored += index_size_estimate(&index);
+    }
+    summary.duration_s = start.elapsed().as_secs_f64();
+
+    let snapshot = make_snapshot(opts, &base, root, summary.clone(), false);
+    let snapshot_id = if dry_run {
+        None
+    } else {
+        // Invariant: the index naming every blob of this snapshot is durable.
+        let id = repo.save_snapshot(&snapshot)?;
+        // The partial snapshots this run or interrupted runs of the same host and paths left
+        // are superseded now.
+        let mut want: Vec<&String> = base.paths.iter().collect();
+        want.sort();
+        for (pid, s) in &snapshots {
+            let mut have: Vec<&String> = s.paths.iter().collect();
+            have.sort();
+            if s.partial && s.host == opts.host && have == want {
+                repo.remove_snapshot(pid)?;
+            }
+        }
+        for pid in own_checkpoints {
+            repo.remove_snapshot(&pid)?;
+        }
+        Some(id)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        summary,
+        errors,
+        repository_left_out,
+    })
+}
+
+/// What every snapshot of this run (partial or final) shares.
+struct SnapshotBase {
+    paths: Vec<String>,
+    parent: Option<SnapshotId>,
+}
+
+fn make_snapshot(
+    opts: &BackupOptions,
+    base: &SnapshotBase,
+    tree: TreeId,
+    summary: Summary,
+    partial: bool,
+) -> Snapshot {
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        time_ns: opts.time_ns,
+        tz_offset_s: opts.tz_offset_s,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        uid: opts.uid,
+        gid: opts.gid,
+        paths: base.paths.clone(),
+        tags: opts.tags.clone(),
+        tree,
+        parent: base.parent,
+        mode: if opts.force {
+            BackupMode::Full
+        } else {
+            opts.mode
+        },
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary,
+        notes: Vec::new(),
+        original: None,
+        partial,
+        copied_from: None,
+    }
+}
+
+fn index_size_estimate(index: &IndexFile) -> u64 {
+    // Index files are small next to packs; count their plaintext as an upper bound.
+    crate::format::to_msgpack_compact(index)
+        .map(|v| v.len() as u64)
+        .unwrap_or(0)
+}
