@@ -21,6 +21,7 @@ mod snapshots;
 
 pub use init::{holds_only_init_leftovers, InitOptions};
 pub use keys::KeyEntry;
+pub use open::{ensure_exists, OpenOptions};
 pub use snapshots::{select_snapshot, SnapshotFilter};
 
 use std::io;

@@ -1,11 +1,15 @@
-//! Opening a repository with a password: the config (or the copy a key file carries), the key
-//! files (or their copies), and what an interrupted `init` or a damaged file leaves.
+//! Opening a repository: does the location hold one (before any password is asked for), the
+//! key files (or their copies) with the password, the config (or the copy a key file carries),
+//! what an interrupted `init` or a damaged file leaves, and attaching the local cache.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use zeroize::Zeroizing;
+
 use super::{backend_err, has_data, Repository};
-use crate::backend::{Backend, FileKind, CONFIG_NAME};
+use crate::backend::{Backend, CachedBackend, FileKind, CONFIG_NAME};
 use crate::config::{RepoConfig, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
 use crate::crypto::{self, KeyFileError, MasterKeys, ObjectKind};
 use crate::error::{Error, Result};
@@ -21,6 +25,62 @@ const MAX_CONFIG_LEN: u64 = (1 << 20) + 1024;
 /// `1a2b3c4d` for a 64-hex file name, the name itself otherwise.
 fn short_name(name: &str) -> &str {
     name.get(..8).unwrap_or(name)
+}
+
+/// What [`Repository::open_existing`] needs besides the backend and the password.
+#[derive(Clone, Default)]
+pub struct OpenOptions {
+    /// The local cache in front of the backend (a remote repository's), and the directory
+    /// that holds the caches of all repositories: once the repository's id is known, the cache
+    /// keeps its files in [`Repository::cache_dir_in`] that directory. None: no cache.
+    pub cache: Option<(Arc<CachedBackend>, PathBuf)>,
+}
+
+/// Whether `backend` holds a repository: a `config`, a key file or a key file's copy (a
+/// repository whose config is lost can still be opened from a key file's copy). None of them
+/// is [`Error::RepoMissing`]; a listing that fails (a missing directory aside) is
+/// [`Error::Backend`] naming what was listed. Reads no key file and needs no password.
+pub fn ensure_exists(backend: &dyn Backend) -> Result<()> {
+    for kind in [FileKind::Config, FileKind::Key, FileKind::KeyCopy] {
+        match backend.list(kind) {
+            Ok(l) if !l.is_empty() => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Backend {
+                    path: kind.path("").trim_end_matches(['/', '.']).to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(Error::RepoMissing(backend.location()))
+}
+
+impl Repository {
+    /// Opens an existing repository: existence first ([`ensure_exists`]; for a location
+    /// without one, `password` is never called), then the key files with the password
+    /// ([`Self::open`]), then the cache of `opts` is attached. Errors of the password source
+    /// and of the library arrive in the caller's own error type.
+    pub fn open_existing<E: From<Error>>(
+        backend: Arc<dyn Backend>,
+        opts: &OpenOptions,
+        password: impl FnOnce() -> std::result::Result<Zeroizing<Vec<u8>>, E>,
+    ) -> std::result::Result<Repository, E> {
+        ensure_exists(backend.as_ref())?;
+        let pw = password()?;
+        let repo = Repository::open(backend, &pw)?;
+        if let Some((cache, root)) = &opts.cache {
+            cache.set_dir(repo.cache_dir_in(root));
+        }
+        Ok(repo)
+    }
+
+    /// This repository's cache directory inside `root`, the directory holding the caches of
+    /// all repositories: `<root>/<repository id>`.
+    pub fn cache_dir_in(&self, root: &Path) -> PathBuf {
+        root.join(self.id().to_hex())
+    }
 }
 
 impl Repository {
@@ -278,4 +338,143 @@ fn decode_config(keys: &MasterKeys, bytes: &[u8]) -> Result<RepoConfig> {
         return Err(Error::corrupt("config", "format version 0"));
     }
     from_msgpack(&plain, "config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{LocalBackend, MemBackend};
+    use crate::testutil::mem_repo;
+
+    const PW: &[u8] = b"open sesame";
+
+    fn pw() -> Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(PW.to_vec()))
+    }
+
+    fn never_asked() -> Result<Zeroizing<Vec<u8>>> {
+        panic!("the password was asked for")
+    }
+
+    #[test]
+    fn a_location_without_config_or_key_files_is_missing_and_no_password_is_asked_for() {
+        let tmp = tempfile::tempdir().expect("test");
+        let empty_dir = tmp.path().join("empty");
+        std::fs::create_dir(&empty_dir).expect("test");
+        let with_data = MemBackend::new();
+        with_data.create().expect("test");
+        with_data
+            .put(FileKind::Snapshot, &"ab".repeat(32), b"a snapshot")
+            .expect("test");
+        let backends: [Arc<dyn Backend>; 4] = [
+            Arc::new(MemBackend::new()),
+            Arc::new(LocalBackend::new(tmp.path().join("absent"))),
+            Arc::new(LocalBackend::new(empty_dir)),
+            Arc::new(with_data),
+        ];
+        for b in backends {
+            let location = b.location();
+            match Repository::open_existing(b, &OpenOptions::default(), never_asked) {
+                Err(Error::RepoMissing(l)) => assert_eq!(l, location),
+                Err(e) => panic!("{location}: {e}"),
+                Ok(_) => panic!("{location}: opened"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_config_or_any_one_key_file_or_copy_is_a_repository_that_asks_for_the_password() {
+        let (backend, repo) = mem_repo(PW);
+        let key = repo.key_id().to_hex();
+        for (kind, name) in [
+            (FileKind::Config, CONFIG_NAME),
+            (FileKind::Key, key.as_str()),
+            (FileKind::KeyCopy, key.as_str()),
+        ] {
+            let bytes = backend.get(kind, name).expect("test");
+            let only = Arc::new(MemBackend::new());
+            only.create().expect("test");
+            only.put(kind, name, &bytes).expect("test");
+            let mut asked = false;
+            let opened = Repository::open_existing(only, &OpenOptions::default(), || {
+                asked = true;
+                pw()
+            });
+            assert!(asked, "{kind:?}");
+            // A config alone opens with nothing; a key file (or its copy) carries the config.
+            match (kind, opened) {
+                (FileKind::Config, Err(Error::Corrupt { .. })) => {}
+                (FileKind::Key | FileKind::KeyCopy, Ok(r)) => assert_eq!(r.id(), repo.id()),
+                (k, Err(e)) => panic!("{k:?}: {e}"),
+                (k, Ok(_)) => panic!("{k:?}: opened"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_password_sources_error_is_returned_as_it_is() {
+        let (backend, _) = mem_repo(PW);
+        let r = Repository::open_existing(backend, &OpenOptions::default(), || {
+            Err::<Zeroizing<Vec<u8>>, _>(Error::InvalidInput("no terminal".into()))
+        });
+        assert!(matches!(r, Err(Error::InvalidInput(m)) if m == "no terminal"));
+    }
+
+    /// A backend whose listings fail as a directory without permission does.
+    struct Unlistable;
+
+    impl Backend for Unlistable {
+        fn location(&self) -> String {
+            "unlistable".into()
+        }
+        fn create(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn put(&self, _: FileKind, _: &str, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn get_at_most(&self, _: FileKind, _: &str, _: u64) -> io::Result<Vec<u8>> {
+            Err(io::ErrorKind::NotFound.into())
+        }
+        fn get_range(&self, _: FileKind, _: &str, _: u64, _: usize) -> io::Result<Vec<u8>> {
+            Err(io::ErrorKind::NotFound.into())
+        }
+        fn list(&self, _: FileKind) -> io::Result<Vec<(String, u64)>> {
+            Err(io::ErrorKind::PermissionDenied.into())
+        }
+        fn delete(&self, _: FileKind, _: &str) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_listing_that_fails_is_a_backend_error_naming_what_was_listed() {
+        match Repository::open_existing(Arc::new(Unlistable), &OpenOptions::default(), never_asked)
+        {
+            Err(Error::Backend { path, source }) => {
+                assert_eq!(path, "config");
+                assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[test]
+    fn the_cache_is_attached_in_a_directory_named_by_the_repository_id() {
+        let (backend, repo) = mem_repo(PW);
+        let id = repo
+            .write_index(&crate::index::IndexFile::default())
+            .expect("test");
+        let tmp = tempfile::tempdir().expect("test");
+        let cache = Arc::new(CachedBackend::new(backend));
+        let opts = OpenOptions {
+            cache: Some((cache.clone(), tmp.path().to_path_buf())),
+        };
+        let opened = Repository::open_existing(cache, &opts, pw).expect("test");
+        let dir = opened.cache_dir_in(tmp.path());
+        assert_eq!(dir, tmp.path().join(repo.id().to_hex()));
+        opened.read_index_file(&id.to_hex()).expect("test");
+        assert!(dir.join("index").join(id.to_hex()).is_file());
+    }
 }
