@@ -1,5 +1,6 @@
 //! Command-line edge: arguments → library options → one library call → output.
 
+mod aws;
 mod backup;
 mod check;
 mod completions;
@@ -235,11 +236,16 @@ impl Ctx {
         uncached: bool,
     ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
         let loc = Location::parse(location)?;
+        let s3 = match loc {
+            Location::S3 { .. } => aws::s3_credentials()?,
+            _ => Default::default(),
+        };
         let raw = cairn::backend::open_location(
             &loc,
             cairn::backend::RemoteOptions {
                 connections: self.g.connections.into(),
                 retry_for: self.g.retry_timeout,
+                s3,
             },
         )?;
         if !loc.is_remote() || uncached || self.g.no_cache {
