@@ -1,7 +1,11 @@
 //! cairn: encrypted, deduplicated, verifiable backups.
 //!
 //! The library holds everything; the `cairn` binary parses arguments, calls one function here,
-//! and prints. Nothing in the library reads argv or the environment, or draws on a terminal.
+//! and prints. Nothing in the library reads argv or the environment, or draws on a terminal:
+//! what the environment says (passwords, S3 credentials and region, the cache directory)
+//! reaches it as values from the binary. The programs and clients it drives read their own
+//! configuration: `ssh` for SFTP (`~/.ssh/config`), and the HTTP client of S3 the usual proxy
+//! variables (`HTTPS_PROXY`, `NO_PROXY`).
 //! The on-disk format is specified in `repo-format.md`; modules that implement a part of it
 //! cite its section.
 

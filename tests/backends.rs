@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn::backend::{Backend, FileKind, LocalBackend, Location, MemBackend};
-use cairn::backend::{RemoteBackend, RemoteOptions};
+use cairn::backend::{RemoteBackend, RemoteOptions, S3Credentials};
 use common::servers::{self, Garage, Sshd};
 
 fn name(seed: u8) -> String {
@@ -227,6 +227,7 @@ fn remote(url: &str, retry_for: Duration) -> Arc<RemoteBackend> {
             RemoteOptions {
                 connections: 4,
                 retry_for,
+                s3: s3_credentials(),
             },
         )
         .expect("open remote"),
@@ -238,6 +239,18 @@ fn use_ssh_of(sshd: &Sshd) {
     let path = std::env::var("PATH").unwrap_or_default();
     let first = sshd.bin.display().to_string();
     std::env::set_var("PATH", format!("{first}:{path}"));
+}
+
+/// The credentials this test process holds in its `AWS_*` variables, handed to the library as
+/// the binary hands them (the library reads no environment).
+fn s3_credentials() -> S3Credentials {
+    let env = |k: &str| std::env::var(k).ok();
+    S3Credentials {
+        region: env("AWS_DEFAULT_REGION"),
+        access_key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        session_token: None,
+    }
 }
 
 fn use_garage_credentials() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cairn::backend::{Backend, FileKind, Location, RemoteBackend, RemoteOptions};
+use cairn::backend::{Backend, FileKind, Location, RemoteBackend, RemoteOptions, S3Credentials};
 use common::servers::{self, Garage, Sshd};
 use common::{
     assert_same_tree, random_bytes, restored, try_wait_until_every, write, Fixture, TestCommand,
@@ -70,15 +70,20 @@ impl Server {
                     std::env::set_var("PATH", format!("{}:{path}", s.bin.display()));
                 }
             }
-            Server::S3(_) => {
-                std::env::set_var("AWS_ACCESS_KEY_ID", Garage::KEY_ID);
-                std::env::set_var("AWS_SECRET_ACCESS_KEY", Garage::SECRET);
-                std::env::set_var("AWS_DEFAULT_REGION", Garage::REGION);
-            }
+            Server::S3(_) => {}
         }
+        let s3 = S3Credentials {
+            region: Some(Garage::REGION.into()),
+            access_key_id: Some(Garage::KEY_ID.into()),
+            secret_access_key: Some(Garage::SECRET.into()),
+            session_token: None,
+        };
         RemoteBackend::open(
             &Location::parse(&self.url(name)).expect("location"),
-            RemoteOptions::default(),
+            RemoteOptions {
+                s3,
+                ..RemoteOptions::default()
+            },
         )
         .expect("backend")
     }

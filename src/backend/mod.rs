@@ -28,12 +28,14 @@ pub use mem::MemBackend;
 pub use remote::RemoteBackend;
 
 /// How a remote backend behaves on the wire (ignored by local directories).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RemoteOptions {
     /// Transfers in flight at once (`--connections`).
     pub connections: usize,
     /// How long to keep retrying an operation while the server fails (`--retry-timeout`).
     pub retry_for: std::time::Duration,
+    /// Region and credentials of an S3-compatible bucket (ignored by SFTP, which runs `ssh`).
+    pub s3: S3Credentials,
 }
 
 impl Default for RemoteOptions {
@@ -41,7 +43,34 @@ impl Default for RemoteOptions {
         RemoteOptions {
             connections: 4,
             retry_for: std::time::Duration::from_secs(120),
+            s3: S3Credentials::default(),
         }
+    }
+}
+
+/// The region and credentials requests to an S3-compatible bucket are signed with, as values:
+/// the library reads no environment and no AWS configuration file (the `cairn` binary takes
+/// them from `AWS_*` variables and `~/.aws/`, docs/cli.md "Environment"). Without an access
+/// key and a secret, every request fails as permission denied before it is sent.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// The region to sign for; None: `us-east-1`, which servers that ignore regions accept.
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// A temporary credential's session token.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Credentials")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .finish()
     }
 }
 

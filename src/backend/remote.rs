@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use opendal::{Buffer, ErrorKind as DalKind, Operator};
 
 use super::location::Location;
-use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions};
+use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions, S3Credentials};
 use crate::id::is_id_name;
 
 pub struct RemoteBackend {
@@ -74,14 +74,10 @@ fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why.into())
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl RemoteBackend {
     /// Connects lazily: building the backend contacts no server.
     pub fn open(location: &Location, opts: RemoteOptions) -> io::Result<RemoteBackend> {
-        let op = build_operator(location, "")?;
+        let op = build_operator(location, "", &opts.s3)?;
         let connections = opts.connections.max(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -295,7 +291,13 @@ impl RemoteBackend {
     }
 }
 
-fn build_operator(location: &Location, sftp_root_override: &str) -> io::Result<Operator> {
+/// The OpenDAL operator for a location. S3 is configured from `s3` alone: OpenDAL's own
+/// loading of AWS variables and files is turned off, so the library reads no environment.
+fn build_operator(
+    location: &Location,
+    sftp_root_override: &str,
+    s3: &S3Credentials,
+) -> io::Result<Operator> {
     let op = match location {
         Location::Local(_) => return Err(invalid("a local path is not a remote location")),
         Location::Sftp { endpoint, path } => {
@@ -317,23 +319,20 @@ fn build_operator(location: &Location, sftp_root_override: &str) -> io::Result<O
             bucket,
             prefix,
         } => {
-            let region = env("AWS_DEFAULT_REGION")
-                .or_else(|| env("AWS_REGION"))
-                .unwrap_or_else(|| "us-east-1".to_string());
+            let region = s3.region.as_deref().unwrap_or("us-east-1");
             let mut b = opendal::services::S3::default()
                 .endpoint(endpoint)
                 .bucket(bucket)
                 .root(&format!("/{prefix}"))
-                .region(&region)
+                .region(region)
                 .checksum_algorithm("md5")
+                .disable_config_load()
                 .disable_ec2_metadata();
-            if let (Some(id), Some(secret)) =
-                (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-            {
-                b = b.access_key_id(&id).secret_access_key(&secret);
+            if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+                b = b.access_key_id(id).secret_access_key(secret);
             }
-            if let Some(token) = env("AWS_SESSION_TOKEN") {
-                b = b.session_token(&token);
+            if let Some(token) = &s3.session_token {
+                b = b.session_token(token);
             }
             Operator::new(b).map(|b| b.finish())
         }
@@ -567,7 +566,7 @@ impl Backend for RemoteBackend {
     fn create(&self) -> io::Result<()> {
         if let Location::Sftp { path, .. } = &self.location {
             // The repository directory itself, from the server's root.
-            let top = build_operator(&self.location, "/")?;
+            let top = build_operator(&self.location, "/", &self.opts.s3)?;
             let rel = format!("{}/", path.trim_start_matches('/'));
             self.run("create directory", path, 0, || top.create_dir(&rel))?;
         }
@@ -720,6 +719,85 @@ impl Backend for RemoteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback HTTP server that answers every request 404 and keeps each request's head.
+    fn recording_server() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let heads = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let kept = heads.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                kept.lock()
+                    .expect("test")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        (format!("http://{addr}"), heads)
+    }
+
+    #[test]
+    fn s3_requests_are_signed_with_the_credentials_given_and_never_with_the_environments() {
+        let (url, heads) = recording_server();
+        let loc = Location::parse(&format!("s3:{url}/bucket/repo")).expect("location");
+        let opts = |s3| RemoteOptions {
+            connections: 1,
+            retry_for: Duration::from_secs(5),
+            s3,
+        };
+        // What the library must not read: credentials and a region in its environment.
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "KEYFROMENV"),
+            ("AWS_SECRET_ACCESS_KEY", "secret from env"),
+            ("AWS_SESSION_TOKEN", "TOKENFROMENV"),
+            ("AWS_REGION", "env-region-1"),
+            ("AWS_DEFAULT_REGION", "env-region-2"),
+        ];
+        for (k, v) in env {
+            std::env::set_var(k, v);
+        }
+        let unsigned = RemoteBackend::open(&loc, opts(S3Credentials::default())).expect("open");
+        let refused = unsigned.get(FileKind::Config, "config");
+        let given = RemoteBackend::open(
+            &loc,
+            opts(S3Credentials {
+                region: Some("given-region-1".into()),
+                access_key_id: Some("KEYGIVEN".into()),
+                secret_access_key: Some("secret given".into()),
+                session_token: None,
+            }),
+        )
+        .expect("open");
+        let asked = given.get(FileKind::Config, "config");
+        for (k, _) in env {
+            std::env::remove_var(k);
+        }
+        let e = refused.expect_err("no credentials");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        let e = asked.expect_err("nothing is stored");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        let heads = heads.lock().expect("test");
+        // Only the second backend reached the server, signed with what it was given.
+        assert!(!heads.is_empty());
+        for h in heads.iter() {
+            assert!(h.contains("Credential=KEYGIVEN/"), "{h}");
+            assert!(h.contains("/given-region-1/s3/aws4_request"), "{h}");
+            assert!(!h.contains("FROMENV") && !h.contains("env-region"), "{h}");
+        }
+    }
 
     #[test]
     fn the_users_host_key_policy_is_the_one_passed_on() {

@@ -1,5 +1,6 @@
 //! Command-line edge: arguments → library options → one library call → output.
 
+mod aws;
 mod backup;
 mod check;
 mod completions;
@@ -29,7 +30,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use cairn::backend::{Backend, CachedBackend, FileKind, Location};
+use cairn::backend::{Backend, CachedBackend, Location};
+use cairn::repo::OpenOptions;
 use cairn::{ErrorKind, Repository};
 use clap::{Parser, Subcommand};
 
@@ -234,11 +236,16 @@ impl Ctx {
         uncached: bool,
     ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
         let loc = Location::parse(location)?;
+        let s3 = match loc {
+            Location::S3 { .. } => aws::s3_credentials()?,
+            _ => Default::default(),
+        };
         let raw = cairn::backend::open_location(
             &loc,
             cairn::backend::RemoteOptions {
                 connections: self.g.connections.into(),
                 retry_for: self.g.retry_timeout,
+                s3,
             },
         )?;
         if !loc.is_remote() || uncached || self.g.no_cache {
@@ -267,32 +274,10 @@ impl Ctx {
         password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
     ) -> anyhow::Result<Repository> {
         let (backend, cache) = self.backend_at(location, uncached)?;
-        // A repository whose config is lost can still be opened from a key file's copy.
-        let mut exists = false;
-        for kind in [FileKind::Config, FileKind::Key, FileKind::KeyCopy] {
-            match backend.list(kind) {
-                Ok(l) => exists |= !l.is_empty(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(cairn::Error::Backend {
-                        path: kind.path("").trim_end_matches(['/', '.']).to_string(),
-                        source: e,
-                    }
-                    .into())
-                }
-            }
-            if exists {
-                break;
-            }
-        }
-        if !exists {
-            return Err(cairn::Error::RepoMissing(backend.location()).into());
-        }
-        let pw = password()?;
-        let repo = Repository::open(backend, &pw)?;
-        if let (Some(cache), Some(dir)) = (cache, cache_dir(&repo)) {
-            cache.set_dir(dir);
-        }
+        let opts = OpenOptions {
+            cache: cache.zip(cache_root()),
+        };
+        let repo = Repository::open_existing(backend, &opts, password)?;
         self.print_warnings(&repo);
         Ok(repo)
     }
@@ -503,14 +488,20 @@ pub fn split_selector(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// This repository's local cache directory (`$XDG_CACHE_HOME/cairn/<id>` or
-/// `~/.cache/cairn/<id>`); None without a home.
-pub fn cache_dir(repo: &Repository) -> Option<PathBuf> {
+/// The directory holding the local caches of all repositories (`$XDG_CACHE_HOME/cairn` or
+/// `~/.cache/cairn`); None without a home.
+fn cache_root() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("cairn").join(repo.id().to_hex()))
+    Some(base.join("cairn"))
+}
+
+/// This repository's local cache directory (`$XDG_CACHE_HOME/cairn/<id>` or
+/// `~/.cache/cairn/<id>`); None without a home.
+pub fn cache_dir(repo: &Repository) -> Option<PathBuf> {
+    cache_root().map(|root| repo.cache_dir_in(&root))
 }
 
 /// Now, in ns since the epoch.

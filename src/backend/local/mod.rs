@@ -19,19 +19,26 @@
 //! purpose keeps sharing: when its `config` is group-readable, new files get group read (0640)
 //! and new directories group rwx (0770), as restic does. File systems that ignore modes (FAT,
 //! exFAT) simply ignore them.
+//!
+//! - `dirfd.rs`: the repository and layout directories opened once, without following links,
+//!   and everything opened relative to them;
+//! - `durable.rs`: file and directory modes, the temp → fsync → rename → fsync write, and
+//!   direct I/O for packs.
 
-use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+mod dirfd;
+mod durable;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{read_at_most, temp_name, Backend, FileKind, OsLock};
-use crate::aligned::{AlignedBuf, ALIGN};
-use crate::id::is_id_name;
+use super::{read_at_most, Backend, FileKind, OsLock};
+use dirfd::{entries, is_fanout_name, is_regular, kind_name, FLAT_DIRS};
+use durable::{sync_dir, Modes};
 
 /// Something other than a directory (typically a symbolic link) where the repository layout
 /// has a directory. Carried inside an [`io::Error`] of kind [`io::ErrorKind::NotADirectory`].
@@ -83,26 +90,7 @@ impl std::fmt::Display for NotAnObject {
 
 impl std::error::Error for NotAnObject {}
 
-/// Modes for new files and directories (see the module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Modes {
-    file: u32,
-    dir: u32,
-    /// Set the modes explicitly after creating (the umask would otherwise take group bits).
-    group: bool,
-}
-
-const PRIVATE: Modes = Modes {
-    file: 0o600,
-    dir: 0o700,
-    group: false,
-};
-const GROUP: Modes = Modes {
-    file: 0o640,
-    dir: 0o770,
-    group: true,
-};
-
+/// A repository in a local directory (see the module documentation).
 pub struct LocalBackend {
     root: PathBuf,
     /// The repository directory, opened once (following a link: the path is the user's).
@@ -114,25 +102,6 @@ pub struct LocalBackend {
     /// `data/` and `data/XX/` again for each cost two system calls more per read. A held
     /// descriptor keeps naming the directory it was opened on, whatever is put at its name.
     dirs: Mutex<std::collections::HashMap<String, Arc<OwnedFd>>>,
-}
-
-/// The layout directories below the root that hold objects directly (`data/` holds `XX/`).
-const FLAT_DIRS: [&str; 5] = ["keys", "index", "snapshots", "locks", "drills"];
-
-fn kind_name(t: FileType) -> &'static str {
-    match t {
-        FileType::Symlink => "a symbolic link",
-        FileType::RegularFile => "a regular file",
-        FileType::Directory => "a directory",
-        FileType::Fifo => "a FIFO",
-        FileType::CharacterDevice | FileType::BlockDevice => "a device",
-        FileType::Socket => "a socket",
-        FileType::Unknown => "not a regular file",
-    }
-}
-
-fn is_regular(st: &rfs::Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
 }
 
 /// The file name of an object inside its directory.
@@ -155,95 +124,8 @@ fn check_name(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Two lowercase hex digits: a `data/` subdirectory.
-fn is_fanout_name(n: &str) -> bool {
-    n.len() == 2 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// fsync a directory, tolerating filesystems that cannot (EINVAL, ENOTSUP, ENOSYS, EBADF).
-fn sync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
-    match rfs::fsync(dir) {
-        Ok(()) => Ok(()),
-        Err(Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS | Errno::BADF) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Lists the entries of a directory (without `.` and `..`), as UTF-8 names; others are
-/// foreign and skipped.
-fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for e in rfs::Dir::read_from(dir)? {
-        let e = e?;
-        let Ok(n) = e.file_name().to_str() else {
-            continue;
-        };
-        if n != "." && n != ".." {
-            out.push(n.to_string());
-        }
-    }
-    Ok(out)
-}
-
-/// Objects at least this large (packs) bypass the page cache (`O_DIRECT`): they are written
-/// once and not read back soon, the kernel's copy into its cache costs more CPU than a copy
-/// into an aligned buffer, and the user's cached files are not evicted by backup data.
-const DIRECT_MIN: usize = 1 << 20;
-/// The aligned staging buffer of each writing thread.
-const STAGE_BYTES: usize = 1 << 20;
-
-thread_local! {
-    static STAGE: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Writes `data` at the start of the new file `f`: large objects through `O_DIRECT` where the
-/// file system supports it, the rest (and everything elsewhere) through the page cache.
-fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let aligned = data.len() / ALIGN * ALIGN;
-    if data.len() < DIRECT_MIN {
-        return f.write_all(data);
-    }
-    let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a file descriptor this function borrows; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // File systems without direct I/O (tmpfs, many FUSE mounts) refuse the flag: buffered.
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
-        return f.write_all(data);
-    }
-    let mut done = 0;
-    let direct = STAGE.with(|stage| -> io::Result<()> {
-        let mut stage = stage.borrow_mut();
-        let buf = stage
-            .get_or_insert_with(|| AlignedBuf::new(STAGE_BYTES))
-            .as_mut_slice();
-        while done < aligned {
-            let n = buf.len().min(aligned - done);
-            buf[..n].copy_from_slice(&data[done..done + n]);
-            f.write_all(&buf[..n])?;
-            done += n;
-        }
-        Ok(())
-    });
-    // SAFETY: as above; restores the flags the file was opened with.
-    let restored = unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
-    match direct {
-        Ok(()) => {}
-        // Accepted the flag but not the write (alignment rules of an odd device): finish
-        // through the page cache from where direct I/O stopped.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && restored == 0 => {
-            f.seek(SeekFrom::Start(done as u64))?;
-        }
-        Err(e) => return Err(e),
-    }
-    if restored < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    f.write_all(&data[done..])
-}
-
 impl LocalBackend {
+    /// The repository at `root`; nothing is opened until first use.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend {
             root: root.into(),
@@ -253,380 +135,9 @@ impl LocalBackend {
         }
     }
 
+    /// The repository directory as given.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// The repository directory, opened once. `NotFound` while it does not exist.
-    fn root_fd(&self) -> io::Result<Arc<OwnedFd>> {
-        let mut held = self.root_fd.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(fd) = &*held {
-            return Ok(fd.clone());
-        }
-        let fd = match rfs::open(
-            &self.root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            // A directory one may enter but not list (mode 0300): enough to reach the files.
-            Err(Errno::ACCESS) => rfs::open(
-                &self.root,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?,
-            Err(e) => return Err(e.into()),
-        };
-        self.check_layout(fd.as_fd())?;
-        let fd = Arc::new(fd);
-        *held = Some(fd.clone());
-        Ok(fd)
-    }
-
-    /// Refuses, before anything is read or written, a repository where a layout directory is
-    /// a link or anything but a directory: every command then fails at once naming it, not
-    /// only those that would have used it. (Every later operation opens its directory without
-    /// following links anyway; this makes the answer the same for every command.)
-    fn check_layout(&self, root: BorrowedFd<'_>) -> io::Result<()> {
-        for d in FLAT_DIRS.iter().chain(&["data"]) {
-            match rfs::statat(root, *d, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
-                    return Err(self.layout_error(root, d, &format!("{d}/")));
-                }
-                _ => {}
-            }
-        }
-        let Ok(Some(data)) = self.open_dir_at(root, "data", "data/") else {
-            return Ok(());
-        };
-        // A directory that may be entered but not listed cannot be checked here; the
-        // operations below check each subdirectory they open.
-        let Ok(subs) = entries(data.as_fd()) else {
-            return Ok(());
-        };
-        for sub in subs.iter().filter(|n| is_fanout_name(n)) {
-            match rfs::statat(&data, sub.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
-                    return Err(self.layout_error(data.as_fd(), sub, &format!("data/{sub}/")));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// The root, or None when it does not exist.
-    fn root_if_any(&self) -> io::Result<Option<Arc<OwnedFd>>> {
-        match self.root_fd() {
-            Ok(fd) => Ok(Some(fd)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn modes(&self) -> Modes {
-        *self.modes.get_or_init(|| {
-            let group_readable = self.root_if_any().ok().flatten().is_some_and(|root| {
-                rfs::statat(&*root, super::CONFIG_NAME, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| is_regular(&st) && st.st_mode & 0o040 != 0)
-            });
-            if group_readable {
-                GROUP
-            } else {
-                PRIVATE
-            }
-        })
-    }
-
-    fn layout_error(&self, parent: BorrowedFd<'_>, name: &str, shown: &str) -> io::Error {
-        let found = match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => kind_name(FileType::from_raw_mode(st.st_mode)),
-            Err(_) => "not a directory",
-        };
-        io::Error::new(
-            io::ErrorKind::NotADirectory,
-            LayoutError {
-                root: self.root.clone(),
-                dir: shown.to_string(),
-                found,
-            },
-        )
-    }
-
-    /// Opens the layout directory `name` in `parent` without following a link; None when it
-    /// does not exist. `shown` names it in errors (`data/ab/`).
-    fn open_dir_at(
-        &self,
-        parent: BorrowedFd<'_>,
-        name: &str,
-        shown: &str,
-    ) -> io::Result<Option<OwnedFd>> {
-        let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rfs::openat(parent, name, flags | OFlags::RDONLY, Mode::empty()) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(Errno::NOENT) => Ok(None),
-            Err(Errno::LOOP | Errno::NOTDIR) => Err(self.layout_error(parent, name, shown)),
-            // Enterable but not listable: enough to reach the files in it.
-            Err(Errno::ACCESS) => {
-                match rfs::openat(parent, name, flags | OFlags::PATH, Mode::empty()) {
-                    Ok(fd) => Ok(Some(fd)),
-                    Err(Errno::LOOP | Errno::NOTDIR) => Err(self.layout_error(parent, name, shown)),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Like [`Self::open_dir_at`], creating the directory (durably, with the repository's
-    /// mode) when it is missing.
-    fn create_dir_at(
-        &self,
-        parent: BorrowedFd<'_>,
-        name: &str,
-        shown: &str,
-    ) -> io::Result<OwnedFd> {
-        if let Some(fd) = self.open_dir_at(parent, name, shown)? {
-            return Ok(fd);
-        }
-        let modes = self.modes();
-        match rfs::mkdirat(parent, name, Mode::from_raw_mode(modes.dir)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let fd = self.open_dir_at(parent, name, shown)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{shown} vanished right after it was created"),
-            )
-        })?;
-        if modes.group {
-            // Past the umask (keeping a set-group-id bit inherited from the parent, so new
-            // entries keep the shared group); file systems without modes refuse or ignore it.
-            let setgid = rfs::fstat(&fd).map_or(0, |st| st.st_mode & 0o2000);
-            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(modes.dir | setgid));
-        }
-        sync_dir(parent)?;
-        Ok(fd)
-    }
-
-    /// `data/`, opened (or created).
-    fn data_dir(&self, root: BorrowedFd<'_>, create: bool) -> io::Result<Option<OwnedFd>> {
-        if create {
-            self.create_dir_at(root, "data", "data/").map(Some)
-        } else {
-            self.open_dir_at(root, "data", "data/")
-        }
-    }
-
-    /// The directory an object of `kind` named `name` belongs in (packs: `data/XX/`); None
-    /// when it does not exist and `create` is false.
-    fn dir_for(
-        &self,
-        kind: FileKind,
-        name: &str,
-        create: bool,
-    ) -> io::Result<Option<Arc<OwnedFd>>> {
-        let key = match kind {
-            FileKind::Pack => format!("data/{}", name.get(..2).unwrap_or("00")),
-            k => k.dir().to_string(),
-        };
-        if let Some(fd) = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(Some(fd.clone()));
-        }
-        let opened = self.open_dir_for(kind, name, create)?.map(Arc::new);
-        if let Some(fd) = &opened {
-            self.dirs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, fd.clone());
-        }
-        Ok(opened)
-    }
-
-    /// Opens (or with `create`, makes) the directory of [`Self::dir_for`] afresh.
-    fn open_dir_for(
-        &self,
-        kind: FileKind,
-        name: &str,
-        create: bool,
-    ) -> io::Result<Option<OwnedFd>> {
-        let root = if create {
-            self.root_fd()?
-        } else {
-            match self.root_if_any()? {
-                Some(r) => r,
-                None => return Ok(None),
-            }
-        };
-        match kind {
-            FileKind::Config => Ok(Some(
-                rfs::openat(
-                    &*root,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .or_else(|_| {
-                    rfs::openat(
-                        &*root,
-                        ".",
-                        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                })?,
-            )),
-            FileKind::Pack => {
-                let sub = name.get(..2).unwrap_or("00");
-                let shown = format!("data/{sub}/");
-                let Some(data) = self.data_dir(root.as_fd(), create)? else {
-                    return Ok(None);
-                };
-                if create {
-                    self.create_dir_at(data.as_fd(), sub, &shown).map(Some)
-                } else {
-                    self.open_dir_at(data.as_fd(), sub, &shown)
-                }
-            }
-            k => {
-                let shown = format!("{}/", k.dir());
-                if create {
-                    self.create_dir_at(root.as_fd(), k.dir(), &shown).map(Some)
-                } else {
-                    self.open_dir_at(root.as_fd(), k.dir(), &shown)
-                }
-            }
-        }
-    }
-
-    /// A regular file in `dir`, as (its directory, its stat); None when absent. A link or
-    /// other non-regular file is not an object: `Err(NotAnObject)`.
-    fn stat_object(
-        &self,
-        dir: &OwnedFd,
-        fname: &str,
-        kind: FileKind,
-        name: &str,
-    ) -> io::Result<Option<rfs::Stat>> {
-        match rfs::statat(dir, fname, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if is_regular(&st) => Ok(Some(st)),
-            Ok(st) => Err(not_an_object(
-                kind,
-                name,
-                FileType::from_raw_mode(st.st_mode),
-            )),
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The directory holding an existing object: its own, or — for a pack a file copier or a
-    /// person put in the wrong `data/` subdirectory — whichever `data/XX/` holds it.
-    fn find(&self, kind: FileKind, name: &str) -> io::Result<Option<Arc<OwnedFd>>> {
-        check_name(name)?;
-        let fname = file_name(kind, name);
-        if let Some(dir) = self.dir_for(kind, name, false)? {
-            if rfs::statat(&*dir, fname.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                return Ok(Some(dir));
-            }
-        }
-        if kind != FileKind::Pack {
-            return Ok(None);
-        }
-        let Some(root) = self.root_if_any()? else {
-            return Ok(None);
-        };
-        let Some(data) = self.data_dir(root.as_fd(), false)? else {
-            return Ok(None);
-        };
-        for sub in entries(data.as_fd())? {
-            if !is_fanout_name(&sub) {
-                continue;
-            }
-            let Some(dir) = self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))? else {
-                continue;
-            };
-            if matches!(self.stat_object(&dir, &fname, kind, name), Ok(Some(_))) {
-                return Ok(Some(Arc::new(dir)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Opens an object for reading without following a link and without blocking (a FIFO
-    /// under an object's name is refused, not waited on); returns it with its size.
-    fn open_object(&self, kind: FileKind, name: &str) -> io::Result<(File, u64)> {
-        let missing = || {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} not found", kind.path(name)),
-            )
-        };
-        let dir = self.find(kind, name)?.ok_or_else(missing)?;
-        let fname = file_name(kind, name);
-        let flags =
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let fd = match rfs::openat(&dir, fname.as_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Err(missing()),
-            Err(Errno::LOOP) => return Err(not_an_object(kind, name, FileType::Symlink)),
-            Err(e) => return Err(e.into()),
-        };
-        let st = rfs::fstat(&fd)?;
-        if !is_regular(&st) {
-            return Err(not_an_object(
-                kind,
-                name,
-                FileType::from_raw_mode(st.st_mode),
-            ));
-        }
-        // O_NONBLOCK stays: it has no effect on reads of a regular file (open(2)), and clearing
-        // it cost two more system calls on every read of a restore or check.
-        Ok((File::from(fd), st.st_size.max(0) as u64))
-    }
-
-    /// Every regular `.tmp-*` file directly in `dir` is removed; returns the bytes freed.
-    fn sweep_temporaries(dir: &OwnedFd) -> io::Result<u64> {
-        let mut freed = 0;
-        for n in entries(dir.as_fd())? {
-            if !n.starts_with(".tmp-") {
-                continue;
-            }
-            match rfs::statat(dir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if is_regular(&st) => {
-                    match rfs::unlinkat(dir, n.as_str(), AtFlags::empty()) {
-                        Ok(()) => freed += st.st_size.max(0) as u64,
-                        Err(Errno::NOENT) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(freed)
-    }
-
-    /// Lists the objects directly in `dir`: regular files named `<id><suffix>`.
-    fn list_files(dir: &OwnedFd, suffix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
-        for n in entries(dir.as_fd())? {
-            let Some(id) = n.strip_suffix(suffix) else {
-                continue;
-            };
-            if !is_id_name(id) {
-                continue;
-            }
-            match rfs::statat(dir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if is_regular(&st) => out.push((id.to_string(), st.st_size.max(0) as u64)),
-                Ok(_) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -702,33 +213,7 @@ impl Backend for LocalBackend {
                 Err(e) => return Err(e.into()),
             }
         }
-        let modes = self.modes();
-        let mut attempt = 0;
-        let (tmp, mut f) = loop {
-            let tmp = temp_name();
-            let flags =
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rfs::openat(&dir, tmp.as_str(), flags, Mode::from_raw_mode(modes.file)) {
-                Ok(fd) => break (tmp, File::from(fd)),
-                Err(Errno::EXIST) if attempt < 8 => attempt += 1,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if modes.group {
-            // Past the umask; file systems without modes refuse or ignore it.
-            let _ = rfs::fchmod(&f, Mode::from_raw_mode(modes.file));
-        }
-        let written = write_object(&mut f, data).and_then(|_| f.sync_all());
-        drop(f);
-        if let Err(e) = written {
-            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-            return Err(e);
-        }
-        if let Err(e) = rfs::renameat(&dir, tmp.as_str(), &dir, fname.as_str()) {
-            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-            return Err(e.into());
-        }
-        sync_dir(dir.as_fd())
+        self.write_new(&dir, &fname, data)
     }
 
     fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {

@@ -1,0 +1,144 @@
+//! Loading and writing index files (repo-format.md §8): the in-memory index of which blob lives
+//! in which pack, and the sealed metadata reads that index files and snapshots share.
+
+use super::{backend_err, Repository};
+use crate::backend::FileKind;
+use crate::crypto::ObjectKind;
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_object, encode_object, from_msgpack, to_msgpack_compact, Expect, MAX_METADATA_LEN,
+};
+use crate::id::{content_hash, IndexId};
+use crate::index::{Index, IndexFile, IndexPack};
+
+impl Repository {
+    /// Loads every index file. Damaged or zero-length index files are skipped with a warning:
+    /// `cairn repair index` rebuilds what they described from the packs.
+    pub fn load_index(&mut self) -> Result<()> {
+        let listed = self.list(FileKind::Index)?;
+        let mut files = Vec::new();
+        let mut superseded = std::collections::HashSet::new();
+        for (name, size) in &listed {
+            if *size > MAX_METADATA_LEN as u64 + 1024 {
+                self.warn(format!(
+                    "ignoring index file {name}: {size} bytes is more than any index file can be"
+                ));
+                continue;
+            }
+            match self.read_index_file(name) {
+                Ok(f) => {
+                    superseded.extend(f.supersedes.iter().copied());
+                    files.push((name.clone(), f));
+                }
+                Err(e) => self.warn(format!("ignoring index file {name}: {e}")),
+            }
+        }
+        let mut index = Index::new();
+        let mut ids = Vec::new();
+        for (name, f) in files {
+            let Some(id) = IndexId::from_hex(&name) else {
+                continue;
+            };
+            if superseded.contains(&id) {
+                continue;
+            }
+            for p in &f.packs {
+                index.add_pack(p);
+            }
+            ids.push(id);
+        }
+        self.index = index;
+        self.index_files = ids;
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        self.read_sealed(FileKind::Index, ObjectKind::Index, name)
+    }
+
+    /// Reads a content-named sealed metadata file (index, snapshot): verified name, opened,
+    /// decompressed within the metadata bound, decoded.
+    fn read_sealed<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        object: ObjectKind,
+        name: &str,
+    ) -> Result<T> {
+        let plain = self.read_sealed_plain(kind, object, name)?;
+        from_msgpack(&plain, &kind.path(name))
+    }
+
+    /// [`Self::read_sealed`] up to the plaintext.
+    pub(super) fn read_sealed_plain(
+        &self,
+        kind: FileKind,
+        object: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<u8>> {
+        let bytes = self.get_verified(kind, name)?;
+        decode_object(
+            &self.keys,
+            object,
+            &[],
+            &bytes,
+            Expect::AtMost(MAX_METADATA_LEN),
+        )
+        .map_err(|e| Error::corrupt(kind.path(name), e.to_string()))
+    }
+
+    /// Writes an index file durably and adds its packs to the in-memory index.
+    pub fn save_index(&mut self, file: &IndexFile) -> Result<IndexId> {
+        let id = self.write_index(file)?;
+        for p in &file.packs {
+            self.index.add_pack(p);
+        }
+        self.index_files.push(id);
+        Ok(id)
+    }
+
+    /// Writes packs into as many index files as needed to keep each well below the reader's
+    /// limit. Only the last file written carries `supersedes`: if the writer dies before it, the
+    /// old index files still describe everything (the new ones merely repeat entries).
+    pub fn save_index_files(
+        &mut self,
+        packs: Vec<IndexPack>,
+        supersedes: Vec<IndexId>,
+    ) -> Result<Vec<IndexId>> {
+        /// About 25 MiB of index plaintext per file.
+        const BLOBS_PER_FILE: usize = 500_000;
+        let mut files: Vec<IndexFile> = vec![IndexFile::default()];
+        let mut blobs = 0;
+        for p in packs {
+            if blobs > 0 && blobs + p.blobs.len() > BLOBS_PER_FILE {
+                files.push(IndexFile::default());
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            files.last_mut().expect("one file at least").packs.push(p);
+        }
+        if let Some(last) = files.last_mut() {
+            last.supersedes = supersedes;
+        }
+        let mut ids = Vec::new();
+        for f in &files {
+            ids.push(self.save_index(f)?);
+        }
+        Ok(ids)
+    }
+
+    /// Writes an index file durably without adding it to the in-memory index (checkpoints).
+    pub fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let plain = to_msgpack_compact(file)?;
+        let sealed = encode_object(&self.keys, ObjectKind::Index, &[], &plain, self.compression)?;
+        let id = IndexId(content_hash(&sealed));
+        self.backend
+            .put(FileKind::Index, &id.to_hex(), &sealed)
+            .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
+        Ok(id)
+    }
+
+    /// Adds packs to the in-memory index only (they must already be in a durable index file).
+    pub fn index_add(&mut self, pack: &IndexPack) {
+        self.index.add_pack(pack);
+    }
+}

@@ -1,0 +1,165 @@
+//! An open repository: the [`Repository`] handle, its accessors and the helpers every part
+//! of it shares. The write-order invariants live in this folder.
+//!
+//! Commit order (repo-format.md §10.2): packs are durable before an index file names them; index
+//! files are durable before a snapshot references their blobs. A reader that finds a snapshot
+//! can therefore always find its data, whatever instant a writer was interrupted at.
+//!
+//! - `init.rs`: creating a repository, and finishing an interrupted `init`;
+//! - `open.rs`: opening one (existence, key files and their copies, the config and its copy);
+//! - `index_files.rs`: loading and writing index files;
+//! - `blobs.rs`: reading blobs and trees, storing packs;
+//! - `snapshots.rs`: writing, reading, listing and selecting snapshots;
+//! - `keys.rs`: adding, listing and removing key files, changing the password.
+
+mod blobs;
+mod index_files;
+mod init;
+mod keys;
+mod open;
+mod snapshots;
+
+pub use init::{holds_only_init_leftovers, InitOptions};
+pub use keys::KeyEntry;
+pub use open::{ensure_exists, OpenOptions};
+pub use snapshots::{select_snapshot, SnapshotFilter};
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, FileKind};
+use crate::config::RepoConfig;
+use crate::crypto::{KeyInfo, MasterKeys};
+use crate::error::{Error, Result};
+use crate::format::Compression;
+use crate::id::{content_hash, IndexId, KeyId, RepoId};
+use crate::index::Index;
+
+/// An open repository: backend, keys, config and (once loaded) the index.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: MasterKeys,
+    config: RepoConfig,
+    compression: Compression,
+    key_id: KeyId,
+    key_info: KeyInfo,
+    /// The sealed config as stored (copied into every new key file).
+    config_bytes: Vec<u8>,
+    index: Index,
+    index_files: Vec<IndexId>,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// Maps a backend I/O error to a library error naming the object.
+pub(crate) fn backend_err(kind: FileKind, name: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Backend {
+        path: kind.path(name),
+        source,
+    }
+}
+
+/// Whether a location holds anything besides keys and config: packs, index files, snapshots,
+/// locks or drill records. An `init` writes none of them.
+fn has_data(backend: &dyn Backend) -> Result<bool> {
+    for kind in [
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Lock,
+        FileKind::Drill,
+        FileKind::Pack,
+    ] {
+        if !backend
+            .list(kind)
+            .map_err(backend_err(kind, ""))?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl Repository {
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The sealed config in use (from `config`, or the copy in the key file).
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config_bytes
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn key_info(&self) -> &KeyInfo {
+        &self.key_info
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Names and sizes of the stored files of one kind.
+    pub fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.backend.list(kind).map_err(backend_err(kind, ""))
+    }
+
+    /// Names of the stored files of one kind.
+    pub fn list_names(&self, kind: FileKind) -> Result<Vec<String>> {
+        Ok(self.list(kind)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Records a non-fatal problem for the caller to show.
+    pub fn warn(&self, msg: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// Takes the warnings gathered so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads one file whose name is the hash of its bytes; zero-length or mismatching files are
+    /// damaged.
+    fn get_verified(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self
+            .backend
+            .get(kind, name)
+            .map_err(backend_err(kind, name))?;
+        if bytes.is_empty() {
+            return Err(Error::corrupt(
+                kind.path(name),
+                "the file is empty (zero-length)",
+            ));
+        }
+        if hex::encode(content_hash(&bytes)) != name {
+            return Err(Error::corrupt(
+                kind.path(name),
+                "its content does not hash to its name",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The repository's id.
+    pub fn id(&self) -> RepoId {
+        self.config.id
+    }
+}
