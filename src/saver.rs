@@ -307,20 +307,20 @@ mod tests {
         let b = bytes(2, 1000);
         let (ia, ib) = (repo.keys().chunk_id(&a), repo.keys().chunk_id(&b));
         let mut saver = BlobSaver::new(&repo, Known::IndexOrQueued);
-        assert!(saver.save(&repo, BlobKind::Data, ia, &a).unwrap());
+        assert!(saver.save(&repo, BlobKind::Data, ia, &a).expect("test"));
         assert!(
-            !saver.save(&repo, BlobKind::Data, ia, &a).unwrap(),
+            !saver.save(&repo, BlobKind::Data, ia, &a).expect("test"),
             "queued"
         );
         assert!(saver.has(&repo, &ia) && !saver.has(&repo, &ib));
-        saver.commit(&mut repo).unwrap();
-        assert_eq!(repo.read_blob(&ia).unwrap(), a);
+        saver.commit(&mut repo).expect("test");
+        assert_eq!(repo.read_blob(&ia).expect("test"), a);
 
         let mut saver = BlobSaver::new(&repo, Known::IndexOrQueued);
         assert!(saver.has(&repo, &ia), "indexed");
-        assert!(!saver.save(&repo, BlobKind::Data, ia, &a).unwrap());
-        assert!(saver.save(&repo, BlobKind::Data, ib, &b).unwrap());
-        saver.flush(&repo).unwrap();
+        assert!(!saver.save(&repo, BlobKind::Data, ia, &a).expect("test"));
+        assert!(saver.save(&repo, BlobKind::Data, ib, &b).expect("test"));
+        saver.flush(&repo).expect("test");
         let stored = saver.take_stored();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].blobs.len(), 1, "only the new blob: {stored:?}");
@@ -336,10 +336,10 @@ mod tests {
         let ids = plain.each_ref().map(|p| repo.keys().chunk_id(p));
         let mut first = BlobSaver::new(&repo, Known::IndexOrQueued);
         for (id, p) in ids.iter().zip(&plain) {
-            first.save(&repo, BlobKind::Data, *id, p).unwrap();
+            first.save(&repo, BlobKind::Data, *id, p).expect("test");
         }
-        first.commit(&mut repo).unwrap();
-        let loc = [0, 1].map(|i| repo.index().get(&ids[i]).unwrap());
+        first.commit(&mut repo).expect("test");
+        let loc = [0, 1].map(|i| repo.index().get(&ids[i]).expect("test"));
         let sealed = loc.map(|l| {
             repo.backend()
                 .get_range(
@@ -348,16 +348,22 @@ mod tests {
                     l.entry.offset as u64,
                     l.entry.length as usize,
                 )
-                .unwrap()
+                .expect("test")
         });
 
         let mut saver = BlobSaver::new(&repo, Known::Queued);
         saver.mark_stored([ids[1]]);
         assert!(saver.has(&repo, &ids[1]) && !saver.has(&repo, &ids[0]));
-        assert!(saver.save_sealed(&repo, &loc[0].entry, &sealed[0]).unwrap());
-        assert!(!saver.save_sealed(&repo, &loc[0].entry, &sealed[0]).unwrap());
-        assert!(!saver.save_sealed(&repo, &loc[1].entry, &sealed[1]).unwrap());
-        saver.flush(&repo).unwrap();
+        assert!(saver
+            .save_sealed(&repo, &loc[0].entry, &sealed[0])
+            .expect("test"));
+        assert!(!saver
+            .save_sealed(&repo, &loc[0].entry, &sealed[0])
+            .expect("test"));
+        assert!(!saver
+            .save_sealed(&repo, &loc[1].entry, &sealed[1])
+            .expect("test"));
+        saver.flush(&repo).expect("test");
         let stored = saver.take_stored();
         assert_eq!(stored.len(), 1);
         assert_ne!(stored[0].id, loc[0].pack, "a new pack");
@@ -373,16 +379,16 @@ mod tests {
         let mut saver = BlobSaver::new(&repo, Known::IndexOrQueued);
         // 1 MiB packs: three 400 KB incompressible chunks fill the first at the third; a tree
         // comes in between.
-        let tree = crate::tree::Tree::default().encode().unwrap();
+        let tree = crate::tree::Tree::default().encode().expect("test");
         for seed in 10..13 {
             let c = bytes(seed, 400_000);
             saver
                 .save(&repo, BlobKind::Data, repo.keys().chunk_id(&c), &c)
-                .unwrap();
+                .expect("test");
             if seed == 10 {
                 saver
                     .save(&repo, BlobKind::Tree, repo.keys().tree_id(&tree), &tree)
-                    .unwrap();
+                    .expect("test");
             }
             assert_eq!(
                 saver.has_stored(),
@@ -390,13 +396,13 @@ mod tests {
                 "stored at 1 MiB, not before"
             );
         }
-        saver.flush(&repo).unwrap();
+        saver.flush(&repo).expect("test");
         let stored = saver.take_stored();
         assert_eq!(stored.len(), 2, "{stored:?}");
         for p in &stored {
-            let bytes = backend.get(FileKind::Pack, &p.id.to_hex()).unwrap();
+            let bytes = backend.get(FileKind::Pack, &p.id.to_hex()).expect("test");
             assert_eq!(bytes.len() as u64, p.size);
-            assert_eq!(read_pack(repo.keys(), &bytes).unwrap(), p.blobs);
+            assert_eq!(read_pack(repo.keys(), &bytes).expect("test"), p.blobs);
             let kinds: HashSet<BlobKind> = p.blobs.iter().map(|e| e.kind).collect();
             assert_eq!(kinds.len(), 1, "one kind per pack: {:?}", p.blobs);
         }

@@ -215,7 +215,7 @@ mod tests {
     fn prefetched_listings_are_matched_by_path_in_walk_order() {
         let (tx, rx) = bounded(16);
         for p in ["/a", "/a/b", "/a/b/c", "/a/b-", "/a/d", "/e"] {
-            tx.send(listing(p)).unwrap();
+            tx.send(listing(p)).expect("test");
         }
         drop(tx);
         let mut pf = Prefetch { rx, peeked: None };
@@ -234,16 +234,16 @@ mod tests {
     /// excluded names and marked directories left out, directories entered in order.
     #[test]
     fn the_reader_ahead_lists_directories_in_walk_order() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let root = dir.path().join("root");
         for d in ["b/x", "a", "c/skip-me", "marked"] {
-            fs::create_dir_all(root.join(d)).unwrap();
+            fs::create_dir_all(root.join(d)).expect("test");
         }
-        fs::write(root.join("marked/.nobackup"), b"").unwrap();
-        fs::write(root.join("a/file"), b"1").unwrap();
+        fs::write(root.join("marked/.nobackup"), b"").expect("test");
+        fs::write(root.join("a/file"), b"1").expect("test");
         let exclude = Excludes {
             patterns: Some(
-                crate::filter::Selection::new(&[], &["skip-me".to_string()], &[]).unwrap(),
+                crate::filter::Selection::new(&[], &["skip-me".to_string()], &[]).expect("test"),
             ),
             if_present: vec![".nobackup".into()],
             ..Excludes::default()
@@ -254,7 +254,12 @@ mod tests {
         let seen: Vec<(String, Vec<String>)> = rx
             .iter()
             .map(|l| {
-                let rel = l.path.strip_prefix(&root).unwrap().display().to_string();
+                let rel = l
+                    .path
+                    .strip_prefix(&root)
+                    .expect("test")
+                    .display()
+                    .to_string();
                 let names = l
                     .entries
                     .iter()

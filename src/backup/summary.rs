@@ -166,7 +166,7 @@ mod tests {
             },
         ];
         let out = outcome(Some(SnapshotId([1; 32])), errors);
-        let got = serde_json::to_value(out.json_summary()).unwrap();
+        let got = serde_json::to_value(out.json_summary()).expect("test");
         let want = json!({
             "message_type": "summary",
             "snapshot_id": hex::encode([1u8; 32]),
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(got, want);
 
         let dry = outcome(None, Vec::new());
-        let got = serde_json::to_value(dry.json_summary()).unwrap();
+        let got = serde_json::to_value(dry.json_summary()).expect("test");
         assert_eq!(got["dry_run"], json!(true));
         assert_eq!(got["durable"], json!(false));
         assert_eq!(got["snapshot_id"], json!(null));
@@ -213,9 +213,9 @@ mod tests {
             outcome(None, errors.clone()),
             outcome(Some(SnapshotId([3; 32])), errors),
         ] {
-            let direct = serde_json::to_string(&out.json_summary()).unwrap();
-            let value = serde_json::to_value(out.json_summary()).unwrap();
-            assert_eq!(direct, serde_json::to_string(&value).unwrap());
+            let direct = serde_json::to_string(&out.json_summary()).expect("test");
+            let value = serde_json::to_value(out.json_summary()).expect("test");
+            assert_eq!(direct, serde_json::to_string(&value).expect("test"));
         }
     }
 }
