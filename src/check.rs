@@ -120,19 +120,9 @@ const MAX_STATE_LEN: u64 = 256 << 20;
 /// The state file, or an empty state when it is missing, too large, not a regular file or
 /// not what this program writes (it is a record, never needed for correctness).
 fn load_state(path: &Path) -> State {
-    use std::io::Read;
-    let Ok((f, meta)) = crate::safe_fs::open_regular(path) else {
+    let Ok(bytes) = crate::safe_fs::read_regular_bounded(path, MAX_STATE_LEN) else {
         return State::default();
     };
-    if meta.len() > MAX_STATE_LEN {
-        return State::default();
-    }
-    let mut bytes = Vec::new();
-    if f.take(MAX_STATE_LEN + 1).read_to_end(&mut bytes).is_err()
-        || bytes.len() as u64 > MAX_STATE_LEN
-    {
-        return State::default();
-    }
     serde_json::from_slice(&bytes).unwrap_or_default()
 }
 

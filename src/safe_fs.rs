@@ -462,6 +462,29 @@ pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     Ok((file, meta))
 }
 
+/// The whole content of `path` if it is a regular file (opened as [`open_regular`] does) of at
+/// most `max` bytes; a larger file is an error, also one that grows past `max` while read.
+/// For small records (state files) that must never make a reader allocate without bound.
+pub fn read_regular_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        )
+    };
+    let (f, meta) = open_regular(path)?;
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// Makes a path absolute and lexically clean, without resolving symlinks (like restic): the
 /// path a snapshot records for what the user named.
 pub fn absolute(path: &Path) -> io::Result<std::path::PathBuf> {

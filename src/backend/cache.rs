@@ -33,6 +33,17 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` owner-only (0600), through a temporary name in the same directory
 /// (created 0700 if missing) and a rename, so a reader never sees a partial file.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_private(path, bytes, false)
+}
+
+/// Like [`write_private_file`], and durable: the file is fsynced before the rename and its
+/// directory after it (a directory that cannot be fsynced, as on FAT or some FUSE mounts,
+/// still renamed atomically). For records that must survive a power cut, such as plan state.
+pub fn write_private_file_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_private(path, bytes, true)
+}
+
+fn write_private(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -45,12 +56,24 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            if durable {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
         .and_then(|()| fs::rename(&tmp, path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
+        return written;
     }
-    written
+    if durable {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Opens a cached file for reading: a regular file only (no link followed, no FIFO waited

@@ -19,7 +19,9 @@ mod mem;
 #[cfg(feature = "remote")]
 mod remote;
 
-pub use cache::{create_private_dir, write_private_file, CachedBackend};
+pub use cache::{
+    create_private_dir, write_private_file, write_private_file_durable, CachedBackend,
+};
 pub use fault::FaultBackend;
 pub use local::{LayoutError, LocalBackend, NotAnObject};
 pub use location::{Location, LocationError};

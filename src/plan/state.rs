@@ -9,9 +9,7 @@
 //! directory), so a crash leaves the old file or the new one, never a mix.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -45,18 +43,9 @@ impl PlanState {
     /// The state at `path`: empty when the file is missing, not a regular file (no link is
     /// followed), larger than [`MAX_STATE_FILE`] or not what this program writes.
     pub fn load(path: &Path) -> PlanState {
-        let Ok((f, meta)) = crate::safe_fs::open_regular(path) else {
+        let Ok(bytes) = crate::safe_fs::read_regular_bounded(path, MAX_STATE_FILE) else {
             return PlanState::default();
         };
-        if meta.len() > MAX_STATE_FILE {
-            return PlanState::default();
-        }
-        let mut bytes = Vec::new();
-        if f.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes).is_err()
-            || bytes.len() as u64 > MAX_STATE_FILE
-        {
-            return PlanState::default();
-        }
         serde_json::from_slice(&bytes).unwrap_or_default()
     }
 
@@ -72,39 +61,14 @@ impl PlanState {
     /// temporary name in the same directory, fsynced before and after the rename.
     pub fn save(&self, path: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        crate::backend::create_private_dir(dir)?;
-        let tmp = dir.join(crate::backend::temp_name());
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&bytes)?;
-                f.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-            return written;
-        }
-        // The rename is durable once the directory is; a file system that cannot fsync a
-        // directory (FAT, some FUSE mounts) still renamed atomically.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::backend::write_private_file_durable(path, &bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn record(run: i64) -> PlanRecord {
         PlanRecord {
