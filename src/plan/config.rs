@@ -320,12 +320,13 @@ fn resolve(p: &Path, base: &Path, home: Option<&Path>) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::plan::{Day, DayRule};
     use jiff::civil::Weekday;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid plan file, with one plan `p`; tests add to it.
+    pub(in crate::plan) const MINIMAL: &str = r#"
         [repositories.a]
         path = "/mnt/a"
         [plans.p]
@@ -333,7 +334,8 @@ mod tests {
         targets = ["a"]
     "#;
 
-    fn plan_with(extra: &str) -> Result<Plan, String> {
+    /// Plan `p` of [`MINIMAL`] with `extra` appended to the file.
+    pub(in crate::plan) fn plan_with(extra: &str) -> Result<Plan, String> {
         let text = format!("{MINIMAL}{extra}");
         parse(&text).map(|c| c.plans["p"].clone())
     }

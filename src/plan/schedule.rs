@@ -150,21 +150,9 @@ pub fn mode_for(plan: &Plan, date: Date) -> BackupMode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::parse;
     use jiff::civil::date;
 
-    const MINIMAL: &str = r#"
-        [repositories.a]
-        path = "/mnt/a"
-        [plans.p]
-        sources = ["/data"]
-        targets = ["a"]
-    "#;
-
-    fn plan_with(extra: &str) -> Result<Plan, String> {
-        let text = format!("{MINIMAL}{extra}");
-        parse(&text).map(|c| c.plans["p"].clone())
-    }
+    use crate::plan::config::tests::plan_with;
 
     fn schedule(full: &str, differential: &str) -> Plan {
         plan_with(&format!(

@@ -121,7 +121,7 @@ pub struct TargetHealth {
 impl Serialize for TargetStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         /// What an absent or unreadable target shows: null for every fact.
-        #[derive(Serialize)]
+        #[derive(Default, Serialize)]
         struct Unknown {
             snapshots: (),
             last_snapshot: (),
@@ -156,16 +156,7 @@ impl Serialize for TargetStatus {
             present,
             error,
             health,
-            unknown: health.is_none().then_some(Unknown {
-                snapshots: (),
-                last_snapshot: (),
-                rpo_met: (),
-                last_run: (),
-                last_prune: (),
-                last_check: (),
-                last_drill: (),
-                missing: (),
-            }),
+            unknown: health.is_none().then(Unknown::default),
         }
         .serialize(s)
     }
