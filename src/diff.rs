@@ -15,7 +15,7 @@ use crate::tree::{Node, NodeKind, Tree};
 /// Called for every changed path: (path, change, node before, node after).
 pub type Report<'a> = &'a mut dyn FnMut(&Path, Change, Option<&Node>, Option<&Node>);
 
-/// What happened to one path (cli.md `diff`).
+/// What happened to one path (docs/cli.md `cairn diff`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// `+`

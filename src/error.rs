@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// What class of failure this is; the CLI turns it into an exit code (cli.md "Exit codes").
+/// What class of failure this is; the CLI turns it into an exit code (docs/cli.md "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Any fatal error (exit 1).

@@ -7,7 +7,7 @@ use crate::id::{SnapshotId, TreeId};
 /// The snapshot format's own version, inside the sealed map.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-/// Which earlier snapshot a backup compared against (cli.md "Backup modes").
+/// Which earlier snapshot a backup compared against (docs/cli.md `cairn backup`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupMode {
