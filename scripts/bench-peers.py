@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of cairn against restic, borg (and optionally rustic, bupstash).
 
-Python 3.11, standard library only. See `--help`, and issue 7 for what is measured and why.
+Python 3.11, standard library only. See `--help` for what is measured and why.
 
 Per tool and run, on one deterministic corpus with a warm page cache:
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// What class of failure this is; the CLI turns it into an exit code (README.md "Exit codes").
+/// What class of failure this is; the CLI turns it into an exit code (docs/cli.md "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Any fatal error (exit 1).
@@ -168,7 +168,7 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
 }
 
 impl Error {
-    /// The class of this error, which the CLI maps to an exit code (README.md "Exit codes").
+    /// The class of this error, which the CLI maps to an exit code (docs/cli.md "Exit codes").
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::RepoMissing(_) | Error::InitInterrupted { .. } => ErrorKind::RepoMissing,

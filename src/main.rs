@@ -1,4 +1,4 @@
-//! The `cairn` binary: parse arguments, run one command, print, exit with cli.md's code.
+//! The `cairn` binary: parse arguments, run one command, print, exit with docs/cli.md's code.
 
 mod cli;
 

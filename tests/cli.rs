@@ -1,4 +1,4 @@
-//! The command-line contract (cli.md), checked against the real binary in temp dirs.
+//! The command-line contract (docs/cli.md), checked against the real binary in temp dirs.
 //!
 //! Runs as root on Linux: the round-trip tests chown, mknod and set setuid bits.
 

@@ -1,6 +1,6 @@
 //! Damage at rest: one thing in a repository is broken (a flipped byte, a truncated, deleted,
 //! empty or stray file), and the real binary must notice, name what is broken, keep everything
-//! else usable, and never panic (cli.md "Bad input is never data loss").
+//! else usable, and never panic (README.md "Interrupted backups, USB disks and damage").
 //!
 //! Every test builds a small repository (three snapshots of random and compressible files,
 //! 1 MiB packs so there are several), copies it where it needs several variants, and damages

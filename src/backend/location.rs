@@ -1,6 +1,6 @@
 //! Where a repository is: a local directory, an SFTP server or an S3-compatible bucket.
 //!
-//! Accepted forms (cli.md `--repo`):
+//! Accepted forms (docs/cli.md "Repository locations"):
 //! - a path (`/mnt/usb/repo`, `repo`): a local directory, the default;
 //! - `sftp://[user@]host[:port]/absolute/path`, and restic's `sftp:[user@]host:/absolute/path`;
 //!   the host may be an alias of `~/.ssh/config` (the system `ssh` client makes the connection);

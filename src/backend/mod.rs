@@ -108,7 +108,7 @@ pub(crate) fn temp_name() -> String {
     format!(".tmp-{}", hex::encode(r))
 }
 
-/// The kinds of files in a repository, each in its own place (cli.md "The repository on disk").
+/// The kinds of files in a repository, each in its own place (repo-format.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileKind {
     Config,

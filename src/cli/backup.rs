@@ -240,7 +240,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         match &id {
             Some(id) if ctx.g.quiet => println!("{id}"),
             Some(id) => {
-                // cli.md: the summary ends in the snapshot id; issue: it says unplugging is safe.
+                // docs/cli.md: the summary ends in the snapshot id, saying that unplugging is safe.
                 println!("snapshot saved and fsynced, safe to unplug the disk: {id}");
             }
             None => println!("dry run: nothing was written"),

@@ -35,7 +35,7 @@ use cairn::repo::OpenOptions;
 use cairn::{ErrorKind, Repository};
 use clap::{Parser, Subcommand};
 
-/// Exit codes (cli.md "Exit codes").
+/// Exit codes (docs/cli.md "Exit codes").
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FATAL: u8 = 1;
 pub const EXIT_PARTIAL: u8 = 3;

@@ -1,4 +1,4 @@
-//! Password sources (cli.md "Global options"): file, command, environment variable, terminal
+//! Password sources (docs/cli.md "Passwords"): file, command, environment variable, terminal
 //! prompt — each read with a bound (README "Input bounds").
 //!
 //! A password is the first line of a file or of a command's output, without its `\n` or

@@ -32,7 +32,8 @@ fn short_name(name: &str) -> &str {
 pub struct OpenOptions {
     /// The local cache in front of the backend (a remote repository's), and the directory
     /// that holds the caches of all repositories: once the repository's id is known, the cache
-    /// keeps its files in [`Repository::cache_dir_in`] that directory. None: no cache.
+    /// keeps its files in the repository's own directory there ([`Repository::cache_dir_in`]).
+    /// None: no cache.
     pub cache: Option<(Arc<CachedBackend>, PathBuf)>,
 }
 
