@@ -1,4 +1,4 @@
-//! Copying snapshots into another repository (cli.md `copy`), which has its own keys.
+//! Copying snapshots into another repository (docs/cli.md `cairn copy`), which has its own keys.
 //!
 //! Blob ids are keyed (repo-format.md §2), so the same plaintext has different ids in the two
 //! repositories: every chunk is re-identified under the destination's `id` key, every tree is

@@ -9,38 +9,54 @@
 //! The on-disk format is specified in `repo-format.md`; modules that implement a part of it
 //! cite its section.
 
-pub(crate) mod aligned;
+//!
+//! # The public modules
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`repo`] | a repository: create ([`repo::InitOptions`]), open ([`Repository::open_existing`]), keys, locks, config, statistics |
+//! | [`backend`] | where a repository lives: a local directory, SFTP, S3, in memory; [`backend::Location`] parses a location |
+//! | [`backup`] | making a snapshot of local paths ([`backup::backup`]), excludes, path patterns |
+//! | [`restore`] | restoring a snapshot, or part of it, and restore drills |
+//! | [`snapshot`] | snapshots, their trees, file metadata, and comparing two snapshots |
+//! | [`check`] | verifying a repository, and repairing the index and snapshots |
+//! | [`policy`] | retention rules: which snapshots `forget` keeps |
+//! | [`prune`] | freeing the space of data no snapshot uses |
+//! | [`copy`] | copying snapshots into another repository |
+//! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
+//! | [`format`] | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
+//! | [`units`] | sizes and durations as users write them |
+//!
+//! `examples/backup_restore.rs` backs up a directory and restores it through these modules.
+
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod backup;
 pub mod check;
-pub mod chunker;
-pub mod config;
 pub mod copy;
-pub mod crypto;
-pub mod diff;
-pub mod drill;
-pub mod error;
-pub mod filter;
 pub mod format;
-pub mod id;
-pub mod index;
-pub mod lock;
-pub mod meta;
-pub mod pack;
 pub mod plan;
 pub mod policy;
 pub mod prune;
-pub mod repair;
 pub mod repo;
 pub mod restore;
-pub mod safe_fs;
-mod saver;
 pub mod snapshot;
-pub mod stats;
+pub mod units;
+
+pub(crate) mod aligned;
+mod error;
+pub(crate) mod safe_fs;
+mod saver;
 #[cfg(test)]
 mod testutil;
-pub mod tree;
-pub mod units;
+
+// Short paths for the library's own use; embedders go through the public modules above.
+pub(crate) use backup::filter;
+pub(crate) use format::{chunker, crypto, id, index, pack};
+pub(crate) use repo::{config, lock, stats};
+pub(crate) use restore::drill;
+pub(crate) use snapshot::{meta, tree};
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

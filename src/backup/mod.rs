@@ -15,6 +15,8 @@
 //! - `pipeline.rs`: seal workers, the packer and its uploaders, index files for written packs;
 //! - `summary.rs`: the summary `cairn backup --json` prints.
 
+pub mod filter;
+
 mod excludes;
 mod pipeline;
 mod summary;

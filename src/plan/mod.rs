@@ -73,7 +73,7 @@
 //! | `monthly:last` | the last day of each month |
 //!
 //! The mode of a run is `full` if the full rule matches today's local date, else `differential`
-//! if the differential rule matches, else `incremental` (cli.md "Backup modes"). One run uses
+//! if the differential rule matches, else `incremental` (README.md "Backup modes"). One run uses
 //! the same mode and the same snapshot time on every target, so the targets' snapshots can be
 //! matched by time, host and paths (their ids differ: each repository has its own keys).
 //!

@@ -12,6 +12,10 @@
 //! - `snapshots.rs`: writing, reading, listing and selecting snapshots;
 //! - `keys.rs`: adding, listing and removing key files, changing the password.
 
+pub mod config;
+pub mod lock;
+pub mod stats;
+
 mod blobs;
 mod index_files;
 mod init;

@@ -25,6 +25,7 @@
 //! - `flow.rs`: what the walk and the workers share, and the bound on batches in flight;
 //! - `summary.rs`: the summary `cairn restore --json` prints.
 
+pub mod drill;
 mod entries;
 mod fetch;
 mod file;

@@ -1,5 +1,9 @@
 //! Snapshots (repo-format.md §9): one sealed MessagePack map per file in `snapshots/`.
 
+pub mod diff;
+pub mod meta;
+pub mod tree;
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{SnapshotId, TreeId};

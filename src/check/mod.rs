@@ -6,6 +6,8 @@
 //! file (per repository id), so partial checks over successive days cover every pack,
 //! least-recently-verified first.
 
+pub mod repair;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,12 @@
 //! Every stored object but key files goes through [`encode_object`]; readers go through
 //! [`decode_object`], which bounds every allocation by what the caller expects.
 
+pub mod chunker;
+pub mod crypto;
+pub mod id;
+pub mod index;
+pub mod pack;
+
 use std::fmt;
 use std::io::Read;
 
