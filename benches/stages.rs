@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use cairn::backend::MemBackend;
 use cairn::backup::{backup, BackupOptions, NoProgress};
-use cairn::chunker::{Chunker, ChunkerParams};
-use cairn::crypto::{KdfParams, MasterKeys, ObjectKind};
+use cairn::format::chunker::{Chunker, ChunkerParams};
+use cairn::format::crypto::{KdfParams, MasterKeys, ObjectKind};
+use cairn::format::pack::{seal_blob, BlobKind, PackWriter};
 use cairn::format::{compress_body, Compression};
-use cairn::pack::{seal_blob, BlobKind, PackWriter};
 use cairn::repo::InitOptions;
 use cairn::Repository;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -92,7 +92,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("auto compression on incompressible data (1 MiB)", |b| {
         b.iter(|| compress_body(&media, Compression::Auto))
     });
-    let blobs: Vec<(cairn::id::BlobId, Vec<u8>)> = (0..32)
+    let blobs: Vec<(cairn::format::id::BlobId, Vec<u8>)> = (0..32)
         .map(|i| {
             let plain = &data[i * 512 * 1024..(i + 1) * 512 * 1024];
             let id = keys.chunk_id(plain);

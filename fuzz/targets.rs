@@ -18,24 +18,24 @@
 
 use std::sync::OnceLock;
 
-use cairn::chunker::{Chunker, ChunkerParams};
-use cairn::config::{RepoConfig, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
-use cairn::crypto::{
+use cairn::format::chunker::{Chunker, ChunkerParams};
+use cairn::format::crypto::{
     key_file_params, open_key_file, KdfParams, MasterKeys, ObjectKind, SEAL_OVERHEAD,
+};
+use cairn::format::id::{BlobId, TreeId};
+use cairn::format::index::{Index, IndexFile};
+use cairn::format::pack::{
+    header_len_from_trailer, open_blob, parse_header, read_pack, BlobKind, PackEntry,
+    MAX_HEADER_LEN, TRAILER_LEN,
 };
 use cairn::format::{
     compress_body, decode_object, decompress_body, encode_object, from_msgpack, to_msgpack_compact,
     to_msgpack_named, Compression, Expect, MAX_METADATA_LEN,
 };
-use cairn::id::{BlobId, TreeId};
-use cairn::index::{Index, IndexFile};
-use cairn::lock::{is_stale, LockInfo};
-use cairn::pack::{
-    header_len_from_trailer, open_blob, parse_header, read_pack, BlobKind, PackEntry,
-    MAX_HEADER_LEN, TRAILER_LEN,
-};
+use cairn::repo::config::{RepoConfig, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
+use cairn::repo::lock::{is_stale, LockInfo};
+use cairn::snapshot::tree::Tree;
 use cairn::snapshot::{Snapshot, SNAPSHOT_VERSION};
-use cairn::tree::Tree;
 
 /// Largest single allocation any target may make. The readers bound every allocation by what
 /// they expect (16 MiB chunks, 64 MiB pack headers here; a forged sealed object never gets as

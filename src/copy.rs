@@ -57,6 +57,7 @@ pub struct CopyOptions {
 /// What happened to one source snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CopiedSnapshot {
+    /// The snapshot's id in the source repository.
     pub source: SnapshotId,
     /// The copy in the destination: new, or the one already there.
     pub destination: SnapshotId,
@@ -75,21 +76,29 @@ pub struct CopiedSnapshot {
 /// What a copy did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CopyReport {
+    /// One entry per source snapshot handled, in the order given.
     pub snapshots: Vec<CopiedSnapshot>,
+    /// Snapshots written to the destination (`snapshots_copied` in `cairn copy --json`).
     pub copied: u64,
+    /// Snapshots the destination already held (`snapshots_skipped`).
     pub skipped: u64,
+    /// Blobs written to the destination, over all snapshots.
     pub blobs_sent: u64,
+    /// Plaintext bytes of those blobs.
     pub data_sent: u64,
     /// Bytes of pack files written (index and snapshot files add a few hundred bytes each).
     pub bytes_sent: u64,
+    /// Chunk plaintext read from the source, in bytes, over all snapshots.
     pub data_read: u64,
 }
 
 /// Progress callbacks; the library draws nothing.
 pub trait CopyProgress {
+    /// The source snapshot `source` is next, before it is known whether it is skipped.
     fn snapshot_started(&self, _source: &SnapshotId, _snapshot: &Snapshot) {}
     /// A blob was written to the destination (plaintext length).
     fn blob_sent(&self, _len: u64) {}
+    /// A source snapshot was copied (and is durable) or skipped; not called when it fails.
     fn snapshot_done(&self, _result: &CopiedSnapshot) {}
 }
 
@@ -526,7 +535,7 @@ mod tests {
                     .expect("delete");
             }
         }
-        crate::repair::repair_index(&mut dst).expect("repair index");
+        crate::check::repair::repair_index(&mut dst).expect("repair index");
         assert!(dst.index().blob_count() > 0, "trees stay indexed");
 
         // The map says every tree is there; the copy must notice the data is not.

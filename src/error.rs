@@ -84,7 +84,7 @@ pub enum Error {
         /// The file's path inside the repository (for example `index/<id>`), see
         /// repo-format.md §1.2.
         path: String,
-        /// The backend's error; [`io_hint`] turns common errno values into advice.
+        /// The backend's error; the error message adds advice for common errno values.
         #[source]
         source: std::io::Error,
     },
@@ -94,7 +94,7 @@ pub enum Error {
     Io {
         /// The local path the operation was on.
         path: PathBuf,
-        /// The operating system's error; [`io_hint`] turns common errno values into advice.
+        /// The operating system's error; the error message adds advice for common errno values.
         #[source]
         source: std::io::Error,
     },

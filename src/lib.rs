@@ -24,7 +24,7 @@
 //! | [`prune`] | freeing the space of data no snapshot uses |
 //! | [`copy`] | copying snapshots into another repository |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
-//! | [`format`] | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
+//! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
 //! | [`units`] | sizes and durations as users write them |
 //!
 //! `examples/backup_restore.rs` backs up a directory and restores it through these modules.

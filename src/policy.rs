@@ -1596,7 +1596,7 @@ mod tests {
                         - i128::from(d.hours) * NS_PER_HOUR
                 });
                 for (i, (_, s)) in sorted.iter().enumerate() {
-                    if threshold.map_or(true, |t| i128::from(s.time_ns) > t) {
+                    if threshold.is_none_or(|t| i128::from(s.time_ns) > t) {
                         reasons[i].push(format!("within {d}"));
                     }
                 }

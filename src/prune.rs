@@ -38,8 +38,11 @@ use crate::pack::{self, PackEntry};
 use crate::repo::{backend_err, Repository};
 use crate::saver::{BlobSaver, Known};
 
+/// How [`prune`] runs (`cairn prune`'s options).
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
+    /// Plan and report, but write and delete nothing (`--dry-run`); a failed structure check
+    /// is then reported in [`PruneReport::refused`] instead of an error.
     pub dry_run: bool,
     /// Repack a pack when more than this share of it is unused.
     pub max_unused_percent: f64,
@@ -59,19 +62,32 @@ impl Default for PruneOptions {
     }
 }
 
+/// What [`prune`] did, or in a dry run would do: the keys of the same names in
+/// `cairn prune --json` (`packs_unindexed` is `packs_unindexed_deleted`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PruneReport {
+    /// Packs the index names.
     pub packs_total: u64,
+    /// Packs holding no used blob, deleted.
     pub packs_deleted: u64,
+    /// Packs whose used blobs were copied into new packs, then deleted.
     pub packs_repacked: u64,
     /// Packs in `data/` that no index names (left by interrupted backups), deleted.
     pub packs_unindexed: u64,
+    /// New packs written by repacking (0 in a dry run).
     pub packs_written: u64,
+    /// Index entries of blobs a snapshot uses, each counted at the one copy prune keeps.
     pub blobs_used: u64,
+    /// Index entries no snapshot uses, and extra copies of used blobs.
     pub blobs_unused: u64,
+    /// Bytes of the pack files in `data/` before the prune.
     pub bytes_before: u64,
+    /// Bytes in `data/` after it: deleted packs gone, repacked data added (estimated in a dry
+    /// run).
     pub bytes_after: u64,
+    /// `bytes_before - bytes_after`, plus crash-left temporary files removed (not in a dry run).
     pub bytes_freed: u64,
+    /// Old index files superseded by the new index (0 when nothing changed, and in a dry run).
     pub index_files_replaced: u64,
     /// What the structure check found; prune deletes nothing while this is non-empty, unless
     /// forced.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cairn::backend::{Backend, FaultBackend, FileKind, MemBackend};
 use cairn::backup::{backup, BackupOptions, NoProgress};
 use cairn::check::{check, CheckOptions};
-use cairn::id::SnapshotId;
+use cairn::format::id::SnapshotId;
 use cairn::prune::{prune, PruneOptions};
 use cairn::restore::{restore, select_path, NoRestoreProgress, RestoreOptions};
 use cairn::Repository;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn::backend::LocalBackend;
-use cairn::pack::BlobKind;
+use cairn::format::pack::BlobKind;
 use cairn::repo::SnapshotFilter;
 use common::*;
 use serde_json::json;
@@ -307,10 +307,10 @@ fn data_pack_and_its_files(r: &Repo) -> (PathBuf, BTreeSet<PathBuf>, BTreeSet<Pa
         .find_snapshot("latest", &SnapshotFilter::default())
         .unwrap();
     // Every file of the latest snapshot with its chunks, and every tree it needs.
-    let mut files: Vec<(PathBuf, Vec<cairn::id::BlobId>)> = Vec::new();
+    let mut files: Vec<(PathBuf, Vec<cairn::format::id::BlobId>)> = Vec::new();
     let mut trees = BTreeSet::from([latest.tree.0]);
     cairn::restore::walk(&repo, latest.tree, Path::new(""), &mut |p, n| {
-        if n.kind == cairn::tree::NodeKind::File {
+        if n.kind == cairn::snapshot::tree::NodeKind::File {
             files.push((p.to_path_buf(), n.chunks().collect()));
         }
         if let Some(sub) = n.subtree {

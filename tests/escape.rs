@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn::backend::LocalBackend;
-use cairn::pack::BlobKind;
+use cairn::format::pack::BlobKind;
 use common::*;
 
 /// Each hostile file name, and how human output must show it.

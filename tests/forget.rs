@@ -133,7 +133,7 @@ fn forget_keeps_exactly_what_restic_rules_keep_over_forty_snapshots() {
         })
         .collect();
     assert_eq!(by_time.len(), 40);
-    by_time.sort_by(|a, b| b.0.cmp(&a.0));
+    by_time.sort_by_key(|b| std::cmp::Reverse(b.0));
     let times_newest_first: Vec<i64> = by_time.iter().map(|(t, _)| *t).collect();
     assert_eq!(
         times_newest_first[0],

@@ -9,14 +9,14 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use cairn::chunker::ChunkerParams;
-use cairn::config::RepoConfig;
-use cairn::crypto::{open_key_file, KdfParams, KeyFileError, MasterKeys, ObjectKind};
+use cairn::format::chunker::ChunkerParams;
+use cairn::format::crypto::{open_key_file, KdfParams, KeyFileError, MasterKeys, ObjectKind};
+use cairn::format::id::{BlobId, RepoId, TreeId};
+use cairn::format::index::IndexFile;
+use cairn::format::pack::{open_blob, read_pack, BlobKind, PackEntry};
 use cairn::format::{decode_object, to_msgpack_named, Expect};
-use cairn::id::{BlobId, RepoId, TreeId};
-use cairn::index::IndexFile;
-use cairn::pack::{open_blob, read_pack, BlobKind, PackEntry};
-use cairn::tree::{ContentPart, Node, NodeKind, Timestamp, Tree};
+use cairn::repo::config::RepoConfig;
+use cairn::snapshot::tree::{ContentPart, Node, NodeKind, Timestamp, Tree};
 
 /// The message every id vector hashes.
 const MSG: &[u8] = b"cairn test vector";

@@ -95,7 +95,7 @@ fn replay(target: &str) {
         let what = format!("mutation {i} of {}", path.display());
         if target == "key_file" {
             // Argon2 only while the ration lasts: parsing and validation run on every input.
-            let p = cairn::crypto::key_file_params(&input);
+            let p = cairn::format::crypto::key_file_params(&input);
             let derive =
                 derivations < KEY_FILE_DERIVATIONS && p.as_ref().is_ok_and(targets::is_cheap);
             derivations += derive as usize;

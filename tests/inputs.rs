@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::backend::{Backend, FaultBackend, FileKind, LocalBackend, MemBackend};
-use cairn::crypto::{KdfParams, ObjectKind};
+use cairn::format::crypto::{KdfParams, ObjectKind};
+use cairn::format::id::content_hash;
 use cairn::format::{encode_object, to_msgpack_named, Compression};
-use cairn::id::content_hash;
-use cairn::lock::LockInfo;
+use cairn::repo::lock::LockInfo;
 use cairn::repo::InitOptions;
 use cairn::{Error, Repository};
 use common::*;

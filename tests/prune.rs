@@ -198,8 +198,8 @@ fn a_live_conflicting_lock_exits_11_and_names_its_holder() {
     let backend: Arc<dyn cairn::backend::Backend> =
         Arc::new(cairn::backend::LocalBackend::new(&f.repo));
     let repo = cairn::Repository::open(backend, PASSWORD.as_bytes()).expect("open");
-    let held =
-        cairn::lock::RepoLock::acquire(&repo, true, "prune", "elsewhere.example").expect("lock");
+    let held = cairn::repo::lock::RepoLock::acquire(&repo, true, "prune", "elsewhere.example")
+        .expect("lock");
 
     let r = f.cmd().args(["backup"]).arg(&src).run();
     r.expect(11);
@@ -217,8 +217,8 @@ fn a_live_conflicting_lock_exits_11_and_names_its_holder() {
     f.cmd().args(["prune"]).run().ok();
 
     // A shared lock lets other shared users in but keeps prune out.
-    let shared =
-        cairn::lock::RepoLock::acquire(&repo, false, "backup", "elsewhere.example").expect("lock");
+    let shared = cairn::repo::lock::RepoLock::acquire(&repo, false, "backup", "elsewhere.example")
+        .expect("lock");
     f.cmd().args(["check"]).run().ok();
     f.cmd().args(["prune"]).run().expect(11);
     drop(shared);

@@ -32,7 +32,7 @@ use cairn::repo::Repository;
 use cairn::restore::{
     restore, select_path, NoRestoreProgress, Overwrite, RestoreOptions, RestoreOutcome, Selected,
 };
-use cairn::tree::Node;
+use cairn::snapshot::tree::Node;
 use proptest::prelude::*;
 
 /// Names shared by snapshot trees and pre-existing targets, so that they collide often.
@@ -327,7 +327,7 @@ fn expected(
     src: &Path,
     restored_from: &Path,
     single: bool,
-    sel: &cairn::filter::Selection,
+    sel: &cairn::backup::filter::Selection,
 ) -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
     if single {
@@ -395,7 +395,7 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     let target_before = fingerprints(&target, false);
     // With directory times: `never` keeps even those.
     let target_before_timed = fingerprints(&target, true);
-    let sel = cairn::filter::Selection::new(&c.include, &c.exclude, &[]).expect("patterns");
+    let sel = cairn::backup::filter::Selection::new(&c.include, &c.exclude, &[]).expect("patterns");
     let selector: Option<cairn::restore::Selector> = if sel.is_everything() {
         None
     } else {

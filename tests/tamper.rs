@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use cairn::backend::{Backend, FileKind, LocalBackend};
-use cairn::id::{IndexId, PackId};
-use cairn::index::IndexPack;
-use cairn::pack::PackWriter;
+use cairn::format::id::{IndexId, PackId};
+use cairn::format::index::IndexPack;
+use cairn::format::pack::PackWriter;
 use cairn::Repository;
 use common::*;
 

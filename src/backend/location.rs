@@ -12,16 +12,21 @@ use std::path::PathBuf;
 /// A parsed repository location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
+    /// A directory on this machine, as the user wrote it (relative paths stay relative; the
+    /// path may be a symbolic link).
     Local(PathBuf),
+    /// A directory on an SFTP server, reached through the system `ssh` client.
     Sftp {
         /// `[user@]host` or `ssh://[user@]host[:port]`, as `ssh` takes it.
         endpoint: String,
         /// Absolute directory on the server.
         path: String,
     },
+    /// Objects under a key prefix of an S3-compatible bucket.
     S3 {
         /// `http(s)://host[:port]`.
         endpoint: String,
+        /// The bucket's name, the first path component after the endpoint.
         bucket: String,
         /// Key prefix inside the bucket ("" for the whole bucket), without slashes at the ends.
         prefix: String,
@@ -32,11 +37,16 @@ pub enum Location {
 #[derive(Debug, thiserror::Error)]
 #[error("repository location {location:?}: {why}")]
 pub struct LocationError {
+    /// The location string as given (`--repo`, `CAIRN_REPOSITORY`).
     pub location: String,
+    /// What is wrong with it, usually with the form to use
+    /// (`"no bucket: use s3:http(s)://endpoint/bucket[/prefix]"`).
     pub why: String,
 }
 
 impl Location {
+    /// Parses a location in one of the forms of the module documentation. A string with no
+    /// `sftp:` or `s3:` prefix is a local path (the empty string is refused).
     pub fn parse(s: &str) -> Result<Location, LocationError> {
         let err = |why: &str| LocationError {
             location: s.to_string(),
@@ -114,6 +124,8 @@ impl Location {
         Ok(Location::Local(PathBuf::from(s)))
     }
 
+    /// Whether the repository is on a server (SFTP or S3), not a local directory: remote
+    /// repositories get a local cache (repo-format.md §10.5) and have no OS lock (§10.3).
     pub fn is_remote(&self) -> bool {
         !matches!(self, Location::Local(_))
     }

@@ -58,9 +58,14 @@ impl Default for RemoteOptions {
 pub struct S3Credentials {
     /// The region to sign for; None: `us-east-1`, which servers that ignore regions accept.
     pub region: Option<String>,
+    /// The access key id (`AWS_ACCESS_KEY_ID`); used only together with
+    /// [`Self::secret_access_key`].
     pub access_key_id: Option<String>,
+    /// The secret access key (`AWS_SECRET_ACCESS_KEY`); used only together with
+    /// [`Self::access_key_id`]. `Debug` prints it redacted.
     pub secret_access_key: Option<String>,
-    /// A temporary credential's session token.
+    /// A temporary credential's session token (`AWS_SESSION_TOKEN`); None for a long-lived
+    /// key. `Debug` prints it redacted.
     pub session_token: Option<String>,
 }
 
@@ -111,13 +116,20 @@ pub(crate) fn temp_name() -> String {
 /// The kinds of files in a repository, each in its own place (repo-format.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileKind {
+    /// The sealed repository config, the file `config` at the top (repo-format.md §3.1).
     Config,
+    /// A key file, `keys/<id>` (repo-format.md §2.1).
     Key,
     /// The copy of a key file, `keys/<id>.copy`: one damaged key file never locks anyone out.
     KeyCopy,
+    /// A pack of sealed blobs, `data/XX/<id>` under the first two hex digits of its name
+    /// (repo-format.md §6).
     Pack,
+    /// An index file, `index/<id>` (repo-format.md §8).
     Index,
+    /// A snapshot, `snapshots/<id>` (repo-format.md §9).
     Snapshot,
+    /// A lock file, `locks/<id>` (repo-format.md §10.3).
     Lock,
     /// Sealed records of recovery drills (`drills/`).
     Drill,
@@ -353,6 +365,8 @@ pub trait Backend: Send + Sync {
 pub struct OsLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
 
 impl OsLock {
+    /// Wraps whatever keeps the OS lock held (an open descriptor with a `flock` on it); the
+    /// lock is released when that value is dropped with this one.
     pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
         OsLock(Box::new(guard))
     }

@@ -1,8 +1,8 @@
 //! Repositories on an SFTP server or in an S3-compatible bucket, through OpenDAL.
 //!
-//! The same promise as the local backend (repo-format.md §10.3): when `put` returns, the object
-//! is stored whole under its final name and has been verified, and no partial object is ever
-//! visible under a final name.
+//! The same promise as the local backend (repo-format.md §10, §10.4): when `put` returns, the
+//! object is stored whole under its final name and has been verified, and no partial object is
+//! ever visible under a final name.
 //!
 //! - S3: one PUT per object (atomic on every S3 implementation) carrying `Content-MD5`, so the
 //!   server refuses a body damaged on the way; the ETag it answers (the MD5 of what it stored)
@@ -33,6 +33,9 @@ use super::location::Location;
 use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions, S3Credentials};
 use crate::id::is_id_name;
 
+/// A repository on an SFTP server or in an S3-compatible bucket (see the module
+/// documentation; repo-format.md §10.4). Its blocking calls run on a small runtime of its own,
+/// with at most [`RemoteOptions::connections`] operations in flight.
 pub struct RemoteBackend {
     op: Operator,
     /// Drives OpenDAL's futures; blocking callers enter it with `block_on`.

@@ -33,7 +33,9 @@ pub struct Excludes {
 /// A directory's identity: device and inode number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirId {
+    /// The id of the device holding the directory (`st_dev`).
     pub dev: u64,
+    /// The directory's inode number on that device (`st_ino`).
     pub ino: u64,
 }
 

@@ -52,21 +52,33 @@ use walk::{Trie, Walker};
 /// What to back up and how.
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
+    /// The files and directories to back up (at least one); made absolute against the current
+    /// directory and recorded as [`Snapshot::paths`]. Each must exist.
     pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot (`backup --host`); with the paths it picks the parent.
     pub host: String,
+    /// Name of the user running the backup, recorded in the snapshot.
     pub user: String,
+    /// Numeric user id running the backup, recorded in the snapshot.
     pub uid: u32,
+    /// Numeric group id running the backup, recorded in the snapshot.
     pub gid: u32,
+    /// Tags recorded in the snapshot (`backup --tag`).
     pub tags: Vec<String>,
     /// Snapshot time (ns since epoch) and the local offset, seconds east of UTC.
     pub time_ns: i64,
+    /// The local time zone offset at `time_ns`, in seconds east of UTC (for display).
     pub tz_offset_s: i32,
+    /// Which snapshot is the parent (`backup --mode`); recorded as `Full` when `force` is set.
     pub mode: BackupMode,
     /// Compare against this snapshot instead of the one the mode chooses.
     pub parent: Option<SnapshotId>,
     /// Read every file even when the parent says it is unchanged.
     pub force: bool,
+    /// Do not compare ctime when deciding whether a file is unchanged (`--ignore-ctime`).
     pub ignore_ctime: bool,
+    /// Do not compare inode numbers when deciding whether a file is unchanged
+    /// (`--ignore-inode`).
     pub ignore_inode: bool,
     /// Compress-and-seal worker threads (≥ 1).
     pub threads: usize,
@@ -84,17 +96,23 @@ pub struct BackupOptions {
 /// A source entry that could not be backed up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryError {
+    /// The entry's absolute path on the source.
     pub path: PathBuf,
+    /// Why, as a message for people (the `error` of an `errors` item in `backup --json`).
     pub error: String,
 }
 
 /// What happened.
 #[derive(Debug)]
 pub struct BackupOutcome {
-    /// None for a dry run.
+    /// The id of the snapshot saved; None for a dry run.
     pub snapshot_id: Option<SnapshotId>,
+    /// The snapshot as saved (or, in a dry run, as it would have been).
     pub snapshot: Snapshot,
+    /// The run's counters, the same as `snapshot.summary`.
     pub summary: Summary,
+    /// Source entries that could not be backed up, or that changed while being read, in the
+    /// order met; not empty means `cairn backup` exits 3.
     pub errors: Vec<EntryError>,
     /// Where the walk met the repository's own directory and left it out
     /// ([`Excludes::repository`]).
@@ -103,9 +121,14 @@ pub struct BackupOutcome {
 
 /// Progress callbacks; the library draws nothing.
 pub trait BackupProgress: Send + Sync {
+    /// A regular file at `path` is about to be read or reused from the parent.
     fn file_started(&self, _path: &Path) {}
+    /// `n` more bytes of file content are done: read, or a whole unchanged file reused.
     fn bytes_done(&self, _n: u64) {}
+    /// A regular file of `size` bytes is in the snapshot (not called for one that failed).
     fn file_done(&self, _size: u64) {}
+    /// The entry at `path` could not be backed up, or changed while being read; the same
+    /// report lands in [`BackupOutcome::errors`].
     fn error(&self, _path: &Path, _error: &str) {}
 }
 

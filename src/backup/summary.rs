@@ -15,28 +15,44 @@ use super::{BackupOutcome, EntryError};
 /// a `serde_json::Value`, the summary is the same bytes.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BackupSummary<'a> {
+    /// Blobs (data and tree) the backup added that the repository did not have.
     pub blobs_added: u64,
+    /// File content actually read from the source, in bytes (unchanged files reused from the
+    /// parent are not read).
     pub bytes_read: u64,
+    /// Plaintext bytes of the new blobs, before compression.
     pub data_added: u64,
+    /// Bytes written to the repository for the new data: sealed blobs, pack headers, index.
     pub data_added_stored: u64,
+    /// Directories stored, those leading from `/` to the backed-up paths included.
     pub dirs: u64,
+    /// Whether this was a dry run (`--dry-run`): nothing was written.
     pub dry_run: bool,
     /// Every object was fsynced (file and directory) before the snapshot was written.
     pub durable: bool,
+    /// Wall-clock duration of the backup, in seconds.
     pub duration_s: f64,
     /// Each as `{"error", "path"}`, plus `path_hex` when the path is not UTF-8.
     pub errors: &'a [EntryError],
+    /// Regular files the parent snapshot has but that changed (or `--force`), read again.
     pub files_changed: u64,
+    /// Regular files with no counterpart in the parent snapshot, read in full.
     pub files_new: u64,
+    /// Regular files unchanged since the parent snapshot, whose content was reused unread.
     pub files_unmodified: u64,
     /// Always `"summary"`.
     pub message_type: &'static str,
+    /// The snapshot's backup mode: `incremental`, `differential` or `full`.
     pub mode: &'static str,
+    /// The parent snapshot's id in hex; None when the backup had no parent.
     pub parent: Option<String>,
+    /// Paths where the walk met the repository's own directory and left it out (lossy UTF-8).
     pub repository_left_out: Vec<String>,
-    /// None for a dry run.
+    /// The saved snapshot's id in hex; None for a dry run.
     pub snapshot_id: Option<String>,
+    /// Size of all regular files in the snapshot, in bytes, read or reused.
     pub total_bytes_processed: u64,
+    /// Regular files in the snapshot: `files_new + files_changed + files_unmodified`.
     pub total_files: u64,
 }
 

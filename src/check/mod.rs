@@ -25,6 +25,7 @@ pub enum ReadData {
     /// Structure only: headers, index, trees.
     #[default]
     None,
+    /// Every pack (`--read-data`).
     All,
     /// This share of the packs, least recently verified first.
     Percent(f64),
@@ -55,8 +56,10 @@ impl std::str::FromStr for ReadData {
     }
 }
 
+/// What [`check`] verifies beyond the structure, and where it keeps its record.
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
+    /// Which packs to download, decrypt and verify (`--read-data`, `--read-data-subset`).
     pub read_data: ReadData,
     /// Report packs whose last verification is older than this (ns), or that were never verified.
     pub max_age_ns: Option<i64>,
@@ -64,9 +67,13 @@ pub struct CheckOptions {
     pub budget: Option<Duration>,
     /// The local verification-state file (created if missing).
     pub state_file: Option<PathBuf>,
+    /// The current time, nanoseconds since the Unix epoch: recorded for packs verified now and
+    /// the reference for `max_age_ns`.
     pub now_ns: i64,
 }
 
+/// What [`check`] found: the keys of the same names in `cairn check --json` (`ok` is
+/// [`CheckReport::ok`]).
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
     /// Each a complete sentence naming the damaged object.
@@ -75,11 +82,17 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     /// Every file or directory the damage affects, in every snapshot.
     pub affected: Vec<Affected>,
+    /// Snapshots that could be read and whose trees were walked.
     pub snapshots: u64,
+    /// Distinct trees visited across all snapshots, unreadable ones included.
     pub trees: u64,
+    /// Packs named by the index.
     pub packs: u64,
+    /// Packs downloaded and verified (hash, header, every blob), per `read_data`.
     pub packs_read: u64,
+    /// Bytes of the packs counted in `packs_read`, as sized by the index.
     pub bytes_read: u64,
+    /// Blobs decrypted and verified in the packs read.
     pub blobs_read: u64,
     /// Packs selected for reading but left unread because the budget ran out.
     pub packs_skipped_budget: u64,
@@ -90,13 +103,16 @@ pub struct CheckReport {
 /// A file or directory (by its exact path in the snapshot) that damage makes unrestorable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Affected {
+    /// The snapshot holding the entry.
     pub snapshot: SnapshotId,
+    /// The entry's absolute path inside that snapshot (`/` for an unreadable root tree).
     pub path: PathBuf,
     /// What is damaged or missing.
     pub why: String,
 }
 
 impl CheckReport {
+    /// True when no error was found (warnings allowed): `cairn check` exits 0.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
     }

@@ -14,14 +14,18 @@ use crate::repo::{backend_err, Repository};
 use crate::saver::{BlobSaver, Known};
 use crate::tree::Tree;
 
+/// What [`repair_index`] did: the `cairn repair index --json` keys of the same names
+/// (`rejected` is `rejected_packs`).
 #[derive(Clone, Debug, Default)]
 pub struct RepairIndexReport {
     /// Packs indexed: each verified (its bytes hash to its name, every blob in it opens).
     pub packs: u64,
+    /// Blob entries of the verified packs now indexed (salvaged blobs not included).
     pub blobs: u64,
     /// Packs left out of the index, each with why (pack id, reason). They stay in place:
     /// repair never deletes anything but superseded index files.
     pub rejected: Vec<(String, String)>,
+    /// Index files that existed before the repair, all superseded by the new index.
     pub old_index_files: u64,
     /// Blobs that opened in rejected packs and were in no verified pack: copied into new
     /// packs so the index names them in a verified home.
@@ -145,11 +149,14 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     Ok(rep)
 }
 
+/// What [`repair_snapshots`] did: the `cairn repair snapshots --json` keys of the same names.
 #[derive(Clone, Debug, Default)]
 pub struct RepairSnapshotsReport {
     /// (old id, new id or None for a dry run, notes)
     pub repaired: Vec<(SnapshotId, Option<SnapshotId>, Vec<String>)>,
+    /// Snapshots whose every tree and chunk is readable and indexed, left as they are.
     pub intact: u64,
+    /// Damaged originals removed after their repaired copy was saved (with `forget`).
     pub forgotten: u64,
 }
 

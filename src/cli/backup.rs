@@ -93,7 +93,7 @@ fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
                 .map(str::to_string),
         );
     }
-    let sel = cairn::filter::Selection::new(&[], &patterns, &a.iexclude)?;
+    let sel = cairn::backup::filter::Selection::new(&[], &patterns, &a.iexclude)?;
     Ok(cairn::backup::Excludes {
         patterns: (!sel.is_everything()).then_some(sel),
         caches: a.exclude_caches,

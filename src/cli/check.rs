@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         read_data: read,
         max_age_ns: a.max_age.map(|d| d.as_nanos() as i64),
         budget: a.budget,
-        state_file: super::cache_dir(&repo).map(|d| d.join("check-state.json")),
+        state_file: super::cache_dir(&repo).map(|d| d.join(cairn::check::STATE_FILE)),
         now_ns: super::now_ns(),
     };
     let r = check(&mut repo, &opts)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cairn::copy::{copy, CopiedSnapshot, CopyOptions, CopyProgress};
-use cairn::id::SnapshotId;
+use cairn::format::id::SnapshotId;
 use cairn::repo::select_snapshot;
 use cairn::Repository;
 use serde_json::json;

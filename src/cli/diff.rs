@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
-use cairn::diff::diff;
 use cairn::repo::SnapshotFilter;
+use cairn::snapshot::diff::diff;
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_OK};

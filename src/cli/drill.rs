@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn::drill::{drill, history, record, DrillOptions, DrillOutcome, DrillRecord};
+use cairn::restore::drill::{drill, history, record, DrillOptions, DrillOutcome, DrillRecord};
 use serde_json::json;
 
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
@@ -198,7 +198,7 @@ impl Drop for TempDir {
 
 fn tempdir() -> anyhow::Result<TempDir> {
     let mut r = [0u8; 8];
-    cairn::crypto::random_bytes(&mut r)?;
+    cairn::format::crypto::random_bytes(&mut r)?;
     let p = std::env::temp_dir().join(format!("cairn-drill-{}", hex::encode(r)));
     std::fs::create_dir(&p)?;
     Ok(TempDir(p))

@@ -1,7 +1,7 @@
 //! `cairn init`
 
 use anyhow::Context;
-use cairn::crypto::KdfParams;
+use cairn::format::crypto::KdfParams;
 use cairn::format::Compression;
 use cairn::repo::InitOptions;
 use cairn::Repository;
@@ -12,7 +12,7 @@ use super::{output, password, Ctx, EXIT_OK};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Target pack size in MiB (1..=512)
-    #[arg(long, value_name = "MIB", default_value_t = cairn::config::DEFAULT_PACK_SIZE >> 20)]
+    #[arg(long, value_name = "MIB", default_value_t = cairn::repo::config::DEFAULT_PACK_SIZE >> 20)]
     pack_size: u32,
     /// Compression: auto, off or zstd:N (N = 1..=19)
     #[arg(long, default_value = "auto", value_parser = parse_compression)]

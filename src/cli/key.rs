@@ -1,7 +1,7 @@
 //! `cairn key list|add|remove|passwd`
 
-use cairn::crypto::KdfParams;
-use cairn::id::KeyId;
+use cairn::format::crypto::KdfParams;
+use cairn::format::id::KeyId;
 use serde_json::json;
 
 use super::{output, password, Ctx, EXIT_OK};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cairn::repo::SnapshotFilter;
 use cairn::restore::{select_path, walk, Selected};
-use cairn::tree::Node;
+use cairn::snapshot::tree::Node;
 use serde_json::json;
 
 use super::{output, split_selector, Ctx, EXIT_OK};

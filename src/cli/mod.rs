@@ -298,11 +298,11 @@ impl Ctx {
         repo: &Repository,
         exclusive: bool,
         command: &str,
-    ) -> anyhow::Result<cairn::lock::RepoLock> {
+    ) -> anyhow::Result<cairn::repo::lock::RepoLock> {
         if self.g.no_lock {
             return Err(no_lock_refused(command));
         }
-        cairn::lock::RepoLock::acquire(repo, exclusive, command, &hostname()).map_err(|e| {
+        cairn::repo::lock::RepoLock::acquire(repo, exclusive, command, &hostname()).map_err(|e| {
             let e = anyhow::Error::from(e);
             if is_read_only(&e) {
                 e.context(format!(
@@ -321,11 +321,11 @@ impl Ctx {
         &self,
         repo: &Repository,
         command: &str,
-    ) -> anyhow::Result<Option<cairn::lock::RepoLock>> {
+    ) -> anyhow::Result<Option<cairn::repo::lock::RepoLock>> {
         if self.g.no_lock {
             return Ok(None);
         }
-        match cairn::lock::RepoLock::acquire(repo, false, command, &hostname()) {
+        match cairn::repo::lock::RepoLock::acquire(repo, false, command, &hostname()) {
             Ok(l) => Ok(Some(l)),
             Err(e) => {
                 let e = anyhow::Error::from(e);
@@ -516,7 +516,7 @@ pub fn hostname() -> String {
 pub fn username() -> String {
     std::env::var("USER")
         .ok()
-        .or_else(|| cairn::meta::NameCache::default().user(current_uid()))
+        .or_else(|| cairn::snapshot::meta::NameCache::default().user(current_uid()))
         .unwrap_or_default()
 }
 

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail};
 use cairn::backup::BackupOptions;
-use cairn::lock::RepoLock;
 use cairn::plan::{
     self, Machine, Opener, PasswordSource, PlanConfig, PlanEvent, PlanHost, RepoDef, RunOptions,
     RunOutcome,
 };
+use cairn::repo::lock::RepoLock;
 use cairn::{ErrorKind, Repository};
 use serde_json::{json, Value};
 

@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let _lock = ctx.lock(&repo, true, "repair")?;
     match a.what {
         What::Index => {
-            let r = cairn::repair::repair_index(&mut repo)?;
+            let r = cairn::check::repair::repair_index(&mut repo)?;
             ctx.print_warnings(&repo);
             for (name, why) in &r.rejected {
                 eprintln!("error: pack {name} is not indexed (it stays in place): {why}");
@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             }
         }
         What::Snapshots { forget, dry_run } => {
-            let r = cairn::repair::repair_snapshots(&mut repo, forget, dry_run)?;
+            let r = cairn::check::repair::repair_snapshots(&mut repo, forget, dry_run)?;
             ctx.print_warnings(&repo);
             if ctx.g.json {
                 output::json_line(&json!({

@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         target: a.target.clone(),
         overwrite: a.overwrite,
         verify: a.verify,
-        set_owner: cairn::meta::is_root(),
+        set_owner: cairn::snapshot::meta::is_root(),
         cancel: Some(ctx.cancel.clone()),
         select: selector(&a.include, &a.exclude)?,
         base: PathBuf::from(sub.unwrap_or("").trim_start_matches('/')),
@@ -115,12 +115,12 @@ pub fn selector(
     include: &[String],
     exclude: &[String],
 ) -> anyhow::Result<Option<cairn::restore::Selector>> {
-    let sel = cairn::filter::Selection::new(include, exclude, &[])?;
+    let sel = cairn::backup::filter::Selection::new(include, exclude, &[])?;
     if sel.is_everything() {
         return Ok(None);
     }
     Ok(Some(std::sync::Arc::new(
-        move |path: &std::path::Path, _: &cairn::tree::Node| sel.accepts(path),
+        move |path: &std::path::Path, _: &cairn::snapshot::tree::Node| sel.accepts(path),
     )))
 }
 
@@ -135,7 +135,7 @@ pub fn restore_totals(
     let t = std::sync::Arc::new(super::progress::Totals::default());
     if ctx.draw_progress() || ctx.g.json {
         let stats = match selected {
-            Selected::Dir(tree) => cairn::stats::stats(repo, &[*tree])
+            Selected::Dir(tree) => cairn::repo::stats::stats(repo, &[*tree])
                 .ok()
                 .map(|s| (s.files, s.restore_size)),
             Selected::Entry(n) => Some((1, n.size)),

@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         Some(sel) => vec![repo.find_snapshot(sel, &SnapshotFilter::default())?.1.tree],
         None => repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect(),
     };
-    let s = cairn::stats::stats(&repo, &roots)?;
+    let s = cairn::repo::stats::stats(&repo, &roots)?;
     ctx.print_warnings(&repo);
     if ctx.g.json {
         output::json_line(&json!({

@@ -14,7 +14,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let repo = ctx.open()?;
-    let out = cairn::lock::unlock(&repo, a.remove_all, &super::hostname())?;
+    let out = cairn::repo::lock::unlock(&repo, a.remove_all, &super::hostname())?;
     if ctx.g.json {
         output::json_line(&json!({
             "removed": out.removed,

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn golden_cut_points_for_seeded_input() {
         let data = seeded_bytes(8 * 1024 * 1024, 0x00C0_FFEE);
-        let cuts = cut_points(&data, ChunkerParams::default(), 0x5EED_0F_CA12);
+        let cuts = cut_points(&data, ChunkerParams::default(), 0x005E_ED0F_CA12);
         assert_eq!(cuts, GOLDEN_DEFAULT);
         let cuts = cut_points(&data[..200_000], small(), 42);
         assert_eq!(&cuts[..12], GOLDEN_SMALL);

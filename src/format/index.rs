@@ -15,21 +15,27 @@ use crate::pack::{BlobKind, PackEntry};
 pub struct IndexFile {
     /// Index files this one replaces; readers ignore those (written by prune and repair).
     pub supersedes: Vec<IndexId>,
+    /// The packs this file lists, each with its blobs.
     pub packs: Vec<IndexPack>,
 }
 
 /// `[pack id, pack size, [entries...]]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexPack {
+    /// The pack's id, which is also its file name under `data/` (repo-format.md §3.2).
     pub id: PackId,
+    /// The pack file's length in bytes; `check` reports a pack of another length as damaged.
     pub size: u64,
+    /// The pack's entries, exactly as in its header, in offset order (repo-format.md §6.1).
     pub blobs: Vec<PackEntry>,
 }
 
 /// Where one blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
+    /// The pack that holds the blob.
     pub pack: PackId,
+    /// The blob's entry in that pack: kind, id, and where its sealed bytes are.
     pub entry: PackEntry,
 }
 
@@ -54,10 +60,14 @@ pub struct Index {
 }
 
 impl Index {
+    /// An empty index, holding no pack.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a pack and its blobs, as listed in an index file. A blob already indexed in another
+    /// pack keeps its first location (the one readers use, repo-format.md §8); the new copy is
+    /// remembered only for [`Self::entries_by_pack`]. A pack added again keeps its first size.
     pub fn add_pack(&mut self, pack: &IndexPack) {
         let slot = *self.pack_slot.entry(pack.id).or_insert_with(|| {
             self.packs.push((pack.id, pack.size));
@@ -114,6 +124,8 @@ impl Index {
         out
     }
 
+    /// Where a blob is read from: its first indexed copy. None when no loaded index file
+    /// lists it.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         let s = self.blobs.get(id)?;
         Some(BlobLocation {
@@ -128,10 +140,12 @@ impl Index {
         })
     }
 
+    /// Whether any loaded index file lists the blob.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.blobs.contains_key(id)
     }
 
+    /// How many distinct blobs are indexed; second copies of a blob are not counted.
     pub fn blob_count(&self) -> usize {
         self.blobs.len()
     }

@@ -34,6 +34,7 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The zstd level `auto` compresses at (repo-format.md §4.4, step 3).
     pub const AUTO_LEVEL: i32 = 3;
 }
 
@@ -173,16 +174,27 @@ pub enum Expect {
 /// Why an object could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The sealed object did not open: too short, or it fails authentication under this key,
+    /// kind and binding (repo-format.md §4.1, §4.2).
     #[error("{0}")]
     Open(#[from] OpenError),
+    /// The plaintext has no flag byte (repo-format.md §4.3).
     #[error("empty plaintext")]
     Empty,
+    /// The flag byte is neither `00` (raw) nor `01` (zstd) (repo-format.md §4.3).
     #[error("unknown compression flag {0}")]
     Flag(u8),
+    /// The zstd frame is damaged; zstd's own message.
     #[error("decompression failed: {0}")]
     Zstd(String),
+    /// The body's length breaks the bound the reader expected ([`Expect`]; repo-format.md §4.5).
     #[error("plaintext is {found} bytes, expected {expected}")]
-    Length { found: usize, expected: String },
+    Length {
+        /// The body's length in bytes, or the content size a zstd frame declares.
+        found: usize,
+        /// The bound as text: `"4096"` (exact) or `"at most 4096"`.
+        expected: String,
+    },
 }
 
 /// Opens, decompresses and length-checks one object.
@@ -222,6 +234,8 @@ pub fn decode_object_into<'a>(
     )
 }
 
+/// Checks and decompresses an opened envelope plaintext (flag byte, then the body) within
+/// `expect` (repo-format.md §4.3, §4.5); returns the object's bytes. A raw body reuses `plain`.
 pub fn decompress_body(mut plain: Vec<u8>, expect: Expect) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     match decompress_into(&plain, expect, &mut out)? {

@@ -48,17 +48,21 @@ pub fn padme(len: u64) -> u64 {
 /// repo-format.md §6: the type of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BlobKind {
+    /// A chunk of file content (type `0` in a header entry, object kind 2).
     Data,
+    /// An encoded directory, repo-format.md §7 (type `1`, object kind 3).
     Tree,
 }
 
 impl BlobKind {
+    /// The object kind a blob of this type is sealed with (repo-format.md §4.2).
     pub fn object_kind(self) -> ObjectKind {
         match self {
             BlobKind::Data => ObjectKind::DataBlob,
             BlobKind::Tree => ObjectKind::TreeBlob,
         }
     }
+    /// `"data"` or `"tree"`, for messages and JSON output.
     pub fn name(self) -> &'static str {
         match self {
             BlobKind::Data => "data",
@@ -89,13 +93,17 @@ impl<'de> Deserialize<'de> for BlobKind {
 /// One blob in a pack: `[type, id, offset, length, raw_length]` (repo-format.md §6.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackEntry {
+    /// Whether the blob is file data or a tree.
     pub kind: BlobKind,
+    /// The blob's keyed hash (chunk id or tree id); a blob whose plaintext hashes otherwise is
+    /// damaged (repo-format.md §6.2).
     pub id: BlobId,
-    /// Offset of the sealed blob from the start of the pack.
+    /// Offset of the sealed blob from the start of the pack, in bytes.
     pub offset: u32,
-    /// Length of the sealed blob.
+    /// Length of the sealed blob in bytes: its envelope plaintext plus 40 (repo-format.md §4.1).
     pub length: u32,
-    /// Length of the blob's plaintext.
+    /// Length of the blob's plaintext after decompression, in bytes: the exact bound it is
+    /// decoded with (repo-format.md §4.5).
     pub raw_length: u32,
 }
 
@@ -108,8 +116,11 @@ pub struct PackWriter {
 
 /// A finished pack: its name, bytes and what it holds.
 pub struct FinishedPack {
+    /// The pack's file id, the hash of [`Self::bytes`] (repo-format.md §3.2).
     pub id: PackId,
+    /// The whole pack file: blobs, padding, sealed header, trailer (repo-format.md §6).
     pub bytes: Vec<u8>,
+    /// The header's entries, in offset order; an index file lists them as they are.
     pub entries: Vec<PackEntry>,
 }
 
@@ -123,6 +134,7 @@ impl FinishedPack {
 }
 
 impl PackWriter {
+    /// An empty pack with a fresh buffer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -137,10 +149,12 @@ impl PackWriter {
         }
     }
 
+    /// Bytes of sealed blobs added so far (the blob area, without header or padding).
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether no blob has been added yet.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

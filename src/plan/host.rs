@@ -20,7 +20,10 @@ use crate::snapshot::BackupMode;
 /// none) and its time zone (which local date it is: the mode of the day, the prune cadence).
 #[derive(Clone, Debug)]
 pub struct Machine {
+    /// The machine's host name, recorded in snapshots of plans without `host`.
     pub hostname: String,
+    /// The local time zone: it decides the day's mode, the prune cadence's dates and the
+    /// offsets reports write times with.
     pub tz: TimeZone,
 }
 
@@ -76,18 +79,24 @@ pub trait PlanHost: Opener {
 pub enum PlanEvent<'a> {
     /// The run begins: the mode of the day and the paths backed up (to `plan.targets`).
     Started {
+        /// The plan being run.
         plan: &'a Plan,
+        /// The backup mode of this run, the same on every target ([`crate::plan::mode_for`]).
         mode: BackupMode,
+        /// The paths the snapshots record: the sources, absolute and lexically clean.
         paths: &'a [String],
     },
     /// A present target's steps begin.
     TargetStarted(&'a RepoDef),
+    /// The backup on the current target made its snapshot.
     Backup(&'a BackupStep),
+    /// The plan's keep rules were applied on the current target.
     Forget(&'a ForgetStep),
     /// Prune ran, or was not due.
     Prune(&'a PruneStep),
     /// The plan has no keep rules: nothing was forgotten.
     NoKeepRules,
+    /// The check ran on the current target (it may have found errors: see [`CheckStep::ok`]).
     Check(&'a CheckStep),
     /// A target is finished: skipped (not present), done, or failed.
     TargetDone(&'a TargetRun),

@@ -128,15 +128,21 @@ pub const DEFAULT_RPO: Duration = Duration::from_secs(26 * 3600);
 /// A parsed, validated plan file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanConfig {
+    /// The `[repositories.NAME]` tables, by NAME: the targets plans may name.
     pub repositories: BTreeMap<String, RepoDef>,
+    /// The `[plans.NAME]` tables, by NAME (`plan run`'s and `plan status`'s NAME).
     pub plans: BTreeMap<String, Plan>,
 }
 
 /// `[repositories.NAME]`
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepoDef {
+    /// The table's NAME, as plans' `targets` and reports name the repository.
     pub name: String,
+    /// The repository's local directory (`path`): as written in the file until
+    /// [`PlanConfig::resolve_paths`] resolves `~/` and relative paths.
     pub path: PathBuf,
+    /// How to get its password (`password_file`, `password_command`, `password_env`, or none).
     pub password: PasswordSource,
 }
 
@@ -145,7 +151,10 @@ pub struct RepoDef {
 pub enum PasswordSource {
     /// None given: the global sources (`--password-file`, `CAIRN_PASSWORD`, a prompt...).
     Global,
+    /// `password_file`: the file's first line (docs/cli.md, "Passwords"); the path is
+    /// resolved by [`PlanConfig::resolve_paths`] as `path` is.
     File(PathBuf),
+    /// `password_command`: the first line of the output of `sh -c` with this command.
     Command(String),
     /// The name of an environment variable holding the password.
     Env(String),
@@ -154,32 +163,51 @@ pub enum PasswordSource {
 /// `[plans.NAME]`
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// The table's NAME: `plan run NAME`, and the key of its record in the plan state.
     pub name: String,
+    /// The paths to back up (`sources`, never empty), resolved by
+    /// [`PlanConfig::resolve_paths`] as [`RepoDef::path`] is.
     pub sources: Vec<PathBuf>,
+    /// Glob patterns of paths to leave out, as `backup --exclude`.
     pub excludes: Vec<String>,
+    /// Glob patterns of paths to leave out ignoring case, as `backup --iexclude`.
     pub iexcludes: Vec<String>,
+    /// Leave out directories holding a `CACHEDIR.TAG` file (`backup --exclude-caches`).
     pub exclude_caches: bool,
+    /// Leave out directories holding a file of one of these names, as
+    /// `backup --exclude-if-present`.
     pub exclude_if_present: Vec<String>,
     /// Leave out files larger than this many bytes.
     pub exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems (`backup --one-file-system`).
     pub one_file_system: bool,
     /// Repository names, in the order the run visits them.
     pub targets: Vec<String>,
     /// None: this machine's host name.
     pub host: Option<String>,
+    /// Tags recorded in every snapshot of the plan (`backup --tag`).
     pub tags: Vec<String>,
+    /// Which mode each day's run uses (`[plans.NAME.schedule]`).
     pub schedule: Schedule,
+    /// The retention rules applied to the plan's own snapshots after each backup
+    /// (`[plans.NAME.keep]`); empty: nothing is forgotten.
     pub keep: KeepPolicy,
+    /// How often a run prunes each target (`prune`; default weekly).
     pub prune: PruneWhen,
-    /// None: no check after a run.
+    /// None: no check after a run. [`parse`] gives `Some(ReadData::Percent(N))` for `"N%"` and
+    /// `Some(ReadData::None)` (structure only) for `"0%"`.
     pub check_subset: Option<ReadData>,
+    /// The recovery point objective: the oldest the newest snapshot may be (`rpo`; default
+    /// [`DEFAULT_RPO`]).
     pub rpo: Duration,
 }
 
 /// Which days get a full and which a differential backup; every other day is incremental.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Schedule {
+    /// `schedule.full`: the days a run makes a full backup (this rule wins over `differential`).
     pub full: DayRule,
+    /// `schedule.differential`: the days a run makes a differential backup.
     pub differential: DayRule,
 }
 
@@ -190,23 +218,31 @@ pub struct DayRule(pub Vec<Day>);
 /// One rule of a [`DayRule`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Day {
+    /// `always` or `daily`: every day.
     Every,
+    /// `monday` … `sunday` (`mon` … `sun`): that weekday, every week.
     Weekday(Weekday),
     /// The `n`th (1…4, or -1 for the last) such weekday of the month.
     NthWeekday(i8, Weekday),
     /// Day N (1…31) of the month, clamped to the month's last day.
     MonthDay(i8),
+    /// `monthly:last`: the last day of each month.
     LastOfMonth,
 }
 
 /// When a plan run prunes a target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PruneWhen {
+    /// `always`: every run prunes.
     Always,
+    /// `daily`: when the last prune by this plan on the target was on an earlier local date.
     Daily,
+    /// `weekly` (the default): when the last prune was 7 or more local days earlier.
     #[default]
     Weekly,
+    /// `monthly`: when the last prune was a calendar month or more earlier.
     Monthly,
+    /// `never`: no run prunes, not even the first.
     Never,
 }
 

@@ -21,11 +21,15 @@ use crate::snapshot::BackupMode;
 /// "targets"}` in JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
+    /// The plan's name (`plan`).
     pub plan: String,
+    /// The backup mode of the run, the same on every target (`mode`).
     pub mode: BackupMode,
     /// The snapshot time of every target's backup.
     pub time: Stamp,
+    /// How many of the visited targets were present (`targets_present`).
     pub targets_present: usize,
+    /// How many present targets failed (`targets_failed`); each has `ok: Some(false)`.
     pub targets_failed: usize,
     /// The targets visited, in the plan's order (all of them unless interrupted).
     pub targets: Vec<TargetRun>,
@@ -37,17 +41,21 @@ pub struct RunReport {
 /// How a run ended, most serious first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
+    /// The user interrupted the run (`plan run` exits 130).
     Interrupted,
-    /// No target was present: nothing was backed up.
+    /// No target was present: nothing was backed up (exit 1).
     NoTargetPresent,
-    /// A present target failed.
+    /// A present target failed (exit 1).
     Failed,
-    /// Every present target succeeded, but some source files could not be read.
+    /// Every present target succeeded, but some source files could not be read (exit 3).
     Partial,
+    /// Every present target succeeded and read every source file (exit 0).
     Ok,
 }
 
 impl RunReport {
+    /// How the run ended, the most serious case that applies; `plan run` chooses its exit code
+    /// from it.
     pub fn outcome(&self) -> RunOutcome {
         if self.interrupted {
             RunOutcome::Interrupted
@@ -71,19 +79,30 @@ impl RunReport {
 /// one that failed, and the steps only once they ran.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetRun {
+    /// The target's repository name ([`RepoDef::name`](super::RepoDef::name)).
     pub target: String,
+    /// The target's repository directory (written lossily as UTF-8 in JSON).
     #[serde(serialize_with = "ser::lossy_path")]
     pub path: PathBuf,
+    /// Whether the target was present ([`RepoDef::is_present`](super::RepoDef::is_present));
+    /// an absent one was skipped.
     pub present: bool,
+    /// None: not present; `Some(true)`: every step succeeded; `Some(false)`: one failed.
     pub ok: Option<bool>,
+    /// Why the target failed, as a sentence for people (`backup: …`, `check found 2 errors;
+    /// …`); None unless `ok` is `Some(false)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The backup, once it completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStep>,
+    /// The keep rules applied; None when the plan has none, or a failure came first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forget: Option<ForgetStep>,
+    /// The prune, or why it did not run (not due); None when a failure came first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneStep>,
+    /// The check; None when the plan has no `check_subset`, or a failure came first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStep>,
     /// The failure was an interruption.
@@ -101,19 +120,32 @@ impl TargetRun {
 /// The backup on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct BackupStep {
+    /// The id of the snapshot saved in this target's repository (None only for a dry run,
+    /// which a plan never makes).
     #[serde(serialize_with = "ser::opt_id")]
     pub snapshot_id: Option<SnapshotId>,
+    /// The snapshot the backup compared against to skip unchanged files; None: none.
     #[serde(serialize_with = "ser::opt_id")]
     pub parent: Option<SnapshotId>,
+    /// The mode recorded in the snapshot.
     pub mode: BackupMode,
+    /// Regular files with no counterpart in the parent snapshot, read in full.
     pub files_new: u64,
+    /// Regular files the parent snapshot has but that changed, read again.
     pub files_changed: u64,
+    /// Regular files unchanged since the parent snapshot, whose content was reused unread.
     pub files_unmodified: u64,
+    /// Directories stored, those leading from `/` to the backed-up paths included.
     pub dirs: u64,
+    /// File content actually read from the sources, in bytes.
     pub bytes_read: u64,
+    /// Size of all regular files in the snapshot, in bytes, read or reused.
     pub total_bytes_processed: u64,
+    /// Plaintext bytes of the new blobs, before compression.
     pub data_added: u64,
+    /// Bytes written to the repository for the new data: sealed blobs, pack headers, index.
     pub data_added_stored: u64,
+    /// Wall-clock duration of the backup, in seconds.
     pub duration_s: f64,
     /// Source entries that could not be read (`{"path", "error"}`, `path_hex` for a name that
     /// is not UTF-8).
@@ -151,7 +183,9 @@ impl BackupStep {
 pub struct ForgetStep {
     /// The rules, as `forget` prints them.
     pub policy: String,
+    /// How many of the plan's snapshots the rules kept.
     pub kept: usize,
+    /// The ids of the snapshots removed, in this target's repository (hex in JSON).
     #[serde(serialize_with = "ser::ids")]
     pub removed: Vec<SnapshotId>,
 }
@@ -160,14 +194,23 @@ pub struct ForgetStep {
 /// false`, the cadence and the last prune by this plan).
 #[derive(Clone, Debug, PartialEq)]
 pub enum PruneStep {
+    /// Prune was due and ran.
     Ran {
+        /// Packs holding no used blob, deleted.
         packs_deleted: u64,
+        /// Packs whose used blobs were copied into new packs, then deleted.
         packs_repacked: u64,
+        /// Bytes of pack files in `data/` freed, plus crash-left temporary files removed.
         bytes_freed: u64,
+        /// Bytes of pack files in `data/` after the prune.
         bytes_after: u64,
     },
+    /// Prune was not due by the plan's cadence.
     NotDue {
+        /// The plan's cadence (`"when"`: `daily`, `weekly`, …).
         when: PruneWhen,
+        /// The last prune by this plan on this target, with the machine's UTC offset; None:
+        /// none is recorded.
         last: Option<Stamp>,
     },
 }
@@ -215,11 +258,17 @@ pub struct CheckStep {
     /// `"5%"`, or null for a structure-only check.
     #[serde(serialize_with = "ser::subset_or_null")]
     pub read_data_subset: ReadData,
+    /// No error was found (warnings allowed); false fails the target.
     pub ok: bool,
+    /// Packs named by the index.
     pub packs: u64,
+    /// Packs downloaded and verified (hash, header, every blob).
     pub packs_read: u64,
+    /// Bytes of the packs counted in `packs_read`, as sized by the index.
     pub bytes_read: u64,
+    /// The damage found, each a sentence naming the damaged object.
     pub errors: Vec<String>,
+    /// Findings that are not damage (unreferenced packs, stale verification).
     pub warnings: Vec<String>,
 }
 

@@ -34,9 +34,14 @@ use crate::snapshot::{BackupMode, Snapshot};
 /// time zone are the [`Machine`](super::Machine)'s.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// This machine: the host name recorded when the plan names none, and the time zone that
+    /// decides the day's mode and the prune cadence.
     pub machine: super::Machine,
+    /// Name of the user running the plan, recorded in each snapshot.
     pub user: String,
+    /// Numeric user id running the plan, recorded in each snapshot.
     pub uid: u32,
+    /// Numeric group id running the plan, recorded in each snapshot.
     pub gid: u32,
     /// Set from outside (Ctrl-C) to stop: the backup stops at the next file, and no further
     /// step or target starts.

@@ -84,6 +84,8 @@ impl std::str::FromStr for PruneWhen {
 }
 
 impl PruneWhen {
+    /// The cadence as the plan file writes it: `always`, `daily`, `weekly`, `monthly` or
+    /// `never` (also `plan status`'s and `plan run`'s JSON).
     pub fn name(self) -> &'static str {
         match self {
             PruneWhen::Always => "always",
@@ -115,6 +117,7 @@ impl PruneWhen {
 }
 
 impl Day {
+    /// Whether this rule matches the local calendar date `date`.
     pub fn matches(self, date: Date) -> bool {
         match self {
             Day::Every => true,
@@ -127,10 +130,12 @@ impl Day {
 }
 
 impl DayRule {
+    /// Whether any of its rules matches the local calendar date `date` (never, if it has none).
     pub fn matches(&self, date: Date) -> bool {
         self.0.iter().any(|d| d.matches(date))
     }
 
+    /// Whether it matches no day (`never`, the default).
     pub fn is_never(&self) -> bool {
         self.0.is_empty()
     }

@@ -23,12 +23,17 @@ pub fn is_plan_snapshot(s: &Snapshot, host: &str, paths: &[String]) -> bool {
 /// and sorted paths.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotKey {
+    /// The snapshot's time, in nanoseconds since the Unix epoch (one run gives every target
+    /// the same).
     pub time_ns: i64,
+    /// The host the snapshot records.
     pub host: String,
+    /// The paths the snapshot records, sorted.
     pub paths: Vec<String>,
 }
 
 impl SnapshotKey {
+    /// The key of snapshot `s`.
     pub fn of(s: &Snapshot) -> SnapshotKey {
         let mut paths = s.paths.clone();
         paths.sort();

@@ -25,6 +25,7 @@ pub const MAX_STATE_FILE: u64 = 1 << 20;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PlanState {
+    /// Each plan's record on this repository, by plan name ([`Plan::name`](super::Plan::name)).
     pub plans: BTreeMap<String, PlanRecord>,
 }
 
@@ -32,8 +33,14 @@ pub struct PlanState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PlanRecord {
+    /// When the plan's last run on this repository ended, whether or not it succeeded; None:
+    /// no run is recorded.
     pub last_run_ns: Option<i64>,
+    /// Whether that run's steps all succeeded; None: not recorded (a record from before runs
+    /// noted their outcome).
     pub last_run_ok: Option<bool>,
+    /// When a run of this plan last pruned this repository; None: never. The prune cadence
+    /// ([`PruneWhen::is_due`](super::PruneWhen::is_due)) counts from its local date.
     pub last_prune_ns: Option<i64>,
     /// The last check made by a run that found no errors.
     pub last_check_ns: Option<i64>,

@@ -35,18 +35,24 @@ pub fn rpo_met(newest_ns: Option<i64>, now_ns: i64, rpo: Duration) -> bool {
 /// One plan's status.
 #[derive(Clone, Debug)]
 pub struct PlanStatus {
+    /// The plan's name.
     pub name: String,
     /// The host its snapshots record.
     pub host: String,
     /// The paths its snapshots record.
     pub paths: Vec<String>,
+    /// The plan's recovery point objective (`"rpo"` as a span such as `26h`, and `"rpo_s"` in
+    /// seconds, in JSON).
     pub rpo: Duration,
     /// Whether at least one target meets the RPO.
     pub rpo_met: bool,
     /// The mode a run today would use.
     pub mode_today: BackupMode,
+    /// The plan's prune cadence.
     pub prune: PruneWhen,
+    /// The plan's `check_subset` (None: no check; `"0%"` in JSON for a structure-only check).
     pub check_subset: Option<ReadData>,
+    /// Each of the plan's targets, in the plan's order.
     pub targets: Vec<TargetStatus>,
 }
 
@@ -85,8 +91,12 @@ impl Serialize for PlanStatus {
 /// One target of a plan.
 #[derive(Clone, Debug)]
 pub struct TargetStatus {
+    /// The target's repository name.
     pub name: String,
+    /// The target's repository directory (written lossily as UTF-8 in JSON).
     pub path: PathBuf,
+    /// Whether it is present and readable, and if so its health (JSON: `"present"`,
+    /// `"error"`, and the [`TargetHealth`] keys, null when unknown).
     pub state: TargetState,
 }
 
@@ -97,6 +107,7 @@ pub enum TargetState {
     Absent,
     /// Present, but it could not be opened or read: why.
     Unreadable(String),
+    /// Present and read: its facts against the plan.
     Read(Box<TargetHealth>),
 }
 
@@ -105,14 +116,19 @@ pub enum TargetState {
 pub struct TargetHealth {
     /// How many of this plan's snapshots it holds.
     pub snapshots: usize,
+    /// This plan's newest snapshot on it; None: it holds none.
     pub last_snapshot: Option<LastSnapshot>,
     /// Its newest snapshot of this plan is at most the plan's RPO old.
     pub rpo_met: bool,
+    /// The plan's last run on it, from its plan state; None: none recorded.
     pub last_run: Option<LastRun>,
+    /// The last prune by this plan on it, from its plan state; None: none recorded.
     pub last_prune: Option<When>,
+    /// Whether a run today would prune it ([`PruneWhen::is_due`]).
     pub prune_due: bool,
     /// The newer of check's last verification and the last error-free check by a run.
     pub last_check: Option<When>,
+    /// The newest drill record in the repository (any host's, any snapshot's); None: none.
     pub last_drill: Option<LastDrill>,
     /// This plan's snapshots that another readable target has and this one lacks, oldest first.
     pub missing: Vec<MissingSnapshot>,
@@ -165,8 +181,11 @@ impl Serialize for TargetStatus {
 /// A plan's newest snapshot on a target; `time` carries the offset the snapshot recorded.
 #[derive(Clone, Debug)]
 pub struct LastSnapshot {
+    /// The snapshot's time and its age when the status was made.
     pub when: When,
+    /// Its id in this target's repository (JSON: `"id"` and the 8-digit `"short_id"`).
     pub id: SnapshotId,
+    /// The backup mode it records.
     pub mode: BackupMode,
 }
 
@@ -185,6 +204,7 @@ impl Serialize for LastSnapshot {
 /// The last run of the plan on a target.
 #[derive(Clone, Debug, Serialize)]
 pub struct LastRun {
+    /// When the run ended, and how long ago (flattened into `"time"` and `"age_s"`).
     #[serde(flatten)]
     pub when: When,
     /// None: a record from before runs noted their outcome.
@@ -194,20 +214,28 @@ pub struct LastRun {
 /// The newest recovery drill recorded in a target.
 #[derive(Clone, Debug, Serialize)]
 pub struct LastDrill {
+    /// When the drill ran, and how long ago (flattened into `"time"` and `"age_s"`).
     #[serde(flatten)]
     pub when: When,
+    /// Every sampled file was restored and verified.
     pub ok: bool,
+    /// The id of the snapshot drilled, in this repository (hex in JSON).
     #[serde(serialize_with = "ser::id")]
     pub snapshot: SnapshotId,
+    /// Share of the snapshot's files restored, by count, in percent (0 < p ≤ 100).
     pub sample_percent: f64,
 }
 
 /// A snapshot of the plan that a target lacks, and the targets that have it.
 #[derive(Clone, Debug, Serialize)]
 pub struct MissingSnapshot {
+    /// The snapshot's time, written with the machine's UTC offset at that instant.
     pub time: Stamp,
+    /// The host it records (the plan's).
     pub host: String,
+    /// The paths it records, sorted.
     pub paths: Vec<String>,
+    /// The names of the readable targets that hold it, in the plan's order.
     pub on: Vec<String>,
 }
 

@@ -12,7 +12,9 @@ use serde::{Serialize, Serializer};
 /// serialised as RFC 3339 (`2024-03-03T10:00:00+01:00`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
+    /// The instant, in nanoseconds since the Unix epoch.
     pub ns: i64,
+    /// The UTC offset to write it with, in seconds east of UTC.
     pub offset_s: i32,
 }
 
@@ -42,12 +44,14 @@ impl Serialize for Stamp {
 /// A past instant and how old it was when the report was made: `{"time": …, "age_s": N}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct When {
+    /// The instant, with the offset it is written with.
     pub time: Stamp,
     /// Whole seconds from `time` to the report's "now" (negative for a time in the future).
     pub age_s: i64,
 }
 
 impl When {
+    /// `time` and its age at `now_ns` (nanoseconds since the Unix epoch).
     pub fn new(time: Stamp, now_ns: i64) -> When {
         When {
             time,

@@ -18,6 +18,8 @@ impl Repository {
         self.read_blob_at(&loc.pack, &loc.entry)
     }
 
+    /// Reads, opens and verifies one blob at a known place (repo-format.md §6.2), whether or
+    /// not the index lists it there; tree blobs go through the backend's tree cache.
     pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let (offset, len) = (entry.offset as u64, entry.length as usize);
@@ -40,6 +42,8 @@ impl Repository {
         })
     }
 
+    /// Reads a tree blob through the index, verifies it against its id and decodes it
+    /// (repo-format.md §7.3). A blob the index lists as data is damage.
     pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {
         let loc = self
             .index

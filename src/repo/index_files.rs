@@ -52,6 +52,8 @@ impl Repository {
         Ok(())
     }
 
+    /// Reads one index file by name (64 hex digits): checks that its bytes hash to the name,
+    /// opens it and decodes it (repo-format.md §8). Does not touch the in-memory index.
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         self.read_sealed(FileKind::Index, ObjectKind::Index, name)
     }

@@ -19,14 +19,25 @@ use crate::index::Index;
 /// Options for `init`.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
+    /// Target pack size in bytes (`--pack-size`, given in MiB), within
+    /// [`crate::repo::config::MIN_PACK_SIZE`]..=[`crate::repo::config::MAX_PACK_SIZE`].
     pub pack_size: u32,
+    /// The config's compression policy (`--compression`; repo-format.md §4.4).
     pub compression: Compression,
+    /// Chunk size bounds for the config (repo-format.md §5); ignored with
+    /// [`Self::chunker_from`].
     pub chunker: ChunkerParams,
+    /// Argon2id parameters of the first key file (repo-format.md §2.1).
     pub kdf: KdfParams,
     /// Take chunker parameters and key from another repository, so data deduplicates across both.
+    /// The key is the other repository's 32-byte chunker key (`--copy-chunker-params-from`);
+    /// None draws a fresh random one.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+    /// Host name recorded in the first key file (`key list`).
     pub host: String,
+    /// User name recorded in the first key file (`key list`).
     pub user: String,
+    /// When the first key file is made, in nanoseconds since the Unix epoch.
     pub now_ns: i64,
     /// The location holds nothing but what an interrupted `init` leaves (the caller checked:
     /// for a local directory, [`holds_only_init_leftovers`]): finish that init, or redo it,

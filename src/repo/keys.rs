@@ -57,11 +57,14 @@ impl Repository {
 /// A key file as `key list` shows it.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
+    /// The key file's id, its file name under `keys/` (repo-format.md §3.2).
     pub id: KeyId,
-    /// Who made it and when, if this repository's password opens it too (all keys of one
-    /// repository share master keys, so any key file's payload can be read once one is open).
+    /// Who made it and when: only for the key file in use ([`Repository::key_id`]), since
+    /// another key file's sealed payload opens only with that key's own password.
     pub info: Option<KeyInfo>,
+    /// The key file's Argon2id parameters, read from its clear part; None when it is unreadable.
     pub params: Option<KdfParams>,
+    /// Why the key file could not be read or parsed (damaged, not cairn's); None when it could.
     pub error: Option<String>,
 }
 

@@ -84,14 +84,17 @@ fn has_data(backend: &dyn Backend) -> Result<bool> {
 }
 
 impl Repository {
+    /// The storage the repository lives in (possibly behind the local cache of a remote one).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 
+    /// The master keys the opening key file unwrapped (repo-format.md §2).
     pub fn keys(&self) -> &MasterKeys {
         &self.keys
     }
 
+    /// The decoded config (repo-format.md §3.1), validated when the repository was opened.
     pub fn config(&self) -> &RepoConfig {
         &self.config
     }
@@ -101,18 +104,25 @@ impl Repository {
         &self.config_bytes
     }
 
+    /// How data blobs, trees, index files and snapshots are compressed: the config's
+    /// `compression`, parsed (repo-format.md §4.4).
     pub fn compression(&self) -> Compression {
         self.compression
     }
 
+    /// The id (file name under `keys/`) of the key file the password opened.
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
 
+    /// What the opening key file records: when, by which host and user, its Argon2id
+    /// parameters, its copy of the config.
     pub fn key_info(&self) -> &KeyInfo {
         &self.key_info
     }
 
+    /// The in-memory index: empty until [`Self::load_index`], then the live index files plus
+    /// what this handle has saved since.
     pub fn index(&self) -> &Index {
         &self.index
     }

@@ -128,12 +128,18 @@ type SnapshotsAndSkipped = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)
 /// Narrows `latest` to snapshots of a host, with a tag, or of a path.
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotFilter {
+    /// `--host` values: the snapshot's host must be one of them; empty: any host.
     pub hosts: Vec<String>,
+    /// `--tag` values: the snapshot must have at least one of them; empty: any tags.
     pub tags: Vec<String>,
+    /// `--path` values: the snapshot's paths must include every one, compared as strings;
+    /// empty: any paths.
     pub paths: Vec<String>,
 }
 
 impl SnapshotFilter {
+    /// Whether a snapshot passes all three conditions (docs/cli.md "Snapshot selectors and
+    /// filters"). The default filter matches every snapshot.
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && (self.tags.is_empty() || self.tags.iter().any(|t| s.tags.contains(t)))

@@ -24,6 +24,7 @@ use crate::restore::{restore, select_path, RestoreOptions, RestoreProgress};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 
+/// How [`drill`] runs (`cairn drill`'s options).
 #[derive(Clone, Debug)]
 pub struct DrillOptions {
     /// Share of files (by count) to restore, 0 < p <= 100; 100 restores everything.
@@ -32,27 +33,40 @@ pub struct DrillOptions {
     pub target: PathBuf,
     /// Seeds the sample, so a drill can be repeated exactly.
     pub seed: u64,
+    /// When the drill runs, nanoseconds since the Unix epoch; becomes [`DrillRecord::time_ns`].
     pub now_ns: i64,
+    /// Name of the host running the drill; becomes [`DrillRecord::host`].
     pub host: String,
 }
 
 /// A drill's result, as stored (sealed MessagePack map, kind 9) in `drills/`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrillRecord {
+    /// The record format version; this build writes 1.
     pub version: u32,
+    /// When the drill ran, nanoseconds since the Unix epoch (`time` in `cairn drill --json`).
     pub time_ns: i64,
+    /// Name of the host the drill ran on.
     pub host: String,
+    /// The snapshot drilled (`snapshot_id`).
     pub snapshot: SnapshotId,
+    /// Share of the snapshot's files sampled, in percent (100: a full drill).
     pub sample_percent: f64,
+    /// Regular files in the whole snapshot.
     pub files_total: u64,
+    /// Bytes a restore of the whole snapshot writes (file sizes, holes included).
     pub bytes_total: u64,
+    /// Sampled files restored, re-read and found equal to the snapshot.
     pub files_verified: u64,
+    /// File content bytes restored and verified.
     pub bytes_verified: u64,
+    /// Wall-clock time of the sample's restore and verification, in seconds.
     pub duration_s: f64,
     /// Bytes restored and verified per second.
     pub throughput_bps: f64,
     /// `bytes_total / throughput_bps`: projected time to restore the whole snapshot.
     pub projected_full_s: f64,
+    /// True when every sampled file was restored and verified (`cairn drill` exits 0).
     pub ok: bool,
     /// Files that could not be restored or verified, with why.
     pub failures: Vec<String>,
@@ -62,7 +76,9 @@ pub struct DrillRecord {
 /// the snapshot (the record's `failures` are text, for people).
 #[derive(Clone, Debug)]
 pub struct DrillOutcome {
+    /// The result, ready for [`record`].
     pub record: DrillRecord,
+    /// Each problem: the absolute path in the snapshot of the entry it concerns, and why.
     pub failed: Vec<(PathBuf, String)>,
 }
 

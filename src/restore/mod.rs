@@ -95,15 +95,21 @@ impl std::str::FromStr for Overwrite {
     }
 }
 
+/// Where and how [`restore`] writes (`cairn restore`'s options).
 #[derive(Clone, Default)]
 pub struct RestoreOptions {
+    /// The directory to restore into (`--target`), created if missing; nothing outside it is
+    /// written. Paths in the outcome are this joined with the entry's path below it.
     pub target: PathBuf,
+    /// What to do with entries already in the target (`--overwrite`).
     pub overwrite: Overwrite,
     /// Re-read every restored file, and every existing file kept in its place, and check it
     /// against the snapshot's chunk ids.
     pub verify: bool,
     /// Set ownership (only possible as root).
     pub set_owner: bool,
+    /// Set from outside (Ctrl-C) to stop: the restore then fails with [`Error::Interrupted`],
+    /// leaving what was written so far.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Restore only the non-directory entries this accepts (given their path in the snapshot);
     /// directories are then created only where something inside them is restored.
@@ -120,19 +126,27 @@ pub type Selector = Arc<dyn Fn(&Path, &Node) -> bool + Send + Sync>;
 /// A restored entry that is missing, damaged or lacks some metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreError {
+    /// The entry's path in the target ([`RestoreOptions::target`] joined with its place there).
     pub path: PathBuf,
+    /// What went wrong, as a message for people.
     pub error: String,
 }
 
+/// What a restore did: the counts and lists of `cairn restore --json`'s summary
+/// ([`RestoreOutcome::summary`]).
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
+    /// Regular files restored in full, hard links to them included (`files_restored`).
     pub files: u64,
+    /// Directories of the snapshot made in the target or found there already (`dirs_restored`).
     pub dirs: u64,
+    /// Symlinks, FIFOs and device nodes made (`other_restored`).
     pub other: u64,
     /// Entries kept as they were (`--overwrite never` or `if-changed`) and sockets.
     pub skipped: u64,
     /// Bytes of file content written (of files that were restored).
     pub bytes: u64,
+    /// Files re-read and found equal to the snapshot with `verify` (`files_verified`).
     pub verified_files: u64,
     /// Files whose content could not be restored (damaged or missing data); not left on disk.
     pub damaged: Vec<RestoreError>,
@@ -143,16 +157,23 @@ pub struct RestoreOutcome {
 }
 
 impl RestoreOutcome {
+    /// True when everything selected was restored: no damage, no error, the disk not full
+    /// (`cairn restore` exits 0).
     pub fn ok(&self) -> bool {
         self.damaged.is_empty() && self.errors.is_empty() && !self.disk_full
     }
 }
 
+/// Progress callbacks, called from the walking thread and the worker threads; the library
+/// draws nothing.
 pub trait RestoreProgress: Send + Sync {
+    /// A regular file is queued to be written at `path` in the target.
     fn file_started(&self, _path: &Path) {}
+    /// `n` more bytes of file content were fetched and placed in a file being written.
     fn bytes_done(&self, _n: u64) {}
 }
 
+/// A progress sink that ignores everything.
 pub struct NoRestoreProgress;
 impl RestoreProgress for NoRestoreProgress {}
 

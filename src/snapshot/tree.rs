@@ -11,12 +11,19 @@ use crate::id::{BlobId, TreeId};
 /// repo-format.md §7.1: what a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeKind {
+    /// A regular file (code 0), stored as content parts.
     File,
+    /// A directory (code 1), whose entries are in [`Node::subtree`].
     Dir,
+    /// A symbolic link (code 2), whose target is [`Node::target`].
     Symlink,
+    /// A named pipe (code 3).
     Fifo,
+    /// A character device (code 4), numbered by [`Node::rdev`].
     CharDevice,
+    /// A block device (code 5), numbered by [`Node::rdev`].
     BlockDevice,
+    /// A Unix domain socket (code 6): recorded, but a restore skips it.
     Socket,
 }
 
@@ -31,10 +38,13 @@ impl NodeKind {
         NodeKind::Socket,
     ];
 
+    /// The node's `kind` byte in a tree (repo-format.md §7.1): 0 file to 6 socket.
     pub fn code(self) -> u8 {
         self as u8
     }
 
+    /// The `type` of `cairn ls --json` (docs/cli.md): `"file"`, `"dir"`, `"symlink"`, `"fifo"`,
+    /// `"chardev"`, `"blockdev"` or `"socket"`.
     pub fn name(self) -> &'static str {
         match self {
             NodeKind::File => "file",
@@ -84,6 +94,7 @@ impl<'de> Deserialize<'de> for NodeKind {
 pub struct Timestamp(pub i64, pub u32);
 
 impl Timestamp {
+    /// The time as nanoseconds since the Unix epoch (negative before 1970).
     pub fn as_nanos(&self) -> i128 {
         self.0 as i128 * 1_000_000_000 + self.1 as i128
     }
@@ -94,12 +105,15 @@ impl Timestamp {
 pub struct ContentPart(pub Option<BlobId>, pub u64);
 
 impl ContentPart {
+    /// The id of the data blob holding this part; None for a hole.
     pub fn chunk(&self) -> Option<BlobId> {
         self.0
     }
+    /// The part's length in bytes: the chunk's `raw_length`, or the hole's run of zero bytes.
     pub fn len(&self) -> u64 {
         self.1
     }
+    /// Whether the part is zero bytes long.
     pub fn is_empty(&self) -> bool {
         self.1 == 0
     }
@@ -118,16 +132,26 @@ pub struct Node {
     /// File name bytes (never empty, no `/` or NUL, not `.` or `..`).
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
+    /// What the entry is; decides which of the fields below are set.
     pub kind: NodeKind,
     /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Numeric id of the owning user.
     pub uid: u32,
+    /// Numeric id of the owning group.
     pub gid: u32,
+    /// Name of the user `uid` at backup time (invalid UTF-8 replaced by U+FFFD); None when
+    /// unknown.
     pub user: Option<String>,
+    /// Name of the group `gid` at backup time, likewise; None when unknown.
     pub group: Option<String>,
+    /// Last modification time (`st_mtime`).
     pub mtime: Timestamp,
+    /// Last status change time (`st_ctime`); access times are not stored.
     pub ctime: Timestamp,
+    /// Inode number (`st_ino`).
     pub inode: u64,
+    /// Id of the file system holding the entry (`st_dev`).
     pub device: u64,
     /// Hard-link count; with `links > 1`, `(device, inode)` identifies the link group.
     pub links: u64,
@@ -186,6 +210,7 @@ impl Node {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Tree {
+    /// The entries; [`Tree::encode`] requires them sorted by name bytes, names unique.
     pub nodes: Vec<Node>,
 }
 
@@ -279,6 +304,7 @@ impl Tree {
         Ok(t)
     }
 
+    /// The entry with this exact name, by binary search (the nodes must be sorted).
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
             .binary_search_by(|n| n.name.as_slice().cmp(name))

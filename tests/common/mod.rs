@@ -287,8 +287,8 @@ impl TestCommand {
 pub fn quick_init_options() -> cairn::repo::InitOptions {
     cairn::repo::InitOptions {
         pack_size: 1 << 20,
-        kdf: cairn::crypto::KdfParams {
-            m_cost_kib: cairn::crypto::KdfParams::MIN_M_COST_KIB,
+        kdf: cairn::format::crypto::KdfParams {
+            m_cost_kib: cairn::format::crypto::KdfParams::MIN_M_COST_KIB,
             t_cost: 1,
             p_cost: 1,
         },

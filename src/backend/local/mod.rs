@@ -74,6 +74,7 @@ impl std::error::Error for LayoutError {}
 pub struct NotAnObject {
     /// Repository-relative path (`keys/<id>`).
     pub path: String,
+    /// What is there instead (`"a symbolic link"`, `"a directory"`).
     pub found: &'static str,
 }
 
