@@ -1,0 +1,214 @@
+//! `--delete`: whatever a restored directory of the target holds that the snapshot's directory
+//! does not — files, directories with everything in them, symlinks (the link itself, never what
+//! it points to), FIFOs and devices — is removed, and so is what fills a directory standing
+//! where the snapshot has a file.
+//!
+//! Invariants: every entry is listed, looked at and removed relative to the descriptor of the
+//! directory holding it, opened without following a symlink (src/safe_fs.rs), so a symlink in
+//! the target, or a directory swapped for one mid-way, cannot make it remove anything outside
+//! the target: a symlink is an entry like a file and is unlinked as itself. Paths the selection
+//! (`--include`/`--exclude`) rejects are never removed, nor the directories holding them. A dry
+//! run ([`Sweep::dry`]) takes exactly the same decisions and lists them, but removes nothing.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::{RestoreError, Selector};
+use crate::safe_fs::Dir;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// An entry of the target that `--delete` removed (or, in a dry run, would remove): its path
+/// (the target joined with its place there) and what it was.
+pub type Removed = super::PreviewEntry;
+
+/// One deletion pass: the decisions, and what was (or would be) removed.
+pub(super) struct Sweep<'a> {
+    /// The target as the user named it, for the paths reported.
+    pub(super) target: &'a Path,
+    /// The selection of the restore (`--include`/`--exclude`): what it rejects stays.
+    pub(super) select: Option<&'a Selector>,
+    /// List only: nothing is removed (`--dry-run`).
+    pub(super) dry: bool,
+    /// What was removed, in the order it was (contents before their directory).
+    pub(super) removed: Vec<Removed>,
+    /// What could not be looked at or removed (left in place).
+    pub(super) errors: Vec<RestoreError>,
+}
+
+/// What became of a directory's contents.
+pub(super) struct Emptied {
+    /// Everything in it went (or would go): it can be removed.
+    pub(super) all: bool,
+    /// Something in it went.
+    pub(super) any: bool,
+}
+
+impl<'a> Sweep<'a> {
+    pub(super) fn new(target: &'a Path, select: Option<&'a Selector>, dry: bool) -> Self {
+        Sweep {
+            target,
+            select,
+            dry,
+            removed: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, rel: &Path, what: &str, e: impl std::fmt::Display) {
+        self.errors.push(RestoreError {
+            path: self.target.join(rel),
+            error: format!("--delete: {what}: {e}"),
+        });
+    }
+
+    fn accepts(&self, snap_path: &Path, name: &[u8], kind: NodeKind) -> bool {
+        self.select
+            .is_none_or(|select| select(snap_path, &Node::new(name.to_vec(), kind)))
+    }
+
+    /// Removes every entry of `dir` (at `rel` in the target, `snap_dir` in the snapshot) whose
+    /// name `tree` does not hold.
+    pub(super) fn extras(&mut self, dir: &Dir, rel: &Path, snap_dir: &Path, tree: &Tree) {
+        let Some(names) = self.list(dir, rel) else {
+            return;
+        };
+        for name in names {
+            if tree.find(&name).is_none() {
+                let os = OsStr::from_bytes(&name);
+                self.entry(dir, &name, &rel.join(os), &snap_dir.join(os));
+            }
+        }
+    }
+
+    /// Removes what the directory `dir` holds (as far as the selection allows); says whether
+    /// it is (or in a dry run would be) empty then.
+    pub(super) fn contents(&mut self, dir: &Dir, rel: &Path, snap_dir: &Path) -> Emptied {
+        let Some(names) = self.list(dir, rel) else {
+            return Emptied {
+                all: false,
+                any: false,
+            };
+        };
+        let mut out = Emptied {
+            all: true,
+            any: false,
+        };
+        for name in names {
+            let os = OsStr::from_bytes(&name);
+            if self.entry(dir, &name, &rel.join(os), &snap_dir.join(os)) {
+                out.any = true;
+            } else {
+                out.all = false;
+            }
+        }
+        out
+    }
+
+    /// Removes the entry `name` of `dir` that the snapshot lacks — a directory with its
+    /// contents, the selection permitting; true when it went (or would go).
+    fn entry(&mut self, dir: &Dir, name: &[u8], rel: &Path, snap_path: &Path) -> bool {
+        let st = match dir.stat(name) {
+            Ok(Some(st)) => st,
+            // Gone already.
+            Ok(None) => return true,
+            Err(e) => {
+                self.error(rel, "cannot look at it", e);
+                return false;
+            }
+        };
+        if st.kind != NodeKind::Dir {
+            if !self.accepts(snap_path, name, st.kind) {
+                return false;
+            }
+            if !self.dry {
+                if let Err(e) = self.retry_writable(dir, |d| d.remove_file(name)) {
+                    self.error(rel, "cannot remove it", e);
+                    return false;
+                }
+            }
+            self.removed.push(Removed {
+                path: self.target.join(rel),
+                kind: st.kind,
+            });
+            return true;
+        }
+        // Opened without following a symlink: if a symlink was put here since the look above,
+        // the open fails and nothing below it is touched.
+        let sub = match dir.open_dir(name) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(rel, "cannot open the directory", e);
+                return false;
+            }
+        };
+        let inside = self.contents(&sub, rel, snap_path);
+        drop(sub);
+        if !inside.all || !(inside.any || self.accepts(snap_path, name, NodeKind::Dir)) {
+            return false;
+        }
+        if !self.dry {
+            if let Err(e) = self.retry_writable(dir, |d| d.remove_empty_dir(name)) {
+                self.error(rel, "cannot remove the directory", e);
+                return false;
+            }
+        }
+        self.removed.push(Removed {
+            path: self.target.join(rel),
+            kind: NodeKind::Dir,
+        });
+        true
+    }
+
+    /// Runs `op` on `dir`; refused for want of permission (a read-only directory the snapshot
+    /// does not have, whose contents go), gives the owner write and search permission on
+    /// `dir` — through its descriptor — and runs it once more.
+    fn retry_writable(&self, dir: &Dir, op: impl Fn(&Dir) -> io::Result<()>) -> io::Result<()> {
+        match op(dir) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let mode = rustix::fs::fstat(dir.as_fd())?.st_mode;
+                rustix::fs::fchmod(
+                    dir.as_fd(),
+                    rustix::fs::Mode::from_raw_mode((mode & 0o7777 | 0o300) as _),
+                )?;
+                op(dir)
+            }
+            r => r,
+        }
+    }
+
+    /// The names in `dir`, read through its descriptor; None (reported) when it cannot be read.
+    fn list(&mut self, dir: &Dir, rel: &Path) -> Option<Vec<Vec<u8>>> {
+        let listed = (|| -> io::Result<Vec<Vec<u8>>> {
+            let mut names = Vec::new();
+            for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
+                let name = entry?.file_name().to_bytes().to_vec();
+                if name != b"." && name != b".." {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        })();
+        match listed {
+            Ok(names) => Some(names),
+            Err(e) => {
+                self.error(rel, "cannot list the directory", e);
+                None
+            }
+        }
+    }
+}
+
+/// Whether the directory holds nothing (read through its descriptor).
+pub(super) fn is_empty(dir: &Dir) -> io::Result<bool> {
+    for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
