@@ -231,9 +231,9 @@ fn delete_makes_the_target_equal_the_snapshot_and_never_touches_what_symlinks_po
     let sel = backed_up_and_restored(&f, &src, &t);
     mess_up(&t, &out);
     let run = restore_json(&f, &sel, &t, &["--delete"]);
+    assert_eq!(state(&out), out_before, "the outside directory changed");
     run.ok();
     assert_same_entries(&src, &t);
-    assert_eq!(state(&out), out_before, "the outside directory changed");
     let s = run.summary();
     let deleted = json_set(&s["deleted_paths"], &t);
     assert_eq!(s["deleted"].as_u64().unwrap() as usize, deleted.len());
