@@ -29,8 +29,8 @@ pub struct Args {
     /// What to do with entries that already exist where the snapshot has one: always (replace
     /// files, symlinks and empty directories), if-changed (like always, but keep a regular
     /// file whose size and modification time match the snapshot's) or never (change nothing
-    /// that exists). A directory that is not empty is never removed: it is reported and left
-    /// in place. With --verify, kept files are read and compared with the snapshot too
+    /// that exists). A directory that is not empty is never removed (without --delete): it is
+    /// reported and left in place. With --verify, kept files are read and compared with the snapshot too
     #[arg(long, default_value = "always", value_parser = parse_overwrite)]
     overwrite: Overwrite,
     /// After restoring, remove from the target whatever the snapshot (or SUBPATH) does not

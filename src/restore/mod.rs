@@ -6,7 +6,8 @@
 //! files outside it, FIFOs. Every entry below the target is reached through the descriptor of
 //! its directory and never through a symlink (src/safe_fs.rs), so a restore never writes,
 //! creates or deletes anything outside its target. What stands in the way of the snapshot is
-//! replaced only as [`Overwrite`] says; a directory that is not empty is never removed.
+//! replaced only as [`Overwrite`] says; a directory that is not empty is never removed, except
+//! by `--delete` ([`RestoreOptions::delete`]), which also removes what the snapshot lacks.
 
 //!
 //! One concern per file:
@@ -71,7 +72,7 @@ pub use summary::RestoreSummary;
 ///
 /// Only entries at paths the snapshot holds are ever replaced; nothing the snapshot does not
 /// contain is touched, and no mode removes a directory that is not empty (it is reported as
-/// an obstacle and left in place).
+/// an obstacle and left in place) — unless [`RestoreOptions::delete`] asks for both.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Overwrite {
     /// Replace it: a file, symlink, special file or empty directory is removed (never
