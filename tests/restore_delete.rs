@@ -574,3 +574,50 @@ fn delete_is_refused_with_overwrite_never_and_for_a_single_file() {
         }
     }
 }
+
+/// An extra directory tree far deeper than the descriptors the restore may open (limit 128):
+/// the sweep keeps only a bounded number open, so the whole tree goes, in a dry run listed
+/// entry by entry, and a directory the snapshot has that holds one is swept too.
+#[test]
+fn delete_removes_an_extra_tree_deeper_than_the_descriptor_limit() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("keep/file"), b"kept");
+    let t = f.path("t");
+    let sel = backed_up_and_restored(&f, &src, &t);
+    let depth = 300;
+    let mut deep = t.join("junk");
+    let mut in_keep = t.join("keep/junk");
+    for i in 0..depth {
+        deep.push(format!("{}", i % 10));
+        in_keep.push("d");
+    }
+    write(deep.join("bottom"), b"x");
+    write(in_keep.join("bottom"), b"x");
+    let before = state(&t);
+    let dry = f
+        .cmd()
+        .fd_limit(128)
+        .args([
+            "--json",
+            "restore",
+            &sel,
+            "--delete",
+            "--dry-run",
+            "--target",
+        ])
+        .arg(&t)
+        .run();
+    dry.ok();
+    assert_eq!(state(&t), before, "the dry run wrote");
+    let listed = json_set(&dry.summary()["paths"]["deleted"], &t);
+    assert_eq!(listed.len(), 2 * (depth + 2), "{}", dry.stderr);
+    let run = f
+        .cmd()
+        .fd_limit(128)
+        .args(["restore", &sel, "--delete", "--target"])
+        .arg(&t)
+        .run();
+    run.ok();
+    assert_same_entries(&src, &t);
+}

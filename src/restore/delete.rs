@@ -14,8 +14,9 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::walk::OPEN_DIRS;
 use super::{RestoreError, Selector};
 use crate::safe_fs::Dir;
 use crate::tree::{Node, NodeKind, Tree};
@@ -75,10 +76,11 @@ impl<'a> Sweep<'a> {
         let Some(names) = self.list(dir, rel) else {
             return;
         };
+        let mut place = Place::anchor(dir, 0);
         for name in names {
             if tree.find(&name).is_none() {
                 let os = OsStr::from_bytes(&name);
-                self.entry(dir, &name, &rel.join(os), &snap_dir.join(os));
+                self.entry(&mut place, &name, &rel.join(os), &snap_dir.join(os));
             }
         }
     }
@@ -86,11 +88,20 @@ impl<'a> Sweep<'a> {
     /// Removes what the directory `dir` holds (as far as the selection allows); says whether
     /// it is (or in a dry run would be) empty then.
     pub(super) fn contents(&mut self, dir: &Dir, rel: &Path, snap_dir: &Path) -> Emptied {
-        let Some(names) = self.list(dir, rel) else {
-            return Emptied {
-                all: false,
-                any: false,
-            };
+        self.contents_in(&mut Place::anchor(dir, 0), rel, snap_dir)
+    }
+
+    fn contents_in(&mut self, place: &mut Place<'_>, rel: &Path, snap_dir: &Path) -> Emptied {
+        let none = Emptied {
+            all: false,
+            any: false,
+        };
+        let names = match place.dir().and_then(list) {
+            Ok(names) => names,
+            Err(e) => {
+                self.error(rel, "cannot list the directory", e);
+                return none;
+            }
         };
         let mut out = Emptied {
             all: true,
@@ -98,7 +109,7 @@ impl<'a> Sweep<'a> {
         };
         for name in names {
             let os = OsStr::from_bytes(&name);
-            if self.entry(dir, &name, &rel.join(os), &snap_dir.join(os)) {
+            if self.entry(place, &name, &rel.join(os), &snap_dir.join(os)) {
                 out.any = true;
             } else {
                 out.all = false;
@@ -107,10 +118,10 @@ impl<'a> Sweep<'a> {
         out
     }
 
-    /// Removes the entry `name` of `dir` that the snapshot lacks — a directory with its
-    /// contents, the selection permitting; true when it went (or would go).
-    fn entry(&mut self, dir: &Dir, name: &[u8], rel: &Path, snap_path: &Path) -> bool {
-        let st = match dir.stat(name) {
+    /// Removes the entry `name` of the directory at `place` that the snapshot lacks — a
+    /// directory with its contents, the selection permitting; true when it went (or would go).
+    fn entry(&mut self, place: &mut Place<'_>, name: &[u8], rel: &Path, snap_path: &Path) -> bool {
+        let st = match place.dir().and_then(|dir| dir.stat(name)) {
             Ok(Some(st)) => st,
             // Gone already.
             Ok(None) => return true,
@@ -124,7 +135,10 @@ impl<'a> Sweep<'a> {
                 return false;
             }
             if !self.dry {
-                if let Err(e) = self.retry_writable(dir, |d| d.remove_file(name)) {
+                let removed = place
+                    .dir()
+                    .and_then(|dir| retry_writable(dir, |d| d.remove_file(name)));
+                if let Err(e) = removed {
                     self.error(rel, "cannot remove it", e);
                     return false;
                 }
@@ -137,20 +151,35 @@ impl<'a> Sweep<'a> {
         }
         // Opened without following a symlink: if a symlink was put here since the look above,
         // the open fails and nothing below it is touched.
-        let sub = match dir.open_dir(name) {
+        let sub = match place.dir().and_then(|dir| dir.open_dir(name)) {
             Ok(d) => d,
             Err(e) => {
                 self.error(rel, "cannot open the directory", e);
                 return false;
             }
         };
-        let inside = self.contents(&sub, rel, snap_path);
-        drop(sub);
+        let depth = place.depth + 1;
+        let inside = if depth % OPEN_DIRS == 0 {
+            // Every OPEN_DIRS levels a directory stays open as the anchor of those below it.
+            self.contents_in(&mut Place::anchor(&sub, depth), rel, snap_path)
+        } else {
+            place.give_back();
+            let mut child = Place {
+                anchor: place.anchor,
+                below: place.below.join(OsStr::from_bytes(name)),
+                held: Some(sub),
+                depth,
+            };
+            self.contents_in(&mut child, rel, snap_path)
+        };
         if !inside.all || !(inside.any || self.accepts(snap_path, name, NodeKind::Dir)) {
             return false;
         }
         if !self.dry {
-            if let Err(e) = self.retry_writable(dir, |d| d.remove_empty_dir(name)) {
+            let removed = place
+                .dir()
+                .and_then(|dir| retry_writable(dir, |d| d.remove_empty_dir(name)));
+            if let Err(e) = removed {
                 self.error(rel, "cannot remove the directory", e);
                 return false;
             }
@@ -162,42 +191,84 @@ impl<'a> Sweep<'a> {
         true
     }
 
-    /// Runs `op` on `dir`; refused for want of permission (a read-only directory the snapshot
-    /// does not have, whose contents go), gives the owner write and search permission on
-    /// `dir` — through its descriptor — and runs it once more.
-    fn retry_writable(&self, dir: &Dir, op: impl Fn(&Dir) -> io::Result<()>) -> io::Result<()> {
-        match op(dir) {
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                let mode = rustix::fs::fstat(dir.as_fd())?.st_mode;
-                rustix::fs::fchmod(
-                    dir.as_fd(),
-                    rustix::fs::Mode::from_raw_mode((mode & 0o7777 | 0o300) as _),
-                )?;
-                op(dir)
-            }
-            r => r,
-        }
-    }
-
     /// The names in `dir`, read through its descriptor; None (reported) when it cannot be read.
     fn list(&mut self, dir: &Dir, rel: &Path) -> Option<Vec<Vec<u8>>> {
-        let listed = (|| -> io::Result<Vec<Vec<u8>>> {
-            let mut names = Vec::new();
-            for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
-                let name = entry?.file_name().to_bytes().to_vec();
-                if name != b"." && name != b".." {
-                    names.push(name);
-                }
-            }
-            Ok(names)
-        })();
-        match listed {
+        match list(dir) {
             Ok(names) => Some(names),
             Err(e) => {
                 self.error(rel, "cannot list the directory", e);
                 None
             }
         }
+    }
+}
+
+/// A directory the sweep is in, reached without a symlink from `anchor`, a directory held open
+/// (the sweep's start, then one every [`OPEN_DIRS`] levels), through `below` (empty: the anchor
+/// itself). Its own descriptor is `held` while kept; a directory deeper than [`OPEN_DIRS`]
+/// gives it back while the sweep is below it, and opens it again (beneath its anchor) when it
+/// needs it, so descriptors stay about `OPEN_DIRS + depth / OPEN_DIRS` whatever the depth.
+struct Place<'d> {
+    anchor: &'d Dir,
+    below: PathBuf,
+    held: Option<Dir>,
+    depth: usize,
+}
+
+impl<'d> Place<'d> {
+    fn anchor(dir: &'d Dir, depth: usize) -> Self {
+        Place {
+            anchor: dir,
+            below: PathBuf::new(),
+            held: None,
+            depth,
+        }
+    }
+
+    fn dir(&mut self) -> io::Result<&Dir> {
+        if self.below.as_os_str().is_empty() {
+            return Ok(self.anchor);
+        }
+        match &mut self.held {
+            Some(d) => Ok(d),
+            slot @ None => Ok(slot.insert(self.anchor.open_beneath(&self.below)?)),
+        }
+    }
+
+    /// Gives back the descriptor while the sweep goes deeper, beyond the first levels.
+    fn give_back(&mut self) {
+        if self.depth >= OPEN_DIRS {
+            self.held = None;
+        }
+    }
+}
+
+/// The names in `dir` but `.` and `..`, read through its descriptor.
+fn list(dir: &Dir) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Runs `op` on `dir`; refused for want of permission (a read-only directory the snapshot
+/// does not have, whose contents go), gives the owner write and search permission on
+/// `dir` — through its descriptor — and runs it once more.
+fn retry_writable(dir: &Dir, op: impl Fn(&Dir) -> io::Result<()>) -> io::Result<()> {
+    match op(dir) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mode = rustix::fs::fstat(dir.as_fd())?.st_mode;
+            rustix::fs::fchmod(
+                dir.as_fd(),
+                rustix::fs::Mode::from_raw_mode((mode & 0o7777 | 0o300) as _),
+            )?;
+            op(dir)
+        }
+        r => r,
     }
 }
 
