@@ -283,3 +283,84 @@ pub(super) fn is_empty(dir: &Dir) -> io::Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Every path below `root`, sorted (symlinks not followed).
+    fn files_below(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if fs::symlink_metadata(&p).expect("lstat").is_dir() {
+                    todo.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A directory the sweep gave back its descriptor for (deeper than [`OPEN_DIRS`]) is
+    /// swapped, while the sweep is below it, for a symlink to an outside tree with the same
+    /// names: reopening it refuses the symlink, so nothing outside is removed; what was moved
+    /// elsewhere inside the target may go, and the sweep reports what it could not reach.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_sweep_never_leads_outside() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let t = tmp.path().join("t");
+        let levels: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+        let mut deep = t.join("junk");
+        for l in &levels {
+            deep.push(l);
+            fs::create_dir_all(&deep).expect("mkdir");
+            fs::write(deep.join("f"), b"inside").expect("write");
+        }
+        // Outside: the names below d31, so a sweep that followed the link would find them.
+        let mirror = tmp.path().join("outside");
+        let mut o = mirror.clone();
+        fs::create_dir_all(&o).expect("mkdir");
+        fs::write(o.join("f"), b"outside").expect("write");
+        for l in &levels[32..] {
+            o.push(l);
+            fs::create_dir_all(&o).expect("mkdir");
+            fs::write(o.join("f"), b"outside").expect("write");
+        }
+        let swap_at: PathBuf = std::iter::once("junk")
+            .chain(levels[..32].iter().map(String::as_str))
+            .collect();
+        let (t2, mirror2) = (t.clone(), mirror.clone());
+        let swapped = Arc::new(AtomicBool::new(false));
+        let once = swapped.clone();
+        // The selection is asked about each file just before it goes: the moment to swap.
+        let select: Selector = Arc::new(move |p: &Path, _: &Node| {
+            if p.ends_with("d35/f") && !once.swap(true, Ordering::SeqCst) {
+                fs::rename(t2.join(&swap_at), t2.join("moved")).expect("move");
+                std::os::unix::fs::symlink(&mirror2, t2.join(&swap_at)).expect("symlink");
+            }
+            true
+        });
+        let before = files_below(&mirror);
+        let dir = Dir::open(&t).expect("open");
+        let mut sweep = Sweep::new(&t, Some(&select), false);
+        sweep.contents(&dir, Path::new(""), Path::new("/"));
+        assert!(swapped.load(Ordering::SeqCst), "the swap happened");
+        assert_eq!(files_below(&mirror), before, "outside changed");
+        for f in before.iter().filter(|p| p.ends_with("f")) {
+            assert_eq!(fs::read(f).expect("outside file"), b"outside");
+        }
+        assert!(
+            !sweep.errors.is_empty(),
+            "the unreachable directory is reported"
+        );
+        // The symlink's ancestors stay: the sweep could not empty them.
+        assert!(fs::symlink_metadata(t.join("junk")).is_ok());
+    }
+}
