@@ -621,3 +621,84 @@ fn delete_removes_an_extra_tree_deeper_than_the_descriptor_limit() {
     run.ok();
     assert_same_entries(&src, &t);
 }
+
+/// Runs cairn as `uid` (when given) with the fixture's password.
+fn run_as(f: &Fixture, uid: Option<u32>, args: &[&OsStr]) -> (i32, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars_os() {
+        if k.as_bytes().starts_with(b"CAIRN_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("CAIRN_PASSWORD", PASSWORD)
+        .env("XDG_CACHE_HOME", f.path("cache-user"))
+        .arg("--no-progress")
+        .arg("-r")
+        .arg(&f.repo)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Read-only directories the snapshot lacks (`r-x` and `r-x` for the owner only), holding
+/// files and further read-only directories, go too for a user without root's privileges: the
+/// permission to remove their contents is given back through each directory's descriptor.
+/// As root (whom permissions do not stop) the run is made as an unprivileged owner.
+#[test]
+fn delete_removes_read_only_directories_as_an_unprivileged_user() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a/keep"), b"kept");
+    f.backup(&[&src], &[]);
+    // SAFETY: geteuid has no preconditions.
+    let uid = (unsafe { libc::geteuid() } == 0).then_some(65534u32);
+    let t = f.path("t");
+    let sel = format!("latest:{}", src.display());
+    restore(&f, &sel, &t, &[]).ok();
+    write(t.join("ro/inner/f"), b"x");
+    write(t.join("ro/g"), b"y");
+    write(t.join("a/locked/deeper/h"), b"z");
+    fs::create_dir_all(f.path("cache-user")).unwrap();
+    if let Some(uid) = uid {
+        chmod(f.tmp.path(), 0o755);
+        for root in [&f.repo, &t, &f.path("cache-user")] {
+            for rel in walk(root) {
+                std::os::unix::fs::lchown(root.join(rel), Some(uid), Some(uid)).unwrap();
+            }
+        }
+    }
+    for (d, mode) in [
+        ("ro/inner", 0o500),
+        ("ro", 0o555),
+        ("a/locked/deeper", 0o500),
+        ("a/locked", 0o500),
+    ] {
+        chmod(t.join(d), mode);
+    }
+    let (code, out) = run_as(
+        &f,
+        uid,
+        &[
+            "restore".as_ref(),
+            sel.as_ref(),
+            "--delete".as_ref(),
+            "--target".as_ref(),
+            t.as_os_str(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let rel = |root: &Path| walk(root).into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(rel(&t), rel(&src), "{out}");
+}
