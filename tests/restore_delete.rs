@@ -148,7 +148,7 @@ fn mess_up(t: &Path, out: &Path) {
     chmod(t.join("ro/inner"), 0o500);
     chmod(t.join("ro"), 0o555);
     write(t.join("sub/locked/f"), b"locked");
-    chmod(t.join("sub/locked"), 0o000);
+    chmod(t.join("sub/locked"), 0o500);
 }
 
 fn restore(f: &Fixture, selector: &str, target: &Path, extra: &[&str]) -> Run {
