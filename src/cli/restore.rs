@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use cairn::restore::{restore, select_path, Overwrite, RestoreOptions, Selected};
+use cairn::restore::{
+    preview, restore, select_path, Overwrite, PreviewEntry, PreviewSummary, RestoreOptions,
+    Selected,
+};
 
 use super::{output, split_selector, Ctx, EXIT_FATAL, EXIT_OK};
 
@@ -26,10 +29,20 @@ pub struct Args {
     /// What to do with entries that already exist where the snapshot has one: always (replace
     /// files, symlinks and empty directories), if-changed (like always, but keep a regular
     /// file whose size and modification time match the snapshot's) or never (change nothing
-    /// that exists). A directory that is not empty is never removed: it is reported and left
-    /// in place. With --verify, kept files are read and compared with the snapshot too
+    /// that exists). A directory that is not empty is never removed (without --delete): it is
+    /// reported and left in place. With --verify, kept files are read and compared with the snapshot too
     #[arg(long, default_value = "always", value_parser = parse_overwrite)]
     overwrite: Overwrite,
+    /// After restoring, remove from the target whatever the snapshot (or SUBPATH) does not
+    /// hold: files, directories with their contents, symlinks (never what they point to) and
+    /// special files, inside the target only. Paths left out by --include/--exclude are kept.
+    /// Refused with --overwrite never
+    #[arg(long)]
+    delete: bool,
+    /// Write nothing: list what would be created, replaced, kept unchanged and (with --delete)
+    /// deleted, then totals
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     filter: super::FilterArgs,
 }
@@ -56,7 +69,57 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         select: selector(&a.include, &a.exclude)?,
         base: PathBuf::from(sub.unwrap_or("").trim_start_matches('/')),
         threads: 0,
+        delete: a.delete,
     };
+    if a.dry_run {
+        let p = preview(&repo, &selected, &opts)?;
+        ctx.print_warnings(&repo);
+        if ctx.g.json {
+            let summary = PreviewSummary {
+                snapshot: id,
+                target: &a.target,
+                preview: &p,
+            };
+            output::json_line(&serde_json::to_value(&summary)?)?;
+            return Ok(EXIT_OK);
+        }
+        // What destroys or fails is always listed; what is merely made or kept with -v.
+        let list = |word: &str, entries: &[PreviewEntry], always: bool| {
+            if always || ctx.g.verbose {
+                for e in entries {
+                    println!("{word} {}", output::esc(&e.path));
+                }
+            }
+        };
+        list("create   ", &p.created, false);
+        list("replace  ", &p.replaced, true);
+        list("unchanged", &p.unchanged, false);
+        list("delete   ", &p.deleted, true);
+        for e in &p.blocked {
+            println!(
+                "blocked   {}: {}",
+                output::esc(&e.path),
+                output::esc(&e.error)
+            );
+        }
+        if !ctx.g.quiet {
+            if p.target_created {
+                println!("the target {} would be created", output::esc(&a.target));
+            }
+            println!(
+                "dry run, nothing written: would create {}, replace {}, keep {} unchanged, \
+                 delete {}; {} blocked (snapshot {} to {})",
+                p.created.len(),
+                p.replaced.len(),
+                p.unchanged.len(),
+                p.deleted.len(),
+                p.blocked.len(),
+                id.short(),
+                output::esc(&a.target)
+            );
+        }
+        return Ok(EXIT_OK);
+    }
     let progress =
         super::progress::Progress::new(ctx, "restored", restore_totals(ctx, &repo, &selected));
     let out = restore(&repo, &selected, &opts, &progress);
@@ -77,7 +140,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         for e in &out.errors {
             eprintln!("error: {}: {}", output::esc(&e.path), output::esc(&e.error));
         }
+        if ctx.g.verbose {
+            for e in &out.deleted {
+                println!("deleted {}", output::esc(&e.path));
+            }
+        }
         if !ctx.g.quiet {
+            if a.delete {
+                println!(
+                    "deleted {} entries the snapshot does not hold",
+                    out.deleted.len()
+                );
+            }
             println!(
                 "restored {} files, {} directories, {} other entries ({}) from snapshot {} to {}",
                 out.files,

@@ -3,9 +3,11 @@
 //! or reported as an obstacle). Nothing is followed: a symlink in the way is removed as itself.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::delete::Sweep;
 use super::links::split_rel;
 use super::verify::verify_reader;
 use super::walk::{FrameState, Restorer};
@@ -128,7 +130,13 @@ impl Restorer<'_, '_> {
 
     /// Decides about an entry that may exist where the snapshot has the non-directory `node`;
     /// removes it when it is to be replaced.
-    pub(super) fn clear_the_way(&mut self, dir: &Dir, node: &Node, path: &Path) -> Way {
+    pub(super) fn clear_the_way(
+        &mut self,
+        dir: &Dir,
+        node: &Node,
+        path: &Path,
+        snap_path: &Path,
+    ) -> Way {
         let st = match dir.stat(&node.name) {
             Ok(None) => return Way::Clear,
             Ok(Some(st)) => st,
@@ -168,6 +176,10 @@ impl Restorer<'_, '_> {
         }
         // Replace: unlinked first, so other hard links to the old file keep their content.
         let removed = if st.kind == NodeKind::Dir {
+            if self.shared.opts.delete {
+                // `--delete`: what fills it is not in the snapshot either.
+                self.empty_in_the_way(dir, node, snap_path);
+            }
             dir.remove_empty_dir(&node.name)
         } else {
             dir.remove_file(&node.name)
@@ -196,6 +208,28 @@ impl Restorer<'_, '_> {
                 Way::Blocked
             }
         }
+    }
+
+    /// `--delete` with a directory where the snapshot has another kind of entry: removes what
+    /// is inside it (as far as the selection allows), through its descriptor.
+    fn empty_in_the_way(&mut self, dir: &Dir, node: &Node, snap_path: &Path) {
+        let rel = self.top().rel.join(std::ffi::OsStr::from_bytes(&node.name));
+        let opts = self.shared.opts;
+        let mut sweep = Sweep::new(&opts.target, opts.select.as_ref(), false);
+        match dir.open_dir(&node.name) {
+            Ok(sub) => {
+                sweep.contents(&sub, &rel, snap_path);
+            }
+            Err(e) => {
+                let path = self.shown(&rel);
+                self.error(
+                    &path,
+                    format_args!("--delete: cannot open the directory: {e}"),
+                );
+            }
+        }
+        self.out.deleted.append(&mut sweep.removed);
+        self.out.errors.append(&mut sweep.errors);
     }
 
     /// Counts an existing entry kept in place; with `verify`, a kept file is read and compared

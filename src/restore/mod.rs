@@ -6,7 +6,8 @@
 //! files outside it, FIFOs. Every entry below the target is reached through the descriptor of
 //! its directory and never through a symlink (src/safe_fs.rs), so a restore never writes,
 //! creates or deletes anything outside its target. What stands in the way of the snapshot is
-//! replaced only as [`Overwrite`] says; a directory that is not empty is never removed.
+//! replaced only as [`Overwrite`] says; a directory that is not empty is never removed, except
+//! by `--delete` ([`RestoreOptions::delete`]), which also removes what the snapshot lacks.
 
 //!
 //! One concern per file:
@@ -23,8 +24,11 @@
 //! - `finish.rs`, `verify.rs`, `problems.rs`: a file's last step, `--verify`, and what went
 //!   wrong with a file;
 //! - `flow.rs`: what the walk and the workers share, and the bound on batches in flight;
-//! - `summary.rs`: the summary `cairn restore --json` prints.
+//! - `summary.rs`: the summary `cairn restore --json` prints;
+//! - `delete.rs`: `--delete`, removing through descriptors what the snapshot does not hold;
+//! - `preview.rs`: `--dry-run`, the same decisions taken and listed, nothing written.
 
+mod delete;
 pub mod drill;
 mod entries;
 mod fetch;
@@ -33,6 +37,7 @@ mod finish;
 mod flow;
 mod links;
 mod plan;
+mod preview;
 mod problems;
 mod summary;
 mod verify;
@@ -59,13 +64,15 @@ use flow::{Flow, Shared};
 use plan::{batch_files, Job};
 use walk::{Frame, FrameState, Restorer};
 
+pub use delete::Removed;
+pub use preview::{preview, Preview, PreviewEntry, PreviewSummary};
 pub use summary::RestoreSummary;
 
 /// What to do with an entry that already exists where the snapshot has one.
 ///
 /// Only entries at paths the snapshot holds are ever replaced; nothing the snapshot does not
 /// contain is touched, and no mode removes a directory that is not empty (it is reported as
-/// an obstacle and left in place).
+/// an obstacle and left in place) — unless [`RestoreOptions::delete`] asks for both.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Overwrite {
     /// Replace it: a file, symlink, special file or empty directory is removed (never
@@ -118,6 +125,11 @@ pub struct RestoreOptions {
     pub base: PathBuf,
     /// Threads that read, open and write file content (0: one per core).
     pub threads: usize,
+    /// Remove from each restored directory whatever the snapshot's directory does not hold
+    /// (`--delete`; src/restore/delete.rs), and what fills a directory standing where the
+    /// snapshot has another kind of entry. Paths `select` rejects are kept. Refused with
+    /// [`Overwrite::Never`] and for a `SNAPSHOT:SUBPATH` that is not a directory.
+    pub delete: bool,
 }
 
 /// Decides which entries a restore writes, by their path in the snapshot.
@@ -154,6 +166,8 @@ pub struct RestoreOutcome {
     pub errors: Vec<RestoreError>,
     /// The target's file system ran out of space: the restore stopped there.
     pub disk_full: bool,
+    /// What `--delete` removed from the target (contents before their directory).
+    pub deleted: Vec<Removed>,
 }
 
 impl RestoreOutcome {
@@ -220,6 +234,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
+    check_delete(selected, opts)?;
     if fs::metadata(&opts.target).is_ok_and(|m| !m.is_dir()) {
         return Err(Error::InvalidInput(format!(
             "the restore target {} exists and is not a directory",
@@ -281,7 +296,8 @@ pub fn restore(
         let walked = match selected {
             Selected::Dir(id) => repo
                 .read_tree(id)
-                .and_then(|tree| r.restore_tree(&tree, &base)),
+                .and_then(|tree| r.restore_tree(&tree, &base).map(|()| (tree, base)))
+                .map(|(tree, base)| r.delete_extras(&tree, &base)),
             Selected::Entry(node) => {
                 let parent = base.parent().unwrap_or(Path::new("/")).to_path_buf();
                 r.restore_node(node, &parent)
@@ -301,6 +317,31 @@ pub fn restore(
         });
     }
     Ok(out)
+}
+
+/// Refuses `--delete` where it cannot mean what it says: with `--overwrite never` (which
+/// changes nothing that exists), and when the selection is one file (the rest of the target
+/// would be "everything the snapshot does not hold").
+fn check_delete(selected: &Selected, opts: &RestoreOptions) -> Result<()> {
+    if !opts.delete {
+        return Ok(());
+    }
+    if opts.overwrite == Overwrite::Never {
+        return Err(Error::InvalidInput(
+            "--delete cannot be combined with --overwrite never: deleting changes what exists, \
+             which --overwrite never promises not to do"
+                .into(),
+        ));
+    }
+    if let Selected::Entry(node) = selected {
+        return Err(Error::InvalidInput(format!(
+            "--delete needs a directory to mirror, but {} selects a single {}; restore its \
+             directory, or leave out --delete",
+            Path::new("/").join(&opts.base).display(),
+            crate::safe_fs::kind_name(node.kind)
+        )));
+    }
+    Ok(())
 }
 
 /// Opens the target directory, making it if it does not exist; true when this restore made it
@@ -341,6 +382,7 @@ impl RestoreOutcome {
         self.damaged.extend(other.damaged);
         self.errors.extend(other.errors);
         self.disk_full |= other.disk_full;
+        self.deleted.extend(other.deleted);
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
+use super::preview::Entries;
 use super::{RestoreError, RestoreOutcome};
 use crate::id::SnapshotId;
 
@@ -35,7 +36,11 @@ impl RestoreOutcome {
 }
 
 /// Writes `path` under `field`: its text, and `<field>_hex` with its bytes when it is not UTF-8.
-fn path_entry<M: SerializeMap>(map: &mut M, field: &str, path: &Path) -> Result<(), M::Error> {
+pub(super) fn path_entry<M: SerializeMap>(
+    map: &mut M,
+    field: &str,
+    path: &Path,
+) -> Result<(), M::Error> {
     let bytes = path.as_os_str().as_bytes();
     match std::str::from_utf8(bytes) {
         Ok(s) => map.serialize_entry(field, s),
@@ -51,6 +56,8 @@ impl Serialize for RestoreSummary<'_> {
         let out = self.outcome;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("bytes_restored", &out.bytes)?;
+        map.serialize_entry("deleted", &out.deleted.len())?;
+        map.serialize_entry("deleted_paths", &Entries(&out.deleted))?;
         map.serialize_entry("dirs_restored", &out.dirs)?;
         map.serialize_entry("disk_full", &out.disk_full)?;
         map.serialize_entry("errors", &Problems(out))?;
@@ -135,6 +142,15 @@ mod tests {
             .map(|e| problem(e, true))
             .chain(out.errors.iter().map(|e| problem(e, false)))
             .collect();
+        let deleted: Vec<_> = out
+            .deleted
+            .iter()
+            .map(|e| {
+                let mut v = json!({"path": null, "type": e.kind.name()});
+                name(&mut v, "path", e.path.as_os_str().as_bytes());
+                v
+            })
+            .collect();
         let mut summary = json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
@@ -147,6 +163,8 @@ mod tests {
             "files_verified": out.verified_files,
             "disk_full": out.disk_full,
             "errors": problems,
+            "deleted": out.deleted.len(),
+            "deleted_paths": deleted,
         });
         name(&mut summary, "target", target);
         summary
@@ -180,6 +198,7 @@ mod tests {
                 )],
                 errors: vec![],
                 disk_full: false,
+                deleted: vec![],
             },
             RestoreOutcome {
                 errors: vec![
@@ -193,6 +212,16 @@ mod tests {
                 files: u64::MAX,
                 damaged: vec![error(b"\x80", "d1"), error("/t/\u{202e}x".as_bytes(), "d2")],
                 errors: vec![error(b"/t/c", "e1")],
+                deleted: vec![
+                    super::super::PreviewEntry {
+                        path: PathBuf::from(OsStr::from_bytes(b"/t/\xff")),
+                        kind: crate::tree::NodeKind::Symlink,
+                    },
+                    super::super::PreviewEntry {
+                        path: PathBuf::from("/t/d"),
+                        kind: crate::tree::NodeKind::Dir,
+                    },
+                ],
                 ..RestoreOutcome::default()
             },
         ];

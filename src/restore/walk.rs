@@ -149,7 +149,7 @@ impl Restorer<'_, '_> {
             return Ok(());
         };
         if !self.top().made {
-            if let Way::Blocked = self.clear_the_way(&dir, node, &path) {
+            if let Way::Blocked = self.clear_the_way(&dir, node, &path, &snap_path) {
                 return Ok(());
             }
         }
@@ -313,7 +313,11 @@ impl Restorer<'_, '_> {
     /// Restores a directory's entries; a tree that cannot be read is reported as damage.
     fn restore_subtree(&mut self, sub: TreeId, snap_path: &Path) -> Result<()> {
         match self.shared.repo.read_tree(&sub) {
-            Ok(t) => self.restore_tree(&t, snap_path),
+            Ok(t) => {
+                self.restore_tree(&t, snap_path)?;
+                self.delete_extras(&t, snap_path);
+                Ok(())
+            }
             Err(e) => {
                 let path = self.shown(&self.top().rel);
                 let local =
@@ -330,6 +334,44 @@ impl Restorer<'_, '_> {
                 Ok(())
             }
         }
+    }
+
+    /// `--delete`: removes from the directory the walk is in (`snap_dir` in the snapshot)
+    /// whatever `tree`, its snapshot directory, does not hold. Runs once the directory's
+    /// entries are made, before its metadata is applied (removing entries moves its times).
+    /// A directory of a selective restore that was not made is swept too, if the target has
+    /// it; one whose contents could not be read from the repository is not (what it should
+    /// hold is unknown). Nothing is removed once the restore is stopping (Ctrl-C, full disk).
+    pub(super) fn delete_extras(&mut self, tree: &Tree, snap_dir: &Path) {
+        let opts = self.shared.opts;
+        if !opts.delete || self.shared.cancelled() || self.shared.disk_full() {
+            return;
+        }
+        let rel = self.top().rel.clone();
+        let dir = match &self.top().state {
+            FrameState::Open(d) => d.clone(),
+            FrameState::Failed => return,
+            // Not made: nothing to sweep unless the target has a directory there.
+            FrameState::Pending => match self.target.open_beneath(&rel) {
+                Ok(d) => Arc::new(d),
+                Err(_) => return,
+            },
+            FrameState::Closed => match self.target.open_beneath(&rel) {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    let path = self.shown(&rel);
+                    self.error(
+                        &path,
+                        format_args!("--delete: cannot open the directory again: {e}"),
+                    );
+                    return;
+                }
+            },
+        };
+        let mut sweep = super::delete::Sweep::new(&opts.target, opts.select.as_ref(), false);
+        sweep.extras(&dir, &rel, snap_dir, tree);
+        self.out.deleted.append(&mut sweep.removed);
+        self.out.errors.append(&mut sweep.errors);
     }
 
     /// Applies a directory's metadata (or puts its times back) once every batch holding some
