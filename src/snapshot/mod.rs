@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod meta;
+pub mod rewrite;
 pub mod tree;
 
 use serde::{Deserialize, Serialize};
