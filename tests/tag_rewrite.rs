@@ -477,6 +477,17 @@ fn a_dry_run_rewrite_reports_per_snapshot_and_writes_nothing() {
         .run();
     run.ok();
     assert_eq!(run.json()["unchanged"], serde_json::json!([first]));
+    // A dry run only reads: --no-lock is allowed for it, and refused for a real rewrite.
+    f.cmd()
+        .args(["--no-lock", "rewrite", "-n", "--exclude", "*.bin"])
+        .run()
+        .ok();
+    let run = f
+        .cmd()
+        .args(["--no-lock", "rewrite", "--exclude", "*.bin"])
+        .run();
+    run.expect(1);
+    assert!(run.stderr.contains("must hold its lock"), "{}", run.stderr);
     assert!(f.repo_files() == before, "the repository changed");
 }
 

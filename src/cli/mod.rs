@@ -429,7 +429,7 @@ impl Command {
             Command::Copy(_) => "copy",
             Command::Plan(_) => "plan",
             Command::Tag(_) => "tag",
-            Command::Rewrite(_) => "rewrite",
+            Command::Rewrite(a) if a.writes() => "rewrite",
             _ => return None,
         })
     }

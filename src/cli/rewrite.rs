@@ -29,6 +29,13 @@ pub struct Args {
     filter: super::FilterArgs,
 }
 
+impl Args {
+    /// Whether the command may change the repository (it does not with `--dry-run`).
+    pub fn writes(&self) -> bool {
+        !self.dry_run
+    }
+}
+
 /// The largest exclude file read: 16 MiB, as for `backup --exclude-file`.
 const MAX_EXCLUDE_FILE: usize = 16 << 20;
 
