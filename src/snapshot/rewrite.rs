@@ -9,7 +9,7 @@
 //!   `put` returned), so a crash leaves the old snapshot, the new one, or both; never neither.
 //! - A snapshot that would not change is left alone and keeps its id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ impl TagEdit {
     /// all. A `--set` value that is empty (`--set ''`) stands for no tag: given alone it
     /// removes every tag.
     pub fn new(add: Vec<String>, remove: Vec<String>, set: Vec<String>) -> Result<TagEdit> {
-        if !set.is_empty() && !(add.is_empty() && remove.is_empty()) {
+        if !set.is_empty() && (!add.is_empty() || !remove.is_empty()) {
             return Err(Error::InvalidInput(
                 "--set replaces all tags and cannot be combined with --add or --remove".into(),
             ));
@@ -251,6 +251,7 @@ pub fn rewrite_snapshots(
         memo: HashMap::new(),
         counted: HashMap::new(),
         new_trees: Vec::new(),
+        new_ids: HashSet::new(),
     };
     let mut plans = Vec::new();
     for (id, snap) in snapshots {
@@ -346,6 +347,8 @@ struct Filter<'a> {
     counted: HashMap<TreeId, Counts>,
     /// New trees to store, each once.
     new_trees: Vec<(BlobId, Vec<u8>)>,
+    /// The ids in `new_trees`.
+    new_ids: HashSet<BlobId>,
 }
 
 impl Filter<'_> {
@@ -381,7 +384,7 @@ impl Filter<'_> {
         } else {
             let bytes = kept.encode()?;
             let id = self.repo.keys().tree_id(&bytes);
-            if !self.new_trees.iter().any(|(i, _)| *i == id) {
+            if self.new_ids.insert(id) {
                 self.new_trees.push((id, bytes));
             }
             TreeId(id)
