@@ -19,8 +19,10 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod rewrite;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 
 use std::io::IsTerminal;
@@ -200,6 +202,16 @@ pub enum Command {
     /// Write man pages into a directory
     #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
     Man(completions::ManArgs),
+    /// Change snapshots' tags (each changed snapshot is saved anew, recording its original's id)
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup tag latest --add keep\n  cairn -r /mnt/usb/backup tag --host laptop --remove daily"
+    )]
+    Tag(tag::Args),
+    /// Write new snapshots without the excluded paths (a secret that should never have been backed up)
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup rewrite --exclude /home/me/.ssh --dry-run\n  cairn -r /mnt/usb/backup rewrite --exclude '*.key' --forget && cairn -r /mnt/usb/backup prune"
+    )]
+    Rewrite(rewrite::Args),
 }
 
 /// The cache in front of a remote repository, attached once the repository id is known.
@@ -388,6 +400,8 @@ pub fn main() -> ExitCode {
         Command::Completions(a) => completions::run(a),
         Command::Plan(a) => plan::run(&ctx, a),
         Command::Man(a) => completions::man(a),
+        Command::Tag(a) => tag::run(&ctx, a),
+        Command::Rewrite(a) => rewrite::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -414,6 +428,8 @@ impl Command {
             Command::Repair(_) => "repair",
             Command::Copy(_) => "copy",
             Command::Plan(_) => "plan",
+            Command::Tag(_) => "tag",
+            Command::Rewrite(a) if a.writes() => "rewrite",
             _ => return None,
         })
     }

@@ -34,6 +34,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     "mode": s.mode.name(),
                     "partial": s.partial,
                     "parent": s.parent.map(|p| p.to_hex()),
+                    "original": s.original.map(|o| o.to_hex()),
                     "tree": s.tree.to_string(),
                     "summary": s.summary,
                 })

@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod meta;
+pub mod rewrite;
 pub mod tree;
 
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,8 @@ pub struct Snapshot {
     /// walked. The next backup of the same host and paths resumes from it and removes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
-    /// The snapshot this one was repaired from.
+    /// The snapshot this one replaced: the one it was made from by `repair snapshots`, `tag`
+    /// or `rewrite` (its direct predecessor, which may since have been removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
     /// Set by `copy`: the snapshot this one is a copy of, in the repository where it was first
