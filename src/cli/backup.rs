@@ -173,7 +173,7 @@ fn listed_paths(a: &Args) -> anyhow::Result<Vec<PathBuf>> {
             }
             read_stdin(MAX_LIST_FILE, &what)?
         } else {
-            super::input::read_file(file, MAX_LIST_FILE, &what)?
+            read_list_file(file, &what)?
         };
         let source = if file.as_os_str() == "-" {
             "(standard input)".to_string()
@@ -197,6 +197,23 @@ fn listed_paths(a: &Args) -> anyhow::Result<Vec<PathBuf>> {
         bail!("nothing to back up: the --files-from lists name no path");
     }
     Ok(out)
+}
+
+/// Reads a list file of at most [`MAX_LIST_FILE`] bytes. A regular file is read with a buffer
+/// of its own size (plus room to grow while read), not one of the whole bound.
+fn read_list_file(file: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let size = std::fs::metadata(file).map(|m| m.is_file().then_some(m.len()));
+    let limit = match size {
+        Ok(Some(n)) if n > MAX_LIST_FILE as u64 => bail!(
+            "{what} {} is {} bytes; cairn reads at most {} of a {what}",
+            output::esc(file),
+            n,
+            output::size(MAX_LIST_FILE as u64)
+        ),
+        Ok(Some(n)) => (n as usize + (64 << 10)).min(MAX_LIST_FILE),
+        _ => MAX_LIST_FILE,
+    };
+    super::input::read_file(file, limit, what)
 }
 
 /// Reads all of standard input, at most `limit` bytes; `what` names it in messages.
