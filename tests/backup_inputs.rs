@@ -308,7 +308,13 @@ fn a_failing_command_makes_no_snapshot_exits_1_and_shows_the_end_of_its_stderr()
         }
     }
     // What the failed runs stored is named by an index: the repository checks clean.
-    f.cmd().args(["check"]).run().ok();
+    let check = f.cmd().args(["check"]).run();
+    check.ok();
+    assert!(
+        !check.stderr.contains("not in any index"),
+        "a failed stream left packs no index names:\n{}",
+        check.stderr
+    );
 }
 
 #[test]
