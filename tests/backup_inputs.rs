@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 
@@ -673,4 +674,61 @@ fn empty_oversize_and_malformed_lists_are_refused_with_a_clear_message() {
         .run();
     refused(&run, &["standard input", "256.00 MiB"]);
     assert_eq!(snapshots(&f), serde_json::json!([]));
+}
+
+/// Spawns `cairn backup` with `args` for a run the test interrupts itself; its standard input is
+/// a pipe the test holds open and never writes to.
+fn spawn_backup(f: &Fixture, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-r")
+        .arg(&f.repo)
+        .args(["--no-progress", "backup"])
+        .args(args)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("XDG_CACHE_HOME", f.path("cache"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cairn")
+}
+
+#[test]
+fn ctrl_c_ends_a_stream_that_says_nothing_and_saves_no_snapshot() {
+    let f = Fixture::new();
+    let pidfile = f.path("cmd.pid");
+    let script = format!(
+        "echo $$ > '{}.tmp'; mv '{0}.tmp' '{0}'; printf partial; exec sleep 1000",
+        pidfile.display()
+    );
+    for form in ["command", "stdin"] {
+        let mut child = if form == "command" {
+            spawn_backup(&f, &["--stdin-from-command", "--", "sh", "-c", &script])
+        } else {
+            spawn_backup(&f, &["--stdin"])
+        };
+        // The stream is being read once the command runs, or once the backup holds its lock.
+        wait_until(Duration::from_secs(60), "the stream to be read", || {
+            if form == "command" {
+                pidfile.exists()
+            } else {
+                fs::read_dir(f.repo.join("locks")).is_ok_and(|mut d| d.next().is_some())
+            }
+        });
+        // SAFETY: kill with a valid signal to the child's PID, not waited for yet.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let status = wait_for_exit(&mut child, Duration::from_secs(60), "cairn backup");
+        assert_eq!(status.code(), Some(130), "{form}: {status:?}");
+        if form == "command" {
+            let pid: i32 = fs::read_to_string(&pidfile)
+                .expect("pid")
+                .trim()
+                .parse()
+                .expect("a pid");
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            assert!(!alive, "the command was left running");
+        }
+        assert_eq!(snapshots(&f), serde_json::json!([]), "{form}");
+    }
 }

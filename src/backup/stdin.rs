@@ -15,8 +15,11 @@
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -143,7 +146,14 @@ impl Walker<'_> {
         };
         let chunker = Chunker::new(stream, self.repo.config().chunker, self.keys.chunker_seed());
         for chunk in chunker {
-            let chunk = chunk.map_err(failed)?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // A Ctrl-C reaches the command too: its death is then the interruption.
+                    self.tick()?;
+                    return Err(failed(e));
+                }
+            };
             self.tick()?;
             let len = chunk.len() as u64;
             let id = self.keys.chunk_id(&chunk);
@@ -247,6 +257,59 @@ impl Drop for CommandStream {
                 let _ = self.child.kill();
             }
             let _ = self.child.wait();
+        }
+    }
+}
+
+impl AsRawFd for CommandStream {
+    /// The command's standard output.
+    fn as_raw_fd(&self) -> RawFd {
+        self.stdout.as_raw_fd()
+    }
+}
+
+/// How long a [`Cancellable`] read waits for data before it looks at its flag again, in ms.
+const WAIT_SLICE_MS: i32 = 100;
+
+/// A stream whose reads wake every [`WAIT_SLICE_MS`] to see whether `cancel` was set (Ctrl-C
+/// sent to cairn alone, by a supervisor): a stream that has nothing to say then ends the backup
+/// ([`Error::Interrupted`]) instead of holding it until it speaks.
+pub struct Cancellable<R> {
+    inner: R,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<R: Read + AsRawFd> Cancellable<R> {
+    /// Reads `inner` until `cancel` is set.
+    pub fn new(inner: R, cancel: Arc<AtomicBool>) -> Self {
+        Cancellable { inner, cancel }
+    }
+}
+
+impl<R: Read + AsRawFd> Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                // Not ErrorKind::Interrupted: readers retry that; the backup sees the flag.
+                return Err(io::Error::other("interrupted"));
+            }
+            let mut p = libc::pollfd {
+                fd: self.inner.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let rc = unsafe { libc::poll(&mut p, 1, WAIT_SLICE_MS) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if rc > 0 {
+                return self.inner.read(buf);
+            }
         }
     }
 }

@@ -290,7 +290,7 @@ fn backup_stream(
     opts: &BackupOptions,
     s: &StreamArgs,
 ) -> cairn::Result<cairn::backup::BackupOutcome> {
-    use cairn::backup::stdin::{backup_stream, CommandStream};
+    use cairn::backup::stdin::{backup_stream, Cancellable, CommandStream};
     let progress = super::progress::Progress::new(
         ctx,
         "backed up",
@@ -299,12 +299,13 @@ fn backup_stream(
     let name = s.name.as_bytes();
     let result = match &s.command {
         None => {
-            let mut input = std::io::stdin().lock();
+            let mut input = Cancellable::new(std::io::stdin().lock(), ctx.cancel.clone());
             backup_stream(repo, opts, name, "standard input", &mut input, &progress)
         }
         Some(cmd) => {
             // The command's error output passes through to ours as it comes.
-            let mut child = CommandStream::spawn(&cmd[0], &cmd[1..], Box::new(std::io::stderr()))?;
+            let child = CommandStream::spawn(&cmd[0], &cmd[1..], Box::new(std::io::stderr()))?;
+            let mut child = Cancellable::new(child, ctx.cancel.clone());
             let what = format!("command `{}`", cmd[0].to_string_lossy());
             backup_stream(repo, opts, name, &what, &mut child, &progress)
         }
