@@ -732,3 +732,42 @@ fn ctrl_c_ends_a_stream_that_says_nothing_and_saves_no_snapshot() {
         assert_eq!(snapshots(&f), serde_json::json!([]), "{form}");
     }
 }
+
+#[test]
+fn a_stream_is_chunked_as_it_comes_not_held_in_memory() {
+    let f = Fixture::new();
+    const LEN: u64 = 384 << 20;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-r")
+        .arg(&f.repo)
+        .args(["--no-progress", "-q", "backup", "--stdin-from-command"])
+        .args(["--stdin-filename", "zeros", "--", "head", "-c"])
+        .arg(LEN.to_string())
+        .arg("/dev/zero")
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("XDG_CACHE_HOME", f.path("cache"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cairn");
+    // wait4 reports this child's own peak memory (and of what it waited for: head).
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled in by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid pointers for the call's duration.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}"
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(
+        peak_mib < 160,
+        "a {} MiB stream took {peak_mib} MiB of memory",
+        LEN >> 20
+    );
+    let run = f.cmd().args(["--json", "ls", "latest"]).run();
+    run.ok();
+    assert_eq!(run.json()[0]["size"], LEN);
+}
