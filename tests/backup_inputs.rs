@@ -737,6 +737,8 @@ fn ctrl_c_ends_a_stream_that_says_nothing_and_saves_no_snapshot() {
 fn a_stream_is_chunked_as_it_comes_not_held_in_memory() {
     let f = Fixture::new();
     const LEN: u64 = 384 << 20;
+    // Reaped below by wait4, which (unlike Child::wait) reports the child's peak memory.
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("-r")
         .arg(&f.repo)
