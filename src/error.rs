@@ -109,6 +109,17 @@ pub enum Error {
         /// How many snapshot ids start with it (at least 2).
         count: usize,
     },
+    /// The stream of a stream backup (`backup --stdin`, `--stdin-from-command`) failed: a read
+    /// error, or a command that could not start or did not exit 0 (the source's message holds
+    /// its status and the end of its error output). No snapshot is made. Exit 1.
+    #[error("{what}: {source}")]
+    Stream {
+        /// The stream as people know it: "standard input", "command `pg_dump`".
+        what: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// An argument or input the caller gave is invalid or over a bound (a pattern, a size, a
     /// selector, a path); the `String` is the whole message. Exit 1.
     #[error("{0}")]

@@ -13,9 +13,13 @@
 //! - `walk.rs`: the walk, reuse of the parent's unchanged files, reading and chunking a file,
 //!   checkpoints (partial snapshots);
 //! - `pipeline.rs`: seal workers, the packer and its uploaders, index files for written packs;
-//! - `summary.rs`: the summary `cairn backup --json` prints.
+//! - `summary.rs`: the summary `cairn backup --json` prints;
+//! - `stdin.rs`: stream backups (`--stdin`, `--stdin-from-command`) through the same pipeline;
+//! - `files_from.rs`: the path lists of `--files-from`, `--files-from-verbatim`, `--files-from-raw`.
 
+pub mod files_from;
 pub mod filter;
+pub mod stdin;
 
 mod excludes;
 mod pipeline;
@@ -91,6 +95,10 @@ pub struct BackupOptions {
     pub checkpoint_every: Option<std::time::Duration>,
     /// What to leave out.
     pub exclude: Excludes,
+    /// Paths read from a list (`backup --files-from*`), backed up like [`Self::paths`] and
+    /// recorded with them, except that a listed path that does not exist is left out and
+    /// reported as an entry error (exit 3) instead of failing the backup: restic skips it too.
+    pub listed_paths: Vec<PathBuf>,
 }
 
 /// A source entry that could not be backed up.
@@ -170,7 +178,7 @@ pub fn backup(
     progress: &dyn BackupProgress,
 ) -> Result<BackupOutcome> {
     let start = Instant::now();
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && opts.listed_paths.is_empty() {
         return Err(Error::InvalidInput(
             "nothing to back up: give at least one path".into(),
         ));
@@ -180,6 +188,25 @@ pub fn backup(
         let a = crate::safe_fs::absolute(p).map_err(|e| Error::io(p, e))?;
         fs::symlink_metadata(&a).map_err(|e| Error::io(&a, e))?;
         abs.push(a);
+    }
+    let mut missing = Vec::new();
+    for p in &opts.listed_paths {
+        let a = crate::safe_fs::absolute(p).map_err(|e| Error::io(p, e))?;
+        match fs::symlink_metadata(&a) {
+            Ok(_) => abs.push(a),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let error = format!("listed in a --files-from list, but {e}; left out");
+                progress.error(&a, &error);
+                missing.push(EntryError { path: a, error });
+            }
+            Err(e) => return Err(Error::io(&a, e)),
+        }
+    }
+    if abs.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "nothing to back up: none of the {} listed paths exists",
+            missing.len()
+        )));
     }
     let path_strings: Vec<String> = abs
         .iter()
@@ -210,7 +237,43 @@ pub fn backup(
     for a in &abs {
         trie.insert(a);
     }
+    let base = SnapshotBase {
+        paths: path_strings.clone(),
+        parent: parent_id,
+    };
+    let roots = trie.targets(Path::new("/"));
+    let mut run = run_pipeline(repo, opts, &base, progress, Some(roots), true, |w| {
+        w.backup_trie(&trie, Path::new("/"), parent_tree)
+    });
+    run.errors.splice(0..0, missing);
+    finish(repo, opts, &base, &snapshots, run, start)
+}
 
+/// What the walk and the pipeline left: the walk's result, the packs written and not yet named
+/// by an index file (or the pipeline's failure), the bytes stored, and the walker's counters.
+struct PipelineRun {
+    root: Result<TreeId>,
+    packs: Result<Vec<crate::index::IndexPack>>,
+    stored: u64,
+    summary: Summary,
+    errors: Vec<EntryError>,
+    checkpoints: Vec<SnapshotId>,
+    repository_left_out: Vec<PathBuf>,
+}
+
+/// Starts the seal workers and the packer, runs `walk` on this thread with a [`Walker`] feeding
+/// them, and waits for everything queued to be written. With `roots`, directory listings are
+/// read ahead of the walk; with `checkpoint_on_interrupt`, a Ctrl-C saves what was done as a
+/// partial snapshot.
+fn run_pipeline(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    base: &SnapshotBase,
+    progress: &dyn BackupProgress,
+    roots: Option<Vec<PathBuf>>,
+    checkpoint_on_interrupt: bool,
+    walk: impl FnOnce(&mut Walker<'_>) -> Result<TreeId>,
+) -> PipelineRun {
     let threads = opts.threads.max(1);
     let (job_tx, job_rx) = bounded::<Job>(threads * JOBS_PER_THREAD);
     let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * SEALED_PER_THREAD);
@@ -223,13 +286,9 @@ pub fn backup(
     let mut saver = BlobSaver::new(repo, Known::IndexOrQueued);
     let (dedup, packs) = saver.split();
     let pipeline = Pipeline::default();
-    let base = SnapshotBase {
-        paths: path_strings.clone(),
-        parent: parent_id,
-    };
 
     let repo_ref: &Repository = repo;
-    let (walk_result, packs, stored, mut walker_state) = thread::scope(|scope| {
+    thread::scope(|scope| {
         let mut workers = Vec::new();
         for _ in 0..threads {
             let rx = job_rx.clone();
@@ -262,10 +321,15 @@ pub fn backup(
         // Directories are listed and their entries stat'ed one step ahead of the walk, on
         // another thread: an unchanged tree is mostly system calls, and a changed one keeps
         // the workers fed while the next directory is read.
-        let (listing_tx, listing_rx) = bounded::<Listing>(PREFETCH_DIRS);
-        let roots = trie.targets(Path::new("/"));
-        let exclude = &opts.exclude;
-        scope.spawn(move || prefetch_listings(&roots, exclude, &listing_tx));
+        let prefetch = roots.map(|roots| {
+            let (listing_tx, listing_rx) = bounded::<Listing>(PREFETCH_DIRS);
+            let exclude = &opts.exclude;
+            scope.spawn(move || prefetch_listings(&roots, exclude, &listing_tx));
+            Prefetch {
+                rx: listing_rx,
+                peeked: None,
+            }
+        });
         let mut w = Walker {
             repo: repo_ref,
             opts,
@@ -283,18 +347,15 @@ pub fn backup(
             progress,
             target_dev: None,
             stack: Vec::new(),
-            base: &base,
+            base,
             last_checkpoint: Instant::now(),
             checkpoints: Vec::new(),
-            prefetch: Some(Prefetch {
-                rx: listing_rx,
-                peeked: None,
-            }),
+            prefetch,
         };
-        let mut root = w.backup_trie(&trie, Path::new("/"), parent_tree);
+        let mut root = walk(&mut w);
         // Stops the reader ahead (its next send fails) before the scope waits for it.
         w.prefetch = None;
-        if matches!(root, Err(Error::Interrupted)) && !dry_run {
+        if matches!(root, Err(Error::Interrupted)) && !dry_run && checkpoint_on_interrupt {
             // Ctrl-C: keep what was done as a partial snapshot the next backup resumes from.
             if let Err(e) = w.checkpoint() {
                 root = Err(e);
@@ -315,24 +376,61 @@ pub fn backup(
         let packed = packer
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidInput("the packer thread panicked".into())));
-        let state = (w.summary, w.errors, w.checkpoints, w.repository_left_out);
         let packed = match (packed, worker_err) {
             (Err(e), _) | (Ok(_), Some(e)) => Err(e),
             (Ok(p), None) => Ok(p),
         };
-        match packed {
-            Ok((packs, stored)) => (root, Ok(packs), stored, state),
-            Err(e) => (root, Err(e), 0, state),
+        let (packs, stored) = match packed {
+            Ok((packs, stored)) => (Ok(packs), stored),
+            Err(e) => (Err(e), 0),
+        };
+        PipelineRun {
+            root,
+            packs,
+            stored,
+            summary: w.summary,
+            errors: w.errors,
+            checkpoints: w.checkpoints,
+            repository_left_out: w.repository_left_out,
         }
-    });
-    // A packer failure (disk full, device gone) explains a walker failure, so report it first.
-    let packs = packs?;
-    let root = walk_result?;
+    })
+}
 
-    let mut summary = std::mem::take(&mut walker_state.0);
-    let errors = std::mem::take(&mut walker_state.1);
-    let own_checkpoints = std::mem::take(&mut walker_state.2);
-    let repository_left_out = std::mem::take(&mut walker_state.3);
+/// Commits a finished run: the index naming the packs written, then the snapshot (unless a dry
+/// run), then the removal of the partial snapshots it supersedes.
+fn finish(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    base: &SnapshotBase,
+    snapshots: &[(SnapshotId, Snapshot)],
+    run: PipelineRun,
+    start: Instant,
+) -> Result<BackupOutcome> {
+    let dry_run = opts.dry_run;
+    // A packer failure (disk full, device gone) explains a walker failure, so report it first.
+    let packs = run.packs?;
+    let root = match run.root {
+        Ok(root) => root,
+        Err(e) => {
+            if !dry_run && !packs.is_empty() {
+                // The source failed (a stream's command exited non-zero): the packs written
+                // are durable, so name them; no snapshot references them, and `prune` frees
+                // them (an interrupted run's checkpoint named those before it). Should this
+                // fail too, the source's failure is still what the user must hear about, and
+                // the packs stay for `cairn repair index`.
+                let _ = repo.save_index(&IndexFile {
+                    supersedes: Vec::new(),
+                    packs,
+                });
+            }
+            return Err(e);
+        }
+    };
+    let mut summary = run.summary;
+    let errors = run.errors;
+    let own_checkpoints = run.checkpoints;
+    let repository_left_out = run.repository_left_out;
+    let stored = run.stored;
     summary.data_added_stored = stored;
     summary.errors = errors.len() as u64;
 
@@ -347,7 +445,7 @@ pub fn backup(
     }
     summary.duration_s = start.elapsed().as_secs_f64();
 
-    let snapshot = make_snapshot(opts, &base, root, summary.clone(), false);
+    let snapshot = make_snapshot(opts, base, root, summary.clone(), false);
     let snapshot_id = if dry_run {
         None
     } else {
@@ -357,7 +455,7 @@ pub fn backup(
         // are superseded now.
         let mut want: Vec<&String> = base.paths.iter().collect();
         want.sort();
-        for (pid, s) in &snapshots {
+        for (pid, s) in snapshots {
             let mut have: Vec<&String> = s.paths.iter().collect();
             have.sort();
             if s.partial && s.host == opts.host && have == want {

@@ -115,7 +115,7 @@ impl Walker<'_> {
     }
 
     /// Stops at Ctrl-C; writes a checkpoint when one is due.
-    fn tick(&mut self) -> Result<()> {
+    pub(super) fn tick(&mut self) -> Result<()> {
         if self.cancelled() {
             return Err(Error::Interrupted);
         }
@@ -184,7 +184,7 @@ impl Walker<'_> {
     }
 
     /// Queues a blob unless the repository or this run already has it.
-    fn store(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+    pub(super) fn store(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         if !self.dedup.claim(self.repo.index(), id) {
             return Ok(());
         }
@@ -200,7 +200,7 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn store_tree(&mut self, mut tree: Tree) -> Result<TreeId> {
+    pub(super) fn store_tree(&mut self, mut tree: Tree) -> Result<TreeId> {
         tree.sort();
         let bytes = tree.encode()?;
         let id = self.keys.tree_id(&bytes);

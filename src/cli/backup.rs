@@ -1,5 +1,7 @@
 //! `cairn backup`
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -11,8 +13,11 @@ use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Files and directories to back up
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and directories to back up (with --stdin-from-command: the command and its arguments, after --)
+    #[arg(
+        value_name = "PATH",
+        required_unless_present_any = ["stdin", "stdin_from_command", "files_from", "files_from_verbatim", "files_from_raw"]
+    )]
     paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]
@@ -69,6 +74,160 @@ pub struct Args {
     /// Do not cross into other filesystems
     #[arg(long, short = 'x')]
     one_file_system: bool,
+    /// Also back up the paths and glob patterns listed in FILE, one per line; blank lines and lines starting with # are skipped (repeatable; - reads standard input)
+    #[arg(long, value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// Also back up the exact paths listed in FILE, one per line, no comments or patterns (repeatable; - reads standard input)
+    #[arg(long, value_name = "FILE")]
+    files_from_verbatim: Vec<PathBuf>,
+    /// Also back up the exact paths listed in FILE, separated by NUL bytes as `find -print0` writes them (repeatable; - reads standard input)
+    #[arg(long, value_name = "FILE")]
+    files_from_raw: Vec<PathBuf>,
+    /// Back up standard input as one file, /NAME in the snapshot (NAME from --stdin-filename)
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// The file name of a --stdin or --stdin-from-command stream in the snapshot [default: stdin]
+    #[arg(long, value_name = "NAME")]
+    stdin_filename: Option<OsString>,
+    /// Back up the standard output of the command given after -- (run without a shell) as one file; a command that exits non-zero makes no snapshot
+    #[arg(long)]
+    stdin_from_command: bool,
+}
+
+/// The largest path list read (`--files-from*`): 256 MiB, some 4 million paths of typical
+/// length, or 65 536 paths of the longest length.
+pub const MAX_LIST_FILE: usize = 256 << 20;
+
+/// A stream to back up (`--stdin`, `--stdin-from-command`): its name in the snapshot and,
+/// for a command, the command line.
+struct StreamArgs {
+    name: OsString,
+    command: Option<Vec<OsString>>,
+}
+
+/// Checks the stream options against the rest; None when this is not a stream backup.
+fn stream_args(a: &Args) -> anyhow::Result<Option<StreamArgs>> {
+    let lists = !a.files_from.is_empty()
+        || !a.files_from_verbatim.is_empty()
+        || !a.files_from_raw.is_empty();
+    if !a.stdin && !a.stdin_from_command {
+        if a.stdin_filename.is_some() {
+            bail!("--stdin-filename names the file of a --stdin or --stdin-from-command stream; give one of those too");
+        }
+        return Ok(None);
+    }
+    let option = if a.stdin {
+        "--stdin"
+    } else {
+        "--stdin-from-command"
+    };
+    if lists {
+        bail!("{option} backs up one stream; it cannot be combined with --files-from, --files-from-verbatim or --files-from-raw");
+    }
+    if a.parent.is_some() {
+        bail!("{option} has no parent snapshot: a stream is always read whole; leave out --parent");
+    }
+    let name = a
+        .stdin_filename
+        .clone()
+        .unwrap_or_else(|| cairn::backup::stdin::DEFAULT_NAME.into());
+    cairn::backup::stdin::validate_name(name.as_bytes())?;
+    let command = if a.stdin {
+        if let Some(p) = a.paths.first() {
+            bail!(
+                "--stdin backs up standard input; it takes no PATH arguments (got {}). For a command's output use --stdin-from-command -- CMD ARGS...",
+                output::esc(p)
+            );
+        }
+        None
+    } else {
+        if a.paths.is_empty() {
+            bail!("--stdin-from-command needs the command after --, e.g. `cairn backup --stdin-from-command --stdin-filename db.sql -- pg_dump mydb`");
+        }
+        Some(a.paths.iter().map(|p| p.clone().into_os_string()).collect())
+    };
+    Ok(Some(StreamArgs { name, command }))
+}
+
+/// The paths the `--files-from*` lists name, in order: patterns expanded, exact paths as they
+/// are. A pattern that matches nothing is kept as it is, so the backup reports it as missing.
+fn listed_paths(a: &Args) -> anyhow::Result<Vec<PathBuf>> {
+    use cairn::backup::files_from::{expand_glob, parse_list, ListFormat};
+    let lists = a
+        .files_from
+        .iter()
+        .map(|f| (f, ListFormat::Patterns))
+        .chain(
+            a.files_from_verbatim
+                .iter()
+                .map(|f| (f, ListFormat::Verbatim)),
+        )
+        .chain(a.files_from_raw.iter().map(|f| (f, ListFormat::Raw)));
+    let mut stdin_used = false;
+    let mut out = Vec::new();
+    for (file, format) in lists {
+        let what = format!("{} list", format.option());
+        let bytes = if file.as_os_str() == "-" {
+            if std::mem::replace(&mut stdin_used, true) {
+                bail!("standard input (-) can be read by only one --files-from* option");
+            }
+            read_stdin(MAX_LIST_FILE, &what)?
+        } else {
+            read_list_file(file, &what)?
+        };
+        let source = if file.as_os_str() == "-" {
+            "(standard input)".to_string()
+        } else {
+            output::esc(file).into_owned()
+        };
+        for entry in parse_list(&bytes, format, &source)? {
+            if format == ListFormat::Patterns {
+                let found = expand_glob(&entry)?;
+                if found.is_empty() {
+                    out.push(PathBuf::from(OsString::from_vec(entry)));
+                } else {
+                    out.extend(found);
+                }
+            } else {
+                out.push(PathBuf::from(OsString::from_vec(entry)));
+            }
+        }
+    }
+    if out.is_empty() && a.paths.is_empty() {
+        bail!("nothing to back up: the --files-from lists name no path");
+    }
+    Ok(out)
+}
+
+/// Reads a list file of at most [`MAX_LIST_FILE`] bytes. A regular file is read with a buffer
+/// of its own size (plus room to grow while read), not one of the whole bound.
+fn read_list_file(file: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let size = std::fs::metadata(file).map(|m| m.is_file().then_some(m.len()));
+    let limit = match size {
+        Ok(Some(n)) if n > MAX_LIST_FILE as u64 => bail!(
+            "{what} {} is {} bytes; cairn reads at most {} of a {what}",
+            output::esc(file),
+            n,
+            output::size(MAX_LIST_FILE as u64)
+        ),
+        Ok(Some(n)) => (n as usize + (64 << 10)).min(MAX_LIST_FILE),
+        _ => MAX_LIST_FILE,
+    };
+    super::input::read_file(file, limit, what)
+}
+
+/// Reads all of standard input, at most `limit` bytes; `what` names it in messages.
+fn read_stdin(limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    match super::input::read_bounded(&mut std::io::stdin(), limit, false, &mut buf)
+        .with_context(|| format!("reading {what} from standard input"))?
+    {
+        super::input::End::Limit => bail!(
+            "{what} on standard input holds more than {}, the most cairn reads of a {what}",
+            output::size(limit as u64)
+        ),
+        _ => Ok(buf),
+    }
 }
 
 /// The largest exclude file read: 16 MiB, some 200 000 patterns of typical length.
@@ -124,6 +283,38 @@ pub fn note_left_out(ctx: &Ctx, left_out: &[PathBuf]) {
     }
 }
 
+/// Runs a stream backup: standard input, or the output of a command started here.
+fn backup_stream(
+    ctx: &Ctx,
+    repo: &mut cairn::Repository,
+    opts: &BackupOptions,
+    s: &StreamArgs,
+) -> cairn::Result<cairn::backup::BackupOutcome> {
+    use cairn::backup::stdin::{backup_stream, Cancellable, CommandStream};
+    let progress = super::progress::Progress::new(
+        ctx,
+        "backed up",
+        std::sync::Arc::new(super::progress::Totals::default()),
+    );
+    let name = s.name.as_bytes();
+    let result = match &s.command {
+        None => {
+            let mut input = Cancellable::new(std::io::stdin().lock(), ctx.cancel.clone());
+            backup_stream(repo, opts, name, "standard input", &mut input, &progress)
+        }
+        Some(cmd) => {
+            // The command's error output passes through to ours as it comes.
+            let child = CommandStream::spawn(&cmd[0], &cmd[1..], Box::new(std::io::stderr()))?;
+            let mut child = Cancellable::new(child, ctx.cancel.clone());
+            let what = format!("command `{}`", cmd[0].to_string_lossy());
+            backup_stream(repo, opts, name, &what, &mut child, &progress)
+        }
+    };
+    progress.finish();
+    ctx.print_warnings(repo);
+    result
+}
+
 fn parse_mode(s: &str) -> Result<BackupMode, String> {
     s.parse()
 }
@@ -145,6 +336,12 @@ pub fn parse_time(s: &str) -> anyhow::Result<(i64, i32)> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    // Arguments first: a mistake is told before the password is asked or a command run.
+    let stream = stream_args(&a)?;
+    let listed = match stream {
+        Some(_) => Vec::new(),
+        None => listed_paths(&a)?,
+    };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, false, "backup")?;
     repo.load_index()?;
@@ -164,7 +361,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         None => None,
     };
     let opts = BackupOptions {
-        paths: a.paths.clone(),
+        paths: if stream.is_some() {
+            Vec::new()
+        } else {
+            a.paths.clone()
+        },
+        listed_paths: listed,
         host: a.host.clone().unwrap_or_else(super::hostname),
         user: super::username(),
         uid: super::current_uid(),
@@ -188,7 +390,33 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         },
         checkpoint_every: Some(a.checkpoint_interval),
     };
-    let result = super::progress::backup_with_progress(ctx, &mut repo, &opts);
+    let result = match &stream {
+        Some(s) => backup_stream(ctx, &mut repo, &opts, s),
+        None => super::progress::backup_with_progress(ctx, &mut repo, &opts),
+    };
+    if let (Err(cairn::Error::Interrupted), Some(_)) = (&result, &stream) {
+        eprintln!("interrupted: the stream was not backed up whole; no snapshot was saved");
+        return Ok(super::EXIT_INTERRUPTED);
+    }
+    if let Err(cairn::Error::Stream { what, source }) = &result {
+        if let Some(failed) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<cairn::backup::stdin::CommandFailed>())
+        {
+            // Line by line, each escaped: the command's own words, never its control bytes.
+            eprintln!("cairn: {what}: {}; no snapshot was made", failed.how);
+            let tail = String::from_utf8_lossy(&failed.stderr_tail);
+            if tail.trim().is_empty() {
+                eprintln!("(it wrote nothing to its error output)");
+            } else {
+                eprintln!("the end of its error output:");
+                for line in tail.trim_end().lines() {
+                    eprintln!("  {}", output::esc(line));
+                }
+            }
+            return Ok(super::EXIT_FATAL);
+        }
+    }
     if let Err(cairn::Error::Interrupted) = result {
         eprintln!(
             "interrupted: what was backed up so far is saved as a partial snapshot; \

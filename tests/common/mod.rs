@@ -248,6 +248,15 @@ impl TestCommand {
         self
     }
 
+    /// Feeds the file at `path` to the command's standard input (instead of nothing).
+    pub fn stdin_file(mut self, path: impl AsRef<Path>) -> Self {
+        let f = fs::File::open(path.as_ref()).expect("open the file for standard input");
+        self.what
+            .push_str(&format!(" < {}", path.as_ref().display()));
+        self.cmd.stdin(f);
+        self
+    }
+
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.cmd.current_dir(dir);
         self
