@@ -72,9 +72,13 @@ impl<W: Write> Sink for ZipSink<'_, W> {
         let options = options(node)?;
         let output = self.opts.output.as_path();
         match node.kind {
+            // A directory is an empty entry named `name/`. Not `add_directory`: on a stream
+            // (zip 6.0) it sets the data-descriptor flag without writing the descriptor, and
+            // Info-ZIP `unzip` then rejects the archive as overlapping ("possible zip bomb").
+            // Readers take the trailing `/` as what makes an entry a directory.
             NodeKind::Dir => self
                 .zip
-                .add_directory(format!("{name}/"), options)
+                .start_file(format!("{name}/"), options)
                 .map_err(|e| zip_err(e, output))?,
             NodeKind::Symlink => {
                 let target = utf8(
