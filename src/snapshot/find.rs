@@ -146,13 +146,16 @@ impl Matcher {
     }
 }
 
+/// A subtree's id, and its path when a path pattern makes its matches depend on it.
+type CacheKey = (TreeId, Option<Vec<u8>>);
+
 /// Searches snapshot trees, remembering each subtree's result (see the module docs).
 pub struct Finder<'r> {
     repo: &'r Repository,
     matcher: Matcher,
     /// Matches below a tree, relative to it, by tree id (and the tree's path without its
     /// leading `/` when a path pattern makes the result depend on it).
-    cache: HashMap<(TreeId, Option<Vec<u8>>), Arc<Vec<Rel>>>,
+    cache: HashMap<CacheKey, Arc<Vec<Rel>>>,
     trees_loaded: u64,
     cancel: Option<Arc<AtomicBool>>,
 }
