@@ -112,15 +112,16 @@ fn a_file_is_written_byte_for_byte_to_stdout_and_to_a_new_target() {
 
 #[test]
 fn a_file_larger_than_the_memory_limit_streams_through() {
-    const MEM: u64 = 256 << 20;
+    const MEM: u64 = 64 << 20;
+    const BLOCKS: u64 = 20;
     let f = Fixture::new();
     let src = f.path("src");
     fs::create_dir_all(&src).unwrap();
-    // 320 MiB of a repeating 4 MiB block: quick to back up (it deduplicates), yet more than
+    // 80 MiB of a repeating 4 MiB block: quick to back up (it deduplicates), yet more than
     // the whole address space the dump may use.
     let block = random_bytes(3, 4 << 20);
     let mut file = fs::File::create(src.join("huge")).unwrap();
-    for _ in 0..80 {
+    for _ in 0..BLOCKS {
         file.write_all(&block).unwrap();
     }
     drop(file);
@@ -134,10 +135,10 @@ fn a_file_larger_than_the_memory_limit_streams_through() {
         .arg(&target)
         .run()
         .ok();
-    assert_eq!(fs::metadata(&target).unwrap().len(), 80 << 22);
+    assert_eq!(fs::metadata(&target).unwrap().len(), BLOCKS << 22);
     let mut back = fs::File::open(&target).unwrap();
     let mut buf = vec![0u8; block.len()];
-    for i in 0..80 {
+    for i in 0..BLOCKS {
         std::io::Read::read_exact(&mut back, &mut buf).unwrap();
         assert!(buf == block, "block {i} differs");
     }
@@ -151,7 +152,7 @@ fn a_file_larger_than_the_memory_limit_streams_through() {
         .arg(&tar_target)
         .run()
         .ok();
-    assert!(fs::metadata(&tar_target).unwrap().len() > 80 << 22);
+    assert!(fs::metadata(&tar_target).unwrap().len() > BLOCKS << 22);
 }
 
 /// Extracts a tar file into a new directory with GNU tar, as root keeping owners.
