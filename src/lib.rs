@@ -23,6 +23,7 @@
 //! | [`policy`] | retention rules: which snapshots `forget` keeps |
 //! | [`prune`] | freeing the space of data no snapshot uses |
 //! | [`copy`] | copying snapshots into another repository |
+//! | [`dump`] | one entry of a snapshot as a byte stream: a file's content, a tar or zip archive |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
 //! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
 //! | [`units`] | sizes and durations as users write them |
@@ -35,6 +36,7 @@ pub mod backend;
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod dump;
 pub mod format;
 pub mod plan;
 pub mod policy;

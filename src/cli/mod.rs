@@ -7,6 +7,8 @@ mod completions;
 mod copy;
 mod diff;
 mod drill;
+mod dump;
+mod find;
 mod forget;
 mod init;
 mod input;
@@ -199,6 +201,16 @@ pub enum Command {
         after_help = "Example:\n  cairn plan run home\n  cairn plan status\n  cairn --config ~/cairn.toml plan status home --json"
     )]
     Plan(plan::Args),
+    /// Find which snapshots hold entries matching glob patterns
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup find '*.pdf' --newest 2024-06-30\n  cairn -r /mnt/usb/backup find 'Documents/**/report*' --snapshot latest --json"
+    )]
+    Find(find::Args),
+    /// Write a file's content, or a directory as a tar or zip archive, to stdout or a file
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb/backup dump latest:/etc/hosts\n  cairn -r /mnt/usb/backup dump latest:/home/me/Documents --archive zip --target docs.zip"
+    )]
+    Dump(dump::Args),
     /// Write man pages into a directory
     #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
     Man(completions::ManArgs),
@@ -402,6 +414,8 @@ pub fn main() -> ExitCode {
         Command::Man(a) => completions::man(a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Rewrite(a) => rewrite::run(&ctx, a),
+        Command::Find(a) => find::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,7 @@
 //! Snapshots (repo-format.md §9): one sealed MessagePack map per file in `snapshots/`.
 
 pub mod diff;
+pub mod find;
 pub mod meta;
 pub mod rewrite;
 pub mod tree;
