@@ -25,6 +25,7 @@
 //! | [`copy`] | copying snapshots into another repository |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
 //! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
+//! | `mount` | `cairn mount`: snapshots as a read-only FUSE file system (feature `mount`, on by default) |
 //! | [`units`] | sizes and durations as users write them |
 //!
 //! `examples/backup_restore.rs` backs up a directory and restores it through these modules.
@@ -36,6 +37,8 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod format;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod plan;
 pub mod policy;
 pub mod prune;

@@ -12,6 +12,8 @@ mod init;
 mod input;
 mod key;
 mod ls;
+#[cfg(feature = "mount")]
+mod mount;
 mod output;
 mod password;
 mod plan;
@@ -197,6 +199,12 @@ pub enum Command {
         after_help = "Example:\n  cairn plan run home\n  cairn plan status\n  cairn --config ~/cairn.toml plan status home --json"
     )]
     Plan(plan::Args),
+    /// Mount the snapshots as a read-only file system (FUSE) until unmounted
+    #[cfg(feature = "mount")]
+    #[command(
+        after_help = "Example:\n  mkdir /tmp/snaps && cairn -r /mnt/usb/backup mount /tmp/snaps\n  ls /tmp/snaps/snapshots/latest/home/me\n  fusermount3 -u /tmp/snaps"
+    )]
+    Mount(mount::Args),
     /// Write man pages into a directory
     #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
     Man(completions::ManArgs),
@@ -388,6 +396,8 @@ pub fn main() -> ExitCode {
         Command::Completions(a) => completions::run(a),
         Command::Plan(a) => plan::run(&ctx, a),
         Command::Man(a) => completions::man(a),
+        #[cfg(feature = "mount")]
+        Command::Mount(a) => mount::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

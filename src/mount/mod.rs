@@ -1,0 +1,142 @@
+//! `cairn mount`: the repository's snapshots as a read-only FUSE file system.
+//!
+//! Layout (docs/cli.md `mount`): `snapshots/<time>/` for each snapshot, `snapshots/latest` a
+//! symlink to the newest, `ids/<short id>/`, `hosts/<host>/<time>/`, `tags/<tag>/<time>/`.
+//! Below each snapshot directory is its root tree `/` as stored, with the stored sizes, modes,
+//! owners, times, link targets, hard links (one inode number) and extended attributes.
+//!
+//! Invariants: nothing is ever written, to the repository or through the mount; a read
+//! fetches only the blobs covering its byte range, through a [`cache::BlobCache`] bounded by
+//! bytes; snapshot lists are re-read when a top-level directory is visited and the last
+//! listing is older than [`fs::RELIST_AFTER`], so new snapshots appear without remounting.
+//! Reads run on a small pool of threads, so the kernel's read-ahead is served in parallel.
+
+pub mod cache;
+mod fs;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+use crate::repo::SnapshotFilter;
+use crate::Repository;
+
+/// How a mount behaves. The defaults suit a desktop: 64 MiB of cached blobs, 4 read threads.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Which snapshots are shown (`--host`, `--tag`, `--path`).
+    pub filter: SnapshotFilter,
+    /// The most bytes of opened data blobs kept in memory.
+    pub cache_bytes: usize,
+    /// Threads serving reads.
+    pub read_threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            filter: SnapshotFilter::default(),
+            cache_bytes: 64 << 20,
+            read_threads: 4,
+        }
+    }
+}
+
+/// A mounted file system; [`Mount::run`] serves it until it is unmounted.
+pub struct Mount {
+    session: fuser::Session<fs::CairnFs>,
+}
+
+/// Unmounts a [`Mount`] from another thread (a signal handler's watcher).
+pub struct Unmounter(fuser::SessionUnmounter);
+
+impl Unmounter {
+    /// Unmounts the file system; [`Mount::run`] then returns.
+    pub fn unmount(&mut self) -> Result<()> {
+        self.0
+            .unmount()
+            .map_err(|e| Error::InvalidInput(format!("unmounting failed: {e}")))
+    }
+}
+
+/// Why a directory cannot be a mount point: it does not exist, is not a directory (a symlink
+/// to one is followed, as `mount` does), cannot be read, or is not empty. None: it can.
+pub fn mountpoint_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!(
+                "mount point {shown} does not exist; create an empty directory there first"
+            ))
+        }
+        Err(e) => return Some(format!("mount point {shown} cannot be read: {e}")),
+    };
+    if !meta.is_dir() {
+        return Some(format!(
+            "mount point {shown} is not a directory; give an empty directory"
+        ));
+    }
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => match entries.next() {
+            None => None,
+            Some(_) => Some(format!(
+                "mount point {shown} is not empty; give an empty directory (is something already mounted there?)"
+            )),
+        },
+        Err(e) => Some(format!("mount point {shown} cannot be listed: {e}")),
+    }
+}
+
+/// Why this machine cannot mount FUSE file systems (no `/dev/fuse`); None: it can, as far as
+/// the kernel goes (`fusermount3` is the caller's to find).
+pub fn fuse_problem() -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata("/dev/fuse") {
+        Ok(m) if m.file_type().is_char_device() => None,
+        Ok(_) => Some("/dev/fuse is not a character device: FUSE is unavailable here".into()),
+        Err(e) => Some(format!(
+            "FUSE is unavailable here: /dev/fuse: {e} (load the fuse module; in a container, pass --device /dev/fuse --cap-add SYS_ADMIN)"
+        )),
+    }
+}
+
+impl Mount {
+    /// Mounts the repository's snapshots read-only at `mountpoint` (an empty directory,
+    /// checked first). The repository's index must be loaded.
+    pub fn new(repo: Repository, mountpoint: &Path, opts: MountOptions) -> Result<Mount> {
+        if let Some(why) = fuse_problem().or_else(|| mountpoint_problem(mountpoint)) {
+            return Err(Error::InvalidInput(why));
+        }
+        let fsname = format!("cairn:{}", &repo.id().to_hex()[..8]);
+        let fs = fs::CairnFs::new(Arc::new(RwLock::new(repo)), opts)?;
+        let options = [
+            fuser::MountOption::RO,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::FSName(fsname),
+            fuser::MountOption::Subtype("cairn".into()),
+            fuser::MountOption::DefaultPermissions,
+        ];
+        let session = fuser::Session::new(fs, mountpoint, &options).map_err(|e| {
+            Error::InvalidInput(format!(
+                "mounting at {} failed: {e} (is fusermount3 installed, from Debian's fuse3?)",
+                mountpoint.display()
+            ))
+        })?;
+        Ok(Mount { session })
+    }
+
+    /// A handle that unmounts this file system from another thread.
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter(self.session.unmount_callable())
+    }
+
+    /// Serves requests until the file system is unmounted (`fusermount3 -u`, or an
+    /// [`Unmounter`]).
+    pub fn run(&mut self) -> Result<()> {
+        self.session
+            .run()
+            .map_err(|e| Error::InvalidInput(format!("the FUSE session failed: {e}")))
+    }
+}
