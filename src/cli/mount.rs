@@ -81,15 +81,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Whether an executable of this name is in `PATH` (or the sbin directories a non-login root
-/// shell may lack).
+/// Whether an executable of this name is in `PATH`.
 fn in_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .any(|p| {
-            std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&path).map(|d| d.join(name)).any(|p| {
+        std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }

@@ -101,6 +101,8 @@ pub(super) struct CairnFs {
     links: HashMap<(u64, u64, u64), u64>,
     /// Directory contents below snapshots, once read: name → inode, sorted by name.
     dirs: HashMap<u64, Arc<Vec<(Vec<u8>, u64)>>>,
+    /// Subdirectories of each directory in `dirs`: its link count is 2 plus these.
+    subdirs: HashMap<u64, u32>,
     /// The snapshots read so far, by id (each read once).
     known: HashMap<SnapshotId, Arc<Snapshot>>,
     /// The snapshots shown, oldest first, and when they were listed.
@@ -139,6 +141,7 @@ impl CairnFs {
             memo: HashMap::new(),
             links: HashMap::new(),
             dirs: HashMap::new(),
+            subdirs: HashMap::new(),
             known: HashMap::new(),
             shown: Vec::new(),
             listed_at: None,
@@ -380,6 +383,14 @@ impl CairnFs {
             out.push((name, child));
         }
         let out = Arc::new(out);
+        let subdirs = out
+            .iter()
+            .filter(|(_, c)| {
+                matches!(self.what(*c), Some(What::Node { node, .. }) if node.kind == NodeKind::Dir)
+            })
+            .count();
+        self.subdirs
+            .insert(ino, subdirs.try_into().unwrap_or(u32::MAX - 2));
         self.dirs.insert(ino, out.clone());
         Ok(out)
     }
@@ -422,6 +433,7 @@ impl CairnFs {
                     ctime: t,
                     crtime: t,
                     perm: 0o755,
+                    nlink: self.dir_links(ino),
                     ..base
                 }
             }
@@ -437,7 +449,7 @@ impl CairnFs {
                     kind: file_type(node.kind),
                     perm: (node.mode & 0o7777) as u16,
                     nlink: if node.kind == NodeKind::Dir {
-                        2
+                        self.dir_links(ino)
                     } else {
                         node.links.clamp(1, u32::MAX as u64) as u32
                     },
@@ -448,6 +460,26 @@ impl CairnFs {
                 }
             }
         })
+    }
+
+    /// A directory's link count as a file system counts it: 2, plus one per subdirectory
+    /// (known once its tree is read: [`Self::attr_of`] reads it).
+    fn dir_links(&self, ino: u64) -> u32 {
+        2 + self.subdirs.get(&ino).copied().unwrap_or(0)
+    }
+
+    /// The attributes of an inode, reading a directory's tree first so that its link count
+    /// is exact.
+    fn attr_of(&mut self, ino: u64) -> Option<FileAttr> {
+        let dir = match self.what(ino) {
+            Some(What::SnapRoot { .. }) => true,
+            Some(What::Node { node, .. }) => node.kind == NodeKind::Dir,
+            _ => false,
+        };
+        if dir {
+            let _ = self.tree_children(ino);
+        }
+        self.attr(ino)
     }
 
     fn ttl(&self, ino: u64) -> Duration {
@@ -517,7 +549,7 @@ impl Filesystem for CairnFs {
                     .ok_or(libc::ENOENT)
             }),
         };
-        match found.and_then(|ino| self.attr(ino).ok_or(libc::ENOENT)) {
+        match found.and_then(|ino| self.attr_of(ino).ok_or(libc::ENOENT)) {
             Ok(attr) => reply.entry(&self.ttl(attr.ino), &attr, 0),
             Err(e) => reply.error(e),
         }
@@ -527,7 +559,7 @@ impl Filesystem for CairnFs {
         if matches!(self.what(ino), Some(What::Latest)) {
             self.maybe_relist();
         }
-        match self.attr(ino) {
+        match self.attr_of(ino) {
             Some(attr) => reply.attr(&self.ttl(ino), &attr),
             None => reply.error(libc::ENOENT),
         }
