@@ -485,3 +485,34 @@ fn a_mount_point_that_is_not_an_empty_directory_or_a_machine_without_fusermount3
     );
     assert!(!is_mounted(&empty));
 }
+
+#[test]
+fn a_directory_of_thousands_of_entries_lists_completely_across_many_readdir_calls() {
+    if !fuse_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let src = f.path("src");
+    let mut want = Vec::new();
+    for i in 0..3000 {
+        // Long names: one readdir reply holds only some dozens of them.
+        let name = format!("{i:05}-{}", "x".repeat(100));
+        write(src.join(&name), i.to_string());
+        want.push(name);
+    }
+    f.backup(&[&src], &[]);
+    let m = Mounted::start(&f, &f.path("mnt"), &[]);
+    let shown = in_snapshot(&m.mnt.join("snapshots/latest"), &src);
+    let mut got: Vec<String> = fs::read_dir(&shown)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    for i in [0usize, 1499, 2999] {
+        assert_eq!(
+            fs::read_to_string(shown.join(&want[i])).expect("read"),
+            i.to_string()
+        );
+    }
+}

@@ -41,6 +41,9 @@ const MAX_READAHEAD: u32 = 8 << 20;
 const MAX_BACKGROUND: u16 = 64;
 /// Requests queued for the read threads: each holds a reply, not data.
 const READ_QUEUE: usize = 256;
+/// Blobs opened ahead of a sequential reader (about 2 MiB at the default chunk size), so that
+/// every core decrypts while the reader copies.
+const PREFETCH_BLOBS: usize = 4;
 
 const ROOT: u64 = 1;
 
@@ -624,14 +627,17 @@ impl Filesystem for CairnFs {
         let pool = self.pool.clone();
         self.spawn(Box::new(move || {
             match read_range(&cache, &node, &starts, offset, size as u64) {
-                Ok((data, next)) => {
+                Ok((data, ahead)) => {
                     reply.data(&data);
-                    // Sequential readers want the next blob soon: open it now, in the
-                    // background, unless the queue is full.
-                    if let (Some(id), Some(pool)) = (next, pool) {
-                        let _ = pool.try_send(Box::new(move || {
-                            let _ = prefetch.get(&id);
-                        }));
+                    // A reader that just entered a blob will likely want the next ones:
+                    // open them now, in parallel, unless the queue is full.
+                    if let Some(pool) = pool {
+                        for id in ahead {
+                            let cache = prefetch.clone();
+                            let _ = pool.try_send(Box::new(move || {
+                                let _ = cache.get(&id);
+                            }));
+                        }
                     }
                 }
                 Err(e) => reply.error(e),
@@ -655,22 +661,47 @@ impl Filesystem for CairnFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.entries(ino) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
         let parent = self
             .parents
             .get(ino.saturating_sub(1) as usize)
             .copied()
             .unwrap_or(ROOT);
-        let all = [
+        let dots = [
             (b".".to_vec(), ino, FileType::Directory),
             (b"..".to_vec(), parent, FileType::Directory),
-        ]
-        .into_iter()
-        .chain(entries);
-        for (i, (name, child, kind)) in all.enumerate().skip(offset.max(0) as usize) {
+        ];
+        let skip = offset.max(0) as usize;
+        if matches!(
+            self.what(ino),
+            Some(What::SnapRoot { .. }) | Some(What::Node { .. })
+        ) {
+            // A snapshot's directory: its entries straight from the list read once, so a
+            // large directory listed in many calls costs each call only what it returns.
+            let children = match self.tree_children(ino) {
+                Ok(c) => c,
+                Err(e) => return reply.error(e),
+            };
+            for (i, (name, child, kind)) in dots.into_iter().enumerate().skip(skip) {
+                if reply.add(child, i as i64 + 1, kind, OsStr::from_bytes(&name)) {
+                    return reply.ok();
+                }
+            }
+            for (i, (name, child)) in children.iter().enumerate().skip(skip.saturating_sub(2)) {
+                let kind = match self.what(*child) {
+                    Some(What::Node { node, .. }) => file_type(node.kind),
+                    _ => FileType::RegularFile,
+                };
+                if reply.add(*child, i as i64 + 3, kind, OsStr::from_bytes(name)) {
+                    break;
+                }
+            }
+            return reply.ok();
+        }
+        let entries = match self.entries(ino) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, child, kind)) in dots.into_iter().chain(entries).enumerate().skip(skip) {
             if reply.add(child, i as i64 + 1, kind, OsStr::from_bytes(&name)) {
                 break;
             }
@@ -739,22 +770,24 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
     }
 }
 
-/// The bytes `[offset, offset + size)` of a file (fewer at its end), and the next blob a
-/// sequential reader will want. Only the blobs covering the range are read: the first is
-/// found by binary search in the parts' start offsets.
+/// The bytes `[offset, offset + size)` of a file (fewer at its end), and, when the range
+/// starts a blob, the next blobs a sequential reader will want. Only the blobs covering the
+/// range are read: the first is found by binary search in the parts' start offsets.
 fn read_range(
     cache: &BlobCache,
     node: &Node,
     starts: &[u64],
     offset: u64,
     size: u64,
-) -> std::result::Result<(Vec<u8>, Option<crate::id::BlobId>), i32> {
+) -> std::result::Result<(Vec<u8>, Vec<crate::id::BlobId>), i32> {
     let end = offset.saturating_add(size).min(node.size);
     if offset >= end {
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut out = Vec::with_capacity((end - offset) as usize);
-    let mut i = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+    let first = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+    let entered = starts.get(first).is_some_and(|&s| offset - s < size);
+    let mut i = first;
     let mut pos = offset;
     while pos < end {
         let (Some(part), Some(&start)) = (node.content.get(i), starts.get(i)) else {
@@ -779,8 +812,16 @@ fn read_range(
         pos += take;
         i += 1;
     }
-    let next = node.content.get(i).and_then(|p| p.chunk());
-    Ok((out, next))
+    let ahead = if entered {
+        node.content[i.min(node.content.len())..]
+            .iter()
+            .filter_map(|p| p.chunk())
+            .take(PREFETCH_BLOBS)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok((out, ahead))
 }
 
 /// Where each content part starts in the file.
