@@ -516,3 +516,27 @@ fn a_directory_of_thousands_of_entries_lists_completely_across_many_readdir_call
         );
     }
 }
+
+#[test]
+fn opening_a_file_raises_the_mounts_read_ahead_when_run_as_root() {
+    if !fuse_ready() || !common::prereq::require_root("raising a mount's read-ahead") {
+        return;
+    }
+    let f = Fixture::new();
+    let src = f.path("src");
+    write(src.join("a"), b"x");
+    f.backup(&[&src], &[]);
+    let m = Mounted::start(&f, &f.path("mnt"), &[]);
+    let shown = in_snapshot(&m.mnt.join("snapshots/latest"), &src);
+    assert_eq!(fs::read(shown.join("a")).expect("read"), b"x");
+    // The mount's device number, and its backing device's read-ahead knob.
+    let dev = fs::metadata(&m.mnt).expect("stat mount").dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let kib: u32 = fs::read_to_string(&knob)
+        .expect("read_ahead_kb")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(kib, 8192, "{knob}");
+}

@@ -117,6 +117,8 @@ pub(super) struct CairnFs {
     cache: Arc<BlobCache>,
     pool: Option<crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// The mount point's canonical path, until the first open raises its read-ahead.
+    pub(super) readahead_at: Option<Vec<u8>>,
 }
 
 impl CairnFs {
@@ -155,6 +157,7 @@ impl CairnFs {
             cache,
             pool: Some(tx),
             workers,
+            readahead_at: None,
         };
         fs.relist()?;
         Ok(fs)
@@ -592,6 +595,9 @@ impl Filesystem for CairnFs {
         }
         match self.what(ino) {
             Some(What::Node { node, .. }) if node.kind == NodeKind::File => {
+                if let Some(at) = self.readahead_at.take() {
+                    super::raise_readahead(&at);
+                }
                 // The content never changes: the kernel may keep its page cache across opens.
                 reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE)
             }

@@ -14,7 +14,7 @@
 pub mod cache;
 mod fs;
 
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -106,17 +106,16 @@ pub fn fuse_problem() -> Option<String> {
 /// kernel's requests in large, parallel pieces instead of 128 KiB at a time.
 const READAHEAD_KIB: u32 = 8 << 10;
 
-/// Raises the kernel's read-ahead for this mount (`/sys/class/bdi/<dev>/read_ahead_kb`; the
-/// FUSE protocol itself cannot ask for more than 128 KiB). Only root may; for anyone else
-/// the kernel's default stays, and nothing is said, as nothing is wrong.
-fn raise_readahead(mountpoint: &Path) {
-    let Ok(canon) = std::fs::canonicalize(mountpoint) else {
-        return;
-    };
+/// Raises the kernel's read-ahead for the mount at `canon`, a canonical path
+/// (`/sys/class/bdi/<dev>/read_ahead_kb`; the FUSE protocol cannot ask for more than the
+/// kernel's 128 KiB default, and the kernel sets that when the session starts, so this runs
+/// once the session serves requests). Only root may; for anyone else the default stays, and
+/// nothing is said, as nothing is wrong. Touches nothing of the mount itself.
+pub(crate) fn raise_readahead(canon: &[u8]) {
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return;
     };
-    if let Some(dev) = mount_device(&info, canon.as_os_str().as_bytes()) {
+    if let Some(dev) = mount_device(&info, canon) {
         let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
         let _ = std::fs::write(knob, READAHEAD_KIB.to_string());
     }
@@ -166,7 +165,11 @@ impl Mount {
             return Err(Error::InvalidInput(why));
         }
         let fsname = format!("cairn:{}", &repo.id().to_hex()[..8]);
-        let fs = fs::CairnFs::new(Arc::new(RwLock::new(repo)), opts)?;
+        let mut fs = fs::CairnFs::new(Arc::new(RwLock::new(repo)), opts)?;
+        // Known before mounting: resolving the path afterwards would ask the mount itself.
+        fs.readahead_at = std::fs::canonicalize(mountpoint)
+            .ok()
+            .map(|p| p.into_os_string().into_vec());
         let options = [
             fuser::MountOption::RO,
             fuser::MountOption::NoDev,
@@ -183,7 +186,6 @@ impl Mount {
                 mountpoint.display()
             ))
         })?;
-        raise_readahead(mountpoint);
         Ok(Mount { session })
     }
 
