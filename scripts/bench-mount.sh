@@ -40,7 +40,7 @@ fi
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 rm -rf "$work/cairn-repo" "$work/restic-repo" "$work/mnt" "$work/restore"
 "$bin" -r "$work/cairn-repo" init --quiet
-"$bin" -r "$work/cairn-repo" backup "$data" --quiet --no-progress
+"$bin" -r "$work/cairn-repo" backup "$data" --quiet --no-progress >/dev/null
 restic -r "$work/restic-repo" init --quiet
 restic -r "$work/restic-repo" backup "$data" --quiet
 mkdir -p "$work/mnt"

@@ -136,3 +136,65 @@ impl BlobCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::BlobKind;
+    use crate::saver::{BlobSaver, Known};
+    use crate::testutil::{bytes, mem_repo};
+
+    /// A repository holding `n` data blobs of `len` bytes each; their ids and contents.
+    fn repo_with_blobs(n: u64, len: usize) -> (Arc<RwLock<Repository>>, Vec<(BlobId, Vec<u8>)>) {
+        let (_, mut repo) = mem_repo(b"pw");
+        let mut saver = BlobSaver::new(&repo, Known::IndexOrQueued);
+        let mut blobs = Vec::new();
+        for seed in 0..n {
+            let plain = bytes(seed, len);
+            let id = repo.keys().chunk_id(&plain);
+            saver.save(&repo, BlobKind::Data, id, &plain).expect("save");
+            blobs.push((id, plain));
+        }
+        saver.commit(&mut repo).expect("commit");
+        (Arc::new(RwLock::new(repo)), blobs)
+    }
+
+    #[test]
+    fn the_cache_returns_each_blobs_plaintext_and_stays_within_its_budget() {
+        let (repo, blobs) = repo_with_blobs(10, 1000);
+        let cache = BlobCache::new(repo, 3500);
+        for _ in 0..2 {
+            for (id, plain) in &blobs {
+                assert_eq!(cache.get(id).expect("blob").as_slice(), plain.as_slice());
+                assert!(cache.bytes() <= 3500, "{} bytes held", cache.bytes());
+            }
+        }
+        assert_eq!(cache.bytes(), 3000, "the three most recent blobs stay");
+    }
+
+    #[test]
+    fn the_least_recently_used_blob_is_the_one_evicted() {
+        let (repo, blobs) = repo_with_blobs(3, 1000);
+        let cache = BlobCache::new(repo.clone(), 2000);
+        let (a, b, c) = (&blobs[0].0, &blobs[1].0, &blobs[2].0);
+        cache.get(a).expect("a");
+        cache.get(b).expect("b");
+        cache.get(a).expect("a again: now b is the oldest");
+        cache.get(c).expect("c evicts b");
+        let held: Vec<bool> = [a, b, c]
+            .iter()
+            .map(|id| cache.lock().slots.contains_key(*id))
+            .collect();
+        assert_eq!(held, [true, false, true]);
+    }
+
+    #[test]
+    fn a_blob_that_cannot_be_read_is_an_io_error_and_is_not_kept() {
+        let (repo, _) = repo_with_blobs(1, 10);
+        let cache = BlobCache::new(repo, 1 << 20);
+        let unknown = BlobId([7u8; 32]);
+        assert_eq!(cache.get(&unknown), Err(libc::EIO));
+        assert!(cache.lock().slots.is_empty());
+        assert_eq!(cache.bytes(), 0);
+    }
+}

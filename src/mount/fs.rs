@@ -84,6 +84,9 @@ enum Key {
     Snap(SnapshotId),
 }
 
+/// A directory's entries below a snapshot, sorted by name: (name, inode).
+type Children = Arc<Vec<(Vec<u8>, u64)>>;
+
 /// One snapshot shown, with its directory name.
 struct Shown {
     id: SnapshotId,
@@ -103,7 +106,7 @@ pub(super) struct CairnFs {
     /// Hard-link groups: (snapshot directory inode, device, inode) → inode.
     links: HashMap<(u64, u64, u64), u64>,
     /// Directory contents below snapshots, once read: name → inode, sorted by name.
-    dirs: HashMap<u64, Arc<Vec<(Vec<u8>, u64)>>>,
+    dirs: HashMap<u64, Children>,
     /// Subdirectories of each directory in `dirs`: its link count is 2 plus these.
     subdirs: HashMap<u64, u32>,
     /// The snapshots read so far, by id (each read once).
@@ -347,7 +350,7 @@ impl CairnFs {
     }
 
     /// A directory below a snapshot: its entries, each given an inode, read once.
-    fn tree_children(&mut self, ino: u64) -> std::result::Result<Arc<Vec<(Vec<u8>, u64)>>, i32> {
+    fn tree_children(&mut self, ino: u64) -> std::result::Result<Children, i32> {
         if let Some(c) = self.dirs.get(&ino) {
             return Ok(c.clone());
         }

@@ -8,7 +8,7 @@
 //! Invariants: nothing is ever written, to the repository or through the mount; a read
 //! fetches only the blobs covering its byte range, through a [`cache::BlobCache`] bounded by
 //! bytes; snapshot lists are re-read when a top-level directory is visited and the last
-//! listing is older than [`fs::RELIST_AFTER`], so new snapshots appear without remounting.
+//! listing is older than a second, so new snapshots appear without remounting.
 //! Reads run on a small pool of threads, so the kernel's read-ahead is served in parallel.
 
 pub mod cache;
@@ -79,12 +79,11 @@ pub fn mountpoint_problem(path: &Path) -> Option<String> {
         ));
     }
     match std::fs::read_dir(path) {
-        Ok(mut entries) => match entries.next() {
-            None => None,
-            Some(_) => Some(format!(
+        Ok(mut entries) => entries.next().map(|_| {
+            format!(
                 "mount point {shown} is not empty; give an empty directory (is something already mounted there?)"
-            )),
-        },
+            )
+        }),
         Err(e) => Some(format!("mount point {shown} cannot be listed: {e}")),
     }
 }
@@ -124,13 +123,11 @@ pub(crate) fn raise_readahead(canon: &[u8]) {
 /// The `major:minor` of the last mount at `point` in a `/proc/self/mountinfo` text (fields:
 /// id, parent, major:minor, root, mount point with ` `, tab, newline and `\` escaped in octal).
 fn mount_device(info: &[u8], point: &[u8]) -> Option<String> {
-    info.split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-            let (dev, at) = (fields.get(2)?, fields.get(4)?);
-            (unescape_mountinfo(at) == point).then(|| String::from_utf8_lossy(dev).into_owned())
-        })
-        .last()
+    info.split(|&b| b == b'\n').rev().find_map(|line| {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let (dev, at) = (fields.get(2)?, fields.get(4)?);
+        (unescape_mountinfo(at) == point).then(|| String::from_utf8_lossy(dev).into_owned())
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
