@@ -144,8 +144,11 @@ mod tests {
     use crate::saver::{BlobSaver, Known};
     use crate::testutil::{bytes, mem_repo};
 
+    /// Blob ids with their plaintext.
+    type Blobs = Vec<(BlobId, Vec<u8>)>;
+
     /// A repository holding `n` data blobs of `len` bytes each; their ids and contents.
-    fn repo_with_blobs(n: u64, len: usize) -> (Arc<RwLock<Repository>>, Vec<(BlobId, Vec<u8>)>) {
+    fn repo_with_blobs(n: u64, len: usize) -> (Arc<RwLock<Repository>>, Blobs) {
         let (_, mut repo) = mem_repo(b"pw");
         let mut saver = BlobSaver::new(&repo, Known::IndexOrQueued);
         let mut blobs = Vec::new();
