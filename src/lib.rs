@@ -26,6 +26,7 @@
 //! | [`dump`] | one entry of a snapshot as a byte stream: a file's content, a tar or zip archive |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
 //! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
+//! | `mount` | `cairn mount`: snapshots as a read-only FUSE file system (feature `mount`, on by default) |
 //! | [`units`] | sizes and durations as users write them |
 //!
 //! `examples/backup_restore.rs` backs up a directory and restores it through these modules.
@@ -38,6 +39,8 @@ pub mod check;
 pub mod copy;
 pub mod dump;
 pub mod format;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod plan;
 pub mod policy;
 pub mod prune;

@@ -266,8 +266,8 @@ fn a_missing_or_invented_command_or_option_is_reported() {
         ),
         // A command that does not exist.
         (
-            format!("{text}\n### `cairn mount`\n"),
-            vec!["documents `cairn mount`, which is not a command"],
+            format!("{text}\n### `cairn teleport`\n"),
+            vec!["documents `cairn teleport`, which is not a command"],
         ),
         // A global option documented as a command's, and one missing from the global table.
         (

@@ -14,6 +14,8 @@ mod init;
 mod input;
 mod key;
 mod ls;
+#[cfg(feature = "mount")]
+mod mount;
 mod output;
 mod password;
 mod plan;
@@ -211,6 +213,12 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup dump latest:/etc/hosts\n  cairn -r /mnt/usb/backup dump latest:/home/me/Documents --archive zip --target docs.zip"
     )]
     Dump(dump::Args),
+    /// Mount the snapshots as a read-only file system (FUSE) until unmounted
+    #[cfg(feature = "mount")]
+    #[command(
+        after_help = "Example:\n  mkdir /tmp/snaps && cairn -r /mnt/usb/backup mount /tmp/snaps\n  ls /tmp/snaps/snapshots/latest/home/me\n  fusermount3 -u /tmp/snaps"
+    )]
+    Mount(mount::Args),
     /// Write man pages into a directory
     #[command(after_help = "Example:\n  cairn man /usr/local/share/man/man1")]
     Man(completions::ManArgs),
@@ -416,6 +424,8 @@ pub fn main() -> ExitCode {
         Command::Rewrite(a) => rewrite::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
+        #[cfg(feature = "mount")]
+        Command::Mount(a) => mount::run(&ctx, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
