@@ -8,6 +8,8 @@
 //! restores the snapshot into TARGET_DIR with every file verified against its chunk ids.
 //! The password comes from this example's own code: a real program asks its user.
 
+#![allow(clippy::disallowed_macros)] // an example prints to a terminal; a panic on a closed pipe is acceptable here
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -8,6 +8,8 @@
 //! the middle), and reports for each parameter set: chunks, unique stored bytes of v1, bytes
 //! added by v2, and the index size those chunks need.
 
+#![allow(clippy::disallowed_macros)] // an example prints to a terminal; a panic on a closed pipe is acceptable here
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 

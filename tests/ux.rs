@@ -24,10 +24,39 @@ const COMMANDS: &[&str] = &[
     "man",
     "plan",
     "copy",
+    "find",
+    "dump",
+    "tag",
+    "rewrite",
+    "mount",
 ];
+
+/// The commands `cairn --help` lists (without `help` itself).
+fn listed_commands() -> Vec<String> {
+    let run = TestCommand::bare().arg("--help").run();
+    run.ok();
+    run.stdout()
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A description that wraps continues on lines indented further.
+        .filter(|l| !l[2..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect()
+}
 
 #[test]
 fn every_command_has_help_with_an_example_and_there_is_a_version() {
+    let mut listed = listed_commands();
+    let mut known: Vec<String> = COMMANDS.iter().map(|c| c.to_string()).collect();
+    listed.sort();
+    known.sort();
+    assert_eq!(
+        listed, known,
+        "COMMANDS is every command `cairn --help` lists"
+    );
     for c in COMMANDS {
         let run = TestCommand::bare().args([c, "--help"]).run();
         run.ok();
@@ -207,4 +236,77 @@ fn every_command_prints_valid_json_with_json() {
         let lines = run.json_lines();
         assert!(!lines.is_empty(), "{args:?} printed nothing");
     }
+}
+
+/// `cairn ls latest | head`: the reader goes before the output ends. Every command that prints
+/// must end quietly (no panic, no "Broken pipe" message) and still do its work: a backup whose
+/// summary cannot be printed is saved all the same.
+#[test]
+fn every_command_ends_quietly_when_its_reader_has_gone() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    for i in 0..300 {
+        write(
+            src.join(format!("d{}/file-{i}.txt", i % 7)),
+            format!("content {i}"),
+        );
+    }
+    let a = f.backup(&[&src], &[]);
+    write(src.join("new.txt"), "new");
+    let b = f.backup(&[&src], &[]);
+    let target = f.path("out");
+    let target = target.to_str().expect("utf-8");
+    let file = format!("latest:{}/d0/file-0.txt", src.display());
+    let dir = format!("latest:{}", src.display());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["ls", "-l", "latest"],
+        vec!["diff", &a, &b],
+        vec!["find", "*.txt"],
+        vec!["dump", &file],
+        vec!["dump", &dir],
+        vec!["dump", "--archive", "zip", &dir],
+        vec!["stats"],
+        vec!["key", "list"],
+        vec!["check"],
+        vec!["drill", "--history"],
+        vec!["forget", "--keep-last", "5", "--dry-run"],
+        vec!["restore", "latest", "--target", target, "--dry-run", "-v"],
+        vec!["tag", "latest", "--add", "piped"],
+        vec!["completions", "bash"],
+    ];
+    for args in &cases {
+        for json in [false, true] {
+            if json && matches!(args[0], "dump" | "completions") {
+                continue;
+            }
+            let mut cmd = f.cmd();
+            if json {
+                cmd = cmd.arg("--json");
+            }
+            let run = cmd.args(args).closed_stdout().run();
+            run.assert_no_panic();
+            run.ok();
+            assert!(
+                !run.stderr.to_lowercase().contains("broken pipe"),
+                "{args:?}: {}",
+                run.stderr
+            );
+        }
+    }
+    // Work is done even when nobody reads its report.
+    let before = f.cmd().args(["--json", "snapshots"]).run();
+    let before = before.json().as_array().expect("array").len();
+    for json in [false, true] {
+        let mut cmd = f.cmd();
+        if json {
+            cmd = cmd.arg("--json");
+        }
+        let run = cmd.arg("backup").arg(&src).closed_stdout().run();
+        run.assert_no_panic();
+        run.ok();
+    }
+    let after = f.cmd().args(["--json", "snapshots"]).run();
+    assert_eq!(after.json().as_array().expect("array").len(), before + 2);
 }

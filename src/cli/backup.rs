@@ -9,6 +9,7 @@ use cairn::backup::BackupOptions;
 use cairn::repo::SnapshotFilter;
 use cairn::snapshot::BackupMode;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
@@ -440,38 +441,40 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 .parent
                 .map(|p| format!("parent {}", p.short()))
                 .unwrap_or_else(|| "no parent".into());
-            println!("mode {} ({parent})", out.snapshot.mode.name());
-            println!(
+            outln!("mode {} ({parent})", out.snapshot.mode.name())?;
+            outln!(
                 "Files: {:>8} new, {:>8} changed, {:>8} unmodified",
-                s.files_new, s.files_changed, s.files_unmodified
-            );
-            println!("Dirs:  {:>8}", s.dirs);
-            println!(
+                s.files_new,
+                s.files_changed,
+                s.files_unmodified
+            )?;
+            outln!("Dirs:  {:>8}", s.dirs)?;
+            outln!(
                 "Added to the repository: {} ({} stored)",
                 output::size(s.data_added),
                 output::size(s.data_added_stored)
-            );
-            println!(
+            )?;
+            outln!(
                 "processed {} files, {} ({} read) in {:.1}s",
                 s.total_files,
                 output::size(s.total_bytes_processed),
                 output::size(s.bytes_read),
                 s.duration_s
-            );
+            )?;
             if !out.errors.is_empty() {
-                println!(
+                outln!(
                     "{} files or directories could not be read (listed above)",
                     out.errors.len()
-                );
+                )?;
             }
         }
         match &id {
-            Some(id) if ctx.g.quiet => println!("{id}"),
+            Some(id) if ctx.g.quiet => outln!("{id}")?,
             Some(id) => {
                 // docs/cli.md: the summary ends in the snapshot id, saying that unplugging is safe.
-                println!("snapshot saved and fsynced, safe to unplug the disk: {id}");
+                outln!("snapshot saved and fsynced, safe to unplug the disk: {id}")?;
             }
-            None => println!("dry run: nothing was written"),
+            None => outln!("dry run: nothing was written")?,
         }
     }
     Ok(if out.errors.is_empty() {

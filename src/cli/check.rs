@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use cairn::check::{check, CheckOptions, ReadData};
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -84,7 +85,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             }
         }
         if !ctx.g.quiet {
-            println!(
+            outln!(
                 "checked {} snapshots, {} trees, {} packs; read and verified {} packs ({}, {} blobs)",
                 r.snapshots,
                 r.trees,
@@ -92,17 +93,17 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 r.packs_read,
                 output::size(r.bytes_read),
                 r.blobs_read
-            );
+            )?;
             if r.packs_skipped_budget > 0 {
-                println!(
+                outln!(
                     "time budget reached: {} selected packs left for the next run",
                     r.packs_skipped_budget
-                );
+                )?;
             }
             if r.ok() {
-                println!("no errors were found");
+                outln!("no errors were found")?;
             } else {
-                println!("{} errors found", r.errors.len());
+                outln!("{} errors found", r.errors.len())?;
             }
         }
     }

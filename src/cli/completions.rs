@@ -1,5 +1,6 @@
 //! `cairn completions SHELL` and `cairn man DIR`
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::CommandFactory;
@@ -14,7 +15,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut cmd = Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut std::io::stdout());
+    // Generated into memory first: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut script);
+    super::output::stdout().write_all(&script)?;
     Ok(EXIT_OK)
 }
 

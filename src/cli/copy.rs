@@ -10,6 +10,7 @@ use cairn::repo::select_snapshot;
 use cairn::Repository;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, password, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -51,21 +52,21 @@ impl CopyProgress for Report<'_> {
         } else if self.ctx.g.quiet {
             Ok(())
         } else if r.skipped {
-            println!(
+            outln!(
                 "{} already in the destination as {}",
                 r.source.short(),
                 r.destination.short()
-            );
-            Ok(())
+            )
+            .map_err(anyhow::Error::from)
         } else {
-            println!(
+            outln!(
                 "copied {} -> {} ({} blobs, {} sent)",
                 r.source.short(),
                 r.destination.short(),
                 r.blobs_sent,
                 output::size(r.bytes_sent)
-            );
-            Ok(())
+            )
+            .map_err(anyhow::Error::from)
         };
         if let Err(e) = printed {
             self.failed.borrow_mut().get_or_insert(e);
@@ -161,16 +162,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }))?;
     } else if !ctx.g.quiet {
         if snapshots.is_empty() {
-            println!("no snapshots to copy");
+            outln!("no snapshots to copy")?;
         }
-        println!(
+        outln!(
             "{} snapshots copied, {} already there; {} blobs sent, {} ({} of data)",
             r.copied,
             r.skipped,
             r.blobs_sent,
             output::size(r.bytes_sent),
             output::size(r.data_sent)
-        );
+        )?;
     }
     Ok(EXIT_OK)
 }

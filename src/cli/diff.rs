@@ -24,8 +24,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let (id1, s1) = cairn::repo::select_snapshot(all.clone(), &a.snap1, &none)?;
     let (id2, s2) = cairn::repo::select_snapshot(all, &a.snap2, &none)?;
     let mut changes = Vec::new();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = output::stdout();
     let json = ctx.g.json;
     let mut io_err = None;
     let totals = diff(&repo, s1.tree, s2.tree, &mut |path, change, _, _| {

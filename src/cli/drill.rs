@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use cairn::restore::drill::{drill, history, record, DrillOptions, DrillOutcome, DrillRecord};
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_FATAL, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -73,17 +74,22 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         let h = history(&repo)?;
         ctx.print_warnings(&repo);
         if ctx.g.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&h.iter().map(record_json).collect::<Vec<_>>())?
-            );
+            )?;
         } else {
-            println!(
+            outln!(
                 "{:<20} {:<9} {:>7} {:>10} {:>12} {:>14}  result",
-                "Time", "Snapshot", "Sample", "Verified", "Throughput", "Full restore"
-            );
+                "Time",
+                "Snapshot",
+                "Sample",
+                "Verified",
+                "Throughput",
+                "Full restore"
+            )?;
             for r in &h {
-                println!(
+                outln!(
                     "{:<20} {:<9} {:>6}% {:>10} {:>10}/s {:>14}  {}",
                     output::local_time(r.time_ns),
                     r.snapshot.short(),
@@ -96,10 +102,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     } else {
                         format!("FAILED ({} files)", r.failures.len())
                     }
-                );
+                )?;
             }
             if h.is_empty() {
-                println!("no drills yet: run `cairn drill`");
+                outln!("no drills yet: run `cairn drill`")?;
             }
         }
         return Ok(EXIT_OK);
@@ -159,7 +165,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             eprintln!("FAILED: {}: {}", output::esc(path), output::esc(why));
         }
         if !ctx.g.quiet {
-            println!(
+            outln!(
                 "drill of snapshot {}: restored and verified {} of {} files ({} of {}) in {}",
                 id.short(),
                 r.files_verified,
@@ -167,20 +173,20 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 output::size(r.bytes_verified),
                 output::size(r.bytes_total),
                 duration(r.duration_s)
-            );
-            println!(
+            )?;
+            outln!(
                 "restore throughput {}/s; projected time to restore the whole snapshot: {}",
                 output::size(r.throughput_bps as u64),
                 duration(r.projected_full_s)
-            );
-            println!(
+            )?;
+            outln!(
                 "{}",
                 if r.ok {
                     "recovery proven: every byte matched"
                 } else {
                     "DRILL FAILED: see the files above"
                 }
-            );
+            )?;
         }
     }
     kept?;

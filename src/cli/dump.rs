@@ -13,6 +13,7 @@ use cairn::repo::SnapshotFilter;
 use cairn::snapshot::tree::NodeKind;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -77,8 +78,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     };
     let summary = match &a.target {
         None => {
-            let stdout = std::io::stdout();
-            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut out = BufWriter::with_capacity(1 << 20, output::stdout());
             let s = write(&mut out, &opts)?;
             out.flush().context("writing standard output")?;
             s
@@ -103,7 +103,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 "skipped": summary.skipped.len(),
             });
             output::json_name(&mut v, "target", target.as_os_str().as_bytes());
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
         } else if !ctx.g.quiet {
             eprintln!(
                 "wrote {} ({} entries, {} of file content) from snapshot {}",

@@ -71,8 +71,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     };
     ctx.print_warnings(&repo);
     let mut finder = Finder::new(&repo, &opts, Some(ctx.cancel.clone()))?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = output::stdout();
     let mut json_out = Vec::new();
     let mut total = 0usize;
     let mut with_matches = 0usize;

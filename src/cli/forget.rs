@@ -4,6 +4,7 @@ use cairn::policy::{self, Count, GroupBy, KeepDuration, KeepPolicy};
 use cairn::repo::{select_snapshot, SnapshotFilter};
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, prune, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -100,8 +101,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             let by_id: std::collections::HashMap<_, _> =
                 members.iter().map(|(id, s)| (*id, *s)).collect();
             if !ctx.g.json && !ctx.g.quiet {
-                println!("snapshots for {key}: {policy}");
-                println!("{:<9} {:<20} {:<9} Reasons", "ID", "Time", "Action");
+                outln!("snapshots for {key}: {policy}")?;
+                outln!("{:<9} {:<20} {:<9} Reasons", "ID", "Time", "Action")?;
             }
             let mut rows = Vec::new();
             for d in &decisions {
@@ -117,18 +118,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     "reasons": d.reasons,
                 }));
                 if !ctx.g.json && !ctx.g.quiet {
-                    println!(
+                    outln!(
                         "{:<9} {:<20} {:<9} {}",
                         d.id.short(),
                         output::local_time(s.time_ns),
                         if d.keep { "keep" } else { "remove" },
                         d.reasons.join(", ")
-                    );
+                    )?;
                 }
             }
             if !ctx.g.json && !ctx.g.quiet {
                 let kept = decisions.iter().filter(|d| d.keep).count();
-                println!("{kept} kept, {} removed\n", decisions.len() - kept);
+                outln!("{kept} kept, {} removed\n", decisions.len() - kept)?;
             }
             groups_json.push(json!({"group": key.to_string(), "snapshots": rows}));
         }
@@ -148,9 +149,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }))?;
     } else if !ctx.g.quiet {
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} snapshots", remove.len());
+        outln!("{verb} {} snapshots", remove.len())?;
         for id in &remove {
-            println!("  {}", id.to_hex());
+            outln!("  {}", id.to_hex())?;
         }
     }
     if a.prune && !a.dry_run {

@@ -7,6 +7,7 @@ use cairn::repo::InitOptions;
 use cairn::Repository;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, password, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -79,12 +80,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "format_version": repo.config().version,
         }))?;
     } else if !ctx.g.quiet {
-        println!(
+        outln!(
             "created cairn repository {} at {}",
             repo.id().to_hex(),
             repo.backend().location()
-        );
-        println!("Keep the password safe: without it the data cannot be read back.");
+        )?;
+        outln!("Keep the password safe: without it the data cannot be read back.")?;
     }
     Ok(EXIT_OK)
 }

@@ -4,6 +4,7 @@ use cairn::format::crypto::KdfParams;
 use cairn::format::id::KeyId;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, password, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -75,9 +76,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&arr)?);
+                outln!("{}", serde_json::to_string_pretty(&arr)?)?;
             } else {
-                println!("  ID        Host / user          Created              KDF");
+                outln!("  ID        Host / user          Created              KDF")?;
                 for k in &keys {
                     let cur = if k.id == repo.key_id() { "*" } else { " " };
                     let who = k
@@ -97,12 +98,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                         (None, Some(e)) => format!("DAMAGED: {e}"),
                         _ => String::new(),
                     };
-                    println!(
+                    outln!(
                         "{cur} {:<9} {:<20} {:<20} {kdf}",
                         k.id.short(),
                         who,
                         created
-                    );
+                    )?;
                 }
             }
         }
@@ -152,7 +153,7 @@ fn report(ctx: &Ctx, what: &str, id: &KeyId) -> anyhow::Result<()> {
         output::json_line(&json!({"result": what, "key_id": id.to_hex()}))
     } else {
         if !ctx.g.quiet {
-            println!("{what} {}", id.to_hex());
+            outln!("{what} {}", id.to_hex())?;
         }
         Ok(())
     }

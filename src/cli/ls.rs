@@ -9,6 +9,7 @@ use cairn::restore::{select_path, walk, Selected};
 use cairn::snapshot::tree::Node;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, split_selector, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -29,8 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let base = Path::new("/").join(sub.trim_start_matches('/'));
     let selected = select_path(&repo, snap.tree, sub)?;
     let mut entries: Vec<serde_json::Value> = Vec::new();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = output::stdout();
     let json = ctx.g.json;
     let long = a.long;
     let mut visit = |path: &Path, node: &Node| -> std::io::Result<()> {
@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         Selected::Entry(node) => visit(&base, &node).map_err(anyhow::Error::from)?,
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
     }
     Ok(EXIT_OK)
 }

@@ -430,7 +430,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if output::is_broken_pipe(&e) {
+            if output::is_stdout_closed(&e) {
                 return ExitCode::from(EXIT_OK);
             }
             eprintln!("cairn: {}", output::esc(&output::error_chain(&e)));

@@ -122,9 +122,12 @@ pub fn rfc3339_parts(secs: i64, nsec: u32) -> String {
 
 /// Prints one JSON value as a line on stdout.
 pub fn json_line(v: &serde_json::Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
-    out.write_all(b"\n")?;
+    // Serialized first: serde_json's error would hide the write's error (and with it
+    // [`StdoutClosed`]) from the error chain.
+    let mut line = serde_json::to_vec(v)?;
+    line.push(b'\n');
+    let mut out = stdout();
+    out.write_all(&line)?;
     out.flush()?;
     Ok(())
 }
@@ -141,10 +144,67 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+/// Standard output was closed by its reader (`cairn ls | head`): not a failure of the
+/// command, so `main` exits quietly with the command's own outcome unknown to the reader.
+/// Only writes through [`stdout`] carry it: a broken pipe anywhere else (an SSH connection
+/// that died) stays an error.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Standard output, locked, whose broken-pipe errors are marked as [`StdoutClosed`].
+/// Every command prints through it (the `outln!` macro), never through `println!`, which
+/// panics when the reader has gone.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf).map_err(mark_closed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// `println!` that returns the write's error instead of panicking (see [`stdout`]).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!($crate::cli::output::stdout(), $($t)*)
+    }};
+}
+pub(crate) use outln;
+
+/// Whether `e` is, or was caused by, a write to a closed standard output.
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.is::<StdoutClosed>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
     })
 }
 

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 mod text;
 
+use super::output::outln;
 use super::{output, password, Ctx, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
@@ -150,11 +151,16 @@ impl<'a> Host<'a> {
     }
 
     fn json_line(&mut self, v: &Value) {
+        if let Err(e) = output::json_line(v) {
+            self.output_failed(e);
+        }
+    }
+
+    /// The first failure to print ends the run: its reader is gone or its disk is full.
+    fn output_failed(&mut self, e: anyhow::Error) {
         if self.output_error.is_none() {
-            if let Err(e) = output::json_line(v) {
-                self.output_error = Some(e);
-                self.ctx.cancel.store(true, Ordering::SeqCst);
-            }
+            self.output_error = Some(e);
+            self.ctx.cancel.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -225,7 +231,9 @@ impl PlanHost for Host<'_> {
     }
 
     fn event(&mut self, event: PlanEvent<'_>) {
-        text::event(self.ctx, &event);
+        if let Err(e) = text::event(self.ctx, &event) {
+            self.output_failed(e.into());
+        }
         if let (PlanEvent::TargetDone(t), true) = (event, self.ctx.g.json) {
             let mut line = serde_json::to_value(t).unwrap_or_default();
             line["message_type"] = json!("target");
@@ -276,12 +284,12 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
         summary["exit_code"] = json!(code);
         output::json_line(&summary)?;
     } else if host.human && report.targets_present > 0 {
-        println!(
+        outln!(
             "plan {name}: {} of {} targets present, {} failed",
             report.targets_present,
             plan.targets.len(),
             report.targets_failed
-        );
+        )?;
     }
     Ok(code)
 }
@@ -298,10 +306,10 @@ fn status(ctx: &Ctx, cfg: &PlanConfig, name: Option<&str>) -> anyhow::Result<u8>
         return Ok(EXIT_OK);
     }
     if plans.is_empty() && !ctx.g.quiet {
-        println!("the plan file defines no plans");
+        outln!("the plan file defines no plans")?;
     }
     for p in &out {
-        text::status(p);
+        text::status(p)?;
     }
     Ok(EXIT_OK)
 }

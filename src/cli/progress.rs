@@ -257,7 +257,11 @@ pub fn backup_with_progress(
     let stop_scan = Arc::new(AtomicBool::new(false));
     if ctx.draw_progress() || ctx.g.json {
         scan(
-            opts.paths.iter().chain(&opts.listed_paths).cloned().collect(),
+            opts.paths
+                .iter()
+                .chain(&opts.listed_paths)
+                .cloned()
+                .collect(),
             opts.exclude.clone(),
             totals.clone(),
             stop_scan.clone(),

@@ -3,6 +3,7 @@
 use cairn::prune::{prune, PruneOptions, PruneReport};
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -98,26 +99,30 @@ fn print(ctx: &Ctx, r: &PruneReport, dry_run: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let verb = if dry_run { "would " } else { "" };
-    println!(
+    outln!(
         "{} packs: {} used blobs, {} unused",
-        r.packs_total, r.blobs_used, r.blobs_unused
-    );
-    println!(
+        r.packs_total,
+        r.blobs_used,
+        r.blobs_unused
+    )?;
+    outln!(
         "{verb}delete {} packs, {verb}repack {} packs, {verb}delete {} packs no index names",
-        r.packs_deleted, r.packs_repacked, r.packs_unindexed
-    );
+        r.packs_deleted,
+        r.packs_repacked,
+        r.packs_unindexed
+    )?;
     if r.packs_verified > 0 {
-        println!(
+        outln!(
             "read and verified {} kept packs before deleting their duplicates",
             r.packs_verified
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{}{} freed ({} before, {} after)",
         if dry_run { "would have " } else { "" },
         output::size(r.bytes_freed),
         output::size(r.bytes_before),
         output::size(r.bytes_after)
-    );
+    )?;
     Ok(())
 }

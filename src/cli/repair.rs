@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -56,17 +57,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                     "old_index_files": r.old_index_files,
                 }))?;
             } else if !ctx.g.quiet {
-                println!(
+                outln!(
                     "rebuilt the index from {} verified packs ({} blobs), replacing {} index files",
-                    r.packs, r.blobs, r.old_index_files
-                );
+                    r.packs,
+                    r.blobs,
+                    r.old_index_files
+                )?;
                 if !r.rejected.is_empty() {
-                    println!(
+                    outln!(
                         "{} packs failed verification and were left out (named above); {} of their blobs were copied into {} new packs",
                         r.rejected.len(),
                         r.blobs_salvaged,
                         r.packs_written
-                    );
+                    )?;
                 }
             }
         }
@@ -75,14 +78,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             if ctx.g.json {
                 output::json_line(&json!({"config_rewritten": written}))?;
             } else if !ctx.g.quiet {
-                println!(
+                outln!(
                     "{}",
                     if written {
                         "config written back from the key file's copy"
                     } else {
                         "config is intact; nothing to do"
                     }
-                );
+                )?;
             }
         }
         What::Snapshots { forget, dry_run } => {
@@ -101,19 +104,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             } else {
                 for (old, new, notes) in &r.repaired {
                     match new {
-                        Some(n) => println!("snapshot {} repaired as {}:", old.short(), n.short()),
-                        None => println!("snapshot {} would be repaired:", old.short()),
+                        Some(n) => outln!("snapshot {} repaired as {}:", old.short(), n.short())?,
+                        None => outln!("snapshot {} would be repaired:", old.short())?,
                     }
                     for n in notes {
-                        println!("  {n}");
+                        outln!("  {n}")?;
                     }
                 }
                 if !ctx.g.quiet {
-                    println!(
+                    outln!(
                         "{} snapshots intact, {} repaired",
                         r.intact,
                         r.repaired.len()
-                    );
+                    )?;
                 }
             }
         }

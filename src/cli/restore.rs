@@ -7,6 +7,7 @@ use cairn::restore::{
     Selected,
 };
 
+use super::output::outln;
 use super::{output, split_selector, Ctx, EXIT_FATAL, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -87,26 +88,27 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         let list = |word: &str, entries: &[PreviewEntry], always: bool| {
             if always || ctx.g.verbose {
                 for e in entries {
-                    println!("{word} {}", output::esc(&e.path));
+                    outln!("{word} {}", output::esc(&e.path))?;
                 }
             }
+            std::io::Result::Ok(())
         };
-        list("create   ", &p.created, false);
-        list("replace  ", &p.replaced, true);
-        list("unchanged", &p.unchanged, false);
-        list("delete   ", &p.deleted, true);
+        list("create   ", &p.created, false)?;
+        list("replace  ", &p.replaced, true)?;
+        list("unchanged", &p.unchanged, false)?;
+        list("delete   ", &p.deleted, true)?;
         for e in &p.blocked {
-            println!(
+            outln!(
                 "blocked   {}: {}",
                 output::esc(&e.path),
                 output::esc(&e.error)
-            );
+            )?;
         }
         if !ctx.g.quiet {
             if p.target_created {
-                println!("the target {} would be created", output::esc(&a.target));
+                outln!("the target {} would be created", output::esc(&a.target))?;
             }
-            println!(
+            outln!(
                 "dry run, nothing written: would create {}, replace {}, keep {} unchanged, \
                  delete {}; {} blocked (snapshot {} to {})",
                 p.created.len(),
@@ -116,7 +118,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 p.blocked.len(),
                 id.short(),
                 output::esc(&a.target)
-            );
+            )?;
         }
         return Ok(EXIT_OK);
     }
@@ -142,17 +144,17 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }
         if ctx.g.verbose {
             for e in &out.deleted {
-                println!("deleted {}", output::esc(&e.path));
+                outln!("deleted {}", output::esc(&e.path))?;
             }
         }
         if !ctx.g.quiet {
             if a.delete {
-                println!(
+                outln!(
                     "deleted {} entries the snapshot does not hold",
                     out.deleted.len()
-                );
+                )?;
             }
-            println!(
+            outln!(
                 "restored {} files, {} directories, {} other entries ({}) from snapshot {} to {}",
                 out.files,
                 out.dirs,
@@ -160,15 +162,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 output::size(out.bytes),
                 id.short(),
                 output::esc(&a.target)
-            );
+            )?;
             if a.verify {
-                println!("verified {} files against the snapshot", out.verified_files);
+                outln!("verified {} files against the snapshot", out.verified_files)?;
             }
             if !out.damaged.is_empty() {
-                println!(
+                outln!(
                     "{} files could NOT be restored (listed above)",
                     out.damaged.len()
-                );
+                )?;
             }
         }
         if out.disk_full {

@@ -6,6 +6,7 @@ use cairn::backup::filter::Selection;
 use cairn::snapshot::rewrite::{rewrite_snapshots, Counts, RewriteOptions};
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -138,20 +139,20 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             t.other
         );
         match (r.new, r.existing) {
-            (None, _) => println!("snapshot {} would lose {what}:", r.original.short()),
-            (Some(n), false) => println!(
+            (None, _) => outln!("snapshot {} would lose {what}:", r.original.short())?,
+            (Some(n), false) => outln!(
                 "snapshot {} rewritten as {} without {what}:",
                 r.original.short(),
                 n.short()
-            ),
-            (Some(n), true) => println!(
+            )?,
+            (Some(n), true) => outln!(
                 "snapshot {} was already rewritten as {} without {what}:",
                 r.original.short(),
                 n.short()
-            ),
+            )?,
         }
         for x in &r.removed {
-            println!("  - {} ({})", output::escape(&x.path), x.kind.name());
+            outln!("  - {} ({})", output::escape(&x.path), x.kind.name())?;
         }
     }
     let verb = if a.dry_run {
@@ -159,18 +160,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     } else {
         "rewrote"
     };
-    println!(
+    outln!(
         "{verb} {} snapshots; {} hold no excluded path and keep their ids",
         rep.rewritten.len(),
         rep.unchanged.len()
-    );
+    )?;
     if !rep.forgotten.is_empty() {
-        println!(
+        outln!(
             "removed {} originals; `cairn prune` frees the data only they used",
             rep.forgotten.len()
-        );
+        )?;
     } else if !a.dry_run && !rep.rewritten.is_empty() {
-        println!("the originals are kept: remove them with `cairn forget` (or rerun with --forget), then `cairn prune`");
+        outln!("the originals are kept: remove them with `cairn forget` (or rerun with --forget), then `cairn prune`")?;
     }
     Ok(EXIT_OK)
 }

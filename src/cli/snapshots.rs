@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -40,7 +41,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&arr)?);
+        outln!("{}", serde_json::to_string_pretty(&arr)?)?;
         return Ok(EXIT_OK);
     }
     let rows: Vec<[String; 7]> = snaps
@@ -86,19 +87,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }
         s.trim_end().to_string()
     };
-    println!("{}", line(header));
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
+    outln!("{}", line(header))?;
+    outln!("{}", "-".repeat(widths.iter().sum::<usize>() + 12))?;
     for ((_, s), r) in snaps.iter().zip(&rows) {
-        println!(
+        outln!(
             "{}",
             line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]])
-        );
+        )?;
         for extra in s.paths.iter().skip(1) {
             let extra = output::esc(extra);
             let blank = ["", "", "", "", "", &extra, ""];
-            println!("{}", line(blank));
+            outln!("{}", line(blank))?;
         }
     }
-    println!("{} snapshots", snaps.len());
+    outln!("{} snapshots", snaps.len())?;
     Ok(EXIT_OK)
 }

@@ -3,6 +3,7 @@
 use cairn::repo::SnapshotFilter;
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -32,18 +33,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "dedup_ratio": s.dedup_ratio(),
         }))?;
     } else {
-        println!("Snapshots:           {}", s.snapshots);
-        println!("Files:               {}", s.files);
-        println!("Directories:         {}", s.dirs);
-        println!("Restore size:        {}", output::size(s.restore_size));
-        println!(
+        outln!("Snapshots:           {}", s.snapshots)?;
+        outln!("Files:               {}", s.files)?;
+        outln!("Directories:         {}", s.dirs)?;
+        outln!("Restore size:        {}", output::size(s.restore_size))?;
+        outln!(
             "Unique data:         {} in {} blobs",
             output::size(s.unique_raw),
             s.unique_blobs
-        );
-        println!("Stored:              {}", output::size(s.unique_stored));
-        println!("Compression ratio:   {:.2}x", s.compression_ratio());
-        println!("Dedup ratio:         {:.2}x", s.dedup_ratio());
+        )?;
+        outln!("Stored:              {}", output::size(s.unique_stored))?;
+        outln!("Compression ratio:   {:.2}x", s.compression_ratio())?;
+        outln!("Dedup ratio:         {:.2}x", s.dedup_ratio())?;
     }
     Ok(EXIT_OK)
 }

@@ -6,6 +6,7 @@ use cairn::snapshot::rewrite::{change_tags, TagEdit};
 use cairn::snapshot::Snapshot;
 use serde_json::json;
 
+use super::output::outln;
 use super::{Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -65,16 +66,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             .iter()
             .map(|(o, n)| json!({"original": o.to_hex(), "new": n.to_hex()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else if !ctx.g.quiet {
         for (o, n) in &rep.changed {
-            println!("{} -> {}", o.short(), n.short());
+            outln!("{} -> {}", o.short(), n.short())?;
         }
-        println!(
+        outln!(
             "changed the tags of {} snapshots ({} already had them)",
             rep.changed.len(),
             rep.unchanged.len()
-        );
+        )?;
     }
     Ok(EXIT_OK)
 }

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::output::outln;
 use super::{output, Ctx, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
@@ -22,7 +23,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }))?;
     } else {
         if !ctx.g.quiet {
-            println!("removed {} lock(s)", out.removed.len());
+            outln!("removed {} lock(s)", out.removed.len())?;
         }
         for (name, why) in &out.unreadable {
             eprintln!(

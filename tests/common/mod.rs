@@ -151,6 +151,9 @@ impl Run {
 pub struct TestCommand {
     cmd: Command,
     what: String,
+    /// Standard output is a pipe whose reader has already gone (`cairn ... | head` after head
+    /// exited): every write fails with EPIPE.
+    closed_stdout: bool,
 }
 
 impl TestCommand {
@@ -169,6 +172,7 @@ impl TestCommand {
         TestCommand {
             cmd,
             what: "cairn --no-progress".into(),
+            closed_stdout: false,
         }
     }
 
@@ -262,15 +266,46 @@ impl TestCommand {
         self
     }
 
+    /// Standard output becomes a pipe nobody reads: its read end is closed before the command
+    /// starts, as when `head` has exited. [`Run::stdout`] is then empty.
+    pub fn closed_stdout(mut self) -> Self {
+        self.what.push_str(" | (closed)");
+        self.closed_stdout = true;
+        self
+    }
+
     /// Runs to completion (or panics after [`RUN_TIMEOUT`]), capturing both streams.
     pub fn run(mut self) -> Run {
-        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if self.closed_stdout {
+            let mut fds = [0; 2];
+            // SAFETY: pipe writes two new descriptors into the array it is given.
+            assert_eq!(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+                0,
+                "pipe"
+            );
+            // SAFETY: both descriptors were just created and are owned here alone.
+            let (read, write) = unsafe {
+                use std::os::fd::FromRawFd;
+                (
+                    std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                    std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+                )
+            };
+            drop(read);
+            self.cmd.stdout(Stdio::from(write));
+        } else {
+            self.cmd.stdout(Stdio::piped());
+        }
+        self.cmd.stderr(Stdio::piped());
         let mut child = self.cmd.spawn().expect("spawn cairn");
-        let mut out = child.stdout.take().expect("stdout");
+        let out = child.stdout.take();
         let mut err = child.stderr.take().expect("stderr");
         let out_t = std::thread::spawn(move || {
             let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
+            if let Some(mut out) = out {
+                let _ = out.read_to_end(&mut v);
+            }
             v
         });
         let err_t = std::thread::spawn(move || {

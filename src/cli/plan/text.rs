@@ -5,24 +5,25 @@
 use cairn::plan::{self, PlanEvent, PlanStatus, PruneStep, TargetRun, TargetState, When};
 
 use super::super::{output, Ctx};
+use super::output::outln;
 
-pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
+pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) -> std::io::Result<()> {
     let human = !ctx.g.json && !ctx.g.quiet;
     match *event {
-        PlanEvent::Started { plan, mode, paths } if human => println!(
+        PlanEvent::Started { plan, mode, paths } if human => outln!(
             "plan {}: {} backup of {} to {}",
             plan.name,
             mode.name(),
             paths.join(", "),
             plan.targets.join(", ")
-        ),
+        )?,
         PlanEvent::TargetStarted(r) if human => {
-            println!("target {} ({})", r.name, output::esc(&r.path))
+            outln!("target {} ({})", r.name, output::esc(&r.path))?
         }
         PlanEvent::Backup(b) => {
             super::super::backup::note_left_out(ctx, &b.repository_left_out);
             if human {
-                println!(
+                outln!(
                     "  backup: snapshot {} ({}{}): {} new, {} changed, {} unmodified files; {} added ({} stored)",
                     b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
                     b.mode.name(),
@@ -32,39 +33,37 @@ pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
                     b.files_unmodified,
                     output::size(b.data_added),
                     output::size(b.data_added_stored)
-                );
+                )?;
                 if !b.errors.is_empty() {
-                    println!(
+                    outln!(
                         "  {} files or directories could not be read (listed above)",
                         b.errors.len()
-                    );
+                    )?;
                 }
             }
         }
-        PlanEvent::Forget(f) if human => println!(
+        PlanEvent::Forget(f) if human => outln!(
             "  forget ({}): {} kept, {} removed",
             f.policy,
             f.kept,
             f.removed.len()
-        ),
+        )?,
         PlanEvent::Prune(PruneStep::Ran {
             packs_deleted,
             packs_repacked,
             bytes_freed,
             ..
-        }) if human => println!(
+        }) if human => outln!(
             "  prune: {packs_deleted} packs deleted, {packs_repacked} repacked, {} freed",
             output::size(*bytes_freed)
-        ),
-        PlanEvent::Prune(PruneStep::NotDue { when, last }) if human => println!(
+        )?,
+        PlanEvent::Prune(PruneStep::NotDue { when, last }) if human => outln!(
             "  prune: not due ({}{})",
             when.name(),
             last.map(|t| format!(", last on {}", output::local_time(t.ns)))
                 .unwrap_or_default()
-        ),
-        PlanEvent::NoKeepRules if human => {
-            println!("  forget: no keep rules, nothing forgotten")
-        }
+        )?,
+        PlanEvent::NoKeepRules if human => outln!("  forget: no keep rules, nothing forgotten")?,
         PlanEvent::Check(c) => {
             if !ctx.g.json {
                 for w in &c.warnings {
@@ -75,7 +74,7 @@ pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
                 }
             }
             if human {
-                println!(
+                outln!(
                     "  check: read and verified {} of {} packs ({}): {}",
                     c.packs_read,
                     c.packs,
@@ -85,20 +84,21 @@ pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) {
                     } else {
                         format!("{} errors", c.errors.len())
                     }
-                );
+                )?;
             }
         }
-        PlanEvent::TargetDone(t) => target_done(human, t),
+        PlanEvent::TargetDone(t) => target_done(human, t)?,
         _ => {}
     }
+    Ok(())
 }
 
-fn target_done(human: bool, t: &TargetRun) {
+fn target_done(human: bool, t: &TargetRun) -> std::io::Result<()> {
     let path = output::esc(&t.path);
     match t.ok {
         // Always said, even with --quiet: a disk that is never plugged in is a lost copy.
         None => eprintln!("target {} ({path}) is not present: skipped", t.target),
-        Some(true) if human => println!("  done"),
+        Some(true) if human => outln!("  done")?,
         Some(true) => {}
         Some(false) => eprintln!(
             "target {} ({path}) failed: {}",
@@ -106,6 +106,7 @@ fn target_done(human: bool, t: &TargetRun) {
             t.error.as_deref().unwrap_or_default()
         ),
     }
+    Ok(())
 }
 
 /// `2024-03-03 10:00:00 (2h 3m ago)`.
@@ -133,8 +134,8 @@ fn ok_or_failed(ok: Option<bool>) -> &'static str {
     }
 }
 
-pub fn status(p: &PlanStatus) {
-    println!(
+pub fn status(p: &PlanStatus) -> std::io::Result<()> {
+    outln!(
         "plan {}: {} (host {}); RPO {}: {}; today's mode {}",
         p.name,
         p.paths.join(", "),
@@ -142,67 +143,68 @@ pub fn status(p: &PlanStatus) {
         plan::span(p.rpo.as_secs() as i64),
         verdict(p.rpo_met),
         p.mode_today.name()
-    );
+    )?;
     for t in &p.targets {
-        println!("  {}  {}", t.name, t.path.to_string_lossy());
+        outln!("  {}  {}", t.name, t.path.to_string_lossy())?;
         let h = match &t.state {
             TargetState::Absent => {
-                println!("    not present");
+                outln!("    not present")?;
                 continue;
             }
             TargetState::Unreadable(e) => {
-                println!("    present, but cannot be read: {e}");
+                outln!("    present, but cannot be read: {e}")?;
                 continue;
             }
             TargetState::Read(h) => h,
         };
-        println!("    {:<14}{} of this plan", "snapshots", h.snapshots);
+        outln!("    {:<14}{} of this plan", "snapshots", h.snapshots)?;
         match &h.last_snapshot {
-            Some(s) => println!(
+            Some(s) => outln!(
                 "    {:<14}{}, {} {}: RPO {}",
                 "last snapshot",
                 when_human(&s.when),
                 s.mode.name(),
                 s.id.short(),
                 verdict(h.rpo_met)
-            ),
-            None => println!("    {:<14}none: RPO MISSED", "last snapshot"),
+            )?,
+            None => outln!("    {:<14}none: RPO MISSED", "last snapshot")?,
         }
         let line = |label: &str, w: Option<&When>, extra: &str| {
             let w = w.map_or_else(|| "never".to_string(), when_human);
-            println!("    {label:<14}{w}{extra}")
+            outln!("    {label:<14}{w}{extra}")
         };
         let run = h.last_run.as_ref();
         line(
             "last run",
             run.map(|r| &r.when),
             ok_or_failed(run.and_then(|r| r.ok)),
-        );
+        )?;
         let due = if h.prune_due { " (due)" } else { "" };
-        line("last prune", h.last_prune.as_ref(), due);
-        line("last check", h.last_check.as_ref(), "");
+        line("last prune", h.last_prune.as_ref(), due)?;
+        line("last check", h.last_check.as_ref(), "")?;
         let drill = h.last_drill.as_ref();
         line(
             "last drill",
             drill.map(|d| &d.when),
             ok_or_failed(drill.map(|d| d.ok)),
-        );
+        )?;
         if h.missing.is_empty() {
-            println!("    {:<14}none", "missing");
+            outln!("    {:<14}none", "missing")?;
             continue;
         }
-        println!(
+        outln!(
             "    {:<14}{} snapshot{} another target has:",
             "missing",
             h.missing.len(),
             if h.missing.len() == 1 { "" } else { "s" }
-        );
+        )?;
         for m in &h.missing {
-            println!(
+            outln!(
                 "      {} (on {})",
                 output::local_time(m.time.ns),
                 m.on.join(", ")
-            );
+            )?;
         }
     }
+    Ok(())
 }
