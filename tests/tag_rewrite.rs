@@ -623,3 +623,34 @@ fn a_bad_exclude_file_or_pattern_is_a_clear_error_and_changes_nothing() {
         assert!(f.repo_files() == before, "{args:?} changed the repository");
     }
 }
+
+/// `backup --tag` follows `tag`'s rules, for a path backup and for a command's stream (whose
+/// command must not even start): a tag `forget --keep-tag` could never name is refused first.
+#[test]
+fn backup_refuses_the_tags_tag_refuses_before_reading_anything() {
+    let f = Fixture::new();
+    let src = small_tree(&f, "src");
+    let before = f.repo_files();
+    let marker = f.path("command-ran");
+    let long = "x".repeat(257);
+    for (bad, says) in [
+        ("", "is empty"),
+        ("a,b", "comma"),
+        ("new\nline", "control character"),
+        (" padded", "white space"),
+        (&long[..], "longer than 256"),
+    ] {
+        let run = f.cmd().args(["backup", "--tag", bad]).arg(&src).run();
+        run.expect(1);
+        assert!(run.stderr.contains(says), "{bad:?}: {}", run.stderr);
+        let run = f
+            .cmd()
+            .args(["backup", "--tag", bad, "--stdin-from-command", "--", "touch"])
+            .arg(&marker)
+            .run();
+        run.expect(1);
+        assert!(run.stderr.contains(says), "{bad:?}: {}", run.stderr);
+        assert!(!marker.exists(), "{bad:?}: the command ran");
+        assert!(f.repo_files() == before, "{bad:?} changed the repository");
+    }
+}

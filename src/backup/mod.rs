@@ -178,6 +178,7 @@ pub fn backup(
     progress: &dyn BackupProgress,
 ) -> Result<BackupOutcome> {
     let start = Instant::now();
+    check_tags(&opts.tags)?;
     if opts.paths.is_empty() && opts.listed_paths.is_empty() {
         return Err(Error::InvalidInput(
             "nothing to back up: give at least one path".into(),
@@ -265,6 +266,15 @@ struct PipelineRun {
 /// them, and waits for everything queued to be written. With `roots`, directory listings are
 /// read ahead of the walk; with `checkpoint_on_interrupt`, a Ctrl-C saves what was done as a
 /// partial snapshot.
+/// The tags a backup is given follow the rules `cairn tag` enforces
+/// ([`crate::snapshot::rewrite::check_tag`]): a tag with a comma could never be named by
+/// `forget --keep-tag`, one with control characters would garble listings. Checked before
+/// anything is read.
+pub(crate) fn check_tags(tags: &[String]) -> Result<()> {
+    tags.iter()
+        .try_for_each(|t| crate::snapshot::rewrite::check_tag(t))
+}
+
 fn run_pipeline(
     repo: &mut Repository,
     opts: &BackupOptions,

@@ -89,6 +89,7 @@ pub fn backup_stream(
 ) -> Result<BackupOutcome> {
     let start = Instant::now();
     validate_name(name)?;
+    super::check_tags(&opts.tags)?;
     if !opts.paths.is_empty() || !opts.listed_paths.is_empty() {
         return Err(Error::InvalidInput(
             "a stream backup stores one stream; it takes no paths to back up".into(),

@@ -231,28 +231,9 @@ fn read_stdin(limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// The largest exclude file read: 16 MiB, some 200 000 patterns of typical length.
-pub const MAX_EXCLUDE_FILE: usize = 16 << 20;
-
 /// The backup's exclusion rules from the arguments.
 fn excludes(a: &Args) -> anyhow::Result<cairn::backup::Excludes> {
-    let mut patterns = a.exclude.clone();
-    for f in &a.exclude_file {
-        let bytes = super::input::read_file(f, MAX_EXCLUDE_FILE, "exclude file")?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "exclude file {} is not UTF-8 text (byte {} is not)",
-                output::esc(f),
-                e.utf8_error().valid_up_to()
-            )
-        })?;
-        patterns.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
+    let patterns = super::input::exclude_patterns(&a.exclude, &a.exclude_file)?;
     let sel = cairn::backup::filter::Selection::new(&[], &patterns, &a.iexclude)?;
     Ok(cairn::backup::Excludes {
         patterns: (!sel.is_everything()).then_some(sel),
@@ -339,6 +320,9 @@ pub fn parse_time(s: &str) -> anyhow::Result<(i64, i32)> {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     // Arguments first: a mistake is told before the password is asked or a command run.
     let stream = stream_args(&a)?;
+    for t in &a.tags {
+        cairn::snapshot::rewrite::check_tag(t)?;
+    }
     let listed = match stream {
         Some(_) => Vec::new(),
         None => listed_paths(&a)?,

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -194,6 +194,32 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The largest exclude file read: 16 MiB, some 200 000 patterns of typical length.
+pub const MAX_EXCLUDE_FILE: usize = 16 << 20;
+
+/// The patterns of `--exclude` and of each `--exclude-file` (one per line, blank lines and
+/// `#` comments skipped), as `backup` and `rewrite` read them.
+pub fn exclude_patterns(exclude: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut patterns = exclude.to_vec();
+    for f in files {
+        let bytes = read_file(f, MAX_EXCLUDE_FILE, "exclude file")?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "exclude file {} is not UTF-8 text (byte {} is not)",
+                super::output::esc(f),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(patterns)
 }
 
 #[cfg(test)]

@@ -37,38 +37,12 @@ impl Args {
     }
 }
 
-/// The largest exclude file read: 16 MiB, as for `backup --exclude-file`.
-const MAX_EXCLUDE_FILE: usize = 16 << 20;
-
-/// The patterns of `--exclude` and of each `--exclude-file` (one per line, blank lines and
-/// `#` comments skipped, as backup reads them).
-fn patterns(a: &Args) -> anyhow::Result<Vec<String>> {
-    let mut patterns = a.exclude.clone();
-    for f in &a.exclude_file {
-        let bytes = super::input::read_file(f, MAX_EXCLUDE_FILE, "exclude file")?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "exclude file {} is not UTF-8 text (byte {} is not)",
-                output::esc(f),
-                e.utf8_error().valid_up_to()
-            )
-        })?;
-        patterns.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    Ok(patterns)
-}
-
 fn counts_json(c: &Counts) -> serde_json::Value {
     json!({"files": c.files, "dirs": c.dirs, "other": c.other, "bytes": c.bytes})
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
-    let patterns = patterns(&a)?;
+    let patterns = super::input::exclude_patterns(&a.exclude, &a.exclude_file)?;
     if patterns.is_empty() {
         anyhow::bail!(
             "no exclude pattern given (--exclude, or patterns in --exclude-file): rewrite would change nothing"
