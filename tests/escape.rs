@@ -368,17 +368,15 @@ fn snapshots_escapes_hosts_tags_and_paths() {
     let f = Fixture::new();
     let src = f.path(os(DIR.0));
     write(src.join("a"), "a\n");
-    f.backup(
-        &[&src],
-        &[
-            "--host",
-            "host\x1b]0;x\x07",
-            "--tag",
-            "tag\nfake",
-            "--tag",
-            "t\u{202e}ab",
-        ],
-    );
+    f.backup(&[&src], &["--host", "host\x1b]0;x\x07"]);
+    // cairn refuses such tags (backup, tag); a repository written by another program, or by a
+    // hostile holder of the key, may hold them all the same.
+    let repo =
+        cairn::Repository::open(Arc::new(LocalBackend::new(&f.repo)), PASSWORD.as_bytes()).unwrap();
+    let (id, mut snap) = repo.snapshots().unwrap().remove(0);
+    snap.tags = vec!["tag\nfake".into(), "t\u{202e}ab".into()];
+    repo.save_snapshot(&snap).unwrap();
+    repo.remove_snapshot(&id).unwrap();
     let run = f.cmd().arg("snapshots").run();
     run.ok();
     assert_terminal_safe("snapshots", &run.stdout);
