@@ -272,7 +272,7 @@ impl AsRawFd for CommandStream {
 /// How long a [`Cancellable`] read waits for data before it looks at its flag again, in ms.
 const WAIT_SLICE_MS: i32 = 100;
 
-/// A stream whose reads wake every [`WAIT_SLICE_MS`] to see whether `cancel` was set (Ctrl-C
+/// A stream whose reads wake every 100 ms to see whether `cancel` was set (Ctrl-C
 /// sent to cairn alone, by a supervisor): a stream that has nothing to say then ends the backup
 /// ([`Error::Interrupted`]) instead of holding it until it speaks.
 pub struct Cancellable<R> {
