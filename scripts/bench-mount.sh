@@ -3,7 +3,8 @@
 # (issue 17 "Speed"): a sequential read of one 1 GiB file, and `cat` of 10,000 small files,
 # through each mount (a fresh mount for each, so the kernel's page cache of the mount is
 # cold); plus `cairn restore` of the same 1 GiB file. Prints a Markdown table and the ratios
-# (goal: cairn mount >= 3x restic mount, and within 2x of cairn restore).
+# (goal: cairn mount >= 3x restic mount, and within 2x of cairn restore). RUNS (default 3)
+# interleaved runs; the table shows medians, each run's figures go to stderr.
 # usage: scripts/bench-mount.sh [CAIRN_BINARY] [WORKDIR]
 #   without CAIRN_BINARY, builds a release binary; installs restic with apt-get if missing.
 set -euo pipefail
@@ -83,25 +84,37 @@ timed() {
 }
 cat_small() { find "$1" -type f -print0 | sort -z | xargs -0 cat; }
 
+# median N...: the middle value (the machine is shared: single runs vary by up to 2x).
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+runs="${RUNS:-3}"
 declare -A big small
-for tool in cairn restic; do
-    mount_tool "$tool"
-    big[$tool]=$(timed cat "$work/mnt/snapshots/latest$data/big.bin")
-    unmount_tool
-    mount_tool "$tool"
-    small[$tool]=$(timed cat_small "$work/mnt/snapshots/latest$data/small")
-    unmount_tool
+big_cairn=() big_restic=() small_cairn=() small_restic=() restores=()
+# Interleaved, so that a slow spell of the machine hits both tools alike.
+for _ in $(seq 1 "$runs"); do
+    for tool in cairn restic; do
+        mount_tool "$tool"
+        t=$(timed cat "$work/mnt/snapshots/latest$data/big.bin")
+        unmount_tool
+        mount_tool "$tool"
+        u=$(timed cat_small "$work/mnt/snapshots/latest$data/small")
+        unmount_tool
+        if [ "$tool" = cairn ]; then big_cairn+=("$t"); small_cairn+=("$u"); else big_restic+=("$t"); small_restic+=("$u"); fi
+    done
+    restores+=("$(timed "$bin" -r "$work/cairn-repo" restore "latest:$data/big.bin" --target "$work/restore" --quiet --no-progress)")
+    rm -rf "$work/restore"
 done
-restore_ms=$(timed "$bin" -r "$work/cairn-repo" restore "latest:$data/big.bin" --target "$work/restore" --quiet --no-progress)
-rm -rf "$work/restore"
+echo "runs (ms): cairn big ${big_cairn[*]}; restic big ${big_restic[*]}; cairn small ${small_cairn[*]}; restic small ${small_restic[*]}; restore ${restores[*]}" >&2
+big[cairn]=$(median "${big_cairn[@]}"); big[restic]=$(median "${big_restic[@]}")
+small[cairn]=$(median "${small_cairn[@]}"); small[restic]=$(median "${small_restic[@]}")
+restore_ms=$(median "${restores[@]}")
 
 python3 - "${big[cairn]}" "${big[restic]}" "${small[cairn]}" "${small[restic]}" "$restore_ms" \
-    "$(restic version | head -1)" "$("$bin" --version)" "$(nproc)" <<'PY'
+    "$(restic version | head -1)" "$("$bin" --version)" "$(nproc)" "$runs" <<'PY'
 import sys
 bc, br, sc, sr, rc = (float(x) / 1000 for x in sys.argv[1:6])
-restic_v, cairn_v, cores = sys.argv[6:9]
+restic_v, cairn_v, cores, runs = sys.argv[6:10]
 gib = 1024.0
-print(f"{cairn_v} vs {restic_v}, {cores} cores, repositories on local disk (warm page cache), fresh mount per read")
+print(f"{cairn_v} vs {restic_v}, {cores} cores, repositories on local disk (warm page cache), fresh mount per read, median of {runs} interleaved runs")
 print()
 print("| read | cairn s | restic s | cairn MiB/s | restic MiB/s | restic / cairn |")
 print("|---|---|---|---|---|---|")

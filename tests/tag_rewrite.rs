@@ -645,7 +645,14 @@ fn backup_refuses_the_tags_tag_refuses_before_reading_anything() {
         assert!(run.stderr.contains(says), "{bad:?}: {}", run.stderr);
         let run = f
             .cmd()
-            .args(["backup", "--tag", bad, "--stdin-from-command", "--", "touch"])
+            .args([
+                "backup",
+                "--tag",
+                bad,
+                "--stdin-from-command",
+                "--",
+                "touch",
+            ])
             .arg(&marker)
             .run();
         run.expect(1);

@@ -122,6 +122,11 @@ pub(super) struct CairnFs {
     workers: Vec<std::thread::JoinHandle<()>>,
     /// The mount point's canonical path, until the first open raises its read-ahead.
     pub(super) readahead_at: Option<Vec<u8>>,
+    /// The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT) once `open` answers
+    /// ENOSYS: nothing here keeps per-open state, content never changes, and each open and
+    /// close of a small file is two requests fewer. Not for directories: a zero-message
+    /// opendir lets the kernel cache listings, and the top-level ones change.
+    zero_message_open: bool,
 }
 
 impl CairnFs {
@@ -161,6 +166,7 @@ impl CairnFs {
             pool: Some(tx),
             workers,
             readahead_at: None,
+            zero_message_open: false,
         };
         fs.relist()?;
         Ok(fs)
@@ -505,6 +511,57 @@ impl CairnFs {
         }
     }
 
+    /// Lists directory `ino` from `offset` (the kernel's cookie: the index of the next
+    /// entry, "." and ".." first) through `add(self, child, next offset, kind, name)`, which
+    /// says when the reply is full.
+    fn list_dir(
+        &mut self,
+        ino: u64,
+        offset: i64,
+        mut add: impl FnMut(&mut Self, u64, i64, FileType, &[u8]) -> bool,
+    ) -> std::result::Result<(), libc::c_int> {
+        let parent = self
+            .parents
+            .get(ino.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(ROOT);
+        let dots = [
+            (b".".to_vec(), ino, FileType::Directory),
+            (b"..".to_vec(), parent, FileType::Directory),
+        ];
+        let skip = offset.max(0) as usize;
+        if matches!(
+            self.what(ino),
+            Some(What::SnapRoot { .. }) | Some(What::Node { .. })
+        ) {
+            // A snapshot's directory: its entries straight from the list read once, so a
+            // large directory listed in many calls costs each call only what it returns.
+            let children = self.tree_children(ino)?;
+            for (i, (name, child, kind)) in dots.into_iter().enumerate().skip(skip) {
+                if add(self, child, i as i64 + 1, kind, &name) {
+                    return Ok(());
+                }
+            }
+            for (i, (name, child)) in children.iter().enumerate().skip(skip.saturating_sub(2)) {
+                let kind = match self.what(*child) {
+                    Some(What::Node { node, .. }) => file_type(node.kind),
+                    _ => FileType::RegularFile,
+                };
+                if add(self, *child, i as i64 + 3, kind, name) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let entries = self.entries(ino)?;
+        for (i, (name, child, kind)) in dots.into_iter().chain(entries).enumerate().skip(skip) {
+            if add(self, child, i as i64 + 1, kind, &name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn spawn(&self, job: Box<dyn FnOnce() + Send>) {
         if let Some(pool) = &self.pool {
             if let Err(e) = pool.send(job) {
@@ -528,6 +585,12 @@ impl Filesystem for CairnFs {
         let _ = config
             .set_max_background(MAX_BACKGROUND)
             .or_else(|max| config.set_max_background(max));
+        self.zero_message_open = config
+            .add_capabilities(fuser::consts::FUSE_NO_OPEN_SUPPORT)
+            .is_ok();
+        // Always READDIRPLUS (not the kernel's adaptive choice, which stops after the first
+        // batch unless lookups follow it: `find` does no lookups, `cat` after it does).
+        let _ = config.add_capabilities(fuser::consts::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -601,6 +664,11 @@ impl Filesystem for CairnFs {
                 if let Some(at) = self.readahead_at.take() {
                     super::raise_readahead(&at);
                 }
+                if self.zero_message_open {
+                    // From now on the kernel opens without asking, keeping its page cache
+                    // across opens (what it does for a file system without `open`).
+                    return reply.error(libc::ENOSYS);
+                }
                 // The content never changes: the kernel may keep its page cache across opens.
                 reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE)
             }
@@ -670,52 +738,47 @@ impl Filesystem for CairnFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let parent = self
-            .parents
-            .get(ino.saturating_sub(1) as usize)
-            .copied()
-            .unwrap_or(ROOT);
-        let dots = [
-            (b".".to_vec(), ino, FileType::Directory),
-            (b"..".to_vec(), parent, FileType::Directory),
-        ];
-        let skip = offset.max(0) as usize;
-        if matches!(
-            self.what(ino),
-            Some(What::SnapRoot { .. }) | Some(What::Node { .. })
-        ) {
-            // A snapshot's directory: its entries straight from the list read once, so a
-            // large directory listed in many calls costs each call only what it returns.
-            let children = match self.tree_children(ino) {
-                Ok(c) => c,
-                Err(e) => return reply.error(e),
+        let full = self.list_dir(ino, offset, |_, child, off, kind, name| {
+            reply.add(child, off, kind, OsStr::from_bytes(name))
+        });
+        match full {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// READDIR and LOOKUP in one (FUSE_DO_READDIRPLUS): a reader that walks a tree and then
+    /// opens its files (`find`, `cp -r`, `rsync`) finds every entry already known to the
+    /// kernel, one request per file fewer.
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let full = self.list_dir(ino, offset, |fs, child, off, _, name| {
+            // "." and ".." carry attributes the kernel ignores; every other entry its own,
+            // exact (a directory's tree is read for its link count, as `lookup` does).
+            let attr_ino = if name == b"." || name == b".." {
+                ino
+            } else {
+                child
             };
-            for (i, (name, child, kind)) in dots.into_iter().enumerate().skip(skip) {
-                if reply.add(child, i as i64 + 1, kind, OsStr::from_bytes(&name)) {
-                    return reply.ok();
+            match fs.attr_of(attr_ino) {
+                Some(attr) => {
+                    let ttl = fs.ttl(attr_ino);
+                    let attr = FileAttr { ino: child, ..attr };
+                    reply.add(child, off, OsStr::from_bytes(name), &ttl, &attr, 0)
                 }
+                None => false,
             }
-            for (i, (name, child)) in children.iter().enumerate().skip(skip.saturating_sub(2)) {
-                let kind = match self.what(*child) {
-                    Some(What::Node { node, .. }) => file_type(node.kind),
-                    _ => FileType::RegularFile,
-                };
-                if reply.add(*child, i as i64 + 3, kind, OsStr::from_bytes(name)) {
-                    break;
-                }
-            }
-            return reply.ok();
+        });
+        match full {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        let entries = match self.entries(ino) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, (name, child, kind)) in dots.into_iter().chain(entries).enumerate().skip(skip) {
-            if reply.add(child, i as i64 + 1, kind, OsStr::from_bytes(&name)) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: fuser::ReplyStatfs) {
