@@ -148,10 +148,7 @@ fn stdin_streams_of_every_shape_are_restored_byte_for_byte_as_one_file_at_the_ro
         .stdin_file(&input)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     assert_eq!(ls_files(&f, &id), [b"/stdin".to_vec()].into());
     let target = restore(&f, &id, "out-default");
     assert_eq!(
@@ -173,10 +170,7 @@ fn a_stream_name_that_is_not_utf8_is_stored_and_restored_as_given() {
         .stdin_file(&input)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     assert_eq!(ls_files(&f, &id), [b"/caf\xe9.txt".to_vec()].into());
     let target = restore(&f, &id, "out");
     assert_eq!(
@@ -226,10 +220,7 @@ fn a_command_stream_is_restored_byte_for_byte_and_its_stderr_passes_through() {
         .args(["--", "printf", "%s|", "a b", "$HOME", "*", "'q'"])
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     let target = restore(&f, &id, "out-args");
     assert_eq!(
         fs::read(target.join("args")).expect("restored"),
@@ -419,10 +410,7 @@ fn files_from_reads_paths_and_globs_and_skips_comments_and_blank_lines() {
         .arg(&list)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     let want: BTreeSet<Vec<u8>> = [
         "a.log",
         "b.log",
@@ -472,10 +460,7 @@ fn files_from_verbatim_takes_spaces_hashes_and_glob_characters_literally() {
         .arg(&file)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     let want: BTreeSet<Vec<u8>> = names.iter().map(|n| bytes(&src.join(n))).collect();
     assert_eq!(ls_files(&f, &id), want);
 }
@@ -512,10 +497,7 @@ fn files_from_raw_takes_names_with_newlines_and_bytes_that_are_not_utf8() {
         .arg(&raw)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     let want: BTreeSet<Vec<u8>> = listed.into_iter().collect();
     assert_eq!(ls_files(&f, &id), want);
     let target = restore(&f, &id, "out");
@@ -554,10 +536,7 @@ fn lists_combine_with_each_other_with_paths_and_with_standard_input() {
         .stdin_file(&stdin_list)
         .run();
     run.ok();
-    let id = run.summary()["snapshot_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = run.snapshot_id();
     let want: BTreeSet<Vec<u8>> = [
         "sub/d.log",
         "sub/deeper/e.txt",

@@ -104,6 +104,17 @@ impl Run {
         last.clone()
     }
 
+    /// The `snapshot_id` of the JSON summary (a backup run with `--json`).
+    #[track_caller]
+    pub fn snapshot_id(&self) -> String {
+        let id = self.summary()["snapshot_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no snapshot_id in its summary", self.what))
+            .to_string();
+        assert!(is_hex_id(&id), "{}: snapshot id {id:?}", self.what);
+        id
+    }
+
     #[track_caller]
     pub fn expect(&self, code: i32) -> &Self {
         assert_eq!(
