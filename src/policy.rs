@@ -27,6 +27,11 @@
 //!   that is 2021-03-03); hours are exact.
 //! * `tags` lists tag lists; a snapshot carrying every tag of one list is kept (restic
 //!   `--keep-tag a,b`). Tags use up no counts.
+//! * A snapshot dated more than [`FUTURE_TOLERANCE_NS`] after `now` is kept, counted by no rule,
+//!   with the reason [`FUTURE_REASON`], and the rules run over the others as if it did not exist
+//!   (a cairn rule, not restic's). Someone who can write snapshots (a compromised client, a
+//!   repository server's append-only mode) could otherwise forge snapshots dated in the future
+//!   that use up `--keep-last` and `--keep-daily` and so make `forget` remove every real one.
 //! * A snapshot is kept if any rule keeps it; its reasons are listed in the order tags, within,
 //!   last, hourly, daily, weekly, monthly, yearly. An empty policy keeps everything with the
 //!   reason "policy is empty".
@@ -358,6 +363,13 @@ fn local_datetime(s: &Snapshot) -> DateTime {
     TimeZone::UTC.to_datetime(ts)
 }
 
+/// How far after "now" a snapshot may be dated and still count as a real, present one: clock
+/// skew between machines (a client whose clock runs fast) stays well within an hour.
+pub const FUTURE_TOLERANCE_NS: i64 = 3_600 * 1_000_000_000;
+
+/// The reason given for a snapshot dated beyond [`FUTURE_TOLERANCE_NS`] after now.
+pub const FUTURE_REASON: &str = "dated in the future: kept, counted by no rule";
+
 /// The verdict on one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -387,6 +399,18 @@ pub fn apply(policy: &KeepPolicy, group: &[(SnapshotId, &Snapshot)], now_ns: i64
             })
             .collect();
     }
+
+    // Snapshots from beyond the tolerance come first in the sorted list: kept, and set aside.
+    let horizon = i128::from(now_ns) + i128::from(FUTURE_TOLERANCE_NS);
+    let split = list.partition_point(|(_, s)| i128::from(s.time_ns) > horizon);
+    let future: Vec<Decision> = list
+        .drain(..split)
+        .map(|(id, _)| Decision {
+            id,
+            keep: true,
+            reasons: vec![FUTURE_REASON.to_string()],
+        })
+        .collect();
 
     // Outer None: no within rule. Inner None: everything is within.
     let within = policy.within.filter(|d| !d.is_zero()).map(|d| {
@@ -419,46 +443,44 @@ pub fn apply(policy: &KeepPolicy, group: &[(SnapshotId, &Snapshot)], now_ns: i64
         .collect();
 
     let oldest = list.len().saturating_sub(1);
-    list.iter()
-        .enumerate()
-        .map(|(nr, (id, s))| {
-            let mut reasons = Vec::new();
-            for l in &policy.tags {
-                if l.iter().all(|t| s.tags.contains(t)) {
-                    reasons.push(format!("has tags {}", tag_list_string(l)));
+    let present = list.iter().enumerate().map(|(nr, (id, s))| {
+        let mut reasons = Vec::new();
+        for l in &policy.tags {
+            if l.iter().all(|t| s.tags.contains(t)) {
+                reasons.push(format!("has tags {}", tag_list_string(l)));
+            }
+        }
+        if let Some((d, threshold)) = within {
+            if threshold.is_none_or(|t| i128::from(s.time_ns) > t) {
+                reasons.push(format!("within {d}"));
+            }
+        }
+        let local = local_datetime(s);
+        for b in &mut buckets {
+            if b.remaining == Some(0) {
+                continue;
+            }
+            let val = b.rule.bucket(nr, local);
+            let same = b.last == Some(val);
+            if !same || nr == oldest {
+                reasons.push(if same {
+                    format!("oldest {}", b.rule.reason())
+                } else {
+                    b.rule.reason().to_string()
+                });
+                b.last = Some(val);
+                if let Some(r) = &mut b.remaining {
+                    *r -= 1;
                 }
             }
-            if let Some((d, threshold)) = within {
-                if threshold.is_none_or(|t| i128::from(s.time_ns) > t) {
-                    reasons.push(format!("within {d}"));
-                }
-            }
-            let local = local_datetime(s);
-            for b in &mut buckets {
-                if b.remaining == Some(0) {
-                    continue;
-                }
-                let val = b.rule.bucket(nr, local);
-                let same = b.last == Some(val);
-                if !same || nr == oldest {
-                    reasons.push(if same {
-                        format!("oldest {}", b.rule.reason())
-                    } else {
-                        b.rule.reason().to_string()
-                    });
-                    b.last = Some(val);
-                    if let Some(r) = &mut b.remaining {
-                        *r -= 1;
-                    }
-                }
-            }
-            Decision {
-                id: *id,
-                keep: !reasons.is_empty(),
-                reasons,
-            }
-        })
-        .collect()
+        }
+        Decision {
+            id: *id,
+            keep: !reasons.is_empty(),
+            reasons,
+        }
+    });
+    future.into_iter().chain(present).collect()
 }
 
 /// What snapshots are grouped by before the policy is applied to each group (`--group-by`).
@@ -1059,7 +1081,7 @@ mod tests {
         assert_eq!(
             run_full(&p, items, now),
             expect(&[
-                ("2030-01-01T00:00:00", &["within 2d"]),
+                ("2030-01-01T00:00:00", &[FUTURE_REASON]),
                 ("2021-01-09T12:00:00", &["within 2d"]),
                 ("2021-01-08T13:00:00", &["within 2d"]),
             ])
@@ -1566,6 +1588,17 @@ mod tests {
         let empty = counts.iter().all(|(c, _, _)| live(*c).is_none())
             && within.is_none()
             && p.tags.is_empty();
+        // Beyond the tolerance: kept, counted by nothing (unless the policy is empty).
+        let is_future = |s: &Snapshot| s.time_ns > now_ns.saturating_add(FUTURE_TOLERANCE_NS);
+        let mut future_part = Vec::new();
+        if !empty {
+            future_part = sorted
+                .iter()
+                .filter(|(_, s)| is_future(s))
+                .map(|(id, _)| (*id, vec![FUTURE_REASON.to_string()]))
+                .collect();
+            sorted.retain(|(_, s)| !is_future(s));
+        }
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); sorted.len()];
         if empty {
             for r in &mut reasons {
@@ -1618,13 +1651,18 @@ mod tests {
                 for &i in firsts.iter().take(count) {
                     reasons[i].push(format!("{name} snapshot"));
                 }
-                let oldest = sorted.len() - 1;
+                let Some(oldest) = sorted.len().checked_sub(1) else {
+                    continue;
+                };
                 if count > firsts.len() && !firsts.contains(&oldest) {
                     reasons[oldest].push(format!("oldest {name} snapshot"));
                 }
             }
         }
-        sorted.iter().map(|(id, _)| *id).zip(reasons).collect()
+        future_part
+            .into_iter()
+            .chain(sorted.iter().map(|(id, _)| *id).zip(reasons))
+            .collect()
     }
 
     fn count_strategy() -> impl Strategy<Value = Option<Count>> {
@@ -1751,6 +1789,50 @@ mod tests {
                 })
                 .collect();
             prop_assert_eq!(got, reference(&p, &snaps, now_ns));
+        }
+
+        /// Forged snapshots dated in the future (any number, any tags, any offsets) change no
+        /// decision about the real ones, and are themselves kept.
+        #[test]
+        fn forged_future_snapshots_change_no_decision_about_real_ones(
+            (snaps, now_ns) in snapshots_strategy(),
+            p in policy_strategy(),
+            forged in proptest::collection::vec((1i64..400 * 86_400, 0u8..8, any::<bool>()), 1..30),
+        ) {
+            let now_ns = now_ns.min(ns("2021-06-01T00:00:00", 0));
+            let real: Vec<(SnapshotId, &Snapshot)> = snaps
+                .iter()
+                .filter(|(_, s)| s.time_ns <= now_ns + FUTURE_TOLERANCE_NS)
+                .map(|(id, s)| (*id, s))
+                .collect();
+            let fakes: Vec<(SnapshotId, Snapshot)> = forged
+                .iter()
+                .enumerate()
+                .map(|(i, &(ahead_s, tags, east))| {
+                    let names = tag_set(tags);
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let time = now_ns + FUTURE_TOLERANCE_NS + ahead_s * 1_000_000_000;
+                    // Real ids repeat one byte; these never do.
+                    let mut id = [0xffu8; 32];
+                    id[1] = i as u8;
+                    (SnapshotId(id), snapshot(time, if east { 14 * 3600 } else { 0 }, &refs))
+                })
+                .collect();
+            let mut all = real.clone();
+            all.extend(fakes.iter().map(|(id, s)| (*id, s)));
+            let with = apply(&p, &all, now_ns);
+            let without = apply(&p, &real, now_ns);
+            let about_real: Vec<&Decision> = with
+                .iter()
+                .filter(|d| real.iter().any(|(id, _)| *id == d.id))
+                .collect();
+            prop_assert_eq!(about_real, without.iter().collect::<Vec<_>>());
+            for d in with.iter().filter(|d| fakes.iter().any(|(id, _)| *id == d.id)) {
+                prop_assert!(d.keep);
+                if !p.is_empty() {
+                    prop_assert_eq!(&d.reasons, &vec![FUTURE_REASON.to_string()]);
+                }
+            }
         }
 
         #[test]

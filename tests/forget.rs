@@ -262,3 +262,68 @@ fn forget_with_prune_reclaims_space_and_keep_tag_protects() {
     );
     f.cmd().args(["check", "--read-data"]).run().ok();
 }
+
+/// Snapshots forged with dates in the future (by anyone holding a key, or a server's
+/// append-only client) must not use up `--keep-last` or `--keep-daily`: each policy removes
+/// exactly the real snapshots it would remove without them, keeps the forged ones, and says so.
+#[test]
+fn forged_future_snapshots_make_forget_remove_no_real_snapshot() {
+    for (policy, kept_real) in [
+        (vec!["--keep-last", "3"], 3usize),
+        (vec!["--keep-daily", "7"], 7),
+    ] {
+        let f = Fixture::new();
+        let src = f.path("src");
+        write(src.join("file"), "content");
+        let mut real = Vec::new();
+        for day in 1..=10 {
+            real.push(f.backup(&[&src], &["--time", &format!("2025-03-{day:02} 12:00:00")]));
+        }
+        let mut forged = Vec::new();
+        for (i, when) in [
+            "2099-01-01 00:00:00",
+            "2099-01-02 00:00:00",
+            "2099-01-03 00:00:00",
+            "2099-01-04 00:00:00",
+            "2099-01-05 00:00:00",
+            "2099-01-06 00:00:00",
+            "2099-01-07 00:00:00",
+            "2099-01-08 00:00:00",
+            "2150-06-01 00:00:00",
+            "2040-02-29 23:59:59",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let tag = if i % 2 == 0 { "daily" } else { "weekly" };
+            forged.push(f.backup(&[&src], &["--time", when, "--tag", tag]));
+        }
+        let run = f.cmd().arg("--json").arg("forget").args(&policy).run();
+        run.ok();
+        assert!(
+            run.stderr
+                .contains("10 snapshots are dated more than an hour in the future"),
+            "{policy:?}: {}",
+            run.stderr
+        );
+        let left: BTreeSet<String> = f
+            .cmd()
+            .args(["--json", "snapshots"])
+            .run()
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_string())
+            .collect();
+        let want: BTreeSet<String> = forged
+            .iter()
+            .chain(&real[real.len() - kept_real..])
+            .cloned()
+            .collect();
+        assert_eq!(
+            left, want,
+            "{policy:?}: the newest {kept_real} real snapshots and every forged one"
+        );
+    }
+}

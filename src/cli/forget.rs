@@ -85,6 +85,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
 
     let mut remove = Vec::new();
     let mut groups_json = Vec::new();
+    let mut future = 0usize;
     for sel in &a.snapshots {
         let (id, _) = select_snapshot(all.clone(), sel, &SnapshotFilter::default())?;
         remove.push(id);
@@ -107,6 +108,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             let mut rows = Vec::new();
             for d in &decisions {
                 let s = by_id[&d.id];
+                if d.reasons.iter().any(|r| r == policy::FUTURE_REASON) {
+                    future += 1;
+                }
                 if !d.keep {
                     remove.push(d.id);
                 }
@@ -133,6 +137,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             }
             groups_json.push(json!({"group": key.to_string(), "snapshots": rows}));
         }
+    }
+    if future > 0 {
+        // Said even with --quiet or --json: a forged snapshot is an attack in progress.
+        eprintln!(
+            "warning: {future} snapshot{} dated more than an hour in the future: kept, and counted by \
+             no --keep rule (a machine whose clock is wrong, or snapshots forged to make forget \
+             remove real ones; `cairn check` lists them)",
+            if future == 1 { " is" } else { "s are" }
+        );
     }
     remove.sort();
     remove.dedup();
