@@ -366,7 +366,7 @@ fn check_read_data_names_a_pack_that_fails_reads_and_exactly_the_files_that_need
         let bad = inject(&s, pack, shape);
         // An unreadable header or open loses every blob; a bad sector, the blobs on it.
         let (lost, kept) = match shape {
-            Shape::Sector => p.files(bad),
+            Shape::Sector => p.files(bad.clone()),
             _ => p.files(0..u64::MAX),
         };
         assert!(!lost.is_empty() && !kept.is_empty(), "{shape:?}");
@@ -388,6 +388,17 @@ fn check_read_data_names_a_pack_that_fails_reads_and_exactly_the_files_that_need
         assert!(
             errors.contains("nput/output error"),
             "{shape:?}: check does not name the read error:\n{}",
+            run.output()
+        );
+        // The unreadable bytes, as found sector by sector.
+        let where_ = match shape {
+            Shape::Sector => format!("at bytes {}..{}", bad.start, bad.end),
+            Shape::Header => format!("..{}", bad.end),
+            Shape::Whole | Shape::Open => format!("at all of its {} bytes", bad.end),
+        };
+        assert!(
+            errors.contains(&where_),
+            "{shape:?}: check does not say {where_:?}:\n{}",
             run.output()
         );
         let affected: BTreeSet<PathBuf> = summary["affected"]
