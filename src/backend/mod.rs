@@ -18,6 +18,7 @@ mod location;
 mod mem;
 #[cfg(feature = "remote")]
 mod remote;
+mod unreadable;
 
 pub use cache::{
     create_private_dir, write_private_file, write_private_file_durable, CachedBackend,
@@ -28,6 +29,7 @@ pub use location::{Location, LocationError};
 pub use mem::MemBackend;
 #[cfg(feature = "remote")]
 pub use remote::RemoteBackend;
+pub use unreadable::{is_read_error, read_around_errors, retry_read, Unreadable, SECTOR};
 
 /// How a remote backend behaves on the wire (ignored by local directories).
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::backend::FileKind;
+use crate::backend::{is_read_error, read_around_errors, Unreadable};
 use crate::error::{Error, Result};
 use crate::id::{content_hash, BlobId, PackId, SnapshotId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
@@ -490,15 +491,24 @@ fn check_pack(
         }
     };
     let header_entries = if read_data {
-        let bytes = match read_retry(|| backend.get(FileKind::Pack, &name)) {
-            Ok(b) => b,
+        let (bytes, unreadable) = match read_retry(|| backend.get(FileKind::Pack, &name))
+            .map(|b| (b, None))
+            .or_else(|e| read_around(repo, &name, size, e))
+        {
+            Ok(read) => read,
             Err(e) => {
                 r.errors.push(format!("pack {name} cannot be read: {e}"));
                 all_damaged("unreadable", damaged);
                 return;
             }
         };
-        if hex::encode(content_hash(&bytes)) != name {
+        if let Some(u) = &unreadable {
+            r.errors.push(format!(
+                "pack {name} cannot be read at {}: {}",
+                describe_ranges(&u.ranges, size),
+                u.error
+            ));
+        } else if hex::encode(content_hash(&bytes)) != name {
             r.errors.push(format!(
                 "pack {name} is damaged: its content does not hash to its name"
             ));
@@ -507,12 +517,30 @@ fn check_pack(
             Ok(h) => h,
             Err(e) => {
                 r.errors.push(format!("pack {name}: {e}"));
-                all_damaged("header damaged", damaged);
+                all_damaged(
+                    if unreadable.is_some() {
+                        "unreadable"
+                    } else {
+                        "header damaged"
+                    },
+                    damaged,
+                );
                 return;
             }
         };
         for e in &header {
             r.blobs_read += 1;
+            if let Some(u) = &unreadable {
+                if u.overlapping(e.offset as u64, e.length as u64).is_some() {
+                    r.errors.push(format!(
+                        "pack {name}: {} blob {} lies on bytes that cannot be read",
+                        e.kind.name(),
+                        e.id.short()
+                    ));
+                    damaged.insert(e.id, format!("pack {}: unreadable", pack.short()));
+                    continue;
+                }
+            }
             let range = e.offset as usize..(e.offset as usize + e.length as usize);
             if let Err(why) = pack::open_blob(repo.keys(), e, &bytes[range]) {
                 r.errors.push(format!(
@@ -687,6 +715,50 @@ pub(crate) fn pack_workers(repo: &Repository) -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(repo.backend().connections())
+}
+
+/// A pack whose whole read failed with a read error ([`is_read_error`]), read around its
+/// unreadable byte ranges: its bytes (zeros there) and those ranges, so that the blobs elsewhere
+/// are verified as usual. Any other error is returned as it is.
+fn read_around(
+    repo: &Repository,
+    name: &str,
+    size: u64,
+    e: std::io::Error,
+) -> std::io::Result<(Vec<u8>, Option<Unreadable>)> {
+    if !is_read_error(&e) {
+        return Err(e);
+    }
+    Ok(
+        match read_around_errors(repo.backend().as_ref(), FileKind::Pack, name, size)? {
+            Ok(bytes) => (bytes, None),
+            Err(mut u) => (std::mem::take(&mut u.bytes), Some(u)),
+        },
+    )
+}
+
+/// `bytes 4096..8192, 1048576..1052672` (or `all of its N bytes`).
+fn describe_ranges(ranges: &[std::ops::Range<u64>], size: u64) -> String {
+    if let [r] = ranges {
+        if r.start == 0 && r.end >= size {
+            return format!("all of its {size} bytes");
+        }
+    }
+    let shown: Vec<String> = ranges
+        .iter()
+        .take(8)
+        .map(|r| format!("{}..{}", r.start, r.end))
+        .collect();
+    let more = ranges.len().saturating_sub(shown.len());
+    format!(
+        "bytes {}{}",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more ranges")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// A failed read is retried once before it counts (a flaky cable is not a corrupt pack).

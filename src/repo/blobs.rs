@@ -2,7 +2,7 @@
 //! finished packs.
 
 use super::{backend_err, Repository};
-use crate::backend::FileKind;
+use crate::backend::{retry_read, FileKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, TreeId};
 use crate::pack::{self, BlobKind};
@@ -23,11 +23,15 @@ impl Repository {
     pub fn read_blob_at(&self, pack: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
         let name = pack.to_hex();
         let (offset, len) = (entry.offset as u64, entry.length as usize);
-        let sealed = if entry.kind == BlobKind::Tree {
-            self.backend.get_tree_range(&name, offset, len)
-        } else {
-            self.backend.get_range(FileKind::Pack, &name, offset, len)
-        }
+        // A read that fails is tried once more (a USB hiccup); a second failure is damage of
+        // this blob, named with the pack and the error (src/backend/unreadable.rs).
+        let sealed = retry_read(|| {
+            if entry.kind == BlobKind::Tree {
+                self.backend.get_tree_range(&name, offset, len)
+            } else {
+                self.backend.get_range(FileKind::Pack, &name, offset, len)
+            }
+        })
         .map_err(backend_err(FileKind::Pack, &name))?;
         pack::open_blob(&self.keys, entry, &sealed).map_err(|why| {
             Error::corrupt(

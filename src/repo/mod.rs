@@ -153,9 +153,7 @@ impl Repository {
     /// Reads one file whose name is the hash of its bytes; zero-length or mismatching files are
     /// damaged.
     fn get_verified(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        let bytes = self
-            .backend
-            .get(kind, name)
+        let bytes = crate::backend::retry_read(|| self.backend.get(kind, name))
             .map_err(backend_err(kind, name))?;
         if bytes.is_empty() {
             return Err(Error::corrupt(

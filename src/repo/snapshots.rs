@@ -115,6 +115,18 @@ impl Repository {
                 return Err(skipped.swap_remove(i).1);
             }
         }
+        if matches!(result, Err(Error::SnapshotNotFound(_))) && selector == "latest" {
+            // The latest may be among the unreadable ones: say why, not only "no snapshot".
+            if let Some((id, e)) = skipped.first() {
+                let n = skipped.len();
+                return Err(Error::InvalidInput(format!(
+                    "no readable snapshot matches \"latest\": {n} snapshot file{} could not be \
+                     read (snapshot {}: {e})",
+                    if n == 1 { "" } else { "s" },
+                    id.short()
+                )));
+            }
+        }
         for (id, e) in skipped {
             self.warn(format!("skipping snapshot {}: {e}", id.short()));
         }

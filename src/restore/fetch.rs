@@ -1,7 +1,9 @@
 //! Fetching: each worker takes jobs off the queue, reads the job's blobs from its pack (blobs
 //! close together in one read, each read bounded), opens and checks each blob, and hands its
-//! plaintext to the writer (src/restore/write.rs). A blob that fails is the damage of every
-//! file it belongs to; a read that failed for want of local resources is not.
+//! plaintext to the writer (src/restore/write.rs). A read that fails is tried once more, then
+//! blob by blob, so that an unreadable sector costs only the blobs on it. A blob that fails is
+//! the damage of every file it belongs to; a read that failed for want of local resources is
+//! not.
 
 use std::sync::atomic::Ordering;
 
@@ -9,7 +11,7 @@ use super::flow::Shared;
 use super::plan::{Dests, Job};
 use super::problems::{is_local_shortage, Problem};
 use super::write::Assembler;
-use crate::backend::FileKind;
+use crate::backend::{retry_read, FileKind};
 use crate::format::DecodeBufs;
 use crate::pack::{self, PackEntry};
 
@@ -56,26 +58,31 @@ fn run_job(
     } else {
         &job.entries[..]
     };
-    for (run, dests) in coalesce(entries) {
+    let mut work = coalesce(entries);
+    work.reverse();
+    while let Some((run, dests)) = work.pop() {
         let start = run[0].offset as u64;
         let end = run
             .last()
             .map_or(start, |e| e.offset as u64 + e.length as u64);
         let len = (end - start) as usize;
-        let mut bytes = repo
-            .backend()
-            .get_range_into(FileKind::Pack, &name, start, len, read_buf)
-            .map(|b| b.len());
-        if bytes.is_err() {
-            // One more try: a read can fail once (a USB hiccup) and work the second time.
-            bytes = repo
-                .backend()
+        // One more try: a read can fail once (a USB hiccup) and work the second time.
+        let bytes = retry_read(|| {
+            repo.backend()
                 .get_range_into(FileKind::Pack, &name, start, len, read_buf)
-                .map(|b| b.len());
-        }
+                .map(|b| b.len())
+        });
         // A read that failed for want of descriptors or memory here says nothing about the
         // repository's data: the file is not restored, but it is not called damaged.
         let local = bytes.as_ref().err().is_some_and(is_local_shortage);
+        if bytes.is_err() && !local && run.len() > 1 {
+            // An unreadable sector costs the blobs on it, not their neighbours in the same
+            // read: each blob of the run is read on its own.
+            for (e, d) in run.into_iter().zip(dests).rev() {
+                work.push((vec![e], vec![d]));
+            }
+            continue;
+        }
         for (e, d) in run.iter().zip(dests) {
             let plain = match &bytes {
                 Ok(_) => {

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+#[cfg(feature = "mount")]
+pub mod faultfs;
 pub mod prereq;
 pub mod servers;
 pub mod wait;
