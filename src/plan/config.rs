@@ -29,6 +29,9 @@ struct RawRepo {
     password_file: Option<PathBuf>,
     password_command: Option<String>,
     password_env: Option<String>,
+    sibling: Option<String>,
+    scrub: Option<String>,
+    scrub_subset: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,14 +138,48 @@ pub fn parse(text: &str) -> Result<PlanConfig, String> {
             ));
         }
         let password = sources.pop().unwrap_or(PasswordSource::Global);
+        let scrub = match r.scrub.as_deref() {
+            Some(w) => w.parse().map_err(|e| format!("{key}.scrub: {e}"))?,
+            None => PruneWhen::Never,
+        };
+        let scrub_subset = match r.scrub_subset.as_deref() {
+            Some(v) => match parse_subset(v).map_err(|e| format!("{key}.scrub_subset: {e}"))? {
+                ReadData::None => {
+                    return Err(format!(
+                        "{key}.scrub_subset: a scrub reads data; give a share above 0%"
+                    ))
+                }
+                r => r,
+            },
+            None => ReadData::All,
+        };
         repositories.insert(
             name.clone(),
             RepoDef {
                 name,
                 path,
                 password,
+                sibling: r.sibling,
+                scrub,
+                scrub_subset,
             },
         );
+    }
+    for (name, r) in &repositories {
+        if let Some(s) = &r.sibling {
+            if s == name {
+                return Err(format!(
+                    "repositories.{name}.sibling: a repository cannot heal from itself"
+                ));
+            }
+            if !repositories.contains_key(s) {
+                let known: Vec<&str> = repositories.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "repositories.{name}.sibling: {s:?} is not a [repositories.NAME] table (there are: {})",
+                    known.join(", ")
+                ));
+            }
+        }
     }
     let mut plans = BTreeMap::new();
     for (name, p) in raw.plans {
@@ -490,6 +527,48 @@ pub(super) mod tests {
             "[plans.p]\nsources = [\"/x\"]\ntargets = [\"a\"]\n",
             &["unknown repository \"a\"", "no [repositories.NAME]"],
         );
+    }
+
+    #[test]
+    fn a_repository_names_its_sibling_and_scrub_cadence_and_bad_ones_are_errors() {
+        let two = "[repositories.a]\npath = \"/a\"\nsibling = \"b\"\nscrub = \"weekly\"\nscrub_subset = \"25%\"\n\
+                   [repositories.b]\npath = \"/b\"\n";
+        let c = parse(two).expect("valid");
+        let (a, b) = (&c.repositories["a"], &c.repositories["b"]);
+        assert_eq!(a.sibling.as_deref(), Some("b"));
+        assert_eq!(a.scrub, PruneWhen::Weekly);
+        assert_eq!(a.scrub_subset, ReadData::Percent(25.0));
+        assert_eq!(b.sibling, None);
+        assert_eq!(b.scrub, PruneWhen::Never, "no scrub unless asked");
+        assert_eq!(
+            b.scrub_subset,
+            ReadData::All,
+            "a scrub reads everything by default"
+        );
+        for (text, wanted) in [
+            (
+                "[repositories.a]\npath = \"/a\"\nsibling = \"a\"\n",
+                &["repositories.a.sibling", "itself"][..],
+            ),
+            (
+                "[repositories.a]\npath = \"/a\"\nsibling = \"nope\"\n",
+                &["repositories.a.sibling", "\"nope\""],
+            ),
+            (
+                "[repositories.a]\npath = \"/a\"\nscrub = \"sometimes\"\n",
+                &["repositories.a.scrub"],
+            ),
+            (
+                "[repositories.a]\npath = \"/a\"\nscrub_subset = \"0%\"\n",
+                &["repositories.a.scrub_subset", "above 0%"],
+            ),
+            (
+                "[repositories.a]\npath = \"/a\"\nscrub_subset = \"half\"\n",
+                &["repositories.a.scrub_subset"],
+            ),
+        ] {
+            assert_error(text, wanted);
+        }
     }
 
     #[test]

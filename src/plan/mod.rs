@@ -33,6 +33,9 @@
 //! # password_command = "pass show cairn"     #   its stdout's first line
 //! # password_env = "USB_PASSWORD"            #   the name of an environment variable
 //! # none: the global ones (--password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, ...)
+//! sibling = "usb-b"                    # optional: heal from this repository when scrubbing
+//! scrub = "weekly"                     # optional: always | daily | weekly | monthly | never
+//! scrub_subset = "100%"                # optional: the share of packs a scrub reads (default all)
 //!
 //! [plans.home]                         # one table per plan; the name is `plan run`'s NAME
 //! sources = ["~/Documents", "~/Pictures"]    # required
@@ -87,6 +90,14 @@
 //! `check_subset = "N%"` reads the least recently verified N% of the packs (as `check
 //! --read-data-subset N%`), so a daily 5% covers everything in 20 days; `"0%"` checks the
 //! structure only; omitted: no check.
+//!
+//! ## Scrubbing
+//!
+//! A repository with `scrub` set is scrubbed by the runs of every plan that targets it, on that
+//! cadence (counted per repository, as `prune` is): `scrub_subset` of its packs, least recently
+//! verified first, is read and verified, and what is damaged is healed from parity
+//! (`repair packs`), then, for what parity cannot rebuild, from `sibling` when it is present
+//! (`repair packs --from`). What stays damaged fails the target, naming the files.
 
 mod config;
 #[cfg(test)]
@@ -135,7 +146,7 @@ pub struct PlanConfig {
 }
 
 /// `[repositories.NAME]`
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RepoDef {
     /// The table's NAME, as plans' `targets` and reports name the repository.
     pub name: String,
@@ -144,6 +155,14 @@ pub struct RepoDef {
     pub path: PathBuf,
     /// How to get its password (`password_file`, `password_command`, `password_env`, or none).
     pub password: PasswordSource,
+    /// `sibling`: another `[repositories.NAME]` holding the same snapshots (the other rotating
+    /// disk, kept in step by `cairn copy`), from which a scrub heals what parity cannot.
+    pub sibling: Option<String>,
+    /// `scrub`: how often `plan run` scrubs this repository (reads `scrub_subset` of its packs
+    /// and heals what it finds, from parity, then from `sibling`); default never.
+    pub scrub: PruneWhen,
+    /// `scrub_subset`: the share of packs a scrub reads (default all of them, `100%`).
+    pub scrub_subset: crate::check::ReadData,
 }
 
 /// Where a repository's password comes from.
@@ -358,6 +377,9 @@ mod tests {
             name: "usb".into(),
             path: dir.to_path_buf(),
             password: PasswordSource::Global,
+            sibling: None,
+            scrub: PruneWhen::Never,
+            scrub_subset: ReadData::All,
         }
     }
 
