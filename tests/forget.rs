@@ -325,5 +325,20 @@ fn forged_future_snapshots_make_forget_remove_no_real_snapshot() {
             left, want,
             "{policy:?}: the newest {kept_real} real snapshots and every forged one"
         );
+        // check names each forged snapshot (a warning: nothing is damaged).
+        let check = f.cmd().arg("check").run();
+        check.ok();
+        for id in &forged {
+            let line = format!("snapshot {} is dated", &id[..8]);
+            assert!(
+                check.output().contains(&line),
+                "{line:?} in {}",
+                check.output()
+            );
+        }
+        assert_eq!(
+            check.output().matches("in the future").count(),
+            forged.len()
+        );
     }
 }

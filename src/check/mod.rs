@@ -349,6 +349,9 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     let mut seen_trees = HashSet::new();
     for (id, snap) in &snapshots {
         r.snapshots += 1;
+        if let Some(w) = future_dated(id, snap, opts.now_ns) {
+            r.warnings.push(w);
+        }
         let mut missing = Vec::new();
         walk_check(
             repo,
@@ -366,6 +369,22 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         r.affected = affected_files(repo, &snapshots, &damaged);
     }
     Ok(r)
+}
+
+/// A warning for a snapshot dated beyond `forget`'s tolerance after `now_ns`
+/// ([`crate::policy::FUTURE_TOLERANCE_NS`]): `forget` counts it toward no rule; a wrong clock
+/// made it, or someone forged it to make `forget` remove real snapshots.
+fn future_dated(id: &SnapshotId, snap: &crate::snapshot::Snapshot, now_ns: i64) -> Option<String> {
+    let ahead = i128::from(snap.time_ns) - i128::from(now_ns);
+    if now_ns == 0 || ahead <= i128::from(crate::policy::FUTURE_TOLERANCE_NS) {
+        return None;
+    }
+    let hours = ahead / (3_600 * 1_000_000_000);
+    Some(format!(
+        "snapshot {} is dated {} hours in the future: forget counts it toward no rule (a wrong clock, or a forged snapshot)",
+        id.short(),
+        hours
+    ))
 }
 
 /// Every file (or directory whose tree is lost) in every snapshot that needs a damaged,
