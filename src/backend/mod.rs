@@ -134,7 +134,7 @@ pub enum FileKind {
     /// Sealed records of recovery drills (`drills/`).
     Drill,
     /// A parity file of a group of packs, `parity/XX/<id>` under the first two hex digits of
-    /// its name, like packs (repo-format.md §11).
+    /// its name, like packs (repo-format.md §14).
     Parity,
 }
 
@@ -217,7 +217,7 @@ impl FileKind {
             FileKind::Lock => (64 << 10) + SEALED,
             // repo-format.md §9.1: drill records are read with a 1 MiB bound.
             FileKind::Drill => (1 << 20) + SEALED,
-            // repo-format.md §11: a shard as long as the longest pack, a sealed header of at
+            // repo-format.md §14: a shard as long as the longest pack, a sealed header of at
             // most 1 GiB, the trailer.
             FileKind::Parity => {
                 FileKind::Pack.max_len() + crate::format::MAX_METADATA_LEN as u64 + SEALED + 4

@@ -475,7 +475,7 @@ fn finish(
         for pid in own_checkpoints {
             repo.remove_snapshot(&pid)?;
         }
-        // Parity comes after the commit (repo-format.md §11.4): its failure is a warning.
+        // Parity comes after the commit (repo-format.md §14.4): its failure is a warning.
         crate::parity::after_write(repo);
         Some(id)
     };

@@ -777,7 +777,7 @@ mod tests {
     }
 }
 
-/// Parity (repo-format.md §11): parity files are verified like packs with `--read-data`, each
+/// Parity (repo-format.md §14): parity files are verified like packs with `--read-data`, each
 /// damaged pack is judged healable or not, and packs in no group are a warning when the config
 /// asks for parity.
 fn check_parity(

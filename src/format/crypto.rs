@@ -46,7 +46,7 @@ pub enum ObjectKind {
     Lock = 8,
     /// A recovery-drill record in `drills/` (repo-format.md §9.1); empty binding.
     Drill = 9,
-    /// The header of a parity file in `parity/` (repo-format.md §11.2); empty binding.
+    /// The header of a parity file in `parity/` (repo-format.md §14.2); empty binding.
     ParityHeader = 10,
 }
 

@@ -1,4 +1,4 @@
-//! The Reed-Solomon code of a parity group (repo-format.md §11.1), slice by slice. The code is
+//! The Reed-Solomon code of a parity group (repo-format.md §14.1), slice by slice. The code is
 //! position-wise at 64-byte granularity: bytes `[a, b)` of the recovery shards depend only on
 //! bytes `[a, b)` of the data columns, so any 64-byte-aligned slice of the rows is encoded or
 //! decoded on its own, and memory stays at (G + P) × slice. The only file naming

@@ -1,4 +1,4 @@
-//! The parity file, byte by byte (repo-format.md §11.2): the raw recovery shard, then the sealed
+//! The parity file, byte by byte (repo-format.md §14.2): the raw recovery shard, then the sealed
 //! group description, then the description's length. Pure: encoding and parsing know nothing of
 //! storage.
 
@@ -12,21 +12,21 @@ use crate::format::{
 };
 use crate::id::PackId;
 
-/// repo-format.md §11.1: the rows of a group are 4 KiB sectors.
+/// repo-format.md §14.1: the rows of a group are 4 KiB sectors.
 pub const SECTOR: usize = 4096;
-/// repo-format.md §11.1: shard lengths are multiples of 64 bytes (`reed-solomon-simd`'s unit).
+/// repo-format.md §14.1: shard lengths are multiples of 64 bytes (`reed-solomon-simd`'s unit).
 pub const SHARD_ALIGN: u64 = 64;
-/// repo-format.md §11.2: a sector hash is BLAKE3 of the sector's stored bytes, first 16 bytes.
+/// repo-format.md §14.2: a sector hash is BLAKE3 of the sector's stored bytes, first 16 bytes.
 pub const HASH_LEN: usize = 16;
-/// repo-format.md §11.2, last 4 bytes: the sealed header's length, u32 little-endian.
+/// repo-format.md §14.2, last 4 bytes: the sealed header's length, u32 little-endian.
 pub const TRAILER_LEN: usize = 4;
-/// repo-format.md §11.2: the header version this code writes and reads.
+/// repo-format.md §14.2: the header version this code writes and reads.
 pub const HEADER_VERSION: u32 = 1;
-/// Most data packs in one group (repo-format.md §11.3).
+/// Most data packs in one group (repo-format.md §14.3).
 pub const MAX_DATA: usize = 128;
-/// Most parity files in one group (repo-format.md §11.3).
+/// Most parity files in one group (repo-format.md §14.3).
 pub const MAX_PARITY: usize = 64;
-/// Largest sealed header read (repo-format.md §11.2): 16-byte hashes of 4 KiB sectors of at
+/// Largest sealed header read (repo-format.md §14.2): 16-byte hashes of 4 KiB sectors of at
 /// most 192 columns of at most 2 GiB are far below it.
 pub const MAX_HEADER_LEN: usize = 256 << 20;
 
@@ -42,7 +42,7 @@ pub struct Member {
 }
 
 /// The decoded header of a parity file: the whole group, and which shard this file holds
-/// (repo-format.md §11.2; MessagePack array form, fields in this order).
+/// (repo-format.md §14.2; MessagePack array form, fields in this order).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParityHeader {
     /// [`HEADER_VERSION`].
@@ -59,7 +59,7 @@ pub struct ParityHeader {
     pub shard_hashes: Vec<ByteBuf>,
 }
 
-/// The hash of one sector's stored bytes (repo-format.md §11.2).
+/// The hash of one sector's stored bytes (repo-format.md §14.2).
 pub fn sector_hash(bytes: &[u8]) -> [u8; HASH_LEN] {
     let h = blake3::hash(bytes);
     let mut out = [0u8; HASH_LEN];
@@ -101,7 +101,7 @@ impl ParityHeader {
             && self.shard_hashes == other.shard_hashes
     }
 
-    /// Every rule of repo-format.md §11.2 a reader relies on; `what` names the file.
+    /// Every rule of repo-format.md §14.2 a reader relies on; `what` names the file.
     pub fn validate(&self, what: &str) -> Result<()> {
         let bad = |why: String| Err(Error::corrupt(what, why));
         if self.version != HEADER_VERSION {

@@ -1,5 +1,5 @@
 //! One parity group against storage: computing its parity files from its packs, and rebuilding
-//! damaged packs from what is left of its columns (repo-format.md §11.1, §11.4). Everything is
+//! damaged packs from what is left of its columns (repo-format.md §14.1, §14.4). Everything is
 //! read in slices of [`SLICE`] bytes of every column, so memory stays at (G + P) × slice plus
 //! the P shards being written or the packs being rebuilt.
 
@@ -382,4 +382,224 @@ pub(crate) fn read_header(
         )
         .map_err(crate::repo::backend_err(FileKind::Parity, name))?;
     format::decode_header(repo.keys(), &sealed, size, &what)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::MemBackend;
+    use crate::testutil::mem_repo;
+
+    /// Wraps a backend; reads of `fail.0` overlapping bytes `fail.1` fail with EIO.
+    struct Eio {
+        inner: Arc<MemBackend>,
+        fail: (String, std::ops::Range<u64>),
+    }
+
+    impl Backend for Eio {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> io::Result<()> {
+            self.inner.create()
+        }
+        fn put(&self, k: FileKind, n: &str, d: &[u8]) -> io::Result<()> {
+            self.inner.put(k, n, d)
+        }
+        fn get_at_most(&self, k: FileKind, n: &str, l: u64) -> io::Result<Vec<u8>> {
+            self.inner.get_at_most(k, n, l)
+        }
+        fn get_range(&self, k: FileKind, n: &str, off: u64, len: usize) -> io::Result<Vec<u8>> {
+            let (name, r) = &self.fail;
+            if n == name && off < r.end && off + len as u64 > r.start {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.inner.get_range(k, n, off, len)
+        }
+        fn list(&self, k: FileKind) -> io::Result<Vec<(String, u64)>> {
+            self.inner.list(k)
+        }
+        fn delete(&self, k: FileKind, n: &str) -> io::Result<()> {
+            self.inner.delete(k, n)
+        }
+    }
+
+    /// Four packs (a short last row, whole rows, one row and a bit, 64 bytes) and their group
+    /// of two parity files, in memory.
+    fn group() -> (
+        Arc<MemBackend>,
+        ParityHeader,
+        Vec<Option<String>>,
+        Vec<Vec<u8>>,
+    ) {
+        let (backend, repo) = mem_repo(b"pw");
+        let lens = [3 * SECTOR + 100, 3 * SECTOR, SECTOR + 904, 64];
+        let mut packs: Vec<(PackId, Vec<u8>)> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, len)| {
+                let b: Vec<u8> = (0..*len).map(|x| (x * 7 + i * 13) as u8).collect();
+                (PackId(content_hash(&b)), b)
+            })
+            .collect();
+        packs.sort();
+        for (id, b) in &packs {
+            backend.put(FileKind::Pack, &id.to_hex(), b).expect("test");
+        }
+        let members: Vec<(PackId, u64)> =
+            packs.iter().map(|(id, b)| (*id, b.len() as u64)).collect();
+        let names = match write_group(&repo, &members, 2).expect("test") {
+            Ok(n) => n,
+            Err(_) => panic!("a member was refused"),
+        };
+        let file = backend.get(FileKind::Parity, &names[0]).expect("test");
+        let (header, _) = format::decode_file(repo.keys(), &file, "p").expect("test");
+        let mut files = vec![None, None];
+        for n in names {
+            let f = backend.get(FileKind::Parity, &n).expect("test");
+            let (h, _) = format::decode_file(repo.keys(), &f, "p").expect("test");
+            files[h.index as usize] = Some(n);
+        }
+        (
+            backend,
+            header,
+            files,
+            packs.into_iter().map(|p| p.1).collect(),
+        )
+    }
+
+    fn damage(backend: &MemBackend, kind: FileKind, name: &str, at: std::ops::Range<usize>) {
+        let mut b = backend.get(kind, name).expect("test");
+        let end = at.end.min(b.len());
+        b[at.start..end].iter_mut().for_each(|x| *x ^= 0xff);
+        backend.delete(kind, name).expect("test");
+        backend.put(kind, name, &b).expect("test");
+    }
+
+    fn healed(out: Vec<(usize, Rebuilt)>, originals: &[Vec<u8>]) -> usize {
+        let mut n = 0;
+        for (t, r) in out {
+            match r {
+                Rebuilt::Bytes(b) => {
+                    assert_eq!(b, originals[t]);
+                    n += 1;
+                }
+                Rebuilt::Unhealable(w) => panic!("column {t}: {w}"),
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn erasures_in_the_first_row_the_short_last_row_and_parity_columns_are_decoded() {
+        let (backend, h, files, orig) = group();
+        let name = |i: usize| h.members[i].id.to_hex();
+        let long = (0..4)
+            .find(|i| orig[*i].len() == 3 * SECTOR + 100)
+            .expect("test");
+        let other = (0..4).find(|i| orig[*i].len() == 3 * SECTOR).expect("test");
+        // First row of one pack, short last row of the same, a middle row of another together
+        // with that row of parity file 0: never more than 2 erasures in a row.
+        damage(&backend, FileKind::Pack, &name(long), 0..10);
+        damage(
+            &backend,
+            FileKind::Pack,
+            &name(long),
+            3 * SECTOR + 50..3 * SECTOR + 51,
+        );
+        damage(
+            &backend,
+            FileKind::Pack,
+            &name(other),
+            SECTOR + 5..SECTOR + 6,
+        );
+        damage(
+            &backend,
+            FileKind::Parity,
+            files[0].as_deref().expect("test"),
+            SECTOR..SECTOR + 1,
+        );
+        let out = rebuild(backend.as_ref(), &h, &files, &[long, other]).expect("test");
+        assert_eq!(healed(out, &orig), 2);
+    }
+
+    #[test]
+    fn a_lost_pack_and_a_lost_parity_file_together_are_two_erasures() {
+        let (backend, h, mut files, orig) = group();
+        backend
+            .delete(FileKind::Pack, &h.members[2].id.to_hex())
+            .expect("test");
+        files[1] = None;
+        let out = rebuild(backend.as_ref(), &h, &files, &[2]).expect("test");
+        assert_eq!(healed(out, &orig), 1);
+        // A truncated pack: what is left of it is used, the rest decoded.
+        let (backend, h, files, orig) = group();
+        let n = h.members[0].id.to_hex();
+        let b = backend.get(FileKind::Pack, &n).expect("test");
+        backend.delete(FileKind::Pack, &n).expect("test");
+        backend
+            .put(FileKind::Pack, &n, &b[..SECTOR + 1])
+            .expect("test");
+        let out = rebuild(backend.as_ref(), &h, &files, &[0]).expect("test");
+        assert_eq!(healed(out, &orig), 1);
+    }
+
+    #[test]
+    fn a_sector_that_fails_to_read_is_an_erasure_and_the_rest_of_the_pack_is_used() {
+        let (mem, h, files, orig) = group();
+        let victim = (0..4).find(|i| orig[*i].len() >= 3 * SECTOR).expect("test");
+        let name = h.members[victim].id.to_hex();
+        // And another pack flipped in a different row: EIO costs only its own sector.
+        let other = (0..4)
+            .find(|i| *i != victim && orig[*i].len() > SECTOR)
+            .expect("test");
+        damage(&mem, FileKind::Pack, &h.members[other].id.to_hex(), 0..1);
+        let eio = Eio {
+            inner: mem,
+            fail: (name, (2 * SECTOR) as u64..(2 * SECTOR + 1) as u64),
+        };
+        let out = rebuild(&eio, &h, &files, &[victim, other]).expect("test");
+        assert_eq!(healed(out, &orig), 2);
+    }
+
+    #[test]
+    fn more_erasures_in_a_row_than_parity_files_is_unhealable_and_says_where() {
+        let (backend, h, files, _) = group();
+        for i in 0..3 {
+            damage(&backend, FileKind::Pack, &h.members[i].id.to_hex(), 0..1);
+        }
+        let out = rebuild(backend.as_ref(), &h, &files, &[0, 1, 2]).expect("test");
+        for (_, r) in out {
+            match r {
+                Rebuilt::Unhealable(w) => {
+                    assert!(w.contains("at byte 0, 3 of the group's 6"), "{w}")
+                }
+                Rebuilt::Bytes(_) => panic!("rebuilt from too little"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_pack_that_does_not_hash_to_its_name_is_refused_and_no_parity_is_written() {
+        let (backend, repo) = mem_repo(b"pw");
+        let good = vec![1u8; 5000];
+        let bad = vec![2u8; 5000];
+        let good_id = PackId(content_hash(&good));
+        let wrong_id = PackId(content_hash(b"something else"));
+        backend
+            .put(FileKind::Pack, &good_id.to_hex(), &good)
+            .expect("test");
+        backend
+            .put(FileKind::Pack, &wrong_id.to_hex(), &bad)
+            .expect("test");
+        let mut members = vec![(good_id, 5000), (wrong_id, 5000)];
+        members.sort();
+        match write_group(&repo, &members, 1).expect("test") {
+            Err(b) => assert_eq!(b.iter().map(|b| b.id).collect::<Vec<_>>(), vec![wrong_id]),
+            Ok(_) => panic!("a group with a wrong pack was written"),
+        }
+        assert!(backend.list(FileKind::Parity).expect("test").is_empty());
+    }
 }

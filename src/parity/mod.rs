@@ -1,4 +1,4 @@
-//! Parity across packs (repo-format.md §11): groups of G packs protected by P Reed-Solomon
+//! Parity across packs (repo-format.md §14): groups of G packs protected by P Reed-Solomon
 //! parity files in `parity/`, striped by 4 KiB rows, with a hash per sector to locate damage.
 //! This module owns protecting packs (after `backup`, `prune`, `copy` and `repair`), keeping
 //! groups whole (`repair parity`), judging what parity can heal (`check`) and healing
@@ -31,7 +31,7 @@ pub use format::ParityHeader;
 pub const PERCENT_RANGE: std::ops::RangeInclusive<u32> = 1..=50;
 /// The default for new local repositories (README "Parity" says how it was chosen).
 pub const DEFAULT_PERCENT: u32 = 10;
-/// Packs per full group from 5 % up (repo-format.md §11.3).
+/// Packs per full group from 5 % up (repo-format.md §14.3).
 pub const GROUP_PACKS: usize = 20;
 
 /// G data packs and P parity files per group.
@@ -44,7 +44,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The group shape for `percent` (repo-format.md §11.3): from 5 % up, G = 20 and
+    /// The group shape for `percent` (repo-format.md §14.3): from 5 % up, G = 20 and
     /// P = round(20 × N / 100) (10 % → 20 + 2); below 5 %, P = 1 and G = round(100 / N)
     /// (1 % → 100 + 1), so the cost stays the percentage asked for.
     pub fn for_percent(percent: u32) -> Result<Shape> {
@@ -68,6 +68,23 @@ impl Shape {
 }
 
 impl Shape {
+    /// How `n` packs are split into groups: one group when `n <= G`, else as many groups as
+    /// G fits into `n` (each of G to 2G - 1 packs, at most [`format::MAX_DATA`]), sizes
+    /// differing by at most one. So only a run of fewer than G packs makes a group costing
+    /// more than P / G.
+    pub fn split(&self, n: usize) -> Vec<usize> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let g = self.data.max(1);
+        let k = if n <= g {
+            1
+        } else {
+            (n / g).max(n.div_ceil(format::MAX_DATA))
+        };
+        (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
+    }
+
     /// P for a group of `n` packs: P for a full group, and for a smaller one (the last of a
     /// run) P scaled to its size, at least 1, so its cost stays near the percentage; it gets
     /// the full P when it is merged with later packs.
@@ -272,7 +289,10 @@ pub fn protect(repo: &Repository, shape: Shape, verify: bool) -> Result<ProtectR
     // Packs of like size share a group: less padding to the longest.
     pool.sort_by_key(|(id, len)| (*len, *id));
     let mut grouped: HashSet<PackId> = HashSet::new();
-    for chunk in pool.chunks(shape.data.max(1)) {
+    let mut rest: &[(PackId, u64)] = &pool;
+    for size in shape.split(pool.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
         let mut members: Vec<(PackId, u64)> = chunk.to_vec();
         members.sort();
         loop {
@@ -545,5 +565,88 @@ pub fn after_write(repo: &Repository) -> Option<ProtectReport> {
             ));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_map_to_groups_that_cost_that_share() {
+        let s = |n| Shape::for_percent(n).expect("test");
+        assert_eq!(
+            s(10),
+            Shape {
+                data: 20,
+                parity: 2
+            }
+        );
+        assert_eq!(
+            s(5),
+            Shape {
+                data: 20,
+                parity: 1
+            }
+        );
+        assert_eq!(
+            s(50),
+            Shape {
+                data: 20,
+                parity: 10
+            }
+        );
+        assert_eq!(
+            s(1),
+            Shape {
+                data: 100,
+                parity: 1
+            }
+        );
+        assert_eq!(
+            s(3),
+            Shape {
+                data: 33,
+                parity: 1
+            }
+        );
+        for bad in [0, 51, 100] {
+            assert!(Shape::for_percent(bad).is_err());
+        }
+        for (text, want) in [
+            ("10%", Some(10)),
+            ("off", None),
+            ("OFF", None),
+            ("7", Some(7)),
+        ] {
+            assert_eq!(parse_percent(text), Ok(want));
+        }
+        for bad in ["0%", "51%", "x", "-1%", "10%%", ""] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn packs_split_into_groups_of_g_to_2g_minus_1_and_small_groups_get_scaled_parity() {
+        let ten = Shape::for_percent(10).expect("test");
+        assert_eq!(ten.split(0), Vec::<usize>::new());
+        assert_eq!(ten.split(7), vec![7]);
+        assert_eq!(ten.split(20), vec![20]);
+        assert_eq!(ten.split(39), vec![39]);
+        assert_eq!(ten.split(41), vec![21, 20]);
+        for n in 1..500 {
+            let parts = ten.split(n);
+            assert_eq!(parts.iter().sum::<usize>(), n);
+            assert!(parts.iter().all(|p| *p <= format::MAX_DATA));
+            if n >= 20 {
+                assert!(parts.iter().all(|p| (20..40).contains(p)), "{n}: {parts:?}");
+            }
+        }
+        let one = Shape::for_percent(1).expect("test");
+        assert!(one.split(199).iter().all(|p| *p <= format::MAX_DATA));
+        assert_eq!(ten.parity_for(20), 2);
+        assert_eq!(ten.parity_for(16), 2);
+        assert_eq!(ten.parity_for(7), 1);
+        assert_eq!(ten.parity_for(1), 1);
     }
 }

@@ -32,7 +32,7 @@ pub struct RepoConfig {
     pub compression: String,
     /// Target pack size in bytes, within [`MIN_PACK_SIZE`]..=[`MAX_PACK_SIZE`].
     pub pack_size: u32,
-    /// Parity across packs, as a percentage 1..=50 (repo-format.md §3.1, §11.3); absent: no
+    /// Parity across packs, as a percentage 1..=50 (repo-format.md §3.1, §14.3); absent: no
     /// parity is maintained. Written only when set, so a config without parity is
     /// byte-for-byte what earlier versions wrote; an older cairn ignores the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct RepoConfig {
 }
 
 impl crate::Repository {
-    /// The parity group shape the config asks for (repo-format.md §11.3); None without parity.
+    /// The parity group shape the config asks for (repo-format.md §14.3); None without parity.
     pub fn parity_shape(&self) -> crate::Result<Option<crate::parity::Shape>> {
         self.config()
             .parity

@@ -33,7 +33,7 @@ pub struct InitOptions {
     /// The key is the other repository's 32-byte chunker key (`--copy-chunker-params-from`);
     /// None draws a fresh random one.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
-    /// Parity across packs as a percentage 1..=50 (`--parity`; repo-format.md §11.3); None:
+    /// Parity across packs as a percentage 1..=50 (`--parity`; repo-format.md §14.3); None:
     /// no parity.
     pub parity: Option<u32>,
     /// Host name recorded in the first key file (`key list`).
