@@ -718,65 +718,6 @@ fn read_retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T
     f().or_else(|_| f())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(n: u8) -> Vec<PackId> {
-        (0..n).map(|i| PackId([i; 32])).collect()
-    }
-
-    #[test]
-    fn percent_subsets_take_the_least_recently_verified_first() {
-        let all = ids(10);
-        let mut state = State::new();
-        for (i, p) in all.iter().enumerate().take(6) {
-            state.insert(p.to_hex(), 100 + i as i64);
-        }
-        let pick = select_packs(&all, ReadData::Percent(50.0), &state);
-        // never verified (6..10) first, then the oldest verified (0).
-        assert_eq!(pick, vec![all[6], all[7], all[8], all[9], all[0]]);
-    }
-
-    #[test]
-    fn slices_partition_the_packs() {
-        let all: Vec<PackId> = (0..=255u8).map(|i| PackId([i; 32])).collect();
-        let mut seen = HashSet::new();
-        for n in 1..=3 {
-            for p in select_packs(&all, ReadData::Slice(n, 3), &State::new()) {
-                assert!(seen.insert(p), "a pack in two slices");
-            }
-        }
-        assert_eq!(seen.len(), all.len());
-    }
-
-    #[test]
-    fn read_data_subset_parses() {
-        assert_eq!("10%".parse(), Ok(ReadData::Percent(10.0)));
-        assert_eq!("2/5".parse(), Ok(ReadData::Slice(2, 5)));
-        assert!("0%".parse::<ReadData>().is_err());
-        assert!("6/5".parse::<ReadData>().is_err());
-        assert!("x".parse::<ReadData>().is_err());
-    }
-
-    #[test]
-    fn last_verified_is_the_newest_pack_record_and_none_without_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STATE_FILE);
-        assert_eq!(last_verified(&path), None, "no file");
-        let mut state = State::new();
-        assert!(save_state(&path, &state).is_ok());
-        assert_eq!(last_verified(&path), None, "no pack verified yet");
-        state.insert("aa".into(), 30);
-        state.insert("bb".into(), 70);
-        state.insert("cc".into(), 50);
-        assert!(save_state(&path, &state).is_ok());
-        assert_eq!(last_verified(&path), Some(70));
-        std::fs::write(&path, b"not json").expect("write");
-        assert_eq!(last_verified(&path), None, "a damaged record");
-    }
-}
-
 /// Parity (repo-format.md §14): parity files are verified like packs with `--read-data`, each
 /// damaged pack is judged healable or not, and packs in no group are a warning when the config
 /// asks for parity.
@@ -797,7 +738,8 @@ fn check_parity(
         r.parity_files_read = layout.parity_files as u64;
         for (name, why) in crate::parity::verify_parity_files(repo)? {
             if bad_parity.insert(name.clone()) {
-                r.errors.push(format!("parity file {name} is damaged: {why}"));
+                r.errors
+                    .push(format!("parity file {name} is damaged: {why}"));
             }
         }
     }
@@ -875,4 +817,63 @@ pub fn affected_by_packs(repo: &Repository, packs: &[(PackId, String)]) -> Resul
     }
     let snapshots = repo.snapshots()?;
     Ok(affected_files(repo, &snapshots, &damaged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u8) -> Vec<PackId> {
+        (0..n).map(|i| PackId([i; 32])).collect()
+    }
+
+    #[test]
+    fn percent_subsets_take_the_least_recently_verified_first() {
+        let all = ids(10);
+        let mut state = State::new();
+        for (i, p) in all.iter().enumerate().take(6) {
+            state.insert(p.to_hex(), 100 + i as i64);
+        }
+        let pick = select_packs(&all, ReadData::Percent(50.0), &state);
+        // never verified (6..10) first, then the oldest verified (0).
+        assert_eq!(pick, vec![all[6], all[7], all[8], all[9], all[0]]);
+    }
+
+    #[test]
+    fn slices_partition_the_packs() {
+        let all: Vec<PackId> = (0..=255u8).map(|i| PackId([i; 32])).collect();
+        let mut seen = HashSet::new();
+        for n in 1..=3 {
+            for p in select_packs(&all, ReadData::Slice(n, 3), &State::new()) {
+                assert!(seen.insert(p), "a pack in two slices");
+            }
+        }
+        assert_eq!(seen.len(), all.len());
+    }
+
+    #[test]
+    fn read_data_subset_parses() {
+        assert_eq!("10%".parse(), Ok(ReadData::Percent(10.0)));
+        assert_eq!("2/5".parse(), Ok(ReadData::Slice(2, 5)));
+        assert!("0%".parse::<ReadData>().is_err());
+        assert!("6/5".parse::<ReadData>().is_err());
+        assert!("x".parse::<ReadData>().is_err());
+    }
+
+    #[test]
+    fn last_verified_is_the_newest_pack_record_and_none_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        assert_eq!(last_verified(&path), None, "no file");
+        let mut state = State::new();
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), None, "no pack verified yet");
+        state.insert("aa".into(), 30);
+        state.insert("bb".into(), 70);
+        state.insert("cc".into(), 50);
+        assert!(save_state(&path, &state).is_ok());
+        assert_eq!(last_verified(&path), Some(70));
+        std::fs::write(&path, b"not json").expect("write");
+        assert_eq!(last_verified(&path), None, "a damaged record");
+    }
 }

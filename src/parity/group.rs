@@ -428,12 +428,15 @@ mod tests {
 
     /// Four packs (a short last row, whole rows, one row and a bit, 64 bytes) and their group
     /// of two parity files, in memory.
-    fn group() -> (
+    /// The backend, the group's header, its parity files by shard, the packs' bytes.
+    type Fixture = (
         Arc<MemBackend>,
         ParityHeader,
         Vec<Option<String>>,
         Vec<Vec<u8>>,
-    ) {
+    );
+
+    fn group() -> Fixture {
         let (backend, repo) = mem_repo(b"pw");
         let lens = [3 * SECTOR + 100, 3 * SECTOR, SECTOR + 904, 64];
         let mut packs: Vec<(PackId, Vec<u8>)> = lens

@@ -275,7 +275,7 @@ pub fn protect(repo: &Repository, shape: Shape, verify: bool) -> Result<ProtectR
             let ids = g.header.member_ids();
             if ids.len() < shape.data
                 && !replace.iter().any(|(i, _)| *i == gi)
-                && ids.iter().all(|id| stored(id))
+                && ids.iter().all(&stored)
                 && g.files.iter().all(Option::is_some)
             {
                 pool.extend(ids.iter().copied());
