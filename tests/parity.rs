@@ -399,3 +399,18 @@ fn prune_recomputes_the_groups_of_the_packs_it_deleted() {
     r.heal(1);
     r.assert_clean_and_restorable();
 }
+
+#[test]
+fn a_backup_after_a_pack_is_lost_keeps_the_parity_that_rebuilds_it() {
+    let r = Repo::new("10%");
+    let victim = r.packs()[1].clone();
+    let original = fs::read(&victim).unwrap();
+    fs::remove_file(&victim).unwrap();
+    // The lost pack is still indexed: damage, not a prune. Its group must not be recomputed
+    // without it (that would delete the only parity that can rebuild it).
+    write(r.src.join("later.bin"), random_bytes(77, 900_000));
+    r.f.backup(&[&r.src], &[]);
+    r.heal(1);
+    assert_eq!(fs::read(&victim).unwrap(), original);
+    r.assert_clean_and_restorable();
+}
