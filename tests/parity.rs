@@ -414,3 +414,39 @@ fn a_backup_after_a_pack_is_lost_keeps_the_parity_that_rebuilds_it() {
     assert_eq!(fs::read(&victim).unwrap(), original);
     r.assert_clean_and_restorable();
 }
+
+#[test]
+fn copy_protects_what_it_brings_into_a_destination_with_parity() {
+    let r = Repo::new("off");
+    let dst = Fixture::empty();
+    dst.cmd()
+        .args([
+            "init",
+            "--pack-size",
+            "1",
+            "--kdf-memory-mib",
+            "8",
+            "--parity",
+            "5%",
+        ])
+        .run()
+        .ok();
+    r.f.cmd()
+        .args(["copy", "--to"])
+        .arg(&dst.repo)
+        .env("CAIRN_TO_PASSWORD", PASSWORD)
+        .run()
+        .ok();
+    let d = Repo {
+        f: dst,
+        src: r.src.clone(),
+    };
+    assert!(r.parity_files().is_empty());
+    assert!(!d.parity_files().is_empty());
+    let c = d.check();
+    assert_eq!(c["ok"], true, "{c}");
+    assert!(!c["warnings"].to_string().contains("not protected"), "{c}");
+    fs::remove_file(&d.packs()[0]).unwrap();
+    d.heal(1);
+    d.assert_clean_and_restorable();
+}
