@@ -80,6 +80,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         for e in &r.errors {
             eprintln!("error: {}", output::esc(e));
         }
+        if !r.pack_problems.is_empty() {
+            eprintln!("damaged or missing files, and what heals them:");
+        }
         for p in &r.pack_problems {
             match (p.healable, &p.note) {
                 (Some(by), _) => eprintln!("  {}: healable by {by}", p.path),

@@ -561,7 +561,12 @@ mod tests {
         damage(&mem, FileKind::Pack, &h.members[other].id.to_hex(), 0..1);
         // Row 0 also loses parity file 0: two erasures there, so the whole failing pack
         // cannot be given up as a third.
-        damage(&mem, FileKind::Parity, files[0].as_deref().expect("test"), 0..1);
+        damage(
+            &mem,
+            FileKind::Parity,
+            files[0].as_deref().expect("test"),
+            0..1,
+        );
         let eio = Eio {
             inner: mem,
             fail: (name, (2 * SECTOR) as u64..(2 * SECTOR + 1) as u64),

@@ -290,7 +290,8 @@ impl Backend for LocalBackend {
                 }
             }
             k if k.fans_out() => {
-                let Some(data) = self.open_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?
+                let Some(data) =
+                    self.open_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?
                 else {
                     return Ok(out);
                 };
