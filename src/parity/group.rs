@@ -100,6 +100,43 @@ pub(crate) struct BadMember {
     pub why: String,
 }
 
+/// One member of a group being read back: its running hashes and the current slice.
+struct Reading {
+    id: PackId,
+    len: u64,
+    hasher: blake3::Hasher,
+    hashes: Vec<u8>,
+    /// The current slice of its column, zero-padded.
+    col: Vec<u8>,
+    /// Why it cannot join the group, once known.
+    bad: Option<String>,
+}
+
+impl Reading {
+    /// Reads bytes `[off, off + slice_len)` of the pack into `col` (zeros past its end) and
+    /// hashes them.
+    fn read_slice(&mut self, backend: &dyn Backend, off: u64, slice_len: usize) {
+        self.col.clear();
+        self.col.resize(slice_len, 0);
+        let end = (off + slice_len as u64).min(self.len);
+        if off >= end || self.bad.is_some() {
+            return;
+        }
+        let n = (end - off) as usize;
+        match backend.get_range(FileKind::Pack, &self.id.to_hex(), off, n) {
+            Ok(b) if b.len() == n => {
+                self.col[..n].copy_from_slice(&b);
+                self.hasher.update(&b);
+                for s in b.chunks(SECTOR) {
+                    self.hashes.extend_from_slice(&format::sector_hash(s));
+                }
+            }
+            Ok(_) => self.bad = Some("it is shorter than listed".into()),
+            Err(e) => self.bad = Some(format!("it cannot be read: {e}")),
+        }
+    }
+}
+
 /// Computes and stores the P parity files of a group of packs (`members`: id and length,
 /// sorted by id). Every member is read back whole: one whose bytes cannot be read or do not
 /// hash to its name is returned as bad and nothing is written. Returns the names written.
@@ -111,57 +148,55 @@ pub(crate) fn write_group(
     let backend = repo.backend().as_ref();
     let longest = members.iter().map(|m| m.1).max().unwrap_or(0);
     let l = format::shard_len_for(longest);
-    let mut hashers: Vec<blake3::Hasher> = members.iter().map(|_| blake3::Hasher::new()).collect();
-    let mut hashes: Vec<Vec<u8>> = members
+    let mut cols: Vec<Reading> = members
         .iter()
-        .map(|m| Vec::with_capacity(format::sectors(m.1) * HASH_LEN))
+        .map(|(id, len)| Reading {
+            id: *id,
+            len: *len,
+            hasher: blake3::Hasher::new(),
+            hashes: Vec::with_capacity(format::sectors(*len) * HASH_LEN),
+            col: Vec::new(),
+            bad: None,
+        })
         .collect();
+    // Reading back and hashing is most of the work: the members are shared among the cores.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(members.len())
+        .max(1);
+    let per_thread = members.len().div_ceil(threads);
     let mut shards: Vec<Vec<u8>> = vec![Vec::with_capacity(l as usize); p];
-    let mut bad: Vec<BadMember> = Vec::new();
     let mut off = 0u64;
     while off < l {
         let slice_len = SLICE.min((l - off) as usize);
-        let mut cols = Vec::with_capacity(members.len());
-        for (i, (id, len)) in members.iter().enumerate() {
-            let mut col = vec![0u8; slice_len];
-            let end = (off + slice_len as u64).min(*len);
-            if off < end && !bad.iter().any(|b| b.id == *id) {
-                let n = (end - off) as usize;
-                match backend.get_range(FileKind::Pack, &id.to_hex(), off, n) {
-                    Ok(b) if b.len() == n => {
-                        col[..n].copy_from_slice(&b);
-                        hashers[i].update(&b);
-                        for s in b.chunks(SECTOR) {
-                            hashes[i].extend_from_slice(&format::sector_hash(s));
-                        }
+        std::thread::scope(|scope| {
+            for chunk in cols.chunks_mut(per_thread) {
+                scope.spawn(move || {
+                    for c in chunk {
+                        c.read_slice(backend, off, slice_len);
                     }
-                    Ok(_) => bad.push(BadMember {
-                        id: *id,
-                        why: "it is shorter than listed".into(),
-                    }),
-                    Err(e) => bad.push(BadMember {
-                        id: *id,
-                        why: format!("it cannot be read: {e}"),
-                    }),
-                }
+                });
             }
-            cols.push(col);
-        }
-        if bad.is_empty() {
-            let refs: Vec<&[u8]> = cols.iter().map(Vec::as_slice).collect();
+        });
+        if cols.iter().all(|c| c.bad.is_none()) {
+            let refs: Vec<&[u8]> = cols.iter().map(|c| c.col.as_slice()).collect();
             for (j, r) in code::encode(p, &refs)?.into_iter().enumerate() {
                 shards[j].extend_from_slice(&r);
             }
         }
         off += slice_len as u64;
     }
-    for (i, (id, _)) in members.iter().enumerate() {
-        if !bad.iter().any(|b| b.id == *id) && hashers[i].finalize().as_bytes() != &id.0 {
-            bad.push(BadMember {
-                id: *id,
-                why: "its bytes do not hash to its name (damaged on the disk, or written wrong)"
-                    .into(),
-            });
+    let mut bad = Vec::new();
+    let mut hashes = Vec::with_capacity(cols.len());
+    for c in cols {
+        let why = c.bad.or_else(|| {
+            (c.hasher.finalize().as_bytes() != &c.id.0).then(|| {
+                "its bytes do not hash to its name (damaged on the disk, or written wrong)".into()
+            })
+        });
+        match why {
+            Some(why) => bad.push(BadMember { id: c.id, why }),
+            None => hashes.push(c.hashes),
         }
     }
     if !bad.is_empty() {
