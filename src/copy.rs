@@ -226,6 +226,8 @@ pub fn copy(
         report.snapshots.push(done);
     }
     c.save_map(true);
+    // The destination's new packs get parity when its config asks for it.
+    crate::parity::after_write(c.dst);
     Ok(report)
 }
 

@@ -23,6 +23,7 @@
 //! | [`policy`] | retention rules: which snapshots `forget` keeps |
 //! | [`prune`] | freeing the space of data no snapshot uses |
 //! | [`copy`] | copying snapshots into another repository |
+//! | [`parity`] | parity across packs: protecting packs, healing damaged or lost ones |
 //! | [`dump`] | one entry of a snapshot as a byte stream: a file's content, a tar or zip archive |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
 //! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
@@ -41,6 +42,7 @@ pub mod dump;
 pub mod format;
 #[cfg(feature = "mount")]
 pub mod mount;
+pub mod parity;
 pub mod plan;
 pub mod policy;
 pub mod prune;

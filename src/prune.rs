@@ -613,5 +613,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
             .map_err(backend_err(FileKind::Pack, &name))?;
     }
     repo.load_index()?;
+    // Repacked packs get groups; groups that lost members are recomputed (repo-format.md §14.4).
+    crate::parity::after_write(repo);
     Ok(rep)
 }

@@ -708,7 +708,8 @@ fn no_file_name_or_content_appears_in_plaintext_in_the_repository() {
             // A key file and its copy (`<id>.copy`, the same bytes).
             ["keys", name] => name.strip_suffix(".copy").unwrap_or(name),
             ["index" | "snapshots", name] => *name,
-            ["data", dir, name] => {
+            // Packs, and parity files (repo-format.md §14.2), fanned out alike.
+            ["data" | "parity", dir, name] => {
                 assert_eq!(
                     *dir,
                     &name[..2.min(name.len())],

@@ -353,6 +353,7 @@ fn tree_vector_is_the_canonical_encoding() {
 #[test]
 fn config_plaintext_is_a_map_in_field_order() {
     let config = RepoConfig {
+        parity: None,
         version: 1,
         id: RepoId([0x11; 32]),
         chunker: ChunkerParams::default(),

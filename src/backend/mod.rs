@@ -135,11 +135,14 @@ pub enum FileKind {
     Lock,
     /// Sealed records of recovery drills (`drills/`).
     Drill,
+    /// A parity file of a group of packs, `parity/XX/<id>` under the first two hex digits of
+    /// its name, like packs (repo-format.md §14).
+    Parity,
 }
 
 impl FileKind {
     /// Every kind, for tools that walk a whole repository.
-    pub const ALL: [FileKind; 8] = [
+    pub const ALL: [FileKind; 9] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::KeyCopy,
@@ -148,6 +151,7 @@ impl FileKind {
         FileKind::Snapshot,
         FileKind::Lock,
         FileKind::Drill,
+        FileKind::Parity,
     ];
 
     /// The directories `init` creates (repo-format.md §1.2); the others appear on first use.
@@ -169,7 +173,14 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
             FileKind::Drill => "drills",
+            FileKind::Parity => "parity",
         }
+    }
+
+    /// Whether files of this kind are spread over `XX/` subdirectories of their directory
+    /// by the first two hex digits of their name (packs and parity files).
+    pub fn fans_out(self) -> bool {
+        matches!(self, FileKind::Pack | FileKind::Parity)
     }
 
     /// Repository-relative path of a named file: packs go under `data/XX/`.
@@ -177,7 +188,9 @@ impl FileKind {
         match self {
             FileKind::Config => "config".to_string(),
             FileKind::KeyCopy => format!("keys/{name}.copy"),
-            FileKind::Pack => format!("data/{}/{}", name.get(..2).unwrap_or("00"), name),
+            FileKind::Pack | FileKind::Parity => {
+                format!("{}/{}/{}", self.dir(), name.get(..2).unwrap_or("00"), name)
+            }
             k => format!("{}/{}", k.dir(), name),
         }
     }
@@ -206,6 +219,11 @@ impl FileKind {
             FileKind::Lock => (64 << 10) + SEALED,
             // repo-format.md §9.1: drill records are read with a 1 MiB bound.
             FileKind::Drill => (1 << 20) + SEALED,
+            // repo-format.md §14: a shard as long as the longest pack, a sealed header of at
+            // most 1 GiB, the trailer.
+            FileKind::Parity => {
+                FileKind::Pack.max_len() + crate::format::MAX_METADATA_LEN as u64 + SEALED + 4
+            }
         }
     }
 }
@@ -290,6 +308,15 @@ pub trait Backend: Send + Sync {
     /// directory entry naming it are durable. Storing an existing name again is a no-op when
     /// the stored object has the same length (names are content hashes).
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()>;
+
+    /// Stores `data` under `name` in place of whatever is stored there (the config when its
+    /// settings change, a damaged pack rebuilt byte-identically). A local directory renames
+    /// the durable new file over the old one, so a reader sees one or the other; elsewhere the
+    /// old object is deleted first.
+    fn replace(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        self.delete(kind, name)?;
+        self.put(kind, name, data)
+    }
 
     /// Stores an object like [`Self::put`], given its buffer: a backend that would otherwise
     /// copy the bytes (to hand them to a network client) keeps it and returns None; others

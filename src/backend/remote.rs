@@ -671,7 +671,7 @@ impl Backend for RemoteBackend {
                     .into_iter()
                     .collect())
             }
-            FileKind::Pack => self.list_dir("data", true)?,
+            k if k.fans_out() => self.list_dir(k.dir(), true)?,
             k => self.list_dir(k.dir(), false)?,
         };
         out.retain_mut(|(name, _)| match kind {

@@ -475,6 +475,8 @@ fn finish(
         for pid in own_checkpoints {
             repo.remove_snapshot(&pid)?;
         }
+        // Parity comes after the commit (repo-format.md §14.4): its failure is a warning.
+        crate::parity::after_write(repo);
         Some(id)
     };
     Ok(BackupOutcome {

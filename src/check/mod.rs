@@ -99,6 +99,24 @@ pub struct CheckReport {
     pub packs_skipped_budget: u64,
     /// Packs not verified within `max_age`.
     pub packs_overdue: u64,
+    /// Each damaged or missing pack (and parity file), and whether parity can heal it.
+    pub pack_problems: Vec<PackProblem>,
+    /// Parity files stored in `parity/`.
+    pub parity_files: u64,
+    /// Parity files read and verified (with `--read-data`).
+    pub parity_files_read: u64,
+}
+
+/// A damaged or missing pack or parity file, and what can heal it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackProblem {
+    /// Repository path of the file (`data/ab/<id>`, `parity/cd/<id>`).
+    pub path: String,
+    /// `Some("parity")` when `cairn repair packs` can rebuild it from parity (or, for a
+    /// parity file, `cairn repair parity` can recompute it); None when nothing here can.
+    pub healable: Option<&'static str>,
+    /// Why it cannot be healed, when it cannot.
+    pub note: Option<String>,
 }
 
 /// A file or directory (by its exact path in the snapshot) that damage makes unrestorable.
@@ -194,6 +212,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         .collect();
     let start = Instant::now();
     let mut damaged: HashMap<BlobId, String> = HashMap::new();
+    let mut problem_packs: HashSet<PackId> = HashSet::new();
 
     // Size checks first (from the listing), then the packs are read and verified on every core
     // and with `connections` reads in flight; results are merged in pack order.
@@ -213,6 +232,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
             Some(_) => None,
         };
         if let Some(p) = problem {
+            problem_packs.insert(*pack);
             for e in entries {
                 damaged.insert(
                     e.id,
@@ -268,6 +288,9 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
             }
         }
         r.blobs_read += pr.blobs_read;
+        if !pr.errors.is_empty() {
+            problem_packs.insert(**pack);
+        }
         r.errors.extend(pr.errors);
         damaged.extend(pd);
     }
@@ -310,6 +333,7 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     if let Some(path) = &opts.state_file {
         save_state(path, &state)?;
     }
+    check_parity(repo, opts, &problem_packs, &mut r)?;
 
     // Every key file, not only the one that opened: a damaged spare is a lost password.
     let copies: HashMap<String, u64> = repo.list(FileKind::KeyCopy)?.into_iter().collect();
@@ -783,6 +807,107 @@ fn describe_ranges(ranges: &[std::ops::Range<u64>], size: u64) -> String {
 /// A failed read is retried once before it counts (a flaky cable is not a corrupt pack).
 fn read_retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     f().or_else(|_| f())
+}
+
+/// Parity (repo-format.md §14): parity files are verified like packs with `--read-data`, each
+/// damaged pack is judged healable or not, and packs in no group are a warning when the config
+/// asks for parity.
+fn check_parity(
+    repo: &Repository,
+    opts: &CheckOptions,
+    problem_packs: &HashSet<PackId>,
+    r: &mut CheckReport,
+) -> Result<()> {
+    let layout = crate::parity::Layout::scan(repo)?;
+    r.parity_files = layout.parity_files as u64;
+    let mut bad_parity: HashSet<String> = HashSet::new();
+    for (name, why) in &layout.unreadable {
+        r.errors.push(format!("parity file {name}: {why}"));
+        bad_parity.insert(name.clone());
+    }
+    if opts.read_data == ReadData::All {
+        r.parity_files_read = layout.parity_files as u64;
+        for (name, why) in crate::parity::verify_parity_files(repo)? {
+            if bad_parity.insert(name.clone()) {
+                r.errors
+                    .push(format!("parity file {name} is damaged: {why}"));
+            }
+        }
+    }
+    for g in &layout.groups {
+        let missing = g.files.iter().filter(|f| f.is_none()).count();
+        if missing > 0 {
+            r.errors.push(format!(
+                "a parity group of {} packs (first {}) lacks {missing} of its {} parity files (`cairn repair parity` recomputes them)",
+                g.header.members.len(),
+                g.header.members[0].id.short(),
+                g.header.parity()
+            ));
+        }
+    }
+    let assessed = crate::parity::assess(&layout, problem_packs, &bad_parity);
+    let mut packs: Vec<&PackId> = problem_packs.iter().collect();
+    packs.sort();
+    for id in packs {
+        let (healable, note) = match assessed.get(id) {
+            Some(crate::parity::Healable::Parity) => (Some("parity"), None),
+            Some(crate::parity::Healable::No(w)) => (None, Some(w.clone())),
+            None => (None, None),
+        };
+        r.pack_problems.push(PackProblem {
+            path: FileKind::Pack.path(&id.to_hex()),
+            healable,
+            note,
+        });
+    }
+    let mut bad: Vec<&String> = bad_parity.iter().collect();
+    bad.sort();
+    for name in bad {
+        r.pack_problems.push(PackProblem {
+            path: FileKind::Parity.path(name),
+            healable: Some("parity"),
+            note: None,
+        });
+    }
+    if !problem_packs.is_empty() && (layout.parity_files > 0 || repo.config().parity.is_some()) {
+        let healable = r
+            .pack_problems
+            .iter()
+            .filter(|p| p.healable.is_some() && p.path.starts_with("data/"))
+            .count();
+        r.warnings.push(format!(
+            "{healable} of the {} damaged or missing packs can be rebuilt from parity (`cairn repair packs`)",
+            problem_packs.len()
+        ));
+    }
+    if repo.config().parity.is_some() {
+        let n = crate::parity::unprotected_count(&layout);
+        if n > 0 {
+            r.warnings.push(format!(
+                "{n} packs are not protected by parity yet (`cairn repair parity` protects them)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every file, in every snapshot, that needs a blob stored in one of `packs` (with why): what
+/// damage that cannot be healed costs.
+pub fn affected_by_packs(repo: &Repository, packs: &[(PackId, String)]) -> Result<Vec<Affected>> {
+    let by_pack = repo.index().entries_by_pack();
+    let mut damaged = HashMap::new();
+    for (p, why) in packs {
+        if let Some((_, entries)) = by_pack.get(p) {
+            for e in entries {
+                damaged.insert(e.id, format!("pack {}: {why}", p.short()));
+            }
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let snapshots = repo.snapshots()?;
+    Ok(affected_files(repo, &snapshots, &damaged))
 }
 
 #[cfg(test)]

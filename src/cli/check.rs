@@ -65,6 +65,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "errors": r.errors,
             "warnings": r.warnings,
             "affected": affected,
+            "parity_files": r.parity_files,
+            "parity_files_read": r.parity_files_read,
+            "problems": r.pack_problems.iter().map(|p| json!({
+                "path": p.path,
+                "healable": p.healable,
+                "note": p.note,
+            })).collect::<Vec<_>>(),
         }))?;
     } else {
         for w in &r.warnings {
@@ -72,6 +79,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         }
         for e in &r.errors {
             eprintln!("error: {}", output::esc(e));
+        }
+        if !r.pack_problems.is_empty() {
+            eprintln!("damaged or missing files, and what heals them:");
+        }
+        for p in &r.pack_problems {
+            match (p.healable, &p.note) {
+                (Some(by), _) => eprintln!("  {}: healable by {by}", p.path),
+                (None, Some(n)) => eprintln!("  {}: not healable: {}", p.path, output::esc(n)),
+                (None, None) => eprintln!("  {}: not healable", p.path),
+            }
         }
         if !r.affected.is_empty() {
             eprintln!("affected files:");

@@ -21,9 +21,21 @@ pub struct Args {
     /// Use the chunker parameters and key of another repository, so data copied between the two deduplicates
     #[arg(long, value_name = "REPO")]
     copy_chunker_params_from: Option<String>,
+    /// Parity across packs: N% (1..=50) or off; heals damaged sectors and lost pack files
+    /// (README "Parity"). Default: 10% for a local directory, off for SFTP and S3
+    #[arg(long, value_name = "N%|off", value_parser = parse_parity)]
+    parity: Option<ParityArg>,
     /// Argon2id memory in MiB for the key file (default 64; at least 8)
     #[arg(long, value_name = "MIB", default_value_t = 64, hide = true)]
     kdf_memory_mib: u32,
+}
+
+/// `--parity N%|off`: Some(N), or None for off.
+#[derive(Clone, Copy, Debug)]
+struct ParityArg(Option<u32>);
+
+fn parse_parity(s: &str) -> Result<ParityArg, String> {
+    cairn::parity::parse_percent(s).map(ParityArg)
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -34,12 +46,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let backend = ctx.backend()?;
     // A local directory that holds only what an interrupted init leaves is finished or redone
     // (a remote location that is not empty is refused: nothing there is looked at).
-    let finish_interrupted = match cairn::backend::Location::parse(&ctx.location()?)? {
+    let location = cairn::backend::Location::parse(&ctx.location()?)?;
+    let finish_interrupted = match &location {
         cairn::backend::Location::Local(p) => {
-            cairn::repo::holds_only_init_leftovers(&p).unwrap_or(false)
+            cairn::repo::holds_only_init_leftovers(p).unwrap_or(false)
         }
         _ => false,
     };
+    // Reading every new pack back is cheap from a local disk, costly over a network.
+    let parity = a.parity.map(|p| p.0).unwrap_or(match location {
+        cairn::backend::Location::Local(_) => Some(cairn::parity::DEFAULT_PERCENT),
+        _ => None,
+    });
     let mut opts = InitOptions {
         pack_size: a.pack_size.saturating_mul(1 << 20),
         compression: a.compression,
@@ -51,6 +69,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
         user: super::username(),
         now_ns: super::now_ns(),
         finish_interrupted,
+        parity,
         ..InitOptions::default()
     };
     if let Some(other) = &a.copy_chunker_params_from {
@@ -78,6 +97,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "location": repo.backend().location(),
             "key_id": repo.key_id().to_hex(),
             "format_version": repo.config().version,
+            "parity_percent": repo.config().parity,
         }))?;
     } else if !ctx.g.quiet {
         outln!(
@@ -85,6 +105,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             repo.id().to_hex(),
             repo.backend().location()
         )?;
+        match repo.config().parity {
+            Some(p) => {
+                outln!("parity {p}%: damaged or lost packs can be rebuilt (`cairn repair packs`)")?
+            }
+            None => outln!("parity off")?,
+        }
         outln!("Keep the password safe: without it the data cannot be read back.")?;
     }
     Ok(EXIT_OK)

@@ -1,4 +1,5 @@
-//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots`
+//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots` / `cairn repair packs` /
+//! `cairn repair parity`
 
 use serde_json::json;
 
@@ -28,6 +29,24 @@ enum What {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Heal damaged or missing packs from parity: every pack is read and verified, each one
+    /// parity can rebuild byte-identically is written back; what cannot be healed is named with
+    /// the files it affects, and left as it is (exit 1)
+    Packs,
+    /// Protect every pack with parity: put packs in no group into one, recompute groups whose
+    /// parity files are missing or damaged or whose packs were pruned, delete parity files
+    /// nothing uses
+    Parity {
+        /// The parity percentage (1%..50%), recorded in the config; default: the config's
+        #[arg(long, value_name = "N%", value_parser = parse_percent)]
+        parity: Option<u32>,
+    },
+}
+
+fn parse_percent(s: &str) -> Result<u32, String> {
+    cairn::parity::parse_percent(s)?.ok_or_else(|| {
+        "`repair parity` takes a percentage (1% to 50%); to stop maintaining parity, create the repository with --parity off".to_string()
+    })
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
@@ -120,6 +139,144 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 }
             }
         }
+        What::Packs => return packs(ctx, &mut repo),
+        What::Parity { parity } => return parity_cmd(ctx, &mut repo, parity),
     }
     Ok(EXIT_OK)
+}
+
+/// `cairn repair packs` (without `--from`): heal from parity.
+fn packs(ctx: &Ctx, repo: &mut cairn::Repository) -> anyhow::Result<u8> {
+    let start = std::time::Instant::now();
+    repo.load_index()?;
+    let r = cairn::parity::heal(repo)?;
+    let secs = start.elapsed().as_secs_f64();
+    let protected = cairn::parity::after_write(repo);
+    ctx.print_warnings(repo);
+    let affected = cairn::check::affected_by_packs(
+        repo,
+        &r.unhealable
+            .iter()
+            .map(|(id, _)| {
+                (
+                    *id,
+                    "damaged or missing, and parity cannot rebuild it".to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let mib_s = if secs > 0.0 {
+        (r.bytes_checked + r.bytes_healed) as f64 / secs / f64::from(1 << 20)
+    } else {
+        0.0
+    };
+    if ctx.g.json {
+        output::json_line(&json!({
+            "message_type": "summary",
+            "ok": r.unhealable.is_empty(),
+            "packs_checked": r.packs_checked,
+            "bytes_checked": r.bytes_checked,
+            "healed": r.healed.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+            "bytes_healed": r.bytes_healed,
+            "unhealable": r.unhealable.iter().map(|(p, why)| json!({"pack": p.to_hex(), "error": why})).collect::<Vec<_>>(),
+            "affected": affected.iter().map(|a| {
+                let mut v = json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
+                output::json_name(&mut v, "path", a.path.as_os_str().as_encoded_bytes());
+                v
+            }).collect::<Vec<_>>(),
+            "packs_protected": protected.as_ref().map_or(0, |p| p.packs_protected),
+            "duration_s": secs,
+            "throughput_mib_s": mib_s,
+        }))?;
+    } else {
+        for (id, why) in &r.unhealable {
+            eprintln!(
+                "error: pack {} cannot be healed: {}",
+                id.to_hex(),
+                output::esc(why)
+            );
+        }
+        if !affected.is_empty() {
+            eprintln!("affected files:");
+            for a in &affected {
+                eprintln!(
+                    "  snapshot {}: {} ({})",
+                    a.snapshot.short(),
+                    output::esc(&a.path),
+                    output::esc(&a.why)
+                );
+            }
+        }
+        if !ctx.g.quiet {
+            for id in &r.healed {
+                outln!("healed pack {} from parity", id.to_hex())?;
+            }
+            outln!(
+                "verified {} packs ({}) at {:.1} MiB/s; {} healed, {} cannot be healed",
+                r.packs_checked,
+                output::size(r.bytes_checked),
+                mib_s,
+                r.healed.len(),
+                r.unhealable.len()
+            )?;
+        }
+    }
+    Ok(if r.unhealable.is_empty() {
+        EXIT_OK
+    } else {
+        super::EXIT_FATAL
+    })
+}
+
+/// `cairn repair parity`: protect every pack, recompute what is damaged.
+fn parity_cmd(ctx: &Ctx, repo: &mut cairn::Repository, percent: Option<u32>) -> anyhow::Result<u8> {
+    let Some(percent) = percent.or(repo.config().parity) else {
+        anyhow::bail!(
+            "this repository was made without parity: give the percentage to keep, e.g. `cairn repair parity --parity 10%`"
+        );
+    };
+    let recorded = repo.set_parity(Some(percent))?;
+    let shape = cairn::parity::Shape::for_percent(percent)?;
+    repo.load_index()?;
+    let r = cairn::parity::protect(repo, shape, true)?;
+    ctx.print_warnings(repo);
+    for (id, why) in &r.failed {
+        eprintln!(
+            "error: pack {} is not protected: {} (`cairn repair packs` heals it if parity can, `cairn check --read-data` examines it)",
+            id.to_hex(),
+            output::esc(why)
+        );
+    }
+    if ctx.g.json {
+        output::json_line(&json!({
+            "message_type": "summary",
+            "ok": r.failed.is_empty(),
+            "parity_percent": percent,
+            "config_updated": recorded,
+            "groups_written": r.groups_written,
+            "parity_files_written": r.files_written,
+            "parity_bytes_written": r.bytes_written,
+            "packs_protected": r.packs_protected,
+            "parity_files_deleted": r.files_deleted,
+            "failed": r.failed.iter().map(|(p, why)| json!({"pack": p.to_hex(), "error": why})).collect::<Vec<_>>(),
+        }))?;
+    } else if !ctx.g.quiet {
+        if recorded {
+            outln!("parity {percent}% recorded in the config")?;
+        }
+        outln!(
+            "parity {percent}% ({} packs + {} parity files per group): {} groups written ({} packs, {}), {} old parity files deleted",
+            shape.data,
+            shape.parity,
+            r.groups_written,
+            r.packs_protected,
+            output::size(r.bytes_written),
+            r.files_deleted
+        )?;
+    }
+    Ok(if r.failed.is_empty() {
+        EXIT_OK
+    } else {
+        super::EXIT_FATAL
+    })
 }

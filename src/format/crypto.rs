@@ -46,6 +46,8 @@ pub enum ObjectKind {
     Lock = 8,
     /// A recovery-drill record in `drills/` (repo-format.md §9.1); empty binding.
     Drill = 9,
+    /// The header of a parity file in `parity/` (repo-format.md §14.2); empty binding.
+    ParityHeader = 10,
 }
 
 /// Associated data: `"cairn" || 0x01 || kind || binding` (repo-format.md §4.2).

@@ -32,4 +32,49 @@ pub struct RepoConfig {
     pub compression: String,
     /// Target pack size in bytes, within [`MIN_PACK_SIZE`]..=[`MAX_PACK_SIZE`].
     pub pack_size: u32,
+    /// Parity across packs, as a percentage 1..=50 (repo-format.md §3.1, §14.3); absent: no
+    /// parity is maintained. Written only when set, so a config without parity is
+    /// byte-for-byte what earlier versions wrote; an older cairn ignores the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<u32>,
+}
+
+impl crate::Repository {
+    /// The parity group shape the config asks for (repo-format.md §14.3); None without parity.
+    pub fn parity_shape(&self) -> crate::Result<Option<crate::parity::Shape>> {
+        self.config()
+            .parity
+            .map(crate::parity::Shape::for_percent)
+            .transpose()
+    }
+
+    /// Records a parity percentage in the config (`repair parity --parity N%`): the new
+    /// sealed config replaces the old one in one rename on a local directory. Key files keep
+    /// their copies of the config as it was: a config restored from such a copy has the old
+    /// setting, which `repair parity` sets again. Returns whether anything changed.
+    pub fn set_parity(&mut self, percent: Option<u32>) -> crate::Result<bool> {
+        use crate::backend::{FileKind, CONFIG_NAME};
+        if let Some(p) = percent {
+            crate::parity::Shape::for_percent(p)?;
+        }
+        if self.config.parity == percent {
+            return Ok(false);
+        }
+        let mut config = self.config.clone();
+        config.parity = percent;
+        let plain = crate::format::to_msgpack_named(&config)?;
+        let sealed = crate::format::encode_object(
+            &self.keys,
+            crate::crypto::ObjectKind::Config,
+            &[],
+            &plain,
+            crate::format::Compression::Off,
+        )?;
+        self.backend
+            .replace(FileKind::Config, CONFIG_NAME, &sealed)
+            .map_err(super::backend_err(FileKind::Config, CONFIG_NAME))?;
+        self.config = config;
+        self.config_bytes = sealed;
+        Ok(true)
+    }
 }

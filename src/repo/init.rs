@@ -33,6 +33,9 @@ pub struct InitOptions {
     /// The key is the other repository's 32-byte chunker key (`--copy-chunker-params-from`);
     /// None draws a fresh random one.
     pub chunker_from: Option<(ChunkerParams, [u8; 32])>,
+    /// Parity across packs as a percentage 1..=50 (`--parity`; repo-format.md §14.3); None:
+    /// no parity.
+    pub parity: Option<u32>,
     /// Host name recorded in the first key file (`key list`).
     pub host: String,
     /// User name recorded in the first key file (`key list`).
@@ -53,6 +56,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             kdf: KdfParams::default(),
             chunker_from: None,
+            parity: None,
             host: String::new(),
             user: String::new(),
             now_ns: 0,
@@ -116,6 +120,9 @@ impl Repository {
             )));
         }
         opts.kdf.validate().map_err(Error::InvalidInput)?;
+        if let Some(p) = opts.parity {
+            crate::parity::Shape::for_percent(p)?;
+        }
         let (chunker, chunker_key) = match opts.chunker_from {
             Some((p, k)) => (p, k),
             None => (opts.chunker, crypto::random_array()?),
@@ -150,6 +157,7 @@ impl Repository {
             chunker,
             compression: opts.compression.to_string(),
             pack_size: opts.pack_size,
+            parity: opts.parity,
         };
         let plain = to_msgpack_named(&config)?;
         let sealed = encode_object(&keys, ObjectKind::Config, &[], &plain, Compression::Off)?;

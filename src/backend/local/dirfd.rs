@@ -223,7 +223,7 @@ impl LocalBackend {
         create: bool,
     ) -> io::Result<Option<Arc<OwnedFd>>> {
         let key = match kind {
-            FileKind::Pack => format!("data/{}", name.get(..2).unwrap_or("00")),
+            k if k.fans_out() => format!("{}/{}", k.dir(), name.get(..2).unwrap_or("00")),
             k => k.dir().to_string(),
         };
         if let Some(fd) = self
@@ -276,10 +276,17 @@ impl LocalBackend {
                     )
                 })?,
             )),
-            FileKind::Pack => {
+            k if k.fans_out() => {
                 let sub = name.get(..2).unwrap_or("00");
-                let shown = format!("data/{sub}/");
-                let Some(data) = self.data_dir(root.as_fd(), create)? else {
+                let shown = format!("{}/{sub}/", k.dir());
+                let top = if k == FileKind::Pack {
+                    self.data_dir(root.as_fd(), create)?
+                } else if create {
+                    Some(self.create_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?)
+                } else {
+                    self.open_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?
+                };
+                let Some(data) = top else {
                     return Ok(None);
                 };
                 if create {

@@ -217,6 +217,21 @@ impl Backend for LocalBackend {
         self.write_new(&dir, &fname, data)
     }
 
+    fn replace(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} cannot be created", kind.path(name)),
+            )
+        })?;
+        let fname = file_name(kind, name);
+        // A link or other non-regular file there is not an object: refused, not replaced.
+        self.stat_object(&dir, &fname, kind, name)?;
+        // The rename in `write_new` replaces the old file atomically.
+        self.write_new(&dir, &fname, data)
+    }
+
     fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let (f, size) = self.open_object(kind, name)?;
         read_at_most(f, size, limit, kind, name)
@@ -274,8 +289,10 @@ impl Backend for LocalBackend {
                     }
                 }
             }
-            FileKind::Pack => {
-                let Some(data) = self.data_dir(root.as_fd(), false)? else {
+            k if k.fans_out() => {
+                let Some(data) =
+                    self.open_dir_at(root.as_fd(), k.dir(), &format!("{}/", k.dir()))?
+                else {
                     return Ok(out);
                 };
                 for sub in entries(data.as_fd())? {
@@ -283,7 +300,7 @@ impl Backend for LocalBackend {
                         continue;
                     }
                     if let Some(dir) =
-                        self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))?
+                        self.open_dir_at(data.as_fd(), &sub, &format!("{}/{sub}/", k.dir()))?
                     {
                         Self::list_files(&dir, "", &mut out)?;
                     }
@@ -339,13 +356,16 @@ impl Backend for LocalBackend {
                 freed += Self::sweep_temporaries(&dir)?;
             }
         }
-        if let Some(data) = self.data_dir(root.as_fd(), false)? {
+        for top in [FileKind::Pack, FileKind::Parity].map(FileKind::dir) {
+            let Some(data) = self.open_dir_at(root.as_fd(), top, &format!("{top}/"))? else {
+                continue;
+            };
             freed += Self::sweep_temporaries(&data)?;
             for sub in entries(data.as_fd())? {
                 if !is_fanout_name(&sub) {
                     continue;
                 }
-                if let Some(dir) = self.open_dir_at(data.as_fd(), &sub, &format!("data/{sub}/"))? {
+                if let Some(dir) = self.open_dir_at(data.as_fd(), &sub, &format!("{top}/{sub}/"))? {
                     freed += Self::sweep_temporaries(&dir)?;
                 }
             }
