@@ -8,7 +8,9 @@
 //! sector), [`Mounted::fail_reads_times`] only the first few such reads (a USB hiccup),
 //! [`Mounted::fail_opens`] every open of a file; [`Mounted::clear`] ends them all, and
 //! [`Mounted::hits`] says how many reads or opens a file's faults failed (so a test can show its
-//! fault was reached). Files are opened with `FOPEN_DIRECT_IO`: every read reaches this layer,
+//! fault was reached). A fault belongs to the file, not its name: it follows a rename and goes
+//! when the file is unlinked or replaced by a rename (a rewritten sector is remapped by the
+//! disk). Files are opened with `FOPEN_DIRECT_IO`: every read reaches this layer,
 //! none is answered from the kernel's page cache. Dropping the [`Mounted`] unmounts, also while
 //! a test panics.
 //!
@@ -76,6 +78,31 @@ impl Faults {
         }
         *self.hits.entry(rel.to_path_buf()).or_default() += 1;
         true
+    }
+
+    /// The file at `rel` is gone (unlinked, or replaced by a rename): its faults go with it, as
+    /// a disk's bad sectors belong to the blocks of the old file, not to its name.
+    fn file_gone(&mut self, rel: &Path) {
+        self.reads.retain(|p, _| !p.starts_with(rel));
+        self.opens.retain(|p| !p.starts_with(rel));
+    }
+
+    /// The file (or directory) at `from` is now called `to`: its faults follow it.
+    fn renamed(&mut self, from: &Path, to: &Path) {
+        self.file_gone(to);
+        let moved = |p: &Path| match p.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => Some(to.to_path_buf()),
+            Ok(rest) => Some(to.join(rest)),
+            Err(_) => None,
+        };
+        self.reads = std::mem::take(&mut self.reads)
+            .into_iter()
+            .map(|(p, f)| (moved(&p).unwrap_or(p), f))
+            .collect();
+        self.opens = std::mem::take(&mut self.opens)
+            .into_iter()
+            .map(|p| moved(&p).unwrap_or(p))
+            .collect();
     }
 
     fn open_fails(&mut self, rel: &Path) -> bool {
@@ -348,6 +375,7 @@ impl Filesystem for FaultFs {
         match fs::remove_file(self.full(&rel)) {
             Ok(()) => {
                 self.inodes.forget_path(&rel);
+                self.faults().file_gone(&rel);
                 reply.ok()
             }
             Err(e) => reply.error(errno(&e)),
@@ -390,6 +418,7 @@ impl Filesystem for FaultFs {
         match fs::rename(self.full(&from), self.full(&to)) {
             Ok(()) => {
                 self.inodes.rename(&from, &to);
+                self.faults().renamed(&from, &to);
                 reply.ok()
             }
             Err(e) => reply.error(errno(&e)),
