@@ -107,12 +107,12 @@ pub struct NoCopyProgress;
 impl CopyProgress for NoCopyProgress {}
 
 /// The identity a copy carries: the snapshot it was first made as.
-fn origin(id: &SnapshotId, snap: &Snapshot) -> SnapshotId {
+pub(crate) fn origin(id: &SnapshotId, snap: &Snapshot) -> SnapshotId {
     snap.copied_from.unwrap_or(*id)
 }
 
 /// Same time, host, paths and tags: what `copy` requires besides a common origin.
-fn same_metadata(a: &Snapshot, b: &Snapshot) -> bool {
+pub(crate) fn same_metadata(a: &Snapshot, b: &Snapshot) -> bool {
     a.time_ns == b.time_ns && a.host == b.host && a.paths == b.paths && a.tags == b.tags
 }
 
@@ -415,6 +415,13 @@ impl Copier<'_> {
         self.indexed = Instant::now();
         Ok(())
     }
+}
+
+/// The pairs (blob id in `src` → blob id in `dst`) of the map file a copy from `src` into `dst`
+/// left at `path`; empty when the file is missing, damaged or made for another pair. A hint
+/// only: whoever uses an entry verifies it.
+pub(crate) fn load_id_map(path: &Path, src: RepoId, dst: RepoId) -> HashMap<BlobId, BlobId> {
+    IdMap::load(path, src, dst)
 }
 
 /// The local map file: `MAGIC`, source repository id, destination repository id, then

@@ -1,4 +1,5 @@
-//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots`
+//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots` /
+//! `cairn repair packs --from` (src/cli/repair_from.rs)
 
 use serde_json::json;
 
@@ -28,12 +29,20 @@ enum What {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Heal missing or damaged packs: take the blobs this repository cannot read from another
+    /// repository (--from), verified by their id here, into new packs
+    Packs(super::repair_from::Args),
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let what = match a.what {
+        What::Packs(p) => return super::repair_from::run(ctx, p),
+        what => what,
+    };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, true, "repair")?;
-    match a.what {
+    match what {
+        What::Packs(_) => {}
         What::Index => {
             let r = cairn::check::repair::repair_index(&mut repo)?;
             ctx.print_warnings(&repo);
