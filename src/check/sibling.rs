@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::backend::FileKind;
 use crate::check::{affected_files, pack_workers, par_map, verify_pack_bytes, Affected};
-use crate::copy::{load_id_map, origin, same_metadata};
+use crate::copy::{load_id_map, origin, reidentify_tree, same_metadata, Translate};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
 use crate::index::IndexPack;
@@ -426,6 +426,32 @@ fn inspect(
     })
 }
 
+/// Translates sibling ids into ids here for [`reidentify_tree`]: with hints, or `exact`ly
+/// (chunks read and hashed).
+struct Mode<'h, 'a> {
+    h: &'h mut Healer<'a>,
+    exact: bool,
+}
+
+impl Translate for Mode<'_, '_> {
+    fn chunk(&mut self, id: BlobId) -> Result<Option<BlobId>> {
+        self.h.chunk_id(id, self.exact)
+    }
+
+    fn tree(&mut self, id: TreeId) -> Result<Option<TreeId>> {
+        let m = usize::from(self.exact);
+        let a = match self.h.tree_ids[m].get(&id.0) {
+            Some(a) => *a,
+            None => {
+                let a = self.h.translate(id.0, self.exact)?.map(|(a, _)| a);
+                self.h.tree_ids[m].insert(id.0, a);
+                a
+            }
+        };
+        Ok(a.map(TreeId))
+    }
+}
+
 /// The state of one healing run.
 struct Healer<'a> {
     repo: &'a Repository,
@@ -623,45 +649,21 @@ impl Healer<'_> {
         self.wanted.contains_key(a) || self.lost.contains_key(a)
     }
 
-    /// Sibling tree `b` rewritten with this repository's ids: (its id here, its encoding).
+    /// Sibling tree `b` rewritten with this repository's ids, as `copy` rewrites trees
+    /// ([`reidentify_tree`]): (its id here, its encoding).
     fn translate(&mut self, b: BlobId, exact: bool) -> Result<Option<(BlobId, Vec<u8>)>> {
         let Some(plain) = self.sib_blob(b, BlobKind::Tree) else {
             return Ok(None);
         };
-        let Ok(mut tree) = Tree::decode(&plain, &TreeId(b)) else {
+        let Ok(tree) = Tree::decode(&plain, &TreeId(b)) else {
             return Ok(None);
         };
-        for node in &mut tree.nodes {
-            for part in &mut node.content {
-                if let Some(c) = part.0 {
-                    let Some(a) = self.chunk_id(c, exact)? else {
-                        return Ok(None);
-                    };
-                    part.0 = Some(a);
-                }
-            }
-            if let Some(s) = node.subtree {
-                let m = usize::from(exact);
-                let a = match self.tree_ids[m].get(&s.0) {
-                    Some(a) => *a,
-                    None => {
-                        let a = self.translate(s.0, exact)?.map(|(a, _)| a);
-                        self.tree_ids[m].insert(s.0, a);
-                        a
-                    }
-                };
-                let Some(a) = a else {
-                    return Ok(None);
-                };
-                node.subtree = Some(TreeId(a));
-            }
+        let repo = self.repo;
+        let found = reidentify_tree(tree, repo.keys(), &mut Mode { h: self, exact })?;
+        if let Some((a, _)) = &found {
+            self.tree_ids[usize::from(exact)].insert(b, Some(*a));
         }
-        let Ok(bytes) = tree.encode() else {
-            return Ok(None);
-        };
-        let a = self.repo.keys().tree_id(&bytes);
-        self.tree_ids[usize::from(exact)].insert(b, Some(a));
-        Ok(Some((a, bytes)))
+        Ok(found)
     }
 
     /// Saves a tree whose id here was computed from `bytes`.
