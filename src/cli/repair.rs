@@ -31,6 +31,9 @@ enum What {
     },
     /// Heal missing or damaged packs: take the blobs this repository cannot read from another
     /// repository (--from), verified by their id here, into new packs
+    #[command(
+        after_help = "Example:\n  CAIRN_FROM_PASSWORD_FILE=~/usb2-password cairn -r /mnt/usb1/cairn repair packs --from /mnt/usb2/cairn"
+    )]
     Packs(super::repair_from::Args),
 }
 
