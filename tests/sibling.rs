@@ -2,7 +2,7 @@
 //! damaged packs; data and trees) come back from a sibling repository that has its own password
 //! and keys (filled by `cairn copy`), verified by their ids here; restores are byte-exact and
 //! `check --read-data` is clean afterwards. Bad input (a wrong or absent password, a missing
-//! sibling, the repository itself) changes nothing.
+//! sibling, the repository itself) changes nothing. The sibling may be local, on sftp or on S3.
 
 #![allow(clippy::unwrap_used)]
 
@@ -502,4 +502,65 @@ fn a_missing_sibling_exits_10_and_changes_nothing() {
     assert_eq!(p.f.repo_files(), before);
     assert!(!p.f.path("no-such-repo").exists(), "nothing created");
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+/// Copies a repository into a sibling at `url` (on a server), loses a data pack and a tree
+/// pack, and heals from the sibling there.
+#[cfg(feature = "remote")]
+fn heals_from_a_remote_sibling(url: &str, apply: &dyn Fn(TestCommand) -> TestCommand) {
+    let f = Fixture::small_packs();
+    let src = f.path("one");
+    write(src.join("a.bin"), random_bytes(51, 2 * MIB + 5));
+    write(src.join("dir/b.bin"), random_bytes(52, MIB));
+    write(src.join("dir/c.txt"), b"remote\n");
+    let snap = f.backup(&[&src], &[]);
+    apply(
+        TestCommand::bare()
+            .arg("-r")
+            .arg(url)
+            .env("CAIRN_PASSWORD", PW2)
+            .env("XDG_CACHE_HOME", f.path("cache")),
+    )
+    .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
+    .run()
+    .ok();
+    apply(f.cmd())
+        .args(["copy", "--to", url])
+        .env("CAIRN_TO_PASSWORD", PW2)
+        .run()
+        .ok();
+    let (data, trees) = packs_by_kind(&f);
+    fs::remove_file(&data[0]).unwrap();
+    fs::remove_file(&trees[0]).unwrap();
+    flip(&data[1], 777);
+    let run = apply(f.cmd())
+        .args(["--json", "repair", "packs", "--from", url])
+        .env("CAIRN_FROM_PASSWORD", PW2)
+        .run();
+    run.ok();
+    assert_eq!(run.summary()["ok"], true);
+    f.cmd().args(["check", "--read-data"]).run().ok();
+    assert_restores(&f, &snap, &src);
+}
+
+#[cfg(feature = "remote")]
+#[test]
+fn a_sibling_on_an_sftp_server_heals_like_a_local_one() {
+    use common::servers::{self, Sshd};
+    if !servers::require_sshd() {
+        return;
+    }
+    let s = Sshd::start();
+    heals_from_a_remote_sibling(&s.url("sib"), &|c| s.apply(c));
+}
+
+#[cfg(feature = "remote")]
+#[test]
+fn a_sibling_on_an_s3_server_heals_like_a_local_one() {
+    use common::servers::{self, Garage};
+    if !servers::require_garage() {
+        return;
+    }
+    let g = Garage::start();
+    heals_from_a_remote_sibling(&g.url("sib"), &|c| g.apply(c));
 }
