@@ -401,6 +401,63 @@ fn a_sibling_backed_up_on_its_own_heals_through_a_scan_of_all_its_blobs() {
     assert_restores(&f, &snap, &src);
 }
 
+#[test]
+fn superseded_index_files_left_behind_do_not_bring_a_healed_pack_back() {
+    let p = Pair::new();
+    // Index files that a rebuilt index supersedes, left in place as a crash would leave them.
+    let index_dir = p.f.repo.join("index");
+    let old: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    p.f.cmd().args(["repair", "index"]).run().ok();
+    for (path, bytes) in &old {
+        fs::write(path, bytes).unwrap();
+    }
+    let (data, _) = p.packs_by_kind();
+    fs::remove_file(&data[0]).unwrap();
+    flip(&data[1], 2_000);
+    p.repair(&[]).ok();
+    p.check_read_data().ok();
+    p.assert_restores(0);
+    p.assert_restores(1);
+}
+
+#[test]
+fn superseded_index_files_left_behind_do_not_revive_packs_that_prune_deleted() {
+    let p = Pair::new();
+    // One index file naming the packs of both snapshots.
+    p.f.cmd().args(["repair", "index"]).run().ok();
+    let index_dir = p.f.repo.join("index");
+    let old: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    let (before, _) = p.packs_by_kind();
+    p.f.cmd()
+        .args(["forget", &p.snaps[0], "--prune"])
+        .run()
+        .ok();
+    let (data, _) = p.packs_by_kind();
+    assert!(before.iter().any(|d| !d.exists()), "prune deleted packs");
+    for (path, bytes) in &old {
+        fs::write(path, bytes).unwrap();
+    }
+    p.f.cmd().args(["check", "--read-data"]).run().ok();
+    fs::remove_file(&data[0]).unwrap();
+    p.repair(&[]).ok();
+    p.check_read_data().ok();
+    p.assert_restores(1);
+}
+
 /// Every file of the repository but its lock files.
 fn files_without_locks(f: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = f.repo_files();

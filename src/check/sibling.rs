@@ -74,7 +74,8 @@ pub struct MissingBlob {
     pub id: BlobId,
     /// Data chunk or tree.
     pub kind: BlobKind,
-    /// A snapshot references it (false: only an index entry names it).
+    /// A snapshot needs it: the snapshots' readable trees lead to it. False: only the index
+    /// entry of a damaged pack names it (it may be unused, or below a tree that is lost).
     pub referenced: bool,
 }
 
@@ -315,20 +316,32 @@ pub fn heal_from(
         };
         // Only the index files that name a damaged pack are replaced; the others stay.
         let mut replaced: Vec<(String, IndexId)> = Vec::new();
+        let mut supersedes: Vec<IndexId> = Vec::new();
         let mut out = written;
+        let mut files = Vec::new();
+        let mut superseded = HashSet::new();
         for name in repo.list_names(FileKind::Index)? {
-            let (Some(iid), Ok(file)) = (IndexId::from_hex(&name), repo.read_index_file(&name))
-            else {
-                continue;
-            };
-            if !file.packs.iter().any(|p| damaged.contains_key(&p.id)) {
+            if let (Some(iid), Ok(file)) = (IndexId::from_hex(&name), repo.read_index_file(&name)) {
+                superseded.extend(file.supersedes.iter().copied());
+                files.push((name, iid, file));
+            }
+        }
+        // A superseded file is what readers ignore (load_index): its packs are not revived.
+        for (name, iid, file) in files {
+            if superseded.contains(&iid) || !file.packs.iter().any(|p| damaged.contains_key(&p.id))
+            {
                 continue;
             }
             out.extend(file.packs.iter().filter_map(keep));
+            // What a replaced file superseded stays superseded once it is gone.
+            supersedes.extend(file.supersedes.iter().copied());
+            supersedes.push(iid);
             replaced.push((name, iid));
         }
+        supersedes.sort();
+        supersedes.dedup();
         // Invariant: every pack named here is durable (flushed above) or was indexed before.
-        let new = repo.save_index_files(out, replaced.iter().map(|(_, i)| *i).collect())?;
+        let new = repo.save_index_files(out, supersedes)?;
         for (name, iid) in &replaced {
             if !new.contains(iid) {
                 repo.backend()

@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     }
     for m in r.missing.iter().filter(|m| !m.referenced) {
         eprintln!(
-            "warning: {} blob {} (no snapshot uses it) was not found in {}",
+            "warning: {} blob {}, indexed in a damaged pack, was not found in {}",
             m.kind.name(),
             m.id.short(),
             output::esc(&a.from)
