@@ -613,9 +613,7 @@ impl Healer<'_> {
                 Some(p)
             }
             Err(e) => {
-                if self.report.sibling_problems.len() < MAX_PROBLEMS {
-                    self.report.sibling_problems.push(e.to_string());
-                }
+                self.problem(e.to_string());
                 None
             }
         }
@@ -727,36 +725,79 @@ impl Healer<'_> {
     }
 
     /// Reads every blob of the sibling: each chunk is identified here, each tree translated; the
-    /// needed ones are stored, and every pair is a candidate from now on.
+    /// needed ones are stored, and every pair is a candidate from now on. Data first (trees
+    /// translate through it), one pack read whole at a time (memory: one sibling pack).
     fn scan(&mut self) -> Result<()> {
-        let mut entries: Vec<(PackId, PackEntry)> = self
-            .sib
+        let sib = self.sib;
+        let mut packs: Vec<(PackId, Vec<PackEntry>)> = sib
             .index()
             .entries_by_pack()
             .into_iter()
-            .flat_map(|(p, (_, e))| e.into_iter().map(move |e| (p, e)))
+            .map(|(p, (_, e))| (p, e))
             .collect();
-        // Data first (trees translate through it), each in pack order.
-        entries.sort_by_key(|(p, e)| (e.kind == BlobKind::Tree, *p, e.offset));
-        for (_, e) in entries {
-            match e.kind {
-                BlobKind::Data => {
-                    if let Some(a) = self.chunk_id(e.id, true)? {
-                        self.hint(a, e.id);
-                    }
+        packs.sort_by_key(|(p, _)| *p);
+        for (pack, entries) in &packs {
+            let todo: Vec<&PackEntry> = entries
+                .iter()
+                .filter(|e| e.kind == BlobKind::Data && !self.chunk_ids.contains_key(&e.id))
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            self.check_cancel()?;
+            let name = pack.to_hex();
+            let bytes = match sib.backend().get(FileKind::Pack, &name) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.problem(format!("pack {name} cannot be read: {e}"));
+                    continue;
                 }
-                BlobKind::Tree => {
-                    self.check_cancel()?;
-                    if let Some((a, bytes)) = self.translate(e.id, true)? {
-                        self.hint(a, e.id);
-                        if self.needed(&a) && self.lost_or_wanted(&a) {
-                            self.take_tree(a, bytes)?;
-                        }
+            };
+            for e in todo {
+                let end = e.offset as usize + e.length as usize;
+                let plain = match bytes.get(e.offset as usize..end) {
+                    None => Err("it lies past the end of the pack".to_string()),
+                    Some(sealed) => pack::open_blob(sib.keys(), e, sealed),
+                };
+                let plain = match plain {
+                    Ok(p) => p,
+                    Err(why) => {
+                        self.problem(format!(
+                            "data blob {} in pack {}: {why}",
+                            e.id.short(),
+                            pack.short()
+                        ));
+                        continue;
+                    }
+                };
+                self.report.data_read += plain.len() as u64;
+                let a = self.repo.keys().chunk_id(&plain);
+                self.chunk_ids.insert(e.id, a);
+                self.hint(a, e.id);
+                if self.needed(&a) && self.lost_or_wanted(&a) {
+                    self.take_chunk(a, &plain)?;
+                }
+            }
+        }
+        for (_, entries) in &packs {
+            for e in entries.iter().filter(|e| e.kind == BlobKind::Tree) {
+                self.check_cancel()?;
+                if let Some((a, bytes)) = self.translate(e.id, true)? {
+                    self.hint(a, e.id);
+                    if self.needed(&a) && self.lost_or_wanted(&a) {
+                        self.take_tree(a, bytes)?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Notes a problem of the sibling's (its own damage); the first few are reported.
+    fn problem(&mut self, what: String) {
+        if self.report.sibling_problems.len() < MAX_PROBLEMS {
+            self.report.sibling_problems.push(what);
+        }
     }
 }
 
