@@ -458,6 +458,27 @@ fn superseded_index_files_left_behind_do_not_revive_packs_that_prune_deleted() {
     p.assert_restores(1);
 }
 
+#[test]
+fn a_lost_index_file_heals_tree_level_by_tree_level_and_its_packs_in_no_index_are_named() {
+    let p = Pair::new();
+    // The index file of one backup is gone: its packs are in no index, its blobs seem lost.
+    let mut index: Vec<PathBuf> = fs::read_dir(p.f.repo.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    index.sort();
+    assert!(index.len() >= 2, "{index:?}");
+    fs::remove_file(&index[0]).unwrap();
+    let run = p.repair(&[]);
+    run.ok();
+    assert!(
+        run.stderr.contains("in no index") && run.stderr.contains("cairn repair index"),
+        "{}",
+        run.stderr
+    );
+    p.check_read_data().ok();
+}
+
 /// Every file of the repository but its lock files.
 fn files_without_locks(f: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = f.repo_files();

@@ -104,6 +104,9 @@ pub struct HealReport {
     pub sibling_problems: Vec<String>,
     /// Files and directories, per snapshot, that are still unrestorable.
     pub affected: Vec<Affected>,
+    /// Pack files in `data/` that no index names: they may hold blobs counted as lost here
+    /// (`repair index` verifies and indexes them).
+    pub unindexed_packs: u64,
 }
 
 impl HealReport {
@@ -136,6 +139,12 @@ pub fn heal_from(
     let mut packs: Vec<(PackId, u64)> = by_pack.iter().map(|(id, (s, _))| (*id, *s)).collect();
     packs.sort();
     report.packs_checked = packs.len() as u64;
+    report.unindexed_packs = listed
+        .iter()
+        .filter(|(name, size)| {
+            **size > 0 && PackId::from_hex(name).is_none_or(|id| !by_pack.contains_key(&id))
+        })
+        .count() as u64;
     let verdicts = {
         let repo = &*repo;
         par_map(&packs, pack_workers(repo), |(id, size)| {
@@ -201,7 +210,7 @@ pub fn heal_from(
         saver,
         cancel: opts.cancel.clone(),
         recovered: HashMap::new(),
-        walked: HashSet::new(),
+        walked: HashMap::new(),
         wanted: BTreeMap::new(),
         lost,
         candidates: HashMap::new(),
@@ -474,8 +483,8 @@ struct Healer<'a> {
     cancel: Option<Arc<AtomicBool>>,
     /// Trees healed in this run (id here → encoded tree), readable before they are indexed.
     recovered: HashMap<BlobId, Vec<u8>>,
-    /// Trees whose children were looked at.
-    walked: HashSet<BlobId>,
+    /// Trees whose entries were looked at → their subtrees.
+    walked: HashMap<BlobId, Vec<BlobId>>,
     /// Blobs the snapshots reference that had no readable copy here.
     wanted: BTreeMap<BlobId, BlobKind>,
     /// Blobs indexed only in damaged packs, unreadable there.
@@ -536,7 +545,13 @@ impl Healer<'_> {
         let mut stack: Vec<BlobId> = roots.to_vec();
         let mut seen = HashSet::new();
         while let Some(t) = stack.pop() {
-            if self.walked.contains(&t) || !seen.insert(t) {
+            if !seen.insert(t) {
+                continue;
+            }
+            // A tree read before is not read again, but what is below it is walked again: a
+            // subtree lost before may be healed now, with more below it.
+            if let Some(subtrees) = self.walked.get(&t) {
+                stack.extend(subtrees.iter().copied());
                 continue;
             }
             let Some(tree) = self.tree_here(t) else {
@@ -545,7 +560,7 @@ impl Healer<'_> {
                 }
                 continue;
             };
-            self.walked.insert(t);
+            let mut subtrees = Vec::new();
             for n in &tree.nodes {
                 for c in n.chunks() {
                     if !self.has(&c) {
@@ -553,9 +568,11 @@ impl Healer<'_> {
                     }
                 }
                 if let Some(s) = n.subtree {
-                    stack.push(s.0);
+                    subtrees.push(s.0);
                 }
             }
+            stack.extend(subtrees.iter().copied());
+            self.walked.insert(t, subtrees);
         }
     }
 

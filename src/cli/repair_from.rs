@@ -120,6 +120,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             "sibling_scanned": r.scanned,
             "sibling_problems": r.sibling_problems,
             "affected": affected,
+            "unindexed_packs": r.unindexed_packs,
         }))?;
         return Ok(code);
     }
@@ -155,6 +156,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
             m.kind.name(),
             m.id.short(),
             output::esc(&a.from)
+        );
+    }
+    if r.unindexed_packs > 0 && r.blobs_lost > 0 {
+        eprintln!(
+            "warning: {} pack files are in no index and may hold what was missing here: `cairn repair index` verifies and indexes them",
+            r.unindexed_packs
         );
     }
     if !r.affected.is_empty() {
