@@ -479,6 +479,39 @@ fn a_lost_index_file_heals_tree_level_by_tree_level_and_its_packs_in_no_index_ar
     p.check_read_data().ok();
 }
 
+#[test]
+fn a_damaged_pack_of_forgotten_data_the_sibling_lacks_stays_and_the_heal_succeeds() {
+    let mut p = Pair::new();
+    let (old_data, _) = p.packs_by_kind();
+    // A third snapshot the sibling never received, forgotten (its data stays until prune).
+    p.add_snapshot("three", 3);
+    let (data, _) = p.packs_by_kind();
+    let unused = data.iter().find(|d| !old_data.contains(d)).unwrap().clone();
+    p.f.cmd().args(["forget", &p.snaps[2]]).run().ok();
+    flip(&unused, 3_333);
+    fs::remove_file(&old_data[0]).unwrap();
+    let run = p.repair(&["--json"]);
+    run.ok();
+    let s = run.summary();
+    assert_eq!(s["ok"], true, "{s}");
+    let missing = s["blobs_missing"].as_array().unwrap();
+    assert!(!missing.is_empty(), "{s}");
+    assert!(missing.iter().all(|m| m["referenced"] == false), "{s}");
+    assert!(
+        unused.exists(),
+        "a pack with a blob not recovered is never deleted"
+    );
+    let human = p.repair(&[]);
+    human.ok();
+    assert!(
+        human.stderr.contains("which no snapshot uses"),
+        "{}",
+        human.stderr
+    );
+    p.assert_restores(0);
+    p.assert_restores(1);
+}
+
 /// Every file of the repository but its lock files.
 fn files_without_locks(f: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = f.repo_files();

@@ -129,8 +129,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     }
     for d in &r.damaged {
         if d.unrecovered > 0 {
+            // Complete: every tree is readable, so what is still missing no snapshot uses.
+            let (level, unused) = if r.complete() {
+                ("warning", ", which no snapshot uses,")
+            } else {
+                ("error", "")
+            };
             eprintln!(
-                "error: pack {} ({}) stays: {} of its {} blobs were not found in {}",
+                "{level}: pack {} ({}) stays: {} of its {} blobs{unused} were not found in {}",
                 d.pack.to_hex(),
                 output::esc(&d.why),
                 d.unrecovered,
