@@ -107,12 +107,12 @@ pub struct NoCopyProgress;
 impl CopyProgress for NoCopyProgress {}
 
 /// The identity a copy carries: the snapshot it was first made as.
-fn origin(id: &SnapshotId, snap: &Snapshot) -> SnapshotId {
+pub(crate) fn origin(id: &SnapshotId, snap: &Snapshot) -> SnapshotId {
     snap.copied_from.unwrap_or(*id)
 }
 
 /// Same time, host, paths and tags: what `copy` requires besides a common origin.
-fn same_metadata(a: &Snapshot, b: &Snapshot) -> bool {
+pub(crate) fn same_metadata(a: &Snapshot, b: &Snapshot) -> bool {
     a.time_ns == b.time_ns && a.host == b.host && a.paths == b.paths && a.tags == b.tags
 }
 
@@ -261,6 +261,16 @@ struct Copier<'a> {
     cur: Counters,
 }
 
+impl Translate for Copier<'_> {
+    fn chunk(&mut self, id: BlobId) -> Result<Option<BlobId>> {
+        self.copy_chunk(id).map(Some)
+    }
+
+    fn tree(&mut self, id: TreeId) -> Result<Option<TreeId>> {
+        self.copy_tree(id).map(Some)
+    }
+}
+
 impl Copier<'_> {
     fn learn(&mut self, src: BlobId, dst: BlobId) {
         if self.map.insert(src, dst) != Some(dst) {
@@ -346,19 +356,14 @@ impl Copier<'_> {
                 return Ok(TreeId(d));
             }
         }
-        let mut tree = self.src.read_tree(&id)?;
-        for node in &mut tree.nodes {
-            for part in &mut node.content {
-                if let Some(c) = part.0 {
-                    part.0 = Some(self.copy_chunk(c)?);
-                }
-            }
-            if let Some(sub) = node.subtree {
-                node.subtree = Some(self.copy_tree(sub)?);
-            }
-        }
-        let bytes = tree.encode()?;
-        let d = self.dst.keys().tree_id(&bytes);
+        let tree = self.src.read_tree(&id)?;
+        let keys = self.dst.keys().clone();
+        let Some((d, bytes)) = reidentify_tree(tree, &keys, self)? else {
+            return Err(Error::InvalidInput(format!(
+                "tree {} cannot be re-identified",
+                id.0.short()
+            )));
+        };
         self.store(BlobKind::Tree, d, &bytes)?;
         self.learn(id.0, d);
         self.trees.insert(id, TreeId(d));
@@ -417,6 +422,51 @@ impl Copier<'_> {
         self.indexed = Instant::now();
         Ok(())
     }
+}
+
+/// Gives the id in another repository of a chunk or a tree (repo-format.md §2: ids are keyed
+/// per repository), or None when it has none.
+pub(crate) trait Translate {
+    /// The other repository's id of chunk `id`.
+    fn chunk(&mut self, id: BlobId) -> Result<Option<BlobId>>;
+    /// The other repository's id of tree `id` (everything below it translated).
+    fn tree(&mut self, id: TreeId) -> Result<Option<TreeId>>;
+}
+
+/// Rewrites `tree` with the other repository's chunk and tree ids and encodes it (§7.2);
+/// returns its id there (hashed with `keys`, the other repository's) and its bytes, or None
+/// when some id below it has no translation. Copy translates into its destination this way,
+/// `repair packs --from` out of its sibling.
+pub(crate) fn reidentify_tree(
+    mut tree: crate::tree::Tree,
+    keys: &crate::crypto::MasterKeys,
+    t: &mut impl Translate,
+) -> Result<Option<(BlobId, Vec<u8>)>> {
+    for node in &mut tree.nodes {
+        for part in &mut node.content {
+            if let Some(c) = part.0 {
+                let Some(d) = t.chunk(c)? else {
+                    return Ok(None);
+                };
+                part.0 = Some(d);
+            }
+        }
+        if let Some(sub) = node.subtree {
+            let Some(d) = t.tree(sub)? else {
+                return Ok(None);
+            };
+            node.subtree = Some(d);
+        }
+    }
+    let bytes = tree.encode()?;
+    Ok(Some((keys.tree_id(&bytes), bytes)))
+}
+
+/// The pairs (blob id in `src` → blob id in `dst`) of the map file a copy from `src` into `dst`
+/// left at `path`; empty when the file is missing, damaged or made for another pair. A hint
+/// only: whoever uses an entry verifies it.
+pub(crate) fn load_id_map(path: &Path, src: RepoId, dst: RepoId) -> HashMap<BlobId, BlobId> {
+    IdMap::load(path, src, dst)
 }
 
 /// The local map file: `MAGIC`, source repository id, destination repository id, then

@@ -7,6 +7,7 @@
 //! least-recently-verified first.
 
 pub mod repair;
+pub mod sibling;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -413,7 +414,7 @@ fn future_dated(id: &SnapshotId, snap: &crate::snapshot::Snapshot, now_ns: i64) 
 
 /// Every file (or directory whose tree is lost) in every snapshot that needs a damaged,
 /// missing or unindexed blob.
-fn affected_files(
+pub(crate) fn affected_files(
     repo: &Repository,
     snapshots: &[(SnapshotId, crate::snapshot::Snapshot)],
     damaged: &HashMap<BlobId, String>,

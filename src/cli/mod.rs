@@ -22,6 +22,7 @@ mod plan;
 mod progress;
 mod prune;
 mod repair;
+mod repair_from;
 mod restore;
 mod rewrite;
 mod snapshots;

@@ -1,4 +1,5 @@
-//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots` / `cairn repair packs` /
+//! `cairn repair index` / `cairn repair config` / `cairn repair snapshots` / `cairn repair packs`
+//! (from parity here; `--from` another repository in src/cli/repair_from.rs) /
 //! `cairn repair parity`
 
 use serde_json::json;
@@ -29,10 +30,14 @@ enum What {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
-    /// Heal damaged or missing packs from parity: every pack is read and verified, each one
-    /// parity can rebuild byte-identically is written back; what cannot be healed is named with
-    /// the files it affects, and left as it is (exit 1)
-    Packs,
+    /// Heal damaged or missing packs: from parity (every pack is read and verified, each one
+    /// parity can rebuild byte-identically is written back), or with --from from another
+    /// repository (the blobs this one cannot read, verified by their id here, into new packs);
+    /// what cannot be healed is named with the files it affects (exit 1)
+    #[command(
+        after_help = "Example:\n  cairn -r /mnt/usb1/cairn repair packs\n  CAIRN_FROM_PASSWORD_FILE=~/usb2-password cairn -r /mnt/usb1/cairn repair packs --from /mnt/usb2/cairn"
+    )]
+    Packs(super::repair_from::Args),
     /// Protect every pack with parity: put packs in no group into one, recompute groups whose
     /// parity files are missing or damaged or whose packs were pruned, delete parity files
     /// nothing uses
@@ -50,9 +55,16 @@ fn parse_percent(s: &str) -> Result<u32, String> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
+    let what = match a.what {
+        What::Packs(p) => match p.from.clone() {
+            Some(from) => return super::repair_from::run(ctx, &from, p),
+            None => What::Packs(p),
+        },
+        what => what,
+    };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, true, "repair")?;
-    match a.what {
+    match what {
         What::Index => {
             let r = cairn::check::repair::repair_index(&mut repo)?;
             ctx.print_warnings(&repo);
@@ -139,7 +151,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 }
             }
         }
-        What::Packs => return packs(ctx, &mut repo),
+        What::Packs(_) => return packs(ctx, &mut repo),
         What::Parity { parity } => return parity_cmd(ctx, &mut repo, parity),
     }
     Ok(EXIT_OK)
