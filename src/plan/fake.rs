@@ -140,6 +140,13 @@ impl PlanHost for FakeHost {
             PlanEvent::Prune(PruneStep::NotDue { .. }) => "prune not due".to_string(),
             PlanEvent::NoKeepRules => "no keep rules".to_string(),
             PlanEvent::Check(c) => format!("check ok={}", c.ok),
+            PlanEvent::Scrub(s) => format!(
+                "scrub found={} parity={} sibling={} ok={}",
+                s.found.len(),
+                s.healed_by_parity,
+                s.healed_from_sibling,
+                s.ok()
+            ),
             PlanEvent::TargetDone(t) => format!("done {} ok={:?}", t.target, t.ok),
         };
         self.events.push(line);

@@ -73,7 +73,7 @@ pub trait PlanHost: Opener {
 }
 
 /// What a run reports as it goes. For each present target: `TargetStarted`, then the steps
-/// that ran (`Backup`, `Forget`, `Prune`, `NoKeepRules`, `Check`, in that order), then
+/// that ran (`Backup`, `Forget`, `Prune`, `NoKeepRules`, `Check`, `Scrub`, in that order), then
 /// `TargetDone`; an absent target only gets `TargetDone` (with `present: false`).
 #[derive(Clone, Copy, Debug)]
 pub enum PlanEvent<'a> {
@@ -98,6 +98,9 @@ pub enum PlanEvent<'a> {
     NoKeepRules,
     /// The check ran on the current target (it may have found errors: see [`CheckStep::ok`]).
     Check(&'a CheckStep),
+    /// The repository was scrubbed (and healed what it could: see
+    /// [`ScrubStep::ok`](super::scrub::ScrubStep::ok)).
+    Scrub(&'a super::scrub::ScrubStep),
     /// A target is finished: skipped (not present), done, or failed.
     TargetDone(&'a TargetRun),
 }

@@ -106,6 +106,7 @@ mod host;
 mod report;
 mod run;
 mod schedule;
+mod scrub;
 mod snapshots;
 mod state;
 mod status;
@@ -125,6 +126,7 @@ pub use host::{Machine, Opener, PlanEvent, PlanHost};
 pub use report::{BackupStep, CheckStep, ForgetStep, PruneStep, RunOutcome, RunReport, TargetRun};
 pub use run::{run, RunOptions, StepPlan};
 pub use schedule::{mode_for, parse_days};
+pub use scrub::ScrubStep;
 pub use snapshots::{is_plan_snapshot, missing, SnapshotKey};
 pub use state::{PlanRecord, PlanState, MAX_STATE_FILE, STATE_FILE};
 pub use status::{

@@ -105,6 +105,9 @@ pub struct TargetRun {
     /// The check; None when the plan has no `check_subset`, or a failure came first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStep>,
+    /// The scrub; None when none was due (the repository's `scrub`), or a failure came first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<super::scrub::ScrubStep>,
     /// The failure was an interruption.
     #[serde(skip)]
     pub interrupted: bool,
@@ -323,6 +326,7 @@ mod tests {
             forget: None,
             prune: None,
             check: None,
+            scrub: None,
             interrupted: false,
         }
     }

@@ -74,6 +74,8 @@ impl StepPlan {
 /// What is the same for every target of one run.
 struct RunInfo<'a> {
     plan: &'a Plan,
+    /// The plan file's repositories: a target's sibling is one of them.
+    repositories: &'a std::collections::BTreeMap<String, RepoDef>,
     opts: &'a RunOptions,
     mode: BackupMode,
     /// One snapshot time for all targets, so their snapshots match by time across repositories.
@@ -95,7 +97,7 @@ impl RunInfo<'_> {
 }
 
 /// Why a target failed: the host's error, a library error in a named step, or a finding.
-enum Failure<E> {
+pub(super) enum Failure<E> {
     Host(E),
     Step { context: String, error: Error },
     Found(String),
@@ -122,7 +124,7 @@ impl<E: From<Error> + std::fmt::Display> Failure<E> {
 }
 
 /// A library error in the step `context` names ("" for none).
-fn step<E>(context: &str) -> impl FnOnce(Error) -> Failure<E> + '_ {
+pub(super) fn step<E>(context: &str) -> impl FnOnce(Error) -> Failure<E> + '_ {
     move |error| Failure::Step {
         context: context.to_string(),
         error,
@@ -175,6 +177,7 @@ pub fn run<H: PlanHost>(
     }
     let info = RunInfo {
         plan,
+        repositories: &cfg.repositories,
         opts,
         mode: mode_for(plan, start.date()),
         time_ns: start_ns,
@@ -216,6 +219,7 @@ pub fn run<H: PlanHost>(
             forget: None,
             prune: None,
             check: None,
+            scrub: None,
             interrupted: false,
         };
         if t.present {
@@ -251,7 +255,7 @@ fn run_target<H: PlanHost>(
 ) -> Result<(), Failure<H::Error>> {
     let mut repo = host.open(r).map_err(Failure::Host)?;
     let state = host.state_dir(&repo).map(|d| d.join(STATE_FILE));
-    let result = steps(host, info, &mut repo, state.as_deref(), t);
+    let result = steps(host, info, r, &mut repo, state.as_deref(), t);
     let (now, ok) = (host.now_ns(), result.is_ok());
     record(host, state.as_deref(), &info.plan.name, |p| {
         p.last_run_ns = Some(now);
@@ -285,6 +289,7 @@ fn flush_warnings<H: PlanHost>(host: &mut H, repo: &Repository) {
 fn steps<H: PlanHost>(
     host: &mut H,
     info: &RunInfo,
+    r: &RepoDef,
     repo: &mut Repository,
     state: Option<&Path>,
     t: &mut TargetRun,
@@ -394,6 +399,36 @@ fn steps<H: PlanHost>(
         record(host, state, &plan.name, |r| {
             r.last_check_ns = Some(opts.now_ns)
         });
+    }
+    if info.cancelled() {
+        return Err(interrupted());
+    }
+
+    // 5. Scrub, when due for this repository: read, heal from parity, then from the sibling.
+    let last_scrub = state.map(PlanState::load).and_then(|s| s.last_scrub_ns);
+    if r.scrub
+        .is_due(last_scrub.and_then(|t| local_date(t, tz)), info.today)
+    {
+        let sibling = r.sibling.as_ref().and_then(|n| info.repositories.get(n));
+        let check_state = host
+            .state_dir(repo)
+            .map(|d| d.join(crate::check::STATE_FILE));
+        let s = t
+            .scrub
+            .insert(super::scrub::scrub(host, repo, r, sibling, check_state)?);
+        if !s.ok() {
+            return Err(Failure::Found(format!(
+                "scrub found damage it could not heal: {}; run `cairn -r {} repair packs`",
+                s.unhealed.join("; "),
+                repo.backend().location()
+            )));
+        }
+        let now = host.now_ns();
+        if let Some(path) = state {
+            if let Err(e) = PlanState::update_repository(path, |st| st.last_scrub_ns = Some(now)) {
+                host.warning(&format!("could not save {}: {e}", path.display()));
+            }
+        }
     }
     Ok(())
 }
@@ -677,6 +712,109 @@ mod tests {
             state.last_check_ns,
             Some(SUNDAY),
             "the failed check is not recorded"
+        );
+    }
+
+    #[test]
+    fn a_scrub_heals_lost_packs_from_the_sibling_and_is_not_due_again_until_its_cadence() {
+        let mut w = World::new();
+        w.present("a");
+        w.present("b");
+        // b is a's sibling, kept in step by `copy` (the same trees and chunks).
+        let mut cfg = w.config(&["a"], "prune = \"never\"\n");
+        {
+            let a = cfg.repositories.get_mut("a").expect("a");
+            a.scrub = PruneWhen::Weekly;
+            a.sibling = Some("b".into());
+        }
+        // The first run scrubs a whole repository: nothing to heal.
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::Ok);
+        let first = report.targets[0]
+            .scrub
+            .as_ref()
+            .expect("scrubbed on the first run");
+        assert!(
+            first.ok() && first.found.is_empty() && first.packs_read > 0,
+            "{first:?}"
+        );
+        let mut src = w.host.reopen("a");
+        src.load_index().expect("index");
+        let mut dst = w.host.reopen("b");
+        dst.load_index().expect("index");
+        let snaps = src.snapshots().expect("snapshots");
+        crate::copy::copy(
+            &src,
+            &mut dst,
+            &snaps,
+            &crate::copy::CopyOptions::default(),
+            &crate::copy::NoCopyProgress,
+        )
+        .expect("copy");
+        // Every pack of a is lost; the next day's scrub is not due (weekly)...
+        let backend = w.host.repos["a"].clone();
+        let lost: Vec<String> = backend
+            .list(FileKind::Pack)
+            .expect("packs")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for name in &lost {
+            backend.delete(FileKind::Pack, name).expect("delete");
+        }
+        w.host.now_ns = SUNDAY + DAY;
+        let report = w.run(&cfg, false);
+        assert!(report.targets[0].scrub.is_none(), "not due a day later");
+        // ... a week later it is: it finds the damage and heals it from b.
+        w.host.now_ns = SUNDAY + 7 * DAY;
+        let report = w.run(&cfg, false);
+        let t = &report.targets[0];
+        let s = t.scrub.as_ref().expect("scrubbed a week later");
+        assert!(!s.found.is_empty(), "{s:?}");
+        assert_eq!(s.sibling.as_deref(), Some("b"));
+        assert!(s.healed_from_sibling > 0, "{s:?}");
+        assert!(s.ok(), "{s:?}");
+        assert_eq!(t.ok, Some(true), "{:?}", t.error);
+        let mut healed = w.host.reopen("a");
+        healed.load_index().expect("index");
+        let after = check(
+            &mut healed,
+            &CheckOptions {
+                read_data: ReadData::All,
+                ..CheckOptions::default()
+            },
+        )
+        .expect("check");
+        assert!(after.ok(), "{:?}", after.errors);
+        assert!(w
+            .host
+            .events
+            .iter()
+            .any(|e| e.starts_with("scrub found=") && e.ends_with("ok=true")));
+    }
+
+    #[test]
+    fn a_scrub_that_cannot_heal_fails_the_target_naming_the_damage() {
+        let mut w = World::new();
+        w.present("a");
+        let mut cfg = w.config(&["a"], "prune = \"never\"\n");
+        cfg.repositories.get_mut("a").expect("a").scrub = PruneWhen::Always;
+        assert_eq!(w.run(&cfg, false).outcome(), RunOutcome::Ok);
+        let backend = w.host.repos["a"].clone();
+        for (name, _) in backend.list(FileKind::Pack).expect("packs") {
+            backend.delete(FileKind::Pack, &name).expect("delete");
+        }
+        w.host.now_ns = SUNDAY + DAY;
+        let report = w.run(&cfg, false);
+        assert_eq!(report.outcome(), RunOutcome::Failed);
+        let t = &report.targets[0];
+        let s = t.scrub.as_ref().expect("scrubbed");
+        assert!(!s.ok() && !s.unhealed.is_empty(), "{s:?}");
+        let error = t.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("scrub found damage it could not heal")
+                && error.contains("repair packs"),
+            "{error}"
         );
     }
 

@@ -27,6 +27,9 @@ pub const MAX_STATE_FILE: u64 = 1 << 20;
 pub struct PlanState {
     /// Each plan's record on this repository, by plan name ([`Plan::name`](super::Plan::name)).
     pub plans: BTreeMap<String, PlanRecord>,
+    /// When a run (of any plan) last scrubbed this repository and left nothing damaged; the
+    /// scrub cadence ([`RepoDef::scrub`](super::RepoDef::scrub)) counts from its local date.
+    pub last_scrub_ns: Option<i64>,
 }
 
 /// One plan's record on one repository; times in ns since the epoch.
@@ -61,6 +64,13 @@ impl PlanState {
     pub fn update(path: &Path, plan: &str, f: impl FnOnce(&mut PlanRecord)) -> io::Result<()> {
         let mut state = PlanState::load(path);
         f(state.plans.entry(plan.to_string()).or_default());
+        state.save(path)
+    }
+
+    /// As [`PlanState::update`], for what is recorded per repository rather than per plan.
+    pub fn update_repository(path: &Path, f: impl FnOnce(&mut PlanState)) -> io::Result<()> {
+        let mut state = PlanState::load(path);
+        f(&mut state);
         state.save(path)
     }
 

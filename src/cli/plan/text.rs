@@ -87,6 +87,29 @@ pub fn event(ctx: &Ctx, event: &PlanEvent<'_>) -> std::io::Result<()> {
                 )?;
             }
         }
+        PlanEvent::Scrub(sc) => {
+            if !ctx.g.json {
+                for e in &sc.found {
+                    eprintln!("scrub found: {}", output::esc(e));
+                }
+                for e in &sc.unhealed {
+                    eprintln!("error: not healed: {}", output::esc(e));
+                }
+            }
+            if human {
+                let from = sc.sibling.as_deref().map_or(String::new(), |n| {
+                    format!(", {} blobs from {}", sc.healed_from_sibling, output::esc(n))
+                });
+                outln!(
+                    "  scrub: read {} packs ({}): {} problems found, {} packs healed from parity{from}; {}",
+                    sc.packs_read,
+                    output::size(sc.bytes_read),
+                    sc.found.len(),
+                    sc.healed_by_parity,
+                    if sc.ok() { "whole" } else { "damage remains" }
+                )?;
+            }
+        }
         PlanEvent::TargetDone(t) => target_done(human, t)?,
         _ => {}
     }
