@@ -79,7 +79,9 @@ STEPS = [
     ("prune", "forget + prune (keep last 1)"),
     ("check", "check, full data read"),
 ]
-STEP_NAMES = dict(STEPS)
+# Run by cairn-parity only (`--cairn-parity`), after the check: one data pack deleted, then healed.
+EXTRA_STEPS = [("heal", "repair packs after deleting one data pack")]
+STEP_NAMES = dict(STEPS + EXTRA_STEPS)
 
 
 def log(*args):
@@ -501,6 +503,8 @@ class Tool:
 class Cairn(Tool):
     name = "cairn"
     notes = "defaults (compression auto, 16 MiB packs, threads = all cores); cache in XDG_CACHE_HOME"
+    # Extra `init` options (`--cairn-parity` measures the default against `--parity off`).
+    init_args: tuple = ()
 
     def env(self, ctx):
         env = super().env(ctx)
@@ -519,7 +523,7 @@ class Cairn(Tool):
     def commands(self, step, ctx):
         b = self.bin
         return {
-            "init": [[b, "init"]],
+            "init": [[b, "init", *self.init_args]],
             "backup1": [[b, "backup", "--json", "--no-progress", str(ctx["corpus"])]],
             "backup2": [[b, "backup", "--json", "--no-progress", str(ctx["corpus"])]],
             "backup3": [[b, "backup", "--json", "--no-progress", str(ctx["corpus"])]],
@@ -541,6 +545,33 @@ class CairnBefore(Cairn):
     def version(self):
         v = first_line([self.bin, "--version"])
         return f"{v} ({self.label})" if self.label else v
+
+
+class CairnParity(Cairn):
+    """The current cairn binary with parity (`--cairn-parity N`), interleaved with cairn without
+    it, so parity's cost (time, growth) is a ratio from one run; it also heals a deleted pack."""
+    name = "cairn-parity"
+
+    def __init__(self, binary: str, percent: int):
+        super().__init__(binary)
+        self.percent = percent
+        self.notes = f"as cairn, with `init --parity {percent}%`"
+
+    def commands(self, step, ctx):
+        b = self.bin
+        if step == "init":
+            return [[b, "init", "--parity", f"{self.percent}%"]]
+        if step == "heal":
+            return [[b, "repair", "packs", "--json", "--no-progress"]]
+        return super().commands(step, ctx)
+
+    def damage(self, ctx) -> int:
+        """Deletes the largest data pack; returns its size (the bytes the heal must rebuild)."""
+        packs = sorted((p.stat().st_size, p) for p in (ctx["repo"] / "data").glob("*/*")
+                       if p.is_file())
+        size, victim = packs[-1]
+        victim.unlink()
+        return size
 
 
 class Restic(Tool):
@@ -721,7 +752,8 @@ def prepare_tools(args, work: Path):
     # cairn: always rebuilt (another session may be changing it), then copied so a concurrent
     # rebuild cannot swap the binary under a running benchmark.
     if wanted is None or "cairn" in wanted:
-        binary = args.cairn
+        # Absolute: the tools run with the work directory as their current directory.
+        binary = str(Path(args.cairn).resolve()) if args.cairn else None
         if binary is None:
             if not args.no_build:
                 log("cargo build --release (waits for cargo's lock if another build runs)")
@@ -744,6 +776,13 @@ def prepare_tools(args, work: Path):
             (work / "bin").mkdir(parents=True, exist_ok=True)
             shutil.copy2(args.cairn_before, work / "bin" / "cairn-before")
             tools.append(CairnBefore(str(work / "bin" / "cairn-before"), args.cairn_before_label))
+        if binary and args.cairn_parity is not None:
+            # The baseline without parity (a local repository's default has parity).
+            for t in tools:
+                if type(t) is Cairn:
+                    t.init_args = ("--parity", "off")
+                    t.notes += "; `init --parity off` (the baseline of cairn-parity)"
+            tools.append(CairnParity(binary, args.cairn_parity))
     for name, pkg in (("restic", "restic"), ("borg", "borgbackup")):
         if wanted is not None and name not in wanted:
             continue
@@ -947,6 +986,9 @@ def run_tool(tool: Tool, run: int, work: Path, corpus: Path, ops, expected_fn, a
             undo_mutation(work, corpus)
         step("prune")
         step("check")
+        if isinstance(tool, CairnParity):
+            result["heal_bytes"] = tool.damage(ctx)
+            step("heal")
     except StepFailed as e:
         result["error"] = str(e)
         log(f"FAILED: {e}")
@@ -1001,7 +1043,7 @@ def machine_info():
 def median_steps(results, tool):
     """{step: {metric: median}, plus 'n' = successful runs of that step}."""
     out = {}
-    for step, _ in STEPS:
+    for step in STEP_NAMES:
         vals = [r["steps"][step] for r in results if r["tool"] == tool and step in r["steps"]]
         if not vals:
             continue
@@ -1093,6 +1135,35 @@ def render(results, tools, info, args, machine, corpus_info, plan_text, started,
                 return fmt_ratio(x[k] / y[k] if y[k] else None)
             lines.append(f"| {label} | {y['wall']:.2f} | {x['wall']:.2f} | {ratio('wall')} | "
                          f"{ratio('cpu')} | {ratio('rss_kib')} | {ratio('repo_bytes')} |")
+        lines.append("")
+
+    if med.get("cairn") and med.get("cairn-parity"):
+        pct = next(t.percent for t in tools if isinstance(t, CairnParity))
+        lines.append(f"## cairn with parity ({pct}%) ÷ cairn without\n")
+        lines.append(f"Goals (issue 18): backup time within 10% (ratio ≤ 1.10), repository growth "
+                     f"within the parity percentage plus 1% (ratio ≤ {1 + (pct + 1) / 100:.2f}).\n")
+        lines.append("| scenario | wall without s | wall with s | wall ratio | CPU ratio | "
+                     "repo ratio |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        a, b = med["cairn-parity"], med["cairn"]
+        for step, label in STEPS:
+            x, y = a.get(step), b.get(step)
+            if x is None or y is None:
+                lines.append(f"| {label} | — | — | — | — | — |")
+                continue
+
+            def pratio(k):
+                return fmt_ratio(x[k] / y[k] if y[k] else None)
+            lines.append(f"| {label} | {y['wall']:.2f} | {x['wall']:.2f} | {pratio('wall')} | "
+                         f"{pratio('cpu')} | {pratio('repo_bytes')} |")
+        heal = a.get("heal")
+        healed = [r["heal_bytes"] for r in results
+                  if r["tool"] == "cairn-parity" and "heal_bytes" in r and "heal" in r["steps"]]
+        if heal and healed:
+            size = statistics.median(healed)
+            lines.append(f"\nHealing one deleted data pack ({size / 1e6:.1f} MB) with "
+                         f"`repair packs`: {heal['wall']:.2f} s, "
+                         f"{size / 1e6 / heal['wall']:.1f} MB/s of rebuilt pack.")
         lines.append("")
 
     if "restic" in med and med["restic"]:
@@ -1212,6 +1283,9 @@ def main():
                          "with the current one, and report after/before ratios")
     ap.add_argument("--cairn-before-label", metavar="TEXT",
                     help="what --cairn-before was built from (e.g. a git revision), for the report")
+    ap.add_argument("--cairn-parity", type=int, metavar="PERCENT",
+                    help="also measure cairn with `init --parity PERCENT%%`, interleaved with "
+                         "cairn without parity, report the ratios, and time healing a deleted pack")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per command")
     ap.add_argument("--no-trash", action="store_true",
                     help="delete restores, repositories and caches as soon as they are done with "

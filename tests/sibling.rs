@@ -33,10 +33,15 @@ struct Pair {
 }
 
 impl Pair {
-    /// A repository with 1 MiB packs and two snapshots of two directories (several data packs
-    /// and a tree pack each), copied into a sibling with another password.
+    /// A repository without parity (healing here comes from the sibling alone), 1 MiB packs
+    /// and two snapshots of two directories (several data packs and a tree pack each), copied
+    /// into a sibling with another password.
     fn new() -> Pair {
-        let f = Fixture::small_packs();
+        let f = Fixture::empty();
+        f.cmd()
+            .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1", "--parity", "off"])
+            .run()
+            .ok();
         let sib = f.path("sib");
         sib_cmd(&f, &sib)
             .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1"])
@@ -51,6 +56,10 @@ impl Pair {
         p.add_snapshot("one", 1);
         p.add_snapshot("two", 2);
         p.copy();
+        assert!(
+            p.f.repo_files().keys().all(|k| !k.starts_with("parity")),
+            "the repository to heal has no parity"
+        );
         p
     }
 
