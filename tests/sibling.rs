@@ -39,7 +39,15 @@ impl Pair {
     fn new() -> Pair {
         let f = Fixture::empty();
         f.cmd()
-            .args(["init", "--kdf-memory-mib", "8", "--pack-size", "1", "--parity", "off"])
+            .args([
+                "init",
+                "--kdf-memory-mib",
+                "8",
+                "--pack-size",
+                "1",
+                "--parity",
+                "off",
+            ])
             .run()
             .ok();
         let sib = f.path("sib");
