@@ -104,7 +104,8 @@ pub(crate) struct BadMember {
 struct Reading {
     id: PackId,
     len: u64,
-    hasher: blake3::Hasher,
+    /// The whole-pack hash, when names are checked.
+    hasher: Option<blake3::Hasher>,
     hashes: Vec<u8>,
     /// The current slice of its column, zero-padded.
     col: Vec<u8>,
@@ -127,7 +128,9 @@ impl Reading {
             match backend.get_range_into(FileKind::Pack, &hex, off, n, &mut self.col) {
                 Ok(b) if b.len() >= n => {
                     let b = &b[..n];
-                    hasher.update(b);
+                    if let Some(h) = hasher {
+                        h.update(b);
+                    }
                     for s in b.chunks(SECTOR) {
                         hashes.extend_from_slice(&format::sector_hash(s));
                     }
@@ -149,10 +152,17 @@ impl Reading {
 /// Computes and stores the P parity files of a group of packs (`members`: id and length,
 /// sorted by id). Every member is read back whole: one whose bytes cannot be read or do not
 /// hash to its name is returned as bad and nothing is written. Returns the names written.
+///
+/// `check_names`: hash every member whole and refuse one whose bytes do not hash to its name
+/// (`repair parity`). Without it (after a backup, for packs this process has just written and
+/// named, read back from the page cache) only the sector hashes are computed: half the hashing,
+/// and a wrong pack still can never be "healed" into anything, as a rebuilt pack is kept only
+/// when it hashes to its name.
 pub(crate) fn write_group(
     repo: &Repository,
     members: &[(PackId, u64)],
     p: usize,
+    check_names: bool,
 ) -> Result<std::result::Result<Vec<String>, Vec<BadMember>>> {
     let backend = repo.backend().as_ref();
     let longest = members.iter().map(|m| m.1).max().unwrap_or(0);
@@ -162,7 +172,7 @@ pub(crate) fn write_group(
         .map(|(id, len)| Reading {
             id: *id,
             len: *len,
-            hasher: blake3::Hasher::new(),
+            hasher: check_names.then(blake3::Hasher::new),
             hashes: Vec::with_capacity(format::sectors(*len) * HASH_LEN),
             col: Vec::new(),
             bad: None,
@@ -200,7 +210,8 @@ pub(crate) fn write_group(
     let mut hashes = Vec::with_capacity(cols.len());
     for c in cols {
         let why = c.bad.or_else(|| {
-            (c.hasher.finalize().as_bytes() != &c.id.0).then(|| {
+            let hash = c.hasher.map(|h| h.finalize());
+            hash.is_some_and(|h| h.as_bytes() != &c.id.0).then(|| {
                 "its bytes do not hash to its name (damaged on the disk, or written wrong)".into()
             })
         });
@@ -498,7 +509,7 @@ mod tests {
         }
         let members: Vec<(PackId, u64)> =
             packs.iter().map(|(id, b)| (*id, b.len() as u64)).collect();
-        let names = match write_group(&repo, &members, 2).expect("test") {
+        let names = match write_group(&repo, &members, 2, true).expect("test") {
             Ok(n) => n,
             Err(_) => panic!("a member was refused"),
         };
@@ -652,7 +663,7 @@ mod tests {
             .expect("test");
         let mut members = vec![(good_id, 5000), (wrong_id, 5000)];
         members.sort();
-        match write_group(&repo, &members, 1).expect("test") {
+        match write_group(&repo, &members, 1, true).expect("test") {
             Err(b) => assert_eq!(b.iter().map(|b| b.id).collect::<Vec<_>>(), vec![wrong_id]),
             Ok(_) => panic!("a group with a wrong pack was written"),
         }

@@ -299,7 +299,7 @@ pub fn protect(repo: &Repository, shape: Shape, verify: bool) -> Result<ProtectR
             if members.is_empty() {
                 break;
             }
-            match group::write_group(repo, &members, shape.parity_for(members.len()))? {
+            match group::write_group(repo, &members, shape.parity_for(members.len()), verify)? {
                 Ok(names) => {
                     r.groups_written += 1;
                     r.files_written += names.len();
