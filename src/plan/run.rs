@@ -738,6 +738,14 @@ mod tests {
             first.ok() && first.found.is_empty() && first.packs_read > 0,
             "{first:?}"
         );
+        assert!(
+            w.host
+                .events
+                .iter()
+                .any(|e| e == "scrub found=0 parity=0 sibling=0 ok=true"),
+            "a clean scrub is reported too: {:?}",
+            w.host.events
+        );
         let mut src = w.host.reopen("a");
         src.load_index().expect("index");
         let mut dst = w.host.reopen("b");

@@ -86,6 +86,7 @@ pub(super) fn scrub<H: PlanHost>(
         unhealed: Vec::new(),
     };
     if s.found.is_empty() {
+        host.event(PlanEvent::Scrub(&s));
         return Ok(s);
     }
     // Parity first: it needs nothing but this disk.
