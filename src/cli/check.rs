@@ -1,6 +1,5 @@
 //! `cairn check`
 
-use std::os::unix::ffi::OsStrExt;
 
 use cairn::check::{check, CheckOptions, ReadData};
 use serde_json::json;
@@ -42,15 +41,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     };
     let r = check(&mut repo, &opts)?;
     if ctx.g.json {
-        let affected: Vec<_> = r
-            .affected
-            .iter()
-            .map(|a| {
-                let mut v = json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
-                output::json_name(&mut v, "path", a.path.as_os_str().as_bytes());
-                v
-            })
-            .collect();
+        let affected = output::affected_json(&r.affected);
         output::json_line(&json!({
             "message_type": "summary",
             "ok": r.ok(),
@@ -90,17 +81,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 (None, None) => eprintln!("  {}: not healable", p.path),
             }
         }
-        if !r.affected.is_empty() {
-            eprintln!("affected files:");
-            for a in &r.affected {
-                eprintln!(
-                    "  snapshot {}: {} ({})",
-                    a.snapshot.short(),
-                    output::esc(&a.path),
-                    output::esc(&a.why)
-                );
-            }
-        }
+        output::print_affected("affected files:", &r.affected);
         if !ctx.g.quiet {
             outln!(
                 "checked {} snapshots, {} trees, {} packs; read and verified {} packs ({}, {} blobs)",

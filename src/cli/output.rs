@@ -198,6 +198,36 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// Files and directories damage makes unrestorable, as `--json` gives them (`check`, `repair
+/// packs`): `{"snapshot","path","error"}`, `path` set by [`json_name`].
+pub fn affected_json(affected: &[cairn::check::Affected]) -> Vec<serde_json::Value> {
+    affected
+        .iter()
+        .map(|a| {
+            let mut v =
+                serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
+            json_name(&mut v, "path", a.path.as_os_str().as_bytes());
+            v
+        })
+        .collect()
+}
+
+/// The same for people, on stderr under `heading`; nothing when there are none.
+pub fn print_affected(heading: &str, affected: &[cairn::check::Affected]) {
+    if affected.is_empty() {
+        return;
+    }
+    eprintln!("{heading}");
+    for a in affected {
+        eprintln!(
+            "  snapshot {}: {} ({})",
+            a.snapshot.short(),
+            esc(&a.path),
+            esc(&a.why)
+        );
+    }
+}
+
 /// Whether `e` is, or was caused by, a write to a closed standard output.
 pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

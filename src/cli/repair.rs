@@ -191,11 +191,7 @@ fn packs(ctx: &Ctx, repo: &mut cairn::Repository) -> anyhow::Result<u8> {
             "healed": r.healed.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
             "bytes_healed": r.bytes_healed,
             "unhealable": r.unhealable.iter().map(|(p, why)| json!({"pack": p.to_hex(), "error": why})).collect::<Vec<_>>(),
-            "affected": affected.iter().map(|a| {
-                let mut v = json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
-                output::json_name(&mut v, "path", a.path.as_os_str().as_encoded_bytes());
-                v
-            }).collect::<Vec<_>>(),
+            "affected": output::affected_json(&affected),
             "packs_protected": protected.as_ref().map_or(0, |p| p.packs_protected),
             "duration_s": secs,
             "throughput_mib_s": mib_s,
@@ -208,17 +204,7 @@ fn packs(ctx: &Ctx, repo: &mut cairn::Repository) -> anyhow::Result<u8> {
                 output::esc(why)
             );
         }
-        if !affected.is_empty() {
-            eprintln!("affected files:");
-            for a in &affected {
-                eprintln!(
-                    "  snapshot {}: {} ({})",
-                    a.snapshot.short(),
-                    output::esc(&a.path),
-                    output::esc(&a.why)
-                );
-            }
-        }
+        output::print_affected("affected files:", &affected);
         if !ctx.g.quiet {
             for id in &r.healed {
                 outln!("healed pack {} from parity", id.to_hex())?;

@@ -3,7 +3,6 @@
 //! `--from-password-file`, `--from-password-command`).
 
 use std::io::IsTerminal;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -94,15 +93,7 @@ pub fn run(ctx: &Ctx, from: &str, a: Args) -> anyhow::Result<u8> {
     let r = result?;
     let code = if r.complete() { EXIT_OK } else { EXIT_FATAL };
     if ctx.g.json {
-        let affected: Vec<_> = r
-            .affected
-            .iter()
-            .map(|a| {
-                let mut v = json!({"snapshot": a.snapshot.to_hex(), "path": null, "error": a.why});
-                output::json_name(&mut v, "path", a.path.as_os_str().as_bytes());
-                v
-            })
-            .collect();
+        let affected = output::affected_json(&r.affected);
         output::json_line(&json!({
             "message_type": "summary",
             "ok": r.complete(),
@@ -177,17 +168,7 @@ pub fn run(ctx: &Ctx, from: &str, a: Args) -> anyhow::Result<u8> {
             r.unindexed_packs
         );
     }
-    if !r.affected.is_empty() {
-        eprintln!("still unrestorable:");
-        for f in &r.affected {
-            eprintln!(
-                "  snapshot {}: {} ({})",
-                f.snapshot.short(),
-                output::esc(&f.path),
-                output::esc(&f.why)
-            );
-        }
-    }
+    output::print_affected("still unrestorable:", &r.affected);
     if !ctx.g.quiet {
         outln!(
             "checked {} packs, {} damaged or missing; {} blobs had no readable copy: {} taken from {}, {} not found; {} readable blobs moved out of damaged packs; {} packs written",
