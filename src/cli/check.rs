@@ -1,6 +1,5 @@
 //! `cairn check`
 
-
 use cairn::check::{check, CheckOptions, ReadData};
 use serde_json::json;
 

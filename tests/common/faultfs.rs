@@ -90,11 +90,7 @@ impl Faults {
     /// The file (or directory) at `from` is now called `to`: its faults follow it.
     fn renamed(&mut self, from: &Path, to: &Path) {
         self.file_gone(to);
-        let moved = |p: &Path| match p.strip_prefix(from) {
-            Ok(rest) if rest.as_os_str().is_empty() => Some(to.to_path_buf()),
-            Ok(rest) => Some(to.join(rest)),
-            Err(_) => None,
-        };
+        let moved = |p: &Path| renamed_path(p, from, to);
         self.reads = std::mem::take(&mut self.reads)
             .into_iter()
             .map(|(p, f)| (moved(&p).unwrap_or(p), f))
@@ -111,6 +107,16 @@ impl Faults {
             *self.hits.entry(rel.to_path_buf()).or_default() += 1;
         }
         fails
+    }
+}
+
+/// What `p` is called once `from` (and everything below it) is called `to`; None when `p` is
+/// not `from` or below it.
+fn renamed_path(p: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
+    match p.strip_prefix(from) {
+        Ok(rest) if rest.as_os_str().is_empty() => Some(to.to_path_buf()),
+        Ok(rest) => Some(to.join(rest)),
+        Err(_) => None,
     }
 }
 
@@ -164,10 +170,8 @@ impl Inodes {
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         for (old, ino) in moved {
-            let new = match old.strip_prefix(from) {
-                Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
-                Ok(rest) => to.join(rest),
-                Err(_) => continue,
+            let Some(new) = renamed_path(&old, from, to) else {
+                continue;
             };
             self.by_path.remove(&old);
             self.by_path.insert(new.clone(), ino);
