@@ -49,40 +49,67 @@ impl Encoder {
 /// Restores the missing data columns of one slice. `data[i]` is data column `i`'s slice or
 /// None when erased; `parity[j]` likewise for recovery shard `j`. Returns `(i, bytes)` for each
 /// erased data column; an error when more than `parity.len()` columns are erased.
+#[cfg(test)]
 pub fn decode(data: &[Option<&[u8]>], parity: &[Option<&[u8]>]) -> Result<Vec<(usize, Vec<u8>)>> {
-    let missing: Vec<usize> = (0..data.len()).filter(|i| data[*i].is_none()).collect();
-    if missing.is_empty() {
-        return Ok(Vec::new());
-    }
-    let len = data
-        .iter()
-        .chain(parity)
-        .flatten()
-        .map(|s| s.len())
-        .next()
-        .ok_or_else(|| Error::InvalidInput("Reed-Solomon: nothing to decode from".into()))?;
-    let mut dec = ReedSolomonDecoder::new(data.len(), parity.len(), len).map_err(rs_err)?;
-    for (i, s) in data.iter().enumerate() {
-        if let Some(s) = s {
-            dec.add_original_shard(i, s).map_err(rs_err)?;
+    Decoder::default().decode(data, parity)
+}
+
+/// A decoder kept from slice to slice, as [`Encoder`] is: its work space is allocated once per
+/// rebuild, not once per run of damaged rows.
+#[derive(Default)]
+pub struct Decoder {
+    dec: Option<ReedSolomonDecoder>,
+}
+
+impl Decoder {
+    /// As [`decode`].
+    pub fn decode(
+        &mut self,
+        data: &[Option<&[u8]>],
+        parity: &[Option<&[u8]>],
+    ) -> Result<Vec<(usize, Vec<u8>)>> {
+        let missing: Vec<usize> = (0..data.len()).filter(|i| data[*i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
         }
-    }
-    for (j, s) in parity.iter().enumerate() {
-        if let Some(s) = s {
-            dec.add_recovery_shard(j, s).map_err(rs_err)?;
+        let len = data
+            .iter()
+            .chain(parity)
+            .flatten()
+            .map(|s| s.len())
+            .next()
+            .ok_or_else(|| Error::InvalidInput("Reed-Solomon: nothing to decode from".into()))?;
+        let dec = match &mut self.dec {
+            Some(d) => {
+                d.reset(data.len(), parity.len(), len).map_err(rs_err)?;
+                d
+            }
+            None => self
+                .dec
+                .insert(ReedSolomonDecoder::new(data.len(), parity.len(), len).map_err(rs_err)?),
+        };
+        for (i, s) in data.iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_original_shard(i, s).map_err(rs_err)?;
+            }
         }
+        for (j, s) in parity.iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_recovery_shard(j, s).map_err(rs_err)?;
+            }
+        }
+        let out = dec.decode().map_err(rs_err)?;
+        missing
+            .into_iter()
+            .map(|i| {
+                out.restored_original(i)
+                    .map(|b| (i, b.to_vec()))
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!("Reed-Solomon: column {i} not restored"))
+                    })
+            })
+            .collect()
     }
-    let out = dec.decode().map_err(rs_err)?;
-    missing
-        .into_iter()
-        .map(|i| {
-            out.restored_original(i)
-                .map(|b| (i, b.to_vec()))
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!("Reed-Solomon: column {i} not restored"))
-                })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -307,6 +307,7 @@ pub(crate) fn rebuild(
             )
         })
         .collect();
+    let mut decoder = code::Decoder::default();
     let mut off = 0u64;
     while off < l {
         let slice_len = SLICE.min((l - off) as usize);
@@ -347,7 +348,7 @@ pub(crate) fn rebuild(
                     let par: Vec<Option<&[u8]>> = (0..p)
                         .map(|j| (!set.contains(&(g + j))).then(|| &cols[g + j].bytes[a..b]))
                         .collect();
-                    code::decode(&data, &par)?
+                    decoder.decode(&data, &par)?
                 };
                 for (c, bytes) in restored {
                     cols[c].bytes[a..b].copy_from_slice(&bytes);
