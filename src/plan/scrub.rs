@@ -158,8 +158,6 @@ pub(super) fn scrub<H: PlanHost>(
         left = after.errors;
     }
     s.unhealed = left;
-    repo.load_index()
-        .map_err(step("scrub: reloading the index"))?;
     host.event(PlanEvent::Scrub(&s));
     Ok(s)
 }
