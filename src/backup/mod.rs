@@ -475,8 +475,11 @@ fn finish(
         for pid in own_checkpoints {
             repo.remove_snapshot(&pid)?;
         }
-        // Parity comes after the commit (repo-format.md §14.4): its failure is a warning.
-        crate::parity::after_write(repo);
+        // Parity comes after the commit (repo-format.md §14.4): its failure is a warning. A
+        // run that wrote no pack leaves parity as it is (and reads no parity header).
+        if stored > 0 {
+            crate::parity::after_write(repo);
+        }
         Some(id)
     };
     Ok(BackupOutcome {

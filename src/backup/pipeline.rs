@@ -156,10 +156,12 @@ pub(super) fn packer(
     // + 1 pack buffers, and the CPU spends nothing on page faults.
     let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(uploads + 1);
     packs.recycle_from(recycle_rx);
+    // Full parity groups are computed from the packs as they are written, not read back.
+    let parity = (!dry_run).then(|| crate::parity::Streaming::new(repo)).flatten();
     thread::scope(|scope| {
         for _ in 0..uploads {
             let up_rx = up_rx.clone();
-            let (uploaded, done) = (&uploaded, &done);
+            let (uploaded, done, parity) = (&uploaded, &done, &parity);
             let recycle_tx = recycle_tx.clone();
             scope.spawn(move || {
                 for mut p in up_rx {
@@ -170,6 +172,10 @@ pub(super) fn packer(
                     } else {
                         repo.put_pack_owned(&mut p)
                     };
+                    // A pack whose buffer the backend kept is read back after the backup.
+                    if let (Some(parity), Ok(Some(bytes))) = (parity, &r) {
+                        parity.add(p.id, bytes);
+                    }
                     let mut u = uploaded.lock().unwrap_or_else(|p| p.into_inner());
                     u.pending -= 1;
                     let back = match r {

@@ -20,8 +20,13 @@ pub const SHARD_ALIGN: u64 = 64;
 pub const HASH_LEN: usize = 16;
 /// repo-format.md §14.2, last 4 bytes: the sealed header's length, u32 little-endian.
 pub const TRAILER_LEN: usize = 4;
-/// repo-format.md §14.2: the header version this code writes and reads.
-pub const HEADER_VERSION: u32 = 1;
+/// repo-format.md §14.2: the newest header version this code writes and reads: members in
+/// column order, which is the order they were written in when parity is computed as packs are
+/// written (§14.4).
+pub const HEADER_VERSION: u32 = 2;
+/// repo-format.md §14.2: version 1, members sorted by id; still written for such groups, so a
+/// cairn that knows only version 1 reads them.
+pub const HEADER_VERSION_SORTED: u32 = 1;
 /// Most data packs in one group (repo-format.md §14.3).
 pub const MAX_DATA: usize = 128;
 /// Most parity files in one group (repo-format.md §14.3).
@@ -53,7 +58,7 @@ pub struct ParityHeader {
     pub parity_count: u32,
     /// L: the length of every column (the longest member, rounded up to 64 bytes).
     pub shard_len: u64,
-    /// The G data packs, sorted by id.
+    /// The G data packs in column order (version 1: sorted by id).
     pub members: Vec<Member>,
     /// For each parity shard `j < P`, 16 bytes per sector of its `L` bytes.
     pub shard_hashes: Vec<ByteBuf>,
@@ -104,7 +109,7 @@ impl ParityHeader {
     /// Every rule of repo-format.md §14.2 a reader relies on; `what` names the file.
     pub fn validate(&self, what: &str) -> Result<()> {
         let bad = |why: String| Err(Error::corrupt(what, why));
-        if self.version != HEADER_VERSION {
+        if self.version != HEADER_VERSION && self.version != HEADER_VERSION_SORTED {
             return Err(Error::UnsupportedVersion {
                 what: what.to_string(),
                 found: self.version,
@@ -120,8 +125,15 @@ impl ParityHeader {
         if self.index as usize >= p {
             return bad(format!("shard index {} of {p}", self.index));
         }
-        if self.members.windows(2).any(|w| w[0].id >= w[1].id) {
+        if self.version == HEADER_VERSION_SORTED
+            && self.members.windows(2).any(|w| w[0].id >= w[1].id)
+        {
             return bad("members are not sorted by id without repeats".into());
+        }
+        let mut ids = self.member_ids();
+        ids.sort();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return bad("a pack is a member twice".into());
         }
         let longest = self.members.iter().map(|m| m.len).max().unwrap_or(0);
         if longest == 0 || self.shard_len != shard_len_for(longest) {
@@ -150,8 +162,13 @@ impl ParityHeader {
     }
 }
 
-/// A whole parity file: `shard || sealed header || u32 LE header length`.
-pub fn encode_file(keys: &MasterKeys, header: &ParityHeader, shard: &[u8]) -> Result<Vec<u8>> {
+/// A whole parity file: `shard || sealed header || u32 LE header length`, built in the shard's
+/// own buffer (a large buffer grows in place, so no second copy of the shard is made).
+pub fn encode_file_owned(
+    keys: &MasterKeys,
+    header: &ParityHeader,
+    shard: Vec<u8>,
+) -> Result<Vec<u8>> {
     let plain = to_msgpack_compact(header)?;
     // Sector hashes do not compress.
     let sealed = encode_object(
@@ -161,8 +178,8 @@ pub fn encode_file(keys: &MasterKeys, header: &ParityHeader, shard: &[u8]) -> Re
         &plain,
         Compression::Off,
     )?;
-    let mut out = Vec::with_capacity(shard.len() + sealed.len() + TRAILER_LEN);
-    out.extend_from_slice(shard);
+    let mut out = shard;
+    out.reserve_exact(sealed.len() + TRAILER_LEN);
     out.extend_from_slice(&sealed);
     out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
     Ok(out)
@@ -254,7 +271,7 @@ mod tests {
         let h = header(1);
         assert_eq!(h.shard_len, 5056);
         let shard = vec![7u8; h.shard_len as usize];
-        let file = encode_file(&keys, &h, &shard).expect("test");
+        let file = encode_file_owned(&keys, &h, shard.clone()).expect("test");
         let (back, s) = decode_file(&keys, &file, "parity/x").expect("test");
         assert_eq!(back, h);
         assert_eq!(s, &shard[..]);
@@ -266,7 +283,7 @@ mod tests {
         let keys = MasterKeys::generate().expect("test");
         let h = header(0);
         let shard = vec![7u8; h.shard_len as usize];
-        let file = encode_file(&keys, &h, &shard).expect("test");
+        let file = encode_file_owned(&keys, &h, shard.clone()).expect("test");
         // A flipped byte in the header, a cut file, a trailer that points past the start.
         let mut flipped = file.clone();
         let at = file.len() - 10;
@@ -278,15 +295,35 @@ mod tests {
         let n = trailer.len();
         trailer[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_file(&keys, &trailer, "p").is_err());
-        // Headers that break the rules: unsorted members, wrong shard length, bad index.
-        let mut bad = [header(0), header(0), header(0), header(0)];
+        // Headers that break the rules: unsorted members in version 1, a repeated member,
+        // wrong shard length, bad index, hashes not matching a length, unknown versions.
+        let mut bad = [
+            header(0),
+            header(0),
+            header(0),
+            header(0),
+            header(0),
+            header(0),
+            header(0),
+        ];
+        bad[0].version = HEADER_VERSION_SORTED;
         bad[0].members.swap(0, 1);
         bad[1].shard_len += 64;
         bad[2].index = 2;
         bad[3].members[0].len += 5000;
+        bad[4].members[2] = bad[4].members[0].clone();
+        bad[5].version = HEADER_VERSION + 1;
+        bad[6].version = 0;
         for b in &bad {
             assert!(b.validate("p").is_err(), "{b:?}");
         }
+        // Version 2 takes members in any column order; version 1 sorted ones.
+        let mut any_order = header(0);
+        any_order.members.swap(0, 2);
+        assert!(any_order.validate("p").is_ok());
+        let mut sorted = header(0);
+        sorted.version = HEADER_VERSION_SORTED;
+        assert!(sorted.validate("p").is_ok());
         // Another repository's keys.
         let other = MasterKeys::generate().expect("test");
         assert!(decode_file(&other, &file, "p").is_err());

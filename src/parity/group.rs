@@ -223,6 +223,29 @@ pub(crate) fn write_group(
     if !bad.is_empty() {
         return Ok(Err(bad));
     }
+    let members = members
+        .iter()
+        .zip(hashes)
+        .map(|((id, len), h)| Member {
+            id: *id,
+            len: *len,
+            hashes: ByteBuf::from(h),
+        })
+        .collect();
+    store_group(repo, members, shards, l).map(Ok)
+}
+
+/// Writes the parity files of a group whose shards are computed: `members` in column order
+/// with their sector hashes, `shards` the P recovery shards of length `l`. The header's version
+/// is the lowest that describes it (repo-format.md §14.2: 1 when the members are sorted by
+/// id, else 2). Returns the names written.
+pub(crate) fn store_group(
+    repo: &Repository,
+    members: Vec<Member>,
+    shards: Vec<Vec<u8>>,
+    l: u64,
+) -> Result<Vec<String>> {
+    let backend = repo.backend().as_ref();
     let shard_hashes: Vec<ByteBuf> = shards
         .iter()
         .map(|s| {
@@ -233,33 +256,32 @@ pub(crate) fn write_group(
             )
         })
         .collect();
+    let sorted = members.windows(2).all(|w| w[0].id < w[1].id);
     let mut header = ParityHeader {
-        version: format::HEADER_VERSION,
+        version: if sorted {
+            format::HEADER_VERSION_SORTED
+        } else {
+            format::HEADER_VERSION
+        },
         index: 0,
-        parity_count: p as u32,
+        parity_count: shards.len() as u32,
         shard_len: l,
-        members: members
-            .iter()
-            .zip(hashes)
-            .map(|((id, len), h)| Member {
-                id: *id,
-                len: *len,
-                hashes: ByteBuf::from(h),
-            })
-            .collect(),
+        members,
         shard_hashes,
     };
-    let mut names = Vec::with_capacity(p);
-    for (j, shard) in shards.iter().enumerate() {
+    let mut names = Vec::with_capacity(shards.len());
+    // Each shard becomes its file in place (the header appended to it), and is freed once
+    // written: no second copy of a shard is held.
+    for (j, shard) in shards.into_iter().enumerate() {
         header.index = j as u32;
-        let file = format::encode_file(repo.keys(), &header, shard)?;
+        let file = format::encode_file_owned(repo.keys(), &header, shard)?;
         let name = hex::encode(content_hash(&file));
         backend
             .put(FileKind::Parity, &name, &file)
             .map_err(crate::repo::backend_err(FileKind::Parity, &name))?;
         names.push(name);
     }
-    Ok(Ok(names))
+    Ok(names)
 }
 
 /// What rebuilding one damaged member came to.

@@ -4,19 +4,22 @@
 //! groups whole (`repair parity`), judging what parity can heal (`check`) and healing
 //! (`repair packs`).
 //!
-//! Invariants: parity is written after packs and index are durable and is never part of the
-//! commit order (§10.2): a crash before it leaves packs unprotected, never wrong. A rebuilt pack
+//! Invariants: parity is written only after its packs are durable (after the index too, except
+//! for the full groups a backup streams as it writes) and is never part of the commit order
+//! (§10.2): a crash before it leaves packs unprotected, never wrong. A rebuilt pack
 //! is stored only when its bytes hash to its name, so a wrong parity file can never make a pack
 //! wrong. A group's old parity files are deleted only after the files that replace them are
 //! durable, and only when every surviving member of the old group is in a new one.
 //!
 //! - `format.rs`: the parity file byte by byte;
 //! - `code.rs`: the Reed-Solomon code, slice by slice;
-//! - `group.rs`: one group against storage: writing its parity, rebuilding its packs.
+//! - `group.rs`: one group against storage: writing its parity, rebuilding its packs;
+//! - `stream.rs`: full groups computed while a backup writes its packs, without reading back.
 
 mod code;
 pub mod format;
 mod group;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -26,6 +29,7 @@ use crate::id::PackId;
 use crate::repo::{backend_err, Repository};
 
 pub use format::ParityHeader;
+pub use stream::Streaming;
 
 /// Smallest and largest percentage `--parity` takes.
 pub const PERCENT_RANGE: std::ops::RangeInclusive<u32> = 1..=50;

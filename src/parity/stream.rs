@@ -1,0 +1,276 @@
+//! Parity computed while a backup writes its packs (repo-format.md §14.4), so no pack is read
+//! back from the disk: on a USB disk reading back every new pack would cost as much again as
+//! writing it.
+//!
+//! `reed-solomon-simd` encodes a group at its "high rate" (G above P, every shape of §14.3) as
+//! `FFT(⊕_c IFFT_c(chunk c))`, the data columns taken in chunks of C = P rounded up to a power
+//! of two, each chunk transformed with its own skew. Every step is linear, so a chunk's
+//! transform is the XOR of the transforms of its columns taken one at a time (the others zero):
+//! a column can be added as soon as it is written, knowing only its position, and the group
+//! holds C shards of work space instead of G packs. The result is byte for byte what
+//! [`super::code::Encoder`] computes from the same columns in the same order (a test compares
+//! them for every shape), which is why a streamed group lists its members in the order they
+//! were written (header version 2).
+
+use std::sync::Mutex;
+
+use reed_solomon_simd::engine::{utils::xor, DefaultEngine, Engine, ShardsRefMut};
+use serde_bytes::ByteBuf;
+
+use super::format::{self, Member, SECTOR};
+use super::{group, Shape};
+use crate::id::PackId;
+use crate::repo::Repository;
+
+/// 64-byte blocks transformed at once: 256 KiB of each shard, so the work space stays in cache.
+const SLICE_BLOCKS: usize = 4096;
+/// Streaming is used when its work space, C shards of one pack, stays within this; otherwise
+/// (very large packs at a high percentage) the packs are read back after the backup.
+const MAX_WORK_BYTES: u64 = 128 << 20;
+
+/// The recovery shards of one group, computed one data column at a time in column order.
+pub(crate) struct Accumulator {
+    p: usize,
+    /// C: P rounded up to a power of two.
+    chunk: usize,
+    engine: DefaultEngine,
+    /// C shards of 64-byte blocks, as long as the longest column so far.
+    work: Vec<Vec<[u8; 64]>>,
+    /// Columns added so far: the next column's position.
+    columns: usize,
+    scratch: Vec<[u8; 64]>,
+}
+
+impl Accumulator {
+    /// A group with `p` recovery shards.
+    pub fn new(p: usize) -> Accumulator {
+        let chunk = p.max(1).next_power_of_two();
+        Accumulator {
+            p: p.max(1),
+            chunk,
+            engine: DefaultEngine::new(),
+            work: vec![Vec::new(); chunk],
+            columns: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether a group of `g` data columns and `p` recovery shards is one `reed-solomon-simd`
+    /// surely encodes at the high rate (the only one computed here): G rounded up to a power
+    /// of two above P rounded up. Every full group of §14.3 is.
+    pub fn supports(g: usize, p: usize) -> bool {
+        p >= 1 && g.next_power_of_two() > p.next_power_of_two()
+    }
+
+    /// Adds the next data column (zero-padded to the group's shard length at the end).
+    pub fn add(&mut self, column: &[u8]) {
+        let c = self.chunk;
+        let slot = self.columns % c;
+        // The skew of the column's chunk: its position plus C (the crate's `ifft_skew_end`).
+        let skew = self.columns - slot + c;
+        self.columns += 1;
+        let blocks = column.len().div_ceil(64);
+        for w in &mut self.work {
+            if w.len() < blocks {
+                w.resize(blocks, [0; 64]);
+            }
+        }
+        if self.scratch.len() < c * SLICE_BLOCKS {
+            self.scratch.resize(c * SLICE_BLOCKS, [0; 64]);
+        }
+        let mut start = 0;
+        while start < blocks {
+            let n = SLICE_BLOCKS.min(blocks - start);
+            let scratch = &mut self.scratch[..c * n];
+            scratch.fill([0; 64]);
+            let (from, to) = (start * 64, ((start + n) * 64).min(column.len()));
+            scratch[slot * n..(slot + 1) * n].as_flattened_mut()[..to - from]
+                .copy_from_slice(&column[from..to]);
+            self.engine
+                .ifft(&mut ShardsRefMut::new(c, n, scratch), 0, c, c, skew);
+            for (k, w) in self.work.iter_mut().enumerate() {
+                xor(&mut w[start..start + n], &scratch[k * n..(k + 1) * n]);
+            }
+            start += n;
+        }
+    }
+
+    /// The P recovery shards, each `l` bytes (a multiple of 64, at least the longest column),
+    /// transformed in place in the work space (no second copy of the shards is made).
+    pub fn finish(mut self, l: u64) -> Vec<Vec<u8>> {
+        let (c, p) = (self.chunk, self.p);
+        let blocks = (l / 64) as usize;
+        for w in &mut self.work {
+            w.resize(blocks, [0; 64]);
+        }
+        self.scratch.resize(c * SLICE_BLOCKS.min(blocks.max(1)), [0; 64]);
+        let mut start = 0;
+        while start < blocks {
+            let n = SLICE_BLOCKS.min(blocks - start);
+            let scratch = &mut self.scratch[..c * n];
+            for (k, w) in self.work.iter().enumerate() {
+                scratch[k * n..(k + 1) * n].copy_from_slice(&w[start..start + n]);
+            }
+            self.engine
+                .fft(&mut ShardsRefMut::new(c, n, scratch), 0, c, p, 0);
+            for (j, w) in self.work.iter_mut().take(p).enumerate() {
+                w[start..start + n].copy_from_slice(&scratch[j * n..(j + 1) * n]);
+            }
+            start += n;
+        }
+        self.work.truncate(p);
+        self.work.into_iter().map(Vec::into_flattened).collect()
+    }
+}
+
+/// A group being filled.
+struct Building {
+    acc: Accumulator,
+    members: Vec<Member>,
+    longest: u64,
+}
+
+/// Full groups of G packs protected as the packs are written: each pack is added right after
+/// its write is durable, and a group's parity files are written as soon as its G-th member is.
+/// Packs of a group left short at the end are protected by [`super::after_write`], which reads
+/// them back (and merges them with a smaller group, if any).
+pub struct Streaming<'r> {
+    repo: &'r Repository,
+    shape: Shape,
+    building: Mutex<Option<Building>>,
+}
+
+impl<'r> Streaming<'r> {
+    /// None when the repository has no parity, or its shape or pack size is not streamed.
+    pub fn new(repo: &'r Repository) -> Option<Streaming<'r>> {
+        let shape = repo.parity_shape().ok().flatten()?;
+        let work = shape.parity.next_power_of_two() as u64 * u64::from(repo.config().pack_size);
+        (Accumulator::supports(shape.data, shape.parity) && work <= MAX_WORK_BYTES).then(|| {
+            Streaming {
+                repo,
+                shape,
+                building: Mutex::new(None),
+            }
+        })
+    }
+
+    /// Adds a pack whose write is durable. Writing a full group's parity files can fail: a
+    /// warning on the repository says so, and the packs stay unprotected until
+    /// [`super::after_write`] or `repair parity` protects them.
+    pub fn add(&self, id: PackId, bytes: &[u8]) {
+        let hashes: Vec<u8> = bytes.chunks(SECTOR).flat_map(format::sector_hash).collect();
+        // The group is finished and written under the lock, so only one work space is ever
+        // held (the other writer waits for the parity files of one group in G packs).
+        let mut b = self.building.lock().unwrap_or_else(|p| p.into_inner());
+        let full = {
+            let g = b.get_or_insert_with(|| Building {
+                acc: Accumulator::new(self.shape.parity),
+                members: Vec::with_capacity(self.shape.data),
+                longest: 0,
+            });
+            g.acc.add(bytes);
+            g.longest = g.longest.max(bytes.len() as u64);
+            g.members.push(Member {
+                id,
+                len: bytes.len() as u64,
+                hashes: ByteBuf::from(hashes),
+            });
+            if g.members.len() >= self.shape.data {
+                b.take()
+            } else {
+                None
+            }
+        };
+        if let Some(g) = full {
+            let l = format::shard_len_for(g.longest);
+            let shards = g.acc.finish(l);
+            let n = g.members.len();
+            if let Err(e) = group::store_group(self.repo, g.members, shards, l) {
+                self.repo.warn(format!(
+                    "parity for {n} new packs was not written ({e}); the end of the run or \
+                     `cairn repair parity` protects them"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::code;
+    use super::*;
+
+    fn column(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// What the readback path computes: every column zero-padded to `l`, in order.
+    fn reference(p: usize, cols: &[Vec<u8>], l: usize) -> Vec<Vec<u8>> {
+        let padded: Vec<Vec<u8>> = cols
+            .iter()
+            .map(|c| {
+                let mut v = c.clone();
+                v.resize(l, 0);
+                v
+            })
+            .collect();
+        let refs: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
+        code::encode(p, &refs).expect("test")
+    }
+
+    #[test]
+    fn streamed_shards_equal_the_crates_for_every_group_shape() {
+        // Every percentage's full group, plus shapes around powers of two, with columns of
+        // unequal lengths (not multiples of 64, one longer than a slice).
+        let mut shapes: Vec<(usize, usize)> = (1..=50)
+            .map(|n| {
+                let s = Shape::for_percent(n).expect("test");
+                (s.data, s.parity)
+            })
+            .collect();
+        shapes.extend([(3, 1), (5, 2), (9, 4), (17, 8), (33, 16), (40, 3)]);
+        shapes.sort();
+        shapes.dedup();
+        for (g, p) in shapes {
+            assert!(Accumulator::supports(g, p), "{g}+{p}");
+            let cols: Vec<Vec<u8>> = (0..g)
+                .map(|i| column(100 + (i * 977) % 3000 + if i == 1 { 300_000 } else { 0 }, i as u64))
+                .collect();
+            let longest = cols.iter().map(Vec::len).max().unwrap_or(0);
+            let l = format::shard_len_for(longest as u64);
+            let mut acc = Accumulator::new(p);
+            for c in &cols {
+                acc.add(c);
+            }
+            let got = acc.finish(l);
+            assert_eq!(got, reference(p, &cols, l as usize), "{g}+{p}");
+        }
+    }
+
+    #[test]
+    fn a_shard_length_beyond_every_column_is_zero_padding() {
+        let cols: Vec<Vec<u8>> = (0..20).map(|i| column(5000, i)).collect();
+        let l = format::shard_len_for(5000) + 4096;
+        let mut acc = Accumulator::new(2);
+        for c in &cols {
+            acc.add(c);
+        }
+        assert_eq!(acc.finish(l), reference(2, &cols, l as usize));
+    }
+
+    #[test]
+    fn shapes_the_crate_encodes_at_the_low_rate_are_not_streamed() {
+        assert!(!Accumulator::supports(2, 2));
+        assert!(!Accumulator::supports(3, 4));
+        assert!(!Accumulator::supports(4, 3));
+        assert!(Accumulator::supports(5, 4));
+    }
+}
