@@ -398,7 +398,7 @@ fn killed_mid_backup(mut server: Server) {
             "--no-progress",
             "--json",
             "--retry-timeout",
-            "5s",
+            "20s",
             "-r",
             &url,
         ])
@@ -437,8 +437,21 @@ fn killed_mid_backup(mut server: Server) {
         packs >= 16 && indexes >= 2
     });
     server.kill();
+    let killed = std::time::Instant::now();
     let out = child.wait_with_output().expect("wait");
+    let waited = killed.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The retry budget bounds the whole command: the failed upload and then the removal of
+    // the lock file on the dead server do not get 20 s each (issue 21: within
+    // `--retry-timeout` plus 15 s).
+    assert!(
+        waited < std::time::Duration::from_secs(20 + 15),
+        "the backup ended {waited:?} after the server died: {stderr}"
+    );
+    assert!(
+        stderr.contains("stays valid"),
+        "the error says the repository stays valid: {stderr}"
+    );
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -12,8 +12,11 @@
 //!
 //! Every operation is retried with exponential backoff (0.25 s doubling to 10 s) while the
 //! server fails in a way that may pass (refused or dropped connections, timeouts, 5xx,
-//! throttling); after `retry_for` (2 minutes by default) the command gives up with an error
-//! naming the server and the object. Errors that retrying cannot fix (not found, access denied,
+//! throttling). `retry_for` (2 minutes by default, `--retry-timeout`) is one budget for the
+//! whole command: it runs from the first of an unbroken series of failures, whatever operation
+//! fails, so once the server has failed that long the operation gives up with an error naming
+//! the server and the object, and every later one (removing the lock file, say) fails at once
+//! instead of getting a budget of its own. Errors that retrying cannot fix (not found, access denied,
 //! bad credentials, unknown host key) are returned at once.
 //!
 //! SFTP goes through the system `ssh`, so `~/.ssh/config` applies (host aliases, ports, keys,
@@ -45,7 +48,14 @@ pub struct RemoteBackend {
     slots: Slots,
     /// SFTP: ssh's verdict on a first connection, asked once (see [`ssh_diagnose`]).
     preflight: std::sync::OnceLock<Option<(String, bool)>>,
+    /// Since when every operation has failed (None: the last one succeeded). The retry budget
+    /// (`retry_for`) runs from here and is shared by all operations of the command, so a dead
+    /// server ends the command within it, lock removal included.
+    failing_since: Mutex<Option<Instant>>,
 }
+
+/// The shortest attempt: an operation started with little budget left still gets this long.
+const LAST_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// A counting semaphore: at most `connections` operations in flight.
 struct Slots {
@@ -100,7 +110,27 @@ impl RemoteBackend {
                 freed: Condvar::new(),
             },
             preflight: std::sync::OnceLock::new(),
+            failing_since: Mutex::new(None),
         })
+    }
+
+    /// How long the server has been failing for, if it is.
+    fn failing_for(&self) -> Option<Duration> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Records the outcome of an attempt started at `started` for the shared retry budget: a
+    /// failure counts from the attempt's start (a server that stopped answering failed then).
+    fn record(&self, ok: bool, started: Instant) {
+        let mut f = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            *f = None;
+        } else if f.is_none_or(|t| started < t) {
+            *f = Some(started);
+        }
     }
 
     fn is_sftp(&self) -> bool {
@@ -127,18 +157,38 @@ impl RemoteBackend {
             }
         }
         let _slot = self.slots.acquire();
-        let start = Instant::now();
         // A transfer may take its time on a slow link: one extra second per MiB.
-        let per_attempt = self.opts.retry_for + Duration::from_secs((bytes >> 20) as u64);
+        let allowance = Duration::from_secs((bytes >> 20) as u64);
         let mut delay = Duration::from_millis(250);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
+            // The budget left: what the failures so far (of any operation) have not used. Spent:
+            // the command is giving up, and nothing more is tried (the lock file's removal
+            // does not get a budget of its own).
+            let failing = self.failing_for().unwrap_or_default();
+            if failing > self.opts.retry_for {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{what} {path} not tried: the server {} has failed for {}, more than \
+                         --retry-timeout",
+                        self.location,
+                        human(failing)
+                    ),
+                ));
+            }
+            let left = self.opts.retry_for.saturating_sub(failing);
+            let per_attempt = left.max(LAST_ATTEMPT) + allowance;
+            let started = Instant::now();
             let outcome = self
                 .rt
                 .block_on(async { tokio::time::timeout(per_attempt, f().into_future()).await });
             let (kind, mut message, mut retry) = match outcome {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    self.record(true, started);
+                    return Ok(v);
+                }
                 Ok(Err(e)) => {
                     let retry = retryable(&e);
                     (io_kind(&e), describe(&e), retry)
@@ -153,25 +203,33 @@ impl RemoteBackend {
             // timeout: ask ssh itself what is wrong (and whether waiting can help).
             if let Location::Sftp { endpoint, .. } = &self.location {
                 if retry && (message.contains("connection request") || message.contains("ssh")) {
-                    if let Some((why, transient)) = ssh_diagnose(endpoint, self.opts.retry_for) {
+                    let left = self
+                        .opts
+                        .retry_for
+                        .saturating_sub(self.failing_for().unwrap_or_default());
+                    if let Some((why, transient)) = ssh_diagnose(endpoint, left) {
                         message = why;
                         retry = transient;
                     }
                 }
             }
             if !retry {
+                // An answer (not found, denied): the server is there.
+                self.record(!matches!(kind, io::ErrorKind::TimedOut), started);
                 return Err(io::Error::new(
                     kind,
                     format!("{what} {path} on {}: {message}", self.location),
                 ));
             }
-            let elapsed = start.elapsed();
+            self.record(false, started);
+            let elapsed = self.failing_for().unwrap_or_default();
             if elapsed + delay > self.opts.retry_for {
                 return Err(io::Error::new(
                     kind,
                     format!(
                         "gave up after {} and {attempts} attempts: the server {} keeps failing \
-                         ({what} {path}): {message}",
+                         ({what} {path}): {message}. What was stored completely stays valid: \
+                         the repository can be read, and the next run continues",
                         human(elapsed),
                         self.location
                     ),

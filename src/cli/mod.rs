@@ -113,7 +113,8 @@ pub struct Global {
         value_parser = clap::value_parser!(u16).range(1..=64)
     )]
     pub connections: u16,
-    /// How long to keep retrying a failing remote server before giving up
+    /// How long to keep retrying a failing remote server before giving up (one budget for
+    /// the whole command)
     #[arg(
         long,
         env = "CAIRN_RETRY_TIMEOUT",
