@@ -877,7 +877,7 @@ fn a_config_of_a_later_format_is_named_and_its_copy_is_not_used_instead() {
     let f = Fixture::new();
     let repo = library_open(&f);
     let mut config = repo.config().clone();
-    config.version = 2;
+    config.version = 3;
     let valid_but_newer = encode_object(
         repo.keys(),
         ObjectKind::Config,
@@ -891,7 +891,7 @@ fn a_config_of_a_later_format_is_named_and_its_copy_is_not_used_instead() {
         ObjectKind::Config,
         &[],
         &to_msgpack_named(&Future {
-            version: 2,
+            version: 3,
             layout: "something else",
         })
         .unwrap(),
@@ -900,11 +900,14 @@ fn a_config_of_a_later_format_is_named_and_its_copy_is_not_used_instead() {
     .unwrap();
     for bytes in [valid_but_newer, garbage_newer] {
         fs::write(f.repo.join("config"), &bytes).unwrap();
-        needs_newer(&f.cmd().arg("snapshots").run(), "the repository");
-        needs_newer(
-            &f.cmd().args(["backup", "/dev/null"]).run(),
-            "the repository",
-        );
+        // Format 2 (a repository with put-only keys) is read; 3 is not.
+        for run in [
+            f.cmd().arg("snapshots").run(),
+            f.cmd().args(["backup", "/dev/null"]).run(),
+        ] {
+            refused(&run, &["the repository", "needs a newer cairn (format 3"]);
+            assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
+        }
     }
 }
 

@@ -4,13 +4,17 @@
 //! master keys. Every other stored object is sealed with XChaCha20-Poly1305 under the encryption
 //! key and a fresh random 24-byte nonce; the associated data binds the object's kind (and, for
 //! blobs, its id), so nothing can be passed off as something else. No caller chooses a nonce.
+//!
+//! A put-only key (repo-format.md §2.2) holds no `enc`: what it writes is sealed to the
+//! repository's X25519 public key instead, one ephemeral key pair per object (§4.6), and it
+//! opens nothing. A full key opens both envelopes; the envelope's first 16 bytes say which.
 
 use std::fmt;
 
 use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -85,12 +89,29 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What a set of keys can do with sealed objects (repo-format.md §2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Access {
+    /// The three master keys: seals under `enc`, opens both kinds of envelope.
+    Full {
+        /// XChaCha20-Poly1305 key for every sealed object.
+        enc: Secret,
+        /// The repository's X25519 secret key, derived from `enc` (repo-format.md §2.2).
+        x25519: Secret,
+    },
+    /// A put-only key: seals to the repository's public key, opens nothing.
+    PutOnly,
+}
+
 /// The repository's master keys (repo-format.md §2): drawn once by `init`, never changed,
 /// wrapped by every key file. Everything but key files is sealed or identified with them.
+/// A put-only key's keys lack `enc` (and with it the X25519 secret key): see
+/// [`MasterKeys::put_only`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MasterKeys {
-    /// XChaCha20-Poly1305 key for every sealed object.
-    pub enc: Secret,
+    access: Access,
+    /// The repository's X25519 public key (repo-format.md §2.2).
+    public: [u8; 32],
     /// BLAKE3 key for data chunk ids.
     pub id: Secret,
     /// Seeds the chunker's gear table: its first 8 bytes, little-endian, are the FastCDC seed
@@ -105,11 +126,54 @@ impl MasterKeys {
     /// tree-id key from `id` (BLAKE3 `derive_key`, context `"cairn v1 tree id key"`).
     pub fn new(enc: [u8; 32], id: [u8; 32], chunker: [u8; 32]) -> Self {
         let tree_id = blake3::derive_key("cairn v1 tree id key", &id);
+        let x25519 = Secret(blake3::derive_key(X25519_SECRET_CONTEXT, &enc));
+        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(x25519.0));
         MasterKeys {
-            enc: Secret(enc),
+            access: Access::Full {
+                enc: Secret(enc),
+                x25519,
+            },
+            public: public.to_bytes(),
             id: Secret(id),
             chunker: Secret(chunker),
             tree_id: Secret(tree_id),
+        }
+    }
+
+    /// The keys of a put-only key file (repo-format.md §2.2): the repository's public key, the
+    /// `id` key and the `chunker` key; no `enc`. They seal to the public key and open nothing.
+    pub fn put_only(public: [u8; 32], id: [u8; 32], chunker: [u8; 32]) -> Self {
+        let tree_id = blake3::derive_key("cairn v1 tree id key", &id);
+        MasterKeys {
+            access: Access::PutOnly,
+            public,
+            id: Secret(id),
+            chunker: Secret(chunker),
+            tree_id: Secret(tree_id),
+        }
+    }
+
+    /// The key put-only writers seal their lock files under (repo-format.md §10.3), derived
+    /// from `id`: every key, full or put-only, opens them.
+    fn lock_key(&self) -> Secret {
+        Secret(blake3::derive_key(LOCK_KEY_CONTEXT, &self.id.0))
+    }
+
+    /// Whether these are a put-only key's keys, which can write but never read.
+    pub fn is_put_only(&self) -> bool {
+        self.access == Access::PutOnly
+    }
+
+    /// The repository's X25519 public key (repo-format.md §2.2).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// The `enc` master key; None for a put-only key.
+    pub fn enc(&self) -> Option<&Secret> {
+        match &self.access {
+            Access::Full { enc, .. } => Some(enc),
+            Access::PutOnly => None,
         }
     }
 
@@ -139,8 +203,18 @@ impl MasterKeys {
     /// Seals `plain` as `nonce || ciphertext || tag` with a fresh random nonce
     /// (repo-format.md §4.1); `binding` is the blob id for blob kinds and empty otherwise
     /// (§4.2). The result is [`SEAL_OVERHEAD`] bytes longer than `plain`.
+    ///
+    /// A put-only key seals to the repository's public key instead (§4.6); the result is then
+    /// [`PUBLIC_SEAL_OVERHEAD`] bytes longer.
     pub fn seal(&self, kind: ObjectKind, binding: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-        seal_with(&self.enc.0, kind, binding, plain)
+        match &self.access {
+            Access::Full { enc, .. } => seal_with(&enc.0, kind, binding, plain),
+            // Locks must be read by other put-only writers too (repo-format.md §10.3).
+            Access::PutOnly if kind == ObjectKind::Lock => {
+                seal_with(&self.lock_key().0, kind, binding, plain)
+            }
+            Access::PutOnly => seal_to_public(&self.public, kind, binding, plain),
+        }
     }
 
     /// Opens a sealed object; any change to its bytes, kind or binding fails.
@@ -150,7 +224,9 @@ impl MasterKeys {
         binding: &[u8],
         sealed: &[u8],
     ) -> Result<Vec<u8>, OpenError> {
-        open_with(&self.enc.0, kind, binding, sealed)
+        let mut plain = Vec::new();
+        self.open_into(kind, binding, sealed, &mut plain)?;
+        Ok(plain)
     }
 
     /// [`MasterKeys::open`] into a buffer the caller reuses.
@@ -161,8 +237,93 @@ impl MasterKeys {
         sealed: &[u8],
         plain: &mut Vec<u8>,
     ) -> Result<(), OpenError> {
-        open_into(&self.enc.0, kind, binding, sealed, plain)
+        if kind == ObjectKind::Lock {
+            // A put-only key's lock (repo-format.md §10.3), or else a full key's.
+            if open_into(&self.lock_key().0, kind, binding, sealed, plain).is_ok() {
+                return Ok(());
+            }
+        }
+        let Access::Full { enc, x25519 } = &self.access else {
+            return Err(OpenError::PutOnly);
+        };
+        match sealed.strip_prefix(PUBLIC_MAGIC.as_slice()) {
+            Some(rest) => {
+                if rest.len() < 32 + SEAL_OVERHEAD {
+                    return Err(OpenError::TooShort);
+                }
+                let (ephemeral, rest) = rest.split_at(32);
+                let mut eph = [0u8; 32];
+                eph.copy_from_slice(ephemeral);
+                let key = public_envelope_key(x25519, &eph, &eph, &self.public)
+                    .ok_or(OpenError::Authentication)?;
+                open_into(&key.0, kind, binding, rest, plain)
+            }
+            None => open_into(&enc.0, kind, binding, sealed, plain),
+        }
     }
+}
+
+/// repo-format.md §2.2: BLAKE3 `derive_key` context of the X25519 secret key, from `enc`.
+const X25519_SECRET_CONTEXT: &str = "cairn v2 x25519 secret key";
+/// repo-format.md §10.3: BLAKE3 `derive_key` context of put-only writers' lock key, from `id`.
+const LOCK_KEY_CONTEXT: &str = "cairn v2 put-only lock key";
+/// repo-format.md §4.6: BLAKE3 `derive_key` context of a public envelope's AEAD key.
+const PUBLIC_ENVELOPE_CONTEXT: &str = "cairn v2 x25519 envelope key";
+/// repo-format.md §4.6: the 16 bytes a public envelope starts with (`cairn-put-only-1`).
+pub const PUBLIC_MAGIC: [u8; 16] = *b"cairn-put-only-1";
+/// Bytes a public envelope adds to its plaintext: magic, ephemeral public key, nonce and tag,
+/// 88 (repo-format.md §4.6).
+pub const PUBLIC_SEAL_OVERHEAD: usize = PUBLIC_MAGIC.len() + 32 + SEAL_OVERHEAD;
+
+/// The AEAD key of a public envelope: the X25519 shared secret of `ours` and `theirs`, then
+/// BLAKE3 `derive_key` over `shared || ephemeral public key || repository public key`
+/// (repo-format.md §4.6). The writer holds the ephemeral secret, the reader the repository's.
+/// None when the shared secret is all zero (a public key of small order: never one cairn
+/// writes).
+fn public_envelope_key(
+    ours: &Secret,
+    theirs: &[u8; 32],
+    ephemeral: &[u8; 32],
+    public: &[u8; 32],
+) -> Option<Secret> {
+    let secret = x25519_dalek::StaticSecret::from(ours.0);
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*theirs));
+    if !shared.was_contributory() {
+        return None;
+    }
+    let mut material = Zeroizing::new([0u8; 96]);
+    material[..32].copy_from_slice(shared.as_bytes());
+    material[32..64].copy_from_slice(ephemeral);
+    material[64..].copy_from_slice(public);
+    Some(Secret(blake3::derive_key(
+        PUBLIC_ENVELOPE_CONTEXT,
+        material.as_slice(),
+    )))
+}
+
+/// Seals `plain` to the repository's public key (repo-format.md §4.6):
+/// `magic || ephemeral public key || nonce || ciphertext || tag`, with a fresh ephemeral
+/// X25519 key pair whose secret half is wiped at once: not even the writer can open the
+/// object afterwards.
+fn seal_to_public(
+    public: &[u8; 32],
+    kind: ObjectKind,
+    binding: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>> {
+    let ephemeral = Secret(random_array()?);
+    let eph_public =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(ephemeral.0)).to_bytes();
+    let key = public_envelope_key(&ephemeral, public, &eph_public, public).ok_or_else(|| {
+        Error::InvalidInput("the repository's public key is not a usable X25519 key".into())
+    })?;
+    drop(ephemeral);
+    let sealed = seal_with(&key.0, kind, binding, plain)?;
+    let mut out = Vec::with_capacity(PUBLIC_MAGIC.len() + 32 + sealed.len());
+    out.extend_from_slice(&PUBLIC_MAGIC);
+    out.extend_from_slice(&eph_public);
+    out.extend_from_slice(&sealed);
+    Ok(out)
 }
 
 /// A sealed object failed to open: it is damaged, or was made with another key.
@@ -174,6 +335,9 @@ pub enum OpenError {
     /// The Poly1305 tag does not match: the bytes, kind or binding changed, or the key differs.
     #[error("authentication failed (damaged, or sealed with another key)")]
     Authentication,
+    /// The keys are a put-only key's, which open nothing (repo-format.md §2.2).
+    #[error("a put-only key cannot open what the repository stores")]
+    PutOnly,
 }
 
 thread_local! {
@@ -380,6 +544,24 @@ pub struct KeyInfo {
     pub params: KdfParams,
     /// The copy of the sealed config this key file carries, if any.
     pub config_copy: Option<Vec<u8>>,
+    /// For a put-only key file, what it carries of the config in place of the sealed config it
+    /// cannot open (repo-format.md §2.2); None for a full key.
+    pub put_only: Option<PutOnlyConfig>,
+}
+
+/// What a put-only key file carries of the repository's config (repo-format.md §2.2): what a
+/// backup needs to cut, identify, compress and pack data like every other writer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOnlyConfig {
+    /// The repository id (its cache directory is named by it).
+    #[serde(with = "serde_bytes")]
+    pub repo_id: [u8; 32],
+    /// The chunker parameters of the config (repo-format.md §3.1, §5).
+    pub chunker: crate::chunker::ChunkerParams,
+    /// The config's `compression`.
+    pub compression: String,
+    /// The config's `pack_size`.
+    pub pack_size: u32,
 }
 
 /// Why a key file did not open.
@@ -400,13 +582,16 @@ pub enum KeyFileError {
     Newer(u32),
 }
 
-/// repo-format.md §2.1: the version of key files and key payloads this code reads and writes.
+/// repo-format.md §2.1: the version of key files and of full keys' payloads this code reads
+/// and writes.
 pub const KEY_FILE_VERSION: u32 = 1;
+/// repo-format.md §2.2: the payload version of a put-only key file.
+pub const PUT_ONLY_PAYLOAD_VERSION: u32 = 2;
 
 /// The `version` of a key file or key payload, read alone before anything else (repo-format.md
 /// §12): a future format that no longer parses as this one is still named as newer, not
-/// misread as damage or as a wrong password.
-fn check_version(bytes: &[u8], what: &str) -> Result<(), KeyFileError> {
+/// misread as damage or as a wrong password. Versions above `highest` are newer.
+fn check_version(bytes: &[u8], what: &str, highest: u32) -> Result<u32, KeyFileError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
@@ -414,10 +599,24 @@ fn check_version(bytes: &[u8], what: &str) -> Result<(), KeyFileError> {
     let v: VersionOnly = rmp_serde::from_slice(bytes)
         .map_err(|e| KeyFileError::Malformed(format!("{what}: no version: {e}")))?;
     match v.version {
-        KEY_FILE_VERSION => Ok(()),
         0 => Err(KeyFileError::Malformed(format!("{what} version 0"))),
-        n => Err(KeyFileError::Newer(n)),
+        n if n > highest => Err(KeyFileError::Newer(n)),
+        n => Ok(n),
     }
+}
+
+/// The sealed part of a put-only key file (repo-format.md §2.2): the public key, the id and
+/// chunker keys, and what a backup needs of the config. Nothing in it opens a stored object.
+#[derive(Serialize, Deserialize)]
+struct PutOnlyPayloadRepr {
+    version: u32,
+    public: Secret,
+    id: Secret,
+    chunker: Secret,
+    created_ns: i64,
+    host: String,
+    user: String,
+    config: PutOnlyConfig,
 }
 const SALT_LEN: usize = 32;
 
@@ -438,9 +637,12 @@ pub fn make_key_file(
     let kek = params
         .derive(password, &salt)
         .map_err(Error::InvalidInput)?;
+    let enc = keys
+        .enc()
+        .ok_or_else(|| Error::InvalidInput("a put-only key cannot make a full key file".into()))?;
     let payload = KeyPayloadRepr {
         version: KEY_FILE_VERSION,
-        enc: keys.enc.clone(),
+        enc: enc.clone(),
         id: keys.id.clone(),
         chunker: keys.chunker.clone(),
         created_ns,
@@ -448,10 +650,50 @@ pub fn make_key_file(
         user: user.to_string(),
         config: config_copy.map(<[u8]>::to_vec),
     };
-    let mut plain = rmp_serde::to_vec_named(&payload)
+    let plain = rmp_serde::to_vec_named(&payload)
         .map_err(|e| Error::InvalidInput(format!("encoding key payload: {e}")))?;
+    seal_key_file(Zeroizing::new(plain), &kek, params, salt)
+}
+
+/// Makes a put-only key file (repo-format.md §2.2) for `password`: it carries the public key of
+/// `keys` (a full key's), their `id` and `chunker` keys and `config`, and nothing that opens a
+/// stored object.
+pub fn make_put_only_key_file(
+    keys: &MasterKeys,
+    config: &PutOnlyConfig,
+    password: &[u8],
+    params: KdfParams,
+    host: &str,
+    user: &str,
+    created_ns: i64,
+) -> Result<Vec<u8>> {
+    let salt: [u8; SALT_LEN] = random_array()?;
+    let kek = params
+        .derive(password, &salt)
+        .map_err(Error::InvalidInput)?;
+    let payload = PutOnlyPayloadRepr {
+        version: PUT_ONLY_PAYLOAD_VERSION,
+        public: Secret(keys.public_key()),
+        id: keys.id.clone(),
+        chunker: keys.chunker.clone(),
+        created_ns,
+        host: host.to_string(),
+        user: user.to_string(),
+        config: config.clone(),
+    };
+    let plain = rmp_serde::to_vec_named(&payload)
+        .map_err(|e| Error::InvalidInput(format!("encoding key payload: {e}")))?;
+    seal_key_file(Zeroizing::new(plain), &kek, params, salt)
+}
+
+/// Seals a key payload under the key-encryption key and wraps it in a key file.
+fn seal_key_file(
+    plain: Zeroizing<Vec<u8>>,
+    kek: &Secret,
+    params: KdfParams,
+    salt: [u8; SALT_LEN],
+) -> Result<Vec<u8>> {
     let sealed = seal_with(&kek.0, ObjectKind::KeyPayload, &[], &plain);
-    plain.zeroize();
     let file = KeyFile {
         version: KEY_FILE_VERSION,
         kdf: "argon2id".into(),
@@ -469,7 +711,7 @@ pub fn key_file_params(bytes: &[u8]) -> Result<KdfParams, KeyFileError> {
 }
 
 fn parse_key_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
-    check_version(bytes, "key file")?;
+    check_version(bytes, "key file", KEY_FILE_VERSION)?;
     let file: KeyFile =
         rmp_serde::from_slice(bytes).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
     if file.kdf != "argon2id" {
@@ -497,19 +739,32 @@ pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyIn
         .params
         .derive(password, &file.salt)
         .map_err(KeyFileError::Malformed)?;
-    let mut plain = match open_with(&kek.0, ObjectKind::KeyPayload, &[], &file.sealed) {
-        Ok(p) => p,
+    let plain = match open_with(&kek.0, ObjectKind::KeyPayload, &[], &file.sealed) {
+        Ok(p) => Zeroizing::new(p),
         Err(OpenError::TooShort) => {
             return Err(KeyFileError::Malformed("sealed keys too short".into()))
         }
-        Err(OpenError::Authentication) => return Err(KeyFileError::WrongPassword),
+        Err(OpenError::Authentication | OpenError::PutOnly) => {
+            return Err(KeyFileError::WrongPassword)
+        }
     };
-    let payload = check_version(&plain, "sealed key payload").and_then(|()| {
-        rmp_serde::from_slice::<KeyPayloadRepr>(&plain)
-            .map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))
-    });
-    plain.zeroize();
-    let payload = payload?;
+    let version = check_version(&plain, "sealed key payload", PUT_ONLY_PAYLOAD_VERSION)?;
+    if version == PUT_ONLY_PAYLOAD_VERSION {
+        let p = rmp_serde::from_slice::<PutOnlyPayloadRepr>(&plain)
+            .map_err(|e| KeyFileError::Malformed(format!("sealed put-only keys: {e}")))?;
+        let keys = MasterKeys::put_only(p.public.0, p.id.0, p.chunker.0);
+        let info = KeyInfo {
+            created_ns: p.created_ns,
+            host: p.host.clone(),
+            user: p.user.clone(),
+            params: file.params,
+            config_copy: None,
+            put_only: Some(p.config.clone()),
+        };
+        return Ok((keys, info));
+    }
+    let payload = rmp_serde::from_slice::<KeyPayloadRepr>(&plain)
+        .map_err(|e| KeyFileError::Malformed(format!("sealed keys: {e}")))?;
     let keys = MasterKeys::new(payload.enc.0, payload.id.0, payload.chunker.0);
     let info = KeyInfo {
         created_ns: payload.created_ns,
@@ -517,6 +772,7 @@ pub fn open_key_file(bytes: &[u8], password: &[u8]) -> Result<(MasterKeys, KeyIn
         user: payload.user.clone(),
         params: file.params,
         config_copy: payload.config.clone(),
+        put_only: None,
     };
     Ok((keys, info))
 }
@@ -601,15 +857,16 @@ mod tests {
         ));
     }
 
-    /// A key file whose payload says version 2 (its password is right): newer, not damaged.
+    /// A key file whose payload says version 3 (its password is right): newer, not damaged
+    /// (2 is a put-only key's payload).
     #[test]
     fn a_key_payload_of_a_newer_version_is_named_newer() {
         let k = MasterKeys::generate().expect("test setup");
         let salt = [7u8; SALT_LEN];
         let kek = small().derive(b"pw", &salt).expect("test setup");
         let payload = KeyPayloadRepr {
-            version: 2,
-            enc: k.enc.clone(),
+            version: 3,
+            enc: k.enc().expect("full").clone(),
             id: k.id.clone(),
             chunker: k.chunker.clone(),
             created_ns: 0,
@@ -628,7 +885,7 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&file).expect("test setup");
         assert!(matches!(
             open_key_file(&bytes, b"pw"),
-            Err(KeyFileError::Newer(2))
+            Err(KeyFileError::Newer(3))
         ));
         // A payload of version 2 that no longer has the v1 fields: still newer.
         #[derive(Serialize)]
@@ -637,7 +894,7 @@ mod tests {
             keys: Vec<u8>,
         }
         let plain = rmp_serde::to_vec_named(&Future {
-            version: 2,
+            version: 3,
             keys: vec![1, 2, 3],
         })
         .expect("test setup");
@@ -648,7 +905,7 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&file).expect("test setup");
         assert!(matches!(
             open_key_file(&bytes, b"pw"),
-            Err(KeyFileError::Newer(2))
+            Err(KeyFileError::Newer(3))
         ));
     }
 
@@ -690,11 +947,99 @@ mod tests {
         ));
     }
 
+    fn put_only_of(k: &MasterKeys) -> MasterKeys {
+        MasterKeys::put_only(k.public_key(), k.id.0, k.chunker.0)
+    }
+
+    /// What a put-only key seals, only a full key opens: not the put-only key itself, and not
+    /// under another kind or binding.
+    #[test]
+    fn a_put_only_key_seals_to_the_public_key_and_only_a_full_key_opens_it() {
+        let full = MasterKeys::generate().expect("test setup");
+        let put = put_only_of(&full);
+        let sealed = put
+            .seal(ObjectKind::DataBlob, &[1; 32], b"hello")
+            .expect("seal");
+        assert_eq!(&sealed[..16], &PUBLIC_MAGIC);
+        assert_eq!(sealed.len(), 5 + PUBLIC_SEAL_OVERHEAD);
+        assert_eq!(
+            full.open(ObjectKind::DataBlob, &[1; 32], &sealed)
+                .expect("opens"),
+            b"hello"
+        );
+        assert_eq!(
+            put.open(ObjectKind::DataBlob, &[1; 32], &sealed),
+            Err(OpenError::PutOnly)
+        );
+        assert!(full.open(ObjectKind::TreeBlob, &[1; 32], &sealed).is_err());
+        assert!(full.open(ObjectKind::DataBlob, &[2; 32], &sealed).is_err());
+        // Another repository's full key does not open it.
+        let other = MasterKeys::generate().expect("test setup");
+        assert!(other.open(ObjectKind::DataBlob, &[1; 32], &sealed).is_err());
+        // Nor what a full key sealed.
+        let by_full = full.seal(ObjectKind::Index, b"", b"x").expect("seal");
+        assert_eq!(
+            put.open(ObjectKind::Index, b"", &by_full),
+            Err(OpenError::PutOnly)
+        );
+        // Every bit of a public envelope counts.
+        for i in 0..sealed.len() * 8 {
+            let mut s = sealed.clone();
+            s[i / 8] ^= 1 << (i % 8);
+            assert!(
+                full.open(ObjectKind::DataBlob, &[1; 32], &s).is_err(),
+                "bit {i} flipped but opened"
+            );
+        }
+    }
+
+    /// Both kinds of key read a put-only key's lock; a put-only key does not read a full key's.
+    #[test]
+    fn put_only_locks_open_with_every_key() {
+        let full = MasterKeys::generate().expect("test setup");
+        let put = put_only_of(&full);
+        let lock = put.seal(ObjectKind::Lock, b"", b"lock").expect("seal");
+        assert_eq!(
+            put.open(ObjectKind::Lock, b"", &lock).expect("opens"),
+            b"lock"
+        );
+        assert_eq!(
+            full.open(ObjectKind::Lock, b"", &lock).expect("opens"),
+            b"lock"
+        );
+        let full_lock = full.seal(ObjectKind::Lock, b"", b"lock").expect("seal");
+        assert!(put.open(ObjectKind::Lock, b"", &full_lock).is_err());
+    }
+
+    #[test]
+    fn a_put_only_key_file_opens_put_only_keys_and_carries_the_config() {
+        let full = MasterKeys::generate().expect("test setup");
+        let config = PutOnlyConfig {
+            repo_id: [9; 32],
+            chunker: crate::chunker::ChunkerParams::default(),
+            compression: "auto".into(),
+            pack_size: 1 << 20,
+        };
+        let f = make_put_only_key_file(&full, &config, b"pw", small(), "h", "u", 5)
+            .expect("test setup");
+        let (k, info) = open_key_file(&f, b"pw").expect("opens");
+        assert!(k.is_put_only());
+        assert_eq!(k, put_only_of(&full));
+        assert_eq!(info.put_only, Some(config));
+        assert!(info.config_copy.is_none());
+        assert!(matches!(
+            open_key_file(&f, b"other"),
+            Err(KeyFileError::WrongPassword)
+        ));
+        // It cannot make a full key file.
+        assert!(make_key_file(&k, b"pw", small(), "h", "u", 5, None).is_err());
+    }
+
     #[test]
     fn secrets_do_not_print() {
         let k = MasterKeys::generate().unwrap();
         let s = format!("{k:?}");
         assert!(s.contains("redacted"));
-        assert!(!s.contains(&hex::encode(k.enc.0)));
+        assert!(!s.contains(&hex::encode(k.enc().expect("full").0)));
     }
 }

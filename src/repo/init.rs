@@ -9,7 +9,9 @@ use super::open::MAX_KEY_FILE_LEN;
 use super::{backend_err, has_data, Repository};
 use crate::backend::{Backend, FileKind, CONFIG_NAME};
 use crate::chunker::ChunkerParams;
-use crate::config::{RepoConfig, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
+use crate::config::{
+    RepoConfig, DEFAULT_PACK_SIZE, INIT_FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE,
+};
 use crate::crypto::{self, KdfParams, KeyFileError, KeyInfo, MasterKeys, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::{encode_object, to_msgpack_named, Compression};
@@ -152,7 +154,7 @@ impl Repository {
             }
         }
         let config = RepoConfig {
-            version: FORMAT_VERSION,
+            version: INIT_FORMAT_VERSION,
             id: RepoId(crypto::random_array()?),
             chunker,
             compression: opts.compression.to_string(),
@@ -181,6 +183,7 @@ impl Repository {
             user: opts.user.clone(),
             params: opts.kdf,
             config_copy: Some(sealed.clone()),
+            put_only: None,
         };
         Ok(Repository {
             backend,

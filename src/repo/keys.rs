@@ -137,6 +137,7 @@ impl Repository {
             user: user.to_string(),
             params: kdf,
             config_copy: Some(self.config_bytes.clone()),
+            put_only: None,
         };
         Ok(new)
     }
