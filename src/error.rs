@@ -134,6 +134,11 @@ pub enum Error {
         /// Each structural problem the check found, one message per problem.
         problems: Vec<String>,
     },
+    /// The repository was opened with a put-only key (repo-format.md §2.2), which makes backups
+    /// but reads and deletes nothing; the `String` says what was asked ("run `cairn restore`").
+    /// Exit 1.
+    #[error("this is a put-only key: it can make backups, but it cannot {0}; open the repository with a full key's password")]
+    PutOnly(String),
     /// The caller's cancel flag was set (Ctrl-C in the CLI); what was written so far is
     /// consistent. Exit 130.
     #[error("interrupted")]

@@ -200,8 +200,9 @@ impl FileKind {
     /// The largest file of this kind a reader ever loads whole; anything larger is damaged (or
     /// not cairn's), and reading it would only exhaust memory.
     pub fn max_len(self) -> u64 {
-        /// A sealed object's flag byte, nonce and tag (repo-format.md §4.1, §4.3).
-        const SEALED: u64 = 1 + crate::crypto::SEAL_OVERHEAD as u64;
+        /// A sealed object's flag byte, nonce and tag (repo-format.md §4.1, §4.3), and the magic
+        /// and ephemeral key of one sealed to the public key (§4.6).
+        const SEALED: u64 = 1 + crate::crypto::PUBLIC_SEAL_OVERHEAD as u64;
         match self {
             // repo-format.md §3.1: the config's plaintext is bounded at 1 MiB.
             FileKind::Config => (1 << 20) + SEALED,

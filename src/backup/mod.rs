@@ -243,7 +243,20 @@ pub fn backup(
         parent: parent_id,
     };
     let roots = trie.targets(Path::new("/"));
-    let mut run = run_pipeline(repo, opts, &base, progress, Some(roots), true, |w| {
+    // A put-only key saves no partial snapshots: replacing one deletes the one before, and a
+    // put-only key deletes nothing. Its packs are still named by index files as it goes.
+    let put_only = repo.is_put_only();
+    let no_checkpoints;
+    let opts = if put_only {
+        no_checkpoints = BackupOptions {
+            checkpoint_every: None,
+            ..opts.clone()
+        };
+        &no_checkpoints
+    } else {
+        opts
+    };
+    let mut run = run_pipeline(repo, opts, &base, progress, Some(roots), !put_only, |w| {
         w.backup_trie(&trie, Path::new("/"), parent_tree)
     });
     run.errors.splice(0..0, missing);
@@ -465,7 +478,7 @@ fn finish(
         // are superseded now.
         let mut want: Vec<&String> = base.paths.iter().collect();
         want.sort();
-        for (pid, s) in snapshots {
+        for (pid, s) in snapshots.iter().filter(|_| !repo.is_put_only()) {
             let mut have: Vec<&String> = s.paths.iter().collect();
             have.sort();
             if s.partial && s.host == opts.host && have == want {

@@ -204,6 +204,9 @@ impl Walker<'_> {
         tree.sort();
         let bytes = tree.encode()?;
         let id = self.keys.tree_id(&bytes);
+        // A put-only key cannot read its trees back: the next backup compares against this
+        // machine's record of them (repo-format.md §10.6).
+        self.repo.record_sent_tree(&TreeId(id), &bytes);
         self.store(BlobKind::Tree, id, bytes)?;
         Ok(TreeId(id))
     }

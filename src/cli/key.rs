@@ -17,8 +17,15 @@ pub struct Args {
 enum KeyCmd {
     /// List the key files; the one in use is marked
     List,
-    /// Add a password that opens the repository
-    Add(NewPw),
+    /// Add a password that opens the repository (--put-only: one that can only make backups)
+    Add {
+        #[command(flatten)]
+        pw: NewPw,
+        /// Make a put-only key: it can make backups, but cannot read anything stored (file
+        /// contents, names, trees, other snapshots) and cannot delete (repo-format.md §2.2)
+        #[arg(long)]
+        put_only: bool,
+    },
     /// Remove a key file (not the last, not the one in use)
     Remove {
         /// Key id (full or a unique prefix)
@@ -107,16 +114,17 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
                 }
             }
         }
-        KeyCmd::Add(n) => {
+        KeyCmd::Add { pw: n, put_only } => {
             let pw = new_password(&n)?;
-            let id = repo.add_key(
-                &pw,
-                kdf(&n),
-                &super::hostname(),
-                &super::username(),
-                super::now_ns(),
-            )?;
-            report(ctx, "added", &id)?;
+            let (host, user, now) = (super::hostname(), super::username(), super::now_ns());
+            if put_only {
+                let _lock = ctx.lock(&repo, true, "key add --put-only")?;
+                let id = repo.add_put_only_key(&pw, kdf(&n), &host, &user, now)?;
+                report(ctx, "added put-only key", &id)?;
+            } else {
+                let id = repo.add_key(&pw, kdf(&n), &host, &user, now)?;
+                report(ctx, "added", &id)?;
+            }
         }
         KeyCmd::Remove { id } => {
             let keys = repo.list_keys()?;

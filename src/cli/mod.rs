@@ -243,6 +243,8 @@ pub type CacheHandle = Arc<CachedBackend>;
 pub struct Ctx {
     pub g: Global,
     pub cancel: Arc<AtomicBool>,
+    /// The command being run (`restore`, `key`), as a put-only key's refusal names it.
+    pub command: &'static str,
 }
 
 impl Ctx {
@@ -311,8 +313,17 @@ impl Ctx {
         let opts = OpenOptions {
             cache: cache.zip(cache_root()),
         };
-        let repo = Repository::open_existing(backend, &opts, password)?;
+        let mut repo = Repository::open_existing(backend, &opts, password)?;
         self.print_warnings(&repo);
+        if repo.is_put_only() {
+            // A put-only key makes backups and nothing else (repo-format.md §2.2).
+            if self.command != "backup" {
+                repo.require_full_key(&format!("run `cairn {}`", self.command))?;
+            }
+            if let Some(dir) = cache_dir(&repo) {
+                repo.use_sent_record(&dir.join("put-only"));
+            }
+        }
         Ok(repo)
     }
 
@@ -398,6 +409,7 @@ pub fn main() -> ExitCode {
     let ctx = Ctx {
         g: cli.global,
         cancel,
+        command: cli.command.name(),
     };
     if let Some(name) = cli.command.writer_name().filter(|_| ctx.g.no_lock) {
         eprintln!("cairn: {}", no_lock_refused(name));
@@ -442,6 +454,36 @@ pub fn main() -> ExitCode {
 }
 
 impl Command {
+    /// The command's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Backup(_) => "backup",
+            Command::Snapshots(_) => "snapshots",
+            Command::Ls(_) => "ls",
+            Command::Restore(_) => "restore",
+            Command::Diff(_) => "diff",
+            Command::Stats(_) => "stats",
+            Command::Prune(_) => "prune",
+            Command::Forget(_) => "forget",
+            Command::Check(_) => "check",
+            Command::Unlock(_) => "unlock",
+            Command::Key(_) => "key",
+            Command::Repair(_) => "repair",
+            Command::Copy(_) => "copy",
+            Command::Drill(_) => "drill",
+            Command::Completions(_) => "completions",
+            Command::Plan(_) => "plan",
+            Command::Man(_) => "man",
+            Command::Tag(_) => "tag",
+            Command::Rewrite(_) => "rewrite",
+            Command::Find(_) => "find",
+            Command::Dump(_) => "dump",
+            #[cfg(feature = "mount")]
+            Command::Mount(_) => "mount",
+        }
+    }
+
     /// The name of a command that can change a repository (these refuse `--no-lock`).
     fn writer_name(&self) -> Option<&'static str> {
         Some(match self {

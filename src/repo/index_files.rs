@@ -15,6 +15,9 @@ impl Repository {
     /// Loads every index file. Damaged or zero-length index files are skipped with a warning:
     /// `cairn repair index` rebuilds what they described from the packs.
     pub fn load_index(&mut self) -> Result<()> {
+        if self.is_put_only() {
+            return self.load_sent_index();
+        }
         let listed = self.list(FileKind::Index)?;
         let mut files = Vec::new();
         let mut superseded = std::collections::HashSet::new();
@@ -136,6 +139,7 @@ impl Repository {
         self.backend
             .put(FileKind::Index, &id.to_hex(), &sealed)
             .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
+        self.record_sent_index(&id, &plain);
         Ok(id)
     }
 

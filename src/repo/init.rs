@@ -196,6 +196,7 @@ impl Repository {
             index: Index::new(),
             index_files: Vec::new(),
             warnings: Mutex::new(Vec::new()),
+            sent: None,
         })
     }
 }

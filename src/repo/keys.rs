@@ -41,6 +41,7 @@ impl Repository {
         user: &str,
         now_ns: i64,
     ) -> Result<KeyId> {
+        self.require_full_key("add keys")?;
         let file = crypto::make_key_file(
             &self.keys,
             password,
@@ -50,6 +51,31 @@ impl Repository {
             now_ns,
             Some(&self.config_bytes),
         )?;
+        put_key(self.backend.as_ref(), &file)
+    }
+
+    /// Adds a put-only key file for `password` (repo-format.md §2.2): it makes backups and
+    /// opens nothing stored. The config is raised to format 2 first (once), so that a cairn
+    /// reading only format 1 refuses the repository instead of misjudging what the new key
+    /// writes.
+    pub fn add_put_only_key(
+        &mut self,
+        password: &[u8],
+        kdf: KdfParams,
+        host: &str,
+        user: &str,
+        now_ns: i64,
+    ) -> Result<KeyId> {
+        self.require_full_key("add keys")?;
+        self.raise_to_put_only_format()?;
+        let config = crypto::PutOnlyConfig {
+            repo_id: self.config.id.0,
+            chunker: self.config.chunker,
+            compression: self.config.compression.clone(),
+            pack_size: self.config.pack_size,
+        };
+        let file =
+            crypto::make_put_only_key_file(&self.keys, &config, password, kdf, host, user, now_ns)?;
         put_key(self.backend.as_ref(), &file)
     }
 }
@@ -99,6 +125,7 @@ impl Repository {
     /// Removes a key file. Refuses to remove the last key that opens the repository, and the
     /// key in use (change it with `key passwd` instead).
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
+        self.require_full_key("remove keys")?;
         let keys = self.list_keys()?;
         if !keys.iter().any(|k| k.id == *id) {
             return Err(Error::InvalidInput(format!("there is no key {id}")));
@@ -127,6 +154,7 @@ impl Repository {
         user: &str,
         now_ns: i64,
     ) -> Result<KeyId> {
+        self.require_full_key("change passwords")?;
         let new = self.add_key(password, kdf, host, user, now_ns)?;
         let old = self.key_id;
         delete_key(self.backend.as_ref(), &old)?;

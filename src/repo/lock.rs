@@ -261,7 +261,18 @@ impl RepoLock {
             if name == ours {
                 continue;
             }
-            let Ok(l) = l else { continue };
+            let l = match l {
+                Ok(l) => l,
+                // A put-only key cannot read a full key's lock: it may be a prune's, which must
+                // not run beside a backup whose record of stored data it would make stale.
+                Err(_) if repo.keys().is_put_only() => {
+                    let _ = backend.delete(FileKind::Lock, &ours);
+                    return Err(Error::Locked(format!(
+                        "lock file {name} cannot be read with a put-only key (it is a full key's, perhaps a prune's); try again when it is gone, or remove it with `cairn unlock` and a full key"
+                    )));
+                }
+                Err(_) => continue,
+            };
             if (exclusive || l.exclusive) && !is_stale(&l, host, &boot) {
                 let _ = backend.delete(FileKind::Lock, &ours);
                 return Err(Error::Locked(l.explain(host, now_ns())));

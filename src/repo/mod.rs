@@ -21,6 +21,7 @@ mod index_files;
 mod init;
 mod keys;
 mod open;
+mod sent;
 mod snapshots;
 
 pub use init::{holds_only_init_leftovers, InitOptions};
@@ -52,6 +53,9 @@ pub struct Repository {
     index: Index,
     index_files: Vec<IndexId>,
     warnings: Mutex<Vec<String>>,
+    /// A put-only key's local record of what it sent (repo-format.md §10.6); None for a full
+    /// key, and for a put-only key without a cache directory.
+    sent: Option<sent::SentRecord>,
 }
 
 /// Maps a backend I/O error to a library error naming the object.
@@ -92,6 +96,21 @@ impl Repository {
     /// The master keys the opening key file unwrapped (repo-format.md §2).
     pub fn keys(&self) -> &MasterKeys {
         &self.keys
+    }
+
+    /// Whether the repository was opened with a put-only key (repo-format.md §2.2): it can make
+    /// backups, and read or delete nothing.
+    pub fn is_put_only(&self) -> bool {
+        self.keys.is_put_only()
+    }
+
+    /// Fails with [`Error::PutOnly`] when the repository was opened with a put-only key;
+    /// `what` says what was asked ("run `cairn restore`").
+    pub fn require_full_key(&self, what: &str) -> Result<()> {
+        if self.is_put_only() {
+            return Err(Error::PutOnly(what.to_string()));
+        }
+        Ok(())
     }
 
     /// The decoded config (repo-format.md §3.1), validated when the repository was opened.

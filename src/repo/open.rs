@@ -234,38 +234,19 @@ impl Repository {
                 note,
             });
         };
-        let from_file = config_file
-            .as_ref()
-            .map(|b| (b.clone(), decode_config(&keys, b)));
-        let (config_bytes, config) = match from_file {
-            Some((b, Ok(c))) => (b, c),
-            other => {
-                // Unsupported versions are not damage: never paper over them with the copy.
-                if let Some((_, Err(e @ Error::UnsupportedVersion { .. }))) = other {
-                    return Err(e);
-                }
-                let why = match other {
-                    Some((_, Err(e))) => e.to_string(),
-                    _ => "config is missing or empty".to_string(),
-                };
-                let copy = key_info.config_copy.clone().ok_or_else(|| {
-                    Error::corrupt("config", format!("{why}, and the key file carries no copy"))
-                })?;
-                let c = decode_config(&keys, &copy)?;
-                if config_missing && !has_data(backend.as_ref())? {
-                    warnings.push(format!(
-                        "an interrupted `cairn init` left {} without its config; run `cairn init` again to finish it (until then the copy kept in key file {} is used)",
-                        backend.location(),
-                        key_id.short()
-                    ));
-                } else {
-                    warnings.push(format!(
-                        "{why}; using the copy kept in key file {} (`cairn repair config` writes it back)",
-                        key_id.short()
-                    ));
-                }
-                (copy, c)
-            }
+        let (config_bytes, config) = match &key_info.put_only {
+            // A put-only key cannot open the config: its key file carries what a backup needs
+            // of it (repo-format.md §2.2), and there is no sealed config to keep.
+            Some(p) => (Vec::new(), put_only_config(p)),
+            None => config_and_bytes(
+                &keys,
+                &key_info,
+                key_id,
+                config_file,
+                config_missing,
+                backend.as_ref(),
+                &mut warnings,
+            )?,
         };
         let compression = config
             .compression
@@ -292,12 +273,76 @@ impl Repository {
             index: Index::new(),
             index_files: Vec::new(),
             warnings: Mutex::new(warnings),
+            sent: None,
         })
     }
+}
 
+/// The config a put-only key works with: what its key file carries (repo-format.md §2.2), at
+/// the format version every repository with a put-only key has.
+fn put_only_config(p: &crypto::PutOnlyConfig) -> RepoConfig {
+    RepoConfig {
+        version: crate::config::PUT_ONLY_FORMAT_VERSION,
+        id: crate::id::RepoId(p.repo_id),
+        chunker: p.chunker,
+        compression: p.compression.clone(),
+        pack_size: p.pack_size,
+        parity: None,
+    }
+}
+
+/// The sealed config and its decoding: from `config`, or else from the copy the key file
+/// carries (with a warning saying so).
+fn config_and_bytes(
+    keys: &MasterKeys,
+    key_info: &crypto::KeyInfo,
+    key_id: KeyId,
+    config_file: Option<Vec<u8>>,
+    config_missing: bool,
+    backend: &dyn Backend,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<u8>, RepoConfig)> {
+    let from_file = config_file
+        .as_ref()
+        .map(|b| (b.clone(), decode_config(keys, b)));
+    let (config_bytes, config) = match from_file {
+        Some((b, Ok(c))) => (b, c),
+        other => {
+            // Unsupported versions are not damage: never paper over them with the copy.
+            if let Some((_, Err(e @ Error::UnsupportedVersion { .. }))) = other {
+                return Err(e);
+            }
+            let why = match other {
+                Some((_, Err(e))) => e.to_string(),
+                _ => "config is missing or empty".to_string(),
+            };
+            let copy = key_info.config_copy.clone().ok_or_else(|| {
+                Error::corrupt("config", format!("{why}, and the key file carries no copy"))
+            })?;
+            let c = decode_config(keys, &copy)?;
+            if config_missing && !has_data(backend)? {
+                warnings.push(format!(
+                        "an interrupted `cairn init` left {} without its config; run `cairn init` again to finish it (until then the copy kept in key file {} is used)",
+                        backend.location(),
+                        key_id.short()
+                    ));
+            } else {
+                warnings.push(format!(
+                        "{why}; using the copy kept in key file {} (`cairn repair config` writes it back)",
+                        key_id.short()
+                    ));
+            }
+            (copy, c)
+        }
+    };
+    Ok((config_bytes, config))
+}
+
+impl Repository {
     /// Writes the config back from the copy in use when the stored one is missing or damaged.
     /// Returns whether anything was written.
     pub fn repair_config(&self) -> Result<bool> {
+        self.require_full_key("write the config")?;
         let stored = self.backend.get(FileKind::Config, CONFIG_NAME).ok();
         if stored.as_deref() == Some(self.config_bytes.as_slice()) {
             return Ok(false);

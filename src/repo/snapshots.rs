@@ -24,11 +24,13 @@ impl Repository {
         self.backend
             .put(FileKind::Snapshot, &id.to_hex(), &sealed)
             .map_err(backend_err(FileKind::Snapshot, &id.to_hex()))?;
+        self.record_sent_snapshot(&id, &plain);
         Ok(id)
     }
 
     /// Removes a snapshot file (its data stays until `prune`).
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.require_full_key("delete snapshots")?;
         let name = id.to_hex();
         self.backend
             .delete(FileKind::Snapshot, &name)
@@ -41,6 +43,19 @@ impl Repository {
         #[derive(serde::Deserialize)]
         struct VersionOnly {
             version: u32,
+        }
+        if self.is_put_only() {
+            return self
+                .sent_snapshots()?
+                .into_iter()
+                .find(|(i, _)| i == id)
+                .map(|(_, s)| s)
+                .ok_or_else(|| {
+                    Error::PutOnly(format!(
+                        "read snapshot {}, which this machine's record does not hold",
+                        id.short()
+                    ))
+                });
         }
         let name = id.to_hex();
         let path = FileKind::Snapshot.path(&name);
@@ -71,6 +86,10 @@ impl Repository {
 
     /// The readable snapshots, oldest first, and why the others could not be read.
     fn snapshots_and_skipped(&self) -> Result<SnapshotsAndSkipped> {
+        if self.is_put_only() {
+            // Only what this machine sent, from its own record (repo-format.md §10.6).
+            return Ok((self.sent_snapshots()?, Vec::new()));
+        }
         let listed = self.list(FileKind::Snapshot)?;
         let mut out = Vec::new();
         let mut skipped = Vec::new();
