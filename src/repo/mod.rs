@@ -10,7 +10,8 @@
 //! - `index_files.rs`: loading and writing index files;
 //! - `blobs.rs`: reading blobs and trees, storing packs;
 //! - `snapshots.rs`: writing, reading, listing and selecting snapshots;
-//! - `keys.rs`: adding, listing and removing key files, changing the password.
+//! - `keys.rs`: adding, listing and removing key files, changing the password;
+//! - `sent.rs`: a put-only key's local record of what it sent (its index, trees, snapshots).
 
 pub mod config;
 pub mod lock;

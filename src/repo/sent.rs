@@ -10,7 +10,7 @@
 //!
 //! Layout: `<dir>/index/<id>`, `<dir>/trees/<id>`, `<dir>/snapshots/<id>`, each the MessagePack
 //! plaintext of the object as sealed (an index file, a tree encoding, a snapshot), written to a
-//! temporary name and renamed into place.
+//! temporary name and renamed into place; directories `0700`, files `0600`.
 
 use std::collections::HashSet;
 use std::fs;
@@ -47,10 +47,20 @@ impl SentRecord {
         if path.is_file() {
             return Ok(());
         }
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = self.dir.join(kind);
-        fs::create_dir_all(&dir)?;
+        // Plaintext names and metadata: for this user only.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
         let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(plain)?;
         f.sync_all()?;
         fs::rename(&tmp, &path)
