@@ -387,3 +387,41 @@ fn nothing_in_a_put_only_key_file_opens_the_repositorys_secrets() {
         .filter(|s| s.starts_with(&PUBLIC_MAGIC))
         .all(|s| opens_as_x25519_secret(&x, &public, 6, s)));
 }
+
+/// A put-only key cannot read a full key's lock, so it takes any such lock for a prune and
+/// waits (exit 11); a full key reads a put-only backup's lock like its own.
+#[test]
+fn a_put_only_backup_waits_for_a_full_keys_lock_and_a_full_key_reads_its_lock() {
+    let f = fixture_with_put_only_key();
+    let src = make_source(&f);
+    let open = |pw: &str| {
+        cairn::Repository::open(
+            std::sync::Arc::new(cairn::backend::LocalBackend::new(f.repo.clone())),
+            pw.as_bytes(),
+        )
+        .expect("opens")
+    };
+    let full = open(PASSWORD);
+    let held = cairn::repo::lock::RepoLock::acquire(&full, false, "check", "elsewhere")
+        .expect("a shared lock");
+    let run = put(&f).args(["backup"]).arg(&src).run();
+    run.expect(11);
+    assert!(run.output().contains("locked"), "{}", run.output());
+    drop(held);
+    put_backup(&f, &src);
+
+    let put_only = open(PUT_PASSWORD);
+    let held = cairn::repo::lock::RepoLock::acquire(&put_only, false, "backup", "elsewhere")
+        .expect("a shared lock");
+    let locks = cairn::repo::lock::list_locks(&full).expect("list");
+    assert_eq!(locks.len(), 1);
+    let info = locks[0]
+        .1
+        .as_ref()
+        .expect("the full key reads a put-only key's lock");
+    assert_eq!(info.command, "backup");
+    assert!(cairn::repo::lock::list_locks(&put_only).expect("list")[0]
+        .1
+        .is_ok());
+    drop(held);
+}
