@@ -19,6 +19,7 @@ use serde_bytes::ByteBuf;
 
 use super::format::{self, Member, SECTOR};
 use super::{group, Shape};
+use crate::backend::FileKind;
 use crate::id::PackId;
 use crate::repo::Repository;
 
@@ -95,6 +96,20 @@ impl Accumulator {
         }
     }
 
+    /// The P recovery shards of the columns added so far, leaving the work space as it is so
+    /// that more columns can be added (a copy of the work space is transformed).
+    pub fn shards(&self, l: u64) -> Vec<Vec<u8>> {
+        Accumulator {
+            p: self.p,
+            chunk: self.chunk,
+            engine: DefaultEngine::new(),
+            work: self.work.clone(),
+            columns: self.columns,
+            scratch: Vec::new(),
+        }
+        .finish(l)
+    }
+
     /// The P recovery shards, each `l` bytes (a multiple of 64, at least the longest column),
     /// transformed in place in the work space (no second copy of the shards is made).
     pub fn finish(mut self, l: u64) -> Vec<Vec<u8>> {
@@ -103,7 +118,8 @@ impl Accumulator {
         for w in &mut self.work {
             w.resize(blocks, [0; 64]);
         }
-        self.scratch.resize(c * SLICE_BLOCKS.min(blocks.max(1)), [0; 64]);
+        self.scratch
+            .resize(c * SLICE_BLOCKS.min(blocks.max(1)), [0; 64]);
         let mut start = 0;
         while start < blocks {
             let n = SLICE_BLOCKS.min(blocks - start);
@@ -130,14 +146,48 @@ struct Building {
     longest: u64,
 }
 
+impl Building {
+    fn new(p: usize) -> Building {
+        Building {
+            acc: Accumulator::new(p),
+            members: Vec::new(),
+            longest: 0,
+        }
+    }
+
+    fn add(&mut self, bytes: &[u8], member: Member) {
+        self.acc.add(bytes);
+        self.longest = self.longest.max(bytes.len() as u64);
+        self.members.push(member);
+    }
+}
+
+/// The last full group written, still taking the packs written after it: if the run ends
+/// before the next group is full, this group with them replaces its written files.
+struct Written {
+    group: Building,
+    files: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    open: Option<Building>,
+    last: Option<Written>,
+}
+
 /// Full groups of G packs protected as the packs are written: each pack is added right after
 /// its write is durable, and a group's parity files are written as soon as its G-th member is.
-/// Packs of a group left short at the end are protected by [`super::after_write`], which reads
-/// them back (and merges them with a smaller group, if any).
+///
+/// The packs written after a full group also go on into that group's work space, so that when
+/// the run ends with fewer than G packs in the next group (k of them), [`Streaming::finish`]
+/// writes one group of G + k packs in place of the last one, as [`Shape::split`] would have
+/// grouped them, instead of a short group whose parity costs more than P / G. That holds two
+/// work spaces at once. Packs left short with no full group before them are protected by
+/// [`super::after_write`], which reads them back (and merges them with a smaller group).
 pub struct Streaming<'r> {
     repo: &'r Repository,
     shape: Shape,
-    building: Mutex<Option<Building>>,
+    state: Mutex<State>,
 }
 
 impl<'r> Streaming<'r> {
@@ -149,7 +199,7 @@ impl<'r> Streaming<'r> {
             Streaming {
                 repo,
                 shape,
-                building: Mutex::new(None),
+                state: Mutex::new(State::default()),
             }
         })
     }
@@ -158,37 +208,85 @@ impl<'r> Streaming<'r> {
     /// warning on the repository says so, and the packs stay unprotected until
     /// [`super::after_write`] or `repair parity` protects them.
     pub fn add(&self, id: PackId, bytes: &[u8]) {
-        let hashes: Vec<u8> = bytes.chunks(SECTOR).flat_map(format::sector_hash).collect();
-        // The group is finished and written under the lock, so only one work space is ever
-        // held (the other writer waits for the parity files of one group in G packs).
-        let mut b = self.building.lock().unwrap_or_else(|p| p.into_inner());
-        let full = {
-            let g = b.get_or_insert_with(|| Building {
-                acc: Accumulator::new(self.shape.parity),
-                members: Vec::with_capacity(self.shape.data),
-                longest: 0,
-            });
-            g.acc.add(bytes);
-            g.longest = g.longest.max(bytes.len() as u64);
-            g.members.push(Member {
-                id,
-                len: bytes.len() as u64,
-                hashes: ByteBuf::from(hashes),
-            });
-            if g.members.len() >= self.shape.data {
-                b.take()
-            } else {
-                None
-            }
+        let member = Member {
+            id,
+            len: bytes.len() as u64,
+            hashes: ByteBuf::from(
+                bytes
+                    .chunks(SECTOR)
+                    .flat_map(format::sector_hash)
+                    .collect::<Vec<u8>>(),
+            ),
         };
-        if let Some(g) = full {
-            let l = format::shard_len_for(g.longest);
-            let shards = g.acc.finish(l);
-            let n = g.members.len();
-            if let Err(e) = group::store_group(self.repo, g.members, shards, l) {
+        // Groups are finished and written under the lock, so at most two work spaces are
+        // ever held (the other writer waits for the parity files of one group in G packs).
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let open = s
+            .open
+            .get_or_insert_with(|| Building::new(self.shape.parity));
+        if open.members.len() + 1 < self.shape.data {
+            open.add(bytes, member.clone());
+            // The last written group takes it too, while it stays within a group's bounds.
+            if let Some(last) = &mut s.last {
+                if last.group.members.len() < (2 * self.shape.data - 1).min(format::MAX_DATA) {
+                    last.group.add(bytes, member);
+                } else {
+                    s.last = None;
+                }
+            }
+            return;
+        }
+        open.add(bytes, member);
+        let Some(full) = s.open.take() else {
+            return;
+        };
+        // The group before it is complete for good: its work space goes before this one's
+        // shards are made.
+        s.last = None;
+        let l = format::shard_len_for(full.longest);
+        let shards = full.acc.shards(l);
+        let n = full.members.len();
+        match group::store_group(self.repo, full.members.clone(), shards, l) {
+            Ok(files) => s.last = Some(Written { group: full, files }),
+            Err(e) => self.repo.warn(format!(
+                "parity for {n} new packs was not written ({e}); the end of the run or \
+                 `cairn repair parity` protects them"
+            )),
+        }
+    }
+
+    /// At the end of a run whose packs are all written: when fewer than G packs came after
+    /// the last full group, writes that group with them as one (its written files are deleted
+    /// once the new ones are stored). Otherwise the short group is left to
+    /// [`super::after_write`]. Never fails: what is not done is a warning, and the packs stay
+    /// protected by the files already written or are protected at the end of the command.
+    pub fn finish(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(open), Some(last)) = (s.open.take(), s.last.take()) else {
+            return;
+        };
+        let k = open.members.len();
+        drop(open);
+        if last.group.members.len() != self.shape.data + k {
+            return; // it stopped taking packs (a group's bounds): the short group stays
+        }
+        let Written { group: g, files } = last;
+        let l = format::shard_len_for(g.longest);
+        let n = g.members.len();
+        let shards = g.acc.finish(l);
+        if let Err(e) = group::store_group(self.repo, g.members, shards, l) {
+            self.repo.warn(format!(
+                "parity for {n} new packs was not rewritten as one group ({e}); the end of the \
+                 run protects the last {k}"
+            ));
+            return;
+        }
+        for name in files {
+            // A file left behind describes a group whose packs the new one holds too:
+            // `repair parity` removes it. Its parity stays correct meanwhile.
+            if let Err(e) = self.repo.backend().delete(FileKind::Parity, &name) {
                 self.repo.warn(format!(
-                    "parity for {n} new packs was not written ({e}); the end of the run or \
-                     `cairn repair parity` protects them"
+                    "parity file {name}, replaced by a larger group, was not deleted: {e}"
                 ));
             }
         }
@@ -242,7 +340,12 @@ mod tests {
         for (g, p) in shapes {
             assert!(Accumulator::supports(g, p), "{g}+{p}");
             let cols: Vec<Vec<u8>> = (0..g)
-                .map(|i| column(100 + (i * 977) % 3000 + if i == 1 { 300_000 } else { 0 }, i as u64))
+                .map(|i| {
+                    column(
+                        100 + (i * 977) % 3000 + if i == 1 { 300_000 } else { 0 },
+                        i as u64,
+                    )
+                })
                 .collect();
             let longest = cols.iter().map(Vec::len).max().unwrap_or(0);
             let l = format::shard_len_for(longest as u64);
