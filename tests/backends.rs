@@ -228,6 +228,7 @@ fn remote(url: &str, retry_for: Duration) -> Arc<RemoteBackend> {
                 connections: 4,
                 retry_for,
                 s3: s3_credentials(),
+                ..RemoteOptions::default()
             },
         )
         .expect("open remote"),
