@@ -3,8 +3,9 @@
 //!
 //! Every read has a size bound stated here, checked before anything of that size is buffered:
 //! a name is at most 255 bytes (its length is one byte), an error message at most
-//! [`MAX_MESSAGE`] bytes, an object at most its kind's [`FileKind::max_len`], a listing at most
-//! [`MAX_LIST_BYTES`]. Payloads are read with [`read_exact_bounded`], which grows its buffer
+//! [`MAX_MESSAGE`] bytes, an object to store at most [`max_object_len`] (the largest object
+//! of any kind), an object read at most its kind's [`FileKind::max_len`] (or less, as the
+//! client asks), a listing at most [`MAX_LIST_BYTES`]. Payloads are read with [`read_exact_bounded`], which grows its buffer
 //! only as bytes arrive, so a length a peer announces and never sends costs nothing.
 
 use std::io::{self, Read, Write};
@@ -84,6 +85,17 @@ impl Op {
     fn carries_payload(self) -> bool {
         matches!(self, Op::Put | Op::Replace)
     }
+}
+
+/// The largest object a request may carry: the largest of any kind ([`FileKind::max_len`], a
+/// parity file's). Storing an object larger than its own kind's bound is the client's
+/// business, as with any backend; no reader loads it.
+pub fn max_object_len() -> u64 {
+    FileKind::ALL
+        .map(FileKind::max_len)
+        .into_iter()
+        .max()
+        .unwrap_or(0)
 }
 
 /// A kind's byte on the wire (docs/serve-protocol.md §4); 0 is "no kind".
@@ -325,11 +337,11 @@ pub fn read_request(r: &mut impl Read) -> Result<Option<Request>, FrameError> {
     let (arg0, arg1, payload_len) = (u64_at(&fixed, 0), u64_at(&fixed, 8), u64_at(&fixed, 16));
     let payload = match kind {
         Some(k) if op.carries_payload() => {
-            if payload_len > k.max_len() {
+            if payload_len > max_object_len() {
                 return Err(FrameError::TooLarge {
                     what: format!("an object for {}", k.path(&name)),
                     len: payload_len,
-                    limit: k.max_len(),
+                    limit: max_object_len(),
                 });
             }
             read_exact_bounded(r, payload_len, "object payload")?
@@ -586,16 +598,15 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused_before_anything_of_their_size_is_read() {
-        // A lock of more than a lock's bound, announced but not sent: refused from the header.
+        // An object over any object's bound, announced but not sent: refused from the header.
         let mut f = encoded(Op::Put, Some(FileKind::Lock), ID, [0, 0], b"");
         let at = f.len() - 8;
-        f[at..].copy_from_slice(&(FileKind::Lock.max_len() + 1).to_le_bytes());
+        let max = max_object_len();
+        assert!(max >= FileKind::Parity.max_len() && max >= FileKind::Pack.max_len());
+        f[at..].copy_from_slice(&(max + 1).to_le_bytes());
         match read_request(&mut &f[..]) {
             Err(FrameError::TooLarge { len, limit, .. }) => {
-                assert_eq!(
-                    (len, limit),
-                    (FileKind::Lock.max_len() + 1, FileKind::Lock.max_len())
-                )
+                assert_eq!((len, limit), (max + 1, max))
             }
             other => panic!("{other:?}"),
         }
