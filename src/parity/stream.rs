@@ -96,18 +96,13 @@ impl Accumulator {
         }
     }
 
-    /// The P recovery shards of the columns added so far, leaving the work space as it is so
-    /// that more columns can be added (a copy of the work space is transformed).
-    pub fn shards(&self, l: u64) -> Vec<Vec<u8>> {
-        Accumulator {
-            p: self.p,
-            chunk: self.chunk,
-            engine: DefaultEngine::new(),
-            work: self.work.clone(),
-            columns: self.columns,
-            scratch: Vec::new(),
-        }
-        .finish(l)
+    /// A group's accumulator for the columns from position `first` on (the columns before it
+    /// taken as zero): its shards XORed into those of the first `first` columns are the
+    /// shards of them all, since every step is linear.
+    pub fn starting_at(p: usize, first: usize) -> Accumulator {
+        let mut acc = Accumulator::new(p);
+        acc.columns = first;
+        acc
     }
 
     /// The P recovery shards, each `l` bytes (a multiple of 64, at least the longest column),
@@ -147,9 +142,9 @@ struct Building {
 }
 
 impl Building {
-    fn new(p: usize) -> Building {
+    fn new(acc: Accumulator) -> Building {
         Building {
-            acc: Accumulator::new(p),
+            acc,
             members: Vec::new(),
             longest: 0,
         }
@@ -162,11 +157,14 @@ impl Building {
     }
 }
 
-/// The last full group written, still taking the packs written after it: if the run ends
-/// before the next group is full, this group with them replaces its written files.
+/// The last full group written, and the packs written after it, transformed at the positions
+/// after its G: if the run ends before the next group is full, one group of them all replaces
+/// its files, its shards the written ones XORed with these.
 struct Written {
-    group: Building,
-    files: Vec<String>,
+    members: Vec<Member>,
+    after: Building,
+    /// Its parity files, once written (None: not yet, or their write failed).
+    files: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -178,12 +176,13 @@ struct State {
 /// Full groups of G packs protected as the packs are written: each pack is added right after
 /// its write is durable, and a group's parity files are written as soon as its G-th member is.
 ///
-/// The packs written after a full group also go on into that group's work space, so that when
-/// the run ends with fewer than G packs in the next group (k of them), [`Streaming::finish`]
-/// writes one group of G + k packs in place of the last one, as [`Shape::split`] would have
-/// grouped them, instead of a short group whose parity costs more than P / G. That holds two
-/// work spaces at once. Packs left short with no full group before them are protected by
-/// [`super::after_write`], which reads them back (and merges them with a smaller group).
+/// The packs written after a full group also go into a second work space, at the positions
+/// after that group's members, so that when the run ends with fewer than G packs in the next
+/// group (k of them), [`Streaming::finish`] makes one group of G + k packs of them, as
+/// [`Shape::split`] would have grouped them, instead of a short group whose parity costs more
+/// than P / G: it reads back the full group's P parity files (not its packs) and XORs them in.
+/// Packs left short with no full group before them are protected by [`super::after_write`],
+/// which reads them back (and merges them with a smaller group).
 pub struct Streaming<'r> {
     repo: &'r Repository,
     shape: Shape,
@@ -218,36 +217,51 @@ impl<'r> Streaming<'r> {
                     .collect::<Vec<u8>>(),
             ),
         };
-        // Groups are finished and written under the lock, so at most two work spaces are
-        // ever held (the other writer waits for the parity files of one group in G packs).
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let open = s
-            .open
-            .get_or_insert_with(|| Building::new(self.shape.parity));
-        if open.members.len() + 1 < self.shape.data {
-            open.add(bytes, member.clone());
-            // The last written group takes it too, while it stays within a group's bounds.
-            if let Some(last) = &mut s.last {
-                if last.group.members.len() < (2 * self.shape.data - 1).min(format::MAX_DATA) {
-                    last.group.add(bytes, member);
-                } else {
-                    s.last = None;
+        let (g, p) = (self.shape.data, self.shape.parity);
+        let full = {
+            // Columns are added under the lock, in the order the packs were written.
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let open = s
+                .open
+                .get_or_insert_with(|| Building::new(Accumulator::new(p)));
+            if open.members.len() + 1 < g {
+                open.add(bytes, member.clone());
+                // The last written group takes it too, while it stays within a group's bounds.
+                if let Some(last) = &mut s.last {
+                    if last.members.len() + last.after.members.len()
+                        < (2 * g - 1).min(format::MAX_DATA)
+                    {
+                        last.after.add(bytes, member);
+                    } else {
+                        s.last = None;
+                    }
+                }
+                return;
+            }
+            open.add(bytes, member);
+            let Some(full) = s.open.take() else {
+                return;
+            };
+            // The group before it is complete for good.
+            s.last = Some(Written {
+                members: full.members.clone(),
+                after: Building::new(Accumulator::starting_at(p, g)),
+                files: None,
+            });
+            full
+        };
+        // Transformed in place and written without the lock: the other writer goes on adding.
+        let first = full.members[0].id;
+        let l = format::shard_len_for(full.longest);
+        let n = full.members.len();
+        let shards = full.acc.finish(l);
+        match group::store_group(self.repo, full.members, shards, l) {
+            Ok(files) => {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(last) = s.last.as_mut().filter(|w| w.members[0].id == first) {
+                    last.files = Some(files);
                 }
             }
-            return;
-        }
-        open.add(bytes, member);
-        let Some(full) = s.open.take() else {
-            return;
-        };
-        // The group before it is complete for good: its work space goes before this one's
-        // shards are made.
-        s.last = None;
-        let l = format::shard_len_for(full.longest);
-        let shards = full.acc.shards(l);
-        let n = full.members.len();
-        match group::store_group(self.repo, full.members.clone(), shards, l) {
-            Ok(files) => s.last = Some(Written { group: full, files }),
             Err(e) => self.repo.warn(format!(
                 "parity for {n} new packs was not written ({e}); the end of the run or \
                  `cairn repair parity` protects them"
@@ -265,16 +279,46 @@ impl<'r> Streaming<'r> {
         let (Some(open), Some(last)) = (s.open.take(), s.last.take()) else {
             return;
         };
+        drop(s);
         let k = open.members.len();
         drop(open);
-        if last.group.members.len() != self.shape.data + k {
+        let Written {
+            mut members,
+            after,
+            files,
+        } = last;
+        if after.members.len() != k {
             return; // it stopped taking packs (a group's bounds): the short group stays
         }
-        let Written { group: g, files } = last;
-        let l = format::shard_len_for(g.longest);
-        let n = g.members.len();
-        let shards = g.acc.finish(l);
-        if let Err(e) = group::store_group(self.repo, g.members, shards, l) {
+        // Its files were not written: the packs after it cannot be added to parity that does
+        // not exist, and the end of the command protects them all, reading them back.
+        let Some(files) = files else {
+            return;
+        };
+        let written = match self.written_shards(&files, &members) {
+            Ok(w) => w,
+            Err(why) => {
+                self.repo.warn(format!(
+                    "the last {k} packs are protected on their own: the parity files of the \
+                     group before them cannot be used ({why})"
+                ));
+                return;
+            }
+        };
+        let l = written
+            .iter()
+            .map(|w| w.len() as u64)
+            .chain([format::shard_len_for(after.longest)])
+            .max()
+            .unwrap_or(0);
+        let mut shards = after.acc.finish(l);
+        for (s, w) in shards.iter_mut().zip(&written) {
+            xor_bytes(&mut s[..w.len()], w);
+        }
+        drop(written);
+        members.extend(after.members);
+        let n = members.len();
+        if let Err(e) = group::store_group(self.repo, members, shards, l) {
             self.repo.warn(format!(
                 "parity for {n} new packs was not rewritten as one group ({e}); the end of the \
                  run protects the last {k}"
@@ -290,6 +334,38 @@ impl<'r> Streaming<'r> {
                 ));
             }
         }
+    }
+
+    /// The shards of the group of `members` from its parity files as written in this run,
+    /// each checked against its name and its header.
+    fn written_shards(&self, files: &[String], members: &[Member]) -> Result<Vec<Vec<u8>>, String> {
+        let backend = self.repo.backend();
+        let mut out = Vec::with_capacity(files.len());
+        for (j, name) in files.iter().enumerate() {
+            let what = FileKind::Parity.path(name);
+            let mut bytes = backend
+                .get_at_most(FileKind::Parity, name, FileKind::Parity.max_len())
+                .map_err(|e| format!("{what}: {e}"))?;
+            if hex::encode(blake3::hash(&bytes).as_bytes()) != *name {
+                return Err(format!("{what} does not hash to its name"));
+            }
+            let (h, shard) =
+                format::decode_file(self.repo.keys(), &bytes, &what).map_err(|e| e.to_string())?;
+            if h.index as usize != j || h.parity() != files.len() || h.members != members {
+                return Err(format!("{what} describes another group"));
+            }
+            let len = shard.len();
+            bytes.truncate(len);
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// `a ^= b` byte by byte (both as long).
+fn xor_bytes(a: &mut [u8], b: &[u8]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x ^= y;
     }
 }
 
@@ -355,6 +431,43 @@ mod tests {
             }
             let got = acc.finish(l);
             assert_eq!(got, reference(p, &cols, l as usize), "{g}+{p}");
+        }
+    }
+
+    #[test]
+    fn a_written_groups_shards_xored_with_the_columns_after_it_are_the_larger_groups() {
+        // What `Streaming::finish` does: a full group of G, finished at its own shard length,
+        // then k more columns (one longer than every column before) transformed from position
+        // G on; the XOR is the encoding of all G + k, for every full group shape.
+        for n in [1, 4, 5, 10, 25, 50] {
+            let s = Shape::for_percent(n).expect("test");
+            let (g, p) = (s.data, s.parity);
+            for k in [1, g / 2, g - 1] {
+                if k == 0 || g + k > format::MAX_DATA {
+                    continue;
+                }
+                let cols: Vec<Vec<u8>> = (0..g + k)
+                    .map(|i| {
+                        column(
+                            300 + (i * 613) % 2000 + if i == g { 9000 } else { 0 },
+                            i as u64,
+                        )
+                    })
+                    .collect();
+                let la =
+                    format::shard_len_for(cols[..g].iter().map(Vec::len).max().unwrap_or(0) as u64);
+                let mut first = Accumulator::new(p);
+                cols[..g].iter().for_each(|c| first.add(c));
+                let written = first.finish(la);
+                let mut after = Accumulator::starting_at(p, g);
+                cols[g..].iter().for_each(|c| after.add(c));
+                let l = format::shard_len_for(cols.iter().map(Vec::len).max().unwrap_or(0) as u64);
+                let mut got = after.finish(l);
+                for (s, w) in got.iter_mut().zip(&written) {
+                    xor_bytes(&mut s[..w.len()], w);
+                }
+                assert_eq!(got, reference(p, &cols, l as usize), "{g}+{p}, {k} after");
+            }
         }
     }
 
