@@ -2,7 +2,8 @@
 //! `-r ssh://HOST/PATH`: init, backups and byte-exact restores through it; an append-only
 //! server (a forced command in `authorized_keys`) that refuses every deletion and overwrite,
 //! whatever the client tries, and leaves the repository checking clean; `forget` and `prune`
-//! failing through it and deleting nothing; a dead server giving a clear error naming the host.
+//! failing through it and deleting nothing; malformed and oversized requests ending the session;
+//! a dead server giving a clear error naming the host.
 
 mod common;
 
@@ -301,4 +302,86 @@ fn a_dead_server_is_a_clear_error_naming_the_host_within_the_retry_budget() {
         run.stderr
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn malformed_and_oversized_requests_through_ssh_end_the_session_and_change_nothing() {
+    use cairn::serve::protocol::{self, Op};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if !servers::require_sshd() {
+        return;
+    }
+    let e = Env::start();
+    let repo = e.sshd.path("guarded");
+    e.force_append_only(&repo);
+    let url = e.url(&repo);
+    e.cmd(&url)
+        .args(["init", "--kdf-memory-mib", "8"])
+        .run()
+        .ok();
+    let before = files(&repo);
+    let id = "cd".repeat(32);
+    // An unknown op; a snapshot announced as 2^64-1 bytes and never sent; a name that would
+    // leave its directory.
+    let mut unknown = Vec::new();
+    protocol::write_client_hello(&mut unknown).expect("hello");
+    unknown.extend_from_slice(&[42, 6, 0]);
+    let mut huge = Vec::new();
+    protocol::write_client_hello(&mut huge).expect("hello");
+    protocol::write_request(
+        &mut huge,
+        Op::Put,
+        Some(FileKind::Snapshot),
+        &id,
+        [0, 0],
+        b"",
+    )
+    .expect("request");
+    let at = huge.len() - 8;
+    huge[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+    let mut escape = Vec::new();
+    protocol::write_client_hello(&mut escape).expect("hello");
+    protocol::write_request(
+        &mut escape,
+        Op::Put,
+        Some(FileKind::Snapshot),
+        "../../../../tmp/x",
+        [0, 0],
+        b"x",
+    )
+    .expect("request");
+    for (input, expect) in [
+        (unknown, "unknown operation 42"),
+        (huge, "more than"),
+        (escape, "not an object name"),
+    ] {
+        let mut child = Command::new(e.sshd.bin.join("ssh"))
+            .args([Sshd::HOST, "ignored"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&input)
+            .expect("write");
+        let out = child.wait_with_output().expect("ssh");
+        // The server's exit status, passed on by ssh: the session ended with an error.
+        assert_eq!(out.status.code(), Some(1), "{expect}");
+        let mut r = &out.stdout[..];
+        protocol::read_server_hello(&mut r).expect("hello");
+        let answer = protocol::read_response(&mut r, 0)
+            .expect("a response")
+            .expect_err("an error");
+        assert_eq!(answer.kind(), io::ErrorKind::InvalidInput);
+        assert!(answer.to_string().contains(expect), "{answer}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("malformed request"), "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
+    assert_eq!(files(&repo), before);
 }

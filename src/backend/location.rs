@@ -90,16 +90,27 @@ impl Location {
                 Some((u, h)) => (Some(u), h),
                 None => (None, authority),
             };
-            let (host, port) = match hostport.rsplit_once(':') {
-                Some((h, p)) => {
-                    let port = p
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| err(&format!("{p:?} is not a port: {FORM}")))?;
-                    (h, Some(port))
-                }
-                None => (hostport, None),
+            // An IPv6 address goes in brackets when a port follows or not: `[::1]:2222`.
+            let (host, port) = match hostport.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((h, "")) => (h, None),
+                    Some((h, p)) => match p.strip_prefix(':').map(str::parse::<u16>) {
+                        Some(Ok(p)) if p != 0 => (h, Some(p)),
+                        _ => return Err(err(&format!("{p:?} is not a port: {FORM}"))),
+                    },
+                    None => return Err(err(&format!("no closing bracket: {FORM}"))),
+                },
+                None => match hostport.rsplit_once(':') {
+                    Some((h, p)) => {
+                        let port = p
+                            .parse::<u16>()
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .ok_or_else(|| err(&format!("{p:?} is not a port: {FORM}")))?;
+                        (h, Some(port))
+                    }
+                    None => (hostport, None),
+                },
             };
             // ssh would read a leading '-' as an option; spaces and quotes are no host names.
             let plain = |v: &str| {
@@ -214,7 +225,11 @@ impl fmt::Display for Location {
                 if let Some(u) = user {
                     write!(f, "{u}@")?;
                 }
-                write!(f, "{host}")?;
+                if host.contains(':') {
+                    write!(f, "[{host}]")?;
+                } else {
+                    write!(f, "{host}")?;
+                }
                 if let Some(p) = port {
                     write!(f, ":{p}")?;
                 }
@@ -326,6 +341,8 @@ mod tests {
             "ssh://host:0/srv/repo",
             "ssh://a;b/srv/repo",
             "ssh://-me@host/srv/repo",
+            "ssh://[::1/srv/repo",
+            "ssh://[::1]x/srv/repo",
         ] {
             let e = Location::parse(bad).expect_err(bad);
             assert!(!e.why.is_empty(), "{bad}");
@@ -341,6 +358,8 @@ mod tests {
             "/mnt/usb/repo",
             "ssh://me@host:2222/srv/repo",
             "ssh://backup-box/srv/repo",
+            "ssh://[::1]:2222/srv/repo",
+            "ssh://me@[fe80::1]/srv/repo",
         ] {
             let l = Location::parse(s).expect("test");
             assert_eq!(l.to_string(), s);

@@ -326,6 +326,12 @@ impl SshBackend {
             .map_err(FrameError::Io)
             .and_then(|()| protocol::read_response(&mut conn.r, limit));
         match answer {
+            // The server ends a session after refusing a malformed request: not reused.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidInput => {
+                drop(conn);
+                self.release(None);
+                Ok(Err(e))
+            }
             Ok(a) => {
                 self.release(Some(conn));
                 Ok(a)
@@ -369,6 +375,19 @@ impl SshBackend {
             Some(k) => format!("{} {}", op_name(op), k.path(name)),
             None => op_name(op).to_string(),
         };
+        // Larger than any object: the server would refuse it before reading it, and end the
+        // session; no use sending it (again and again).
+        if payload.len() as u64 > protocol::max_object_len() {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "{what} on {}: {} bytes are more than any object can be ({} bytes at most)",
+                    self.display,
+                    payload.len(),
+                    protocol::max_object_len()
+                ),
+            ));
+        }
         let mut delay = Duration::from_millis(250);
         let mut attempts = 0u32;
         loop {

@@ -573,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn put_new_stores_new_objects_and_never_replaces_a_stored_one() {
+        let tmp = tempfile::tempdir().expect("test");
+        let b = LocalBackend::new(tmp.path().join("repo"));
+        b.create().expect("test");
+        let name = hashed(b"snapshot");
+        b.put_new(FileKind::Snapshot, &name, b"snapshot")
+            .expect("new");
+        // The same bytes again (a retried put): a no-op.
+        b.put_new(FileKind::Snapshot, &name, b"snapshot")
+            .expect("again");
+        for other in [&b"forgery!"[..], b"a longer forgery", b""] {
+            let e = b
+                .put_new(FileKind::Snapshot, &name, other)
+                .expect_err("other bytes");
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+            assert!(e.to_string().contains(&format!("snapshots/{name}")), "{e}");
+        }
+        assert_eq!(b.get(FileKind::Snapshot, &name).expect("test"), b"snapshot");
+        b.put_new(FileKind::Config, "config", b"config")
+            .expect("config");
+        assert!(b.put_new(FileKind::Config, "config", b"CONFIG").is_err());
+        assert_eq!(b.get(FileKind::Config, "config").expect("test"), b"config");
+        assert_eq!(
+            b.remove_temporaries().expect("test"),
+            0,
+            "no temporary left"
+        );
+    }
+
+    #[test]
     fn whole_reads_are_bounded_by_kind() {
         let tmp = tempfile::tempdir().expect("test");
         let root = tmp.path().join("repo");
