@@ -550,9 +550,11 @@ fn unreachable_remote_targets_are_skipped_and_reported_quickly() {
         &format!(
             "[repositories.cloud]\npath = \"s3:http://127.0.0.1:{port}/bucket/cairn\"\n\
              access_key_id = \"GK1\"\nsecret_access_key = \"secret\"\nregion = \"garage\"\n\
+             password_file = \"password\"\n\
+             [repositories.nas]\npath = \"sftp://127.0.0.1:{port}/srv/cairn\"\n\
              password_file = \"password\"\n"
         ),
-        &["cloud", "local"],
+        &["cloud", "nas", "local"],
     );
     let started = Instant::now();
     let run = s.run();
@@ -568,8 +570,20 @@ fn unreachable_remote_targets_are_skipped_and_reported_quickly() {
     let cloud = &summary["targets"][0];
     assert_eq!(cloud["target"], "cloud");
     assert_eq!(cloud["present"], false);
-    assert!(cloud["absent"].is_string(), "{cloud}");
-    assert_eq!(summary["targets"][1]["ok"], true, "the local one ran");
+    assert!(
+        cloud["absent"].as_str().unwrap().starts_with("unreachable"),
+        "{cloud}"
+    );
+    let nas = &summary["targets"][1];
+    assert_eq!(
+        (nas["target"].as_str(), nas["present"].clone()),
+        (Some("nas"), false.into())
+    );
+    assert!(
+        nas["absent"].as_str().unwrap().starts_with("unreachable"),
+        "{nas}"
+    );
+    assert_eq!(summary["targets"][2]["ok"], true, "the local one ran");
 
     let st = s.cmd().args(["--json", "plan", "status"]).run();
     st.ok();
@@ -578,7 +592,10 @@ fn unreachable_remote_targets_are_skipped_and_reported_quickly() {
         (t["name"].as_str(), t["present"].clone()),
         (Some("cloud"), false.into())
     );
-    assert!(t["absent"].is_string(), "{t}");
+    assert!(
+        t["absent"].as_str().unwrap().starts_with("unreachable"),
+        "{t}"
+    );
 }
 
 #[cfg(feature = "remote")]

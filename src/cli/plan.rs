@@ -576,7 +576,15 @@ fn probe_remote(ctx: &Ctx, r: &RepoDef) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     cairn::repo::ensure_exists(backend.as_ref()).map_err(|e| match e.kind() {
         ErrorKind::RepoMissing => format!("no repository at {location}"),
-        _ => format!("unreachable: {e}"),
+        _ => {
+            // The retry layer's reassurance about a half-done upload does not apply here.
+            let e = e.to_string();
+            let e = e.split(". What was stored").next().unwrap_or_default();
+            format!(
+                "unreachable within {}: {e}",
+                plan::span(PROBE_BUDGET.as_secs() as i64)
+            )
+        }
     })
 }
 
