@@ -14,6 +14,9 @@
 //! | `report.rs` | what a run did, as typed values ([`RunReport`], [`TargetRun`], the steps) |
 //! | `status.rs` | `plan status`: each target's health against the plan as typed [`PlanStatus`] values |
 //! | `time.rs` | instants, ages and spans as reports show them |
+//! | `hooks.rs` | `[plans.NAME.hooks]`: `sh -c` commands around a run and their environment |
+//! | `notify.rs` | `[plans.NAME.notify]`: the webhook and healthchecks pings, bounded HTTP requests |
+//! | `metrics.rs` | statuses in the Prometheus text format, and the metrics file written whole |
 //!
 //! Nothing here reads the environment, argv or a terminal, or prints: the caller passes in the
 //! file's text, the clock, the time zone and the machine's name, and opens repositories (asking
@@ -28,7 +31,10 @@
 //!
 //! ```toml
 //! [repositories.usb-a]                 # one table per repository, any name
-//! path = "/media/me/usb-a/cairn"       # a local directory (a USB disk may be unplugged)
+//! path = "/media/me/usb-a/cairn"       # a local directory (a USB disk may be unplugged),
+//!                                      # or an sftp: or s3: location (s3: may add
+//!                                      # access_key_id, secret_access_key or
+//!                                      # secret_access_key_env, region)
 //! password_file = "~/.config/cairn/usb.pw"   # at most one password source:
 //! # password_command = "pass show cairn"     #   its stdout's first line
 //! # password_env = "USB_PASSWORD"            #   the name of an environment variable
@@ -48,6 +54,19 @@
 //! rpo = "26h"                          # optional: recovery point objective (default 26h)
 //! prune = "weekly"                     # optional: always | daily | weekly | monthly | never
 //! check_subset = "5%"                  # optional: read and verify this share of packs per run
+//! check_every = "7d"                   # optional: status alarms past it without a check
+//! drill_every = "30d"                  # optional: ... or without a successful drill
+//! metrics_file = "/var/lib/node_exporter/cairn.prom"   # optional: plan run writes metrics
+//!
+//! [plans.home.hooks]                   # optional, each: sh -c commands (hooks.rs)
+//! before = "systemctl stop app"        # failing, it stops the run
+//! after = "systemctl start app"
+//! on_failure = "logger cairn failed"
+//!
+//! [plans.home.notify]                  # optional, each (notify.rs)
+//! webhook = "https://hooks.example/x"  # POST of the run's JSON summary on failure,
+//! on_success = true                    # and on success
+//! healthcheck = "https://hc-ping.com/UUID"   # GET URL/start, then URL or URL/fail
 //!
 //! [plans.home.schedule]                # optional: which mode on which day
 //! full = "first-sunday"                # default "never"
