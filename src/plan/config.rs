@@ -185,9 +185,12 @@ pub fn parse(text: &str) -> Result<PlanConfig, String> {
             },
             None => ReadData::All,
         };
-        // `sftp:` and `s3:` locations as `--repo` takes them; anything else is a directory.
+        // `sftp:`, `s3:` and `ssh://` locations as `--repo` takes them; anything else is a
+        // directory.
         let remote = match path.to_str() {
-            Some(p) if p.starts_with("sftp:") || p.starts_with("s3:") => {
+            Some(p)
+                if p.starts_with("sftp:") || p.starts_with("s3:") || p.starts_with("ssh://") =>
+            {
                 Location::parse(p).map_err(|e| format!("{key}.path: {e}"))?;
                 true
             }
@@ -857,10 +860,17 @@ pub(super) mod tests {
             "[repositories.s3]\npath = \"s3:http://127.0.0.1:3900/b/p\"\naccess_key_id = \"K\"\n\
              secret_access_key_env = \"S\"\nregion = \"garage\"\n\
              [repositories.nas]\npath = \"sftp:me@nas:/srv/cairn\"\n\
+             [repositories.srv]\npath = \"ssh://me@srv:2222/srv/cairn\"\n\
              [repositories.usb]\npath = \"usb\"\n",
         )
         .expect("valid");
         cfg.resolve_paths(Path::new("/etc/cairn"), None);
+        let srv = &cfg.repositories["srv"];
+        assert!(
+            srv.remote,
+            "an ssh:// target is reached through cairn serve"
+        );
+        assert_eq!(srv.path, PathBuf::from("ssh://me@srv:2222/srv/cairn"));
         let (s3, nas, usb) = (
             &cfg.repositories["s3"],
             &cfg.repositories["nas"],
