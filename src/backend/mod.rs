@@ -18,6 +18,7 @@ mod location;
 mod mem;
 #[cfg(feature = "remote")]
 mod remote;
+mod ssh;
 mod unreadable;
 
 pub use cache::{
@@ -29,6 +30,7 @@ pub use location::{Location, LocationError};
 pub use mem::MemBackend;
 #[cfg(feature = "remote")]
 pub use remote::RemoteBackend;
+pub use ssh::{SshBackend, SshOptions};
 pub use unreadable::{is_read_error, read_around_errors, retry_read, Unreadable, SECTOR};
 
 /// How a remote backend behaves on the wire (ignored by local directories).
@@ -40,6 +42,9 @@ pub struct RemoteOptions {
     pub retry_for: std::time::Duration,
     /// Region and credentials of an S3-compatible bucket (ignored by SFTP, which runs `ssh`).
     pub s3: S3Credentials,
+    /// The program an `ssh://` location's host runs as `PROGRAM serve --repo PATH` (`cairn`;
+    /// the binary takes another from `CAIRN_REMOTE_COMMAND`).
+    pub serve_program: String,
 }
 
 impl Default for RemoteOptions {
@@ -48,6 +53,7 @@ impl Default for RemoteOptions {
             connections: 4,
             retry_for: std::time::Duration::from_secs(120),
             s3: S3Credentials::default(),
+            serve_program: "cairn".into(),
         }
     }
 }
@@ -83,14 +89,23 @@ impl fmt::Debug for S3Credentials {
     }
 }
 
-/// Opens the backend for a location: a local directory, or (with the `remote` feature) an
-/// SFTP server or S3-compatible bucket.
+/// Opens the backend for a location: a local directory, a `cairn serve` through ssh, or
+/// (with the `remote` feature) an SFTP server or S3-compatible bucket.
 pub fn open_location(
     location: &Location,
     remote: RemoteOptions,
 ) -> io::Result<std::sync::Arc<dyn Backend>> {
     match location {
         Location::Local(p) => Ok(std::sync::Arc::new(LocalBackend::new(p.clone()))),
+        Location::Ssh { .. } => Ok(std::sync::Arc::new(SshBackend::open(
+            location,
+            SshOptions {
+                ssh_program: "ssh".into(),
+                serve_program: remote.serve_program,
+                connections: remote.connections,
+                retry_for: remote.retry_for,
+            },
+        )?)),
         #[cfg(feature = "remote")]
         _ => Ok(std::sync::Arc::new(RemoteBackend::open(location, remote)?)),
         #[cfg(not(feature = "remote"))]

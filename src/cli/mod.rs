@@ -25,6 +25,7 @@ mod repair;
 mod repair_from;
 mod restore;
 mod rewrite;
+mod serve;
 mod snapshots;
 mod stats;
 mod tag;
@@ -68,7 +69,8 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
     /// Repository location: a local directory, sftp://[user@]host[:port]/path,
-    /// sftp:[user@]host:/path or s3:http(s)://endpoint/bucket[/prefix]
+    /// sftp:[user@]host:/path, s3:http(s)://endpoint/bucket[/prefix] or
+    /// ssh://[user@]host[:port]/path (a `cairn serve` on the host)
     #[arg(
         short = 'r',
         long = "repo",
@@ -234,6 +236,11 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup rewrite --exclude /home/me/.ssh --dry-run\n  cairn -r /mnt/usb/backup rewrite --exclude '*.key' --forget && cairn -r /mnt/usb/backup prune"
     )]
     Rewrite(rewrite::Args),
+    /// Serve a repository over stdin/stdout (an SSH forced command); clients use -r ssh://[user@]host[:port]/path
+    #[command(
+        after_help = "Example (in ~/.ssh/authorized_keys on the server, one line):\n  command=\"cairn serve --append-only --repo /srv/cairn\",restrict ssh-ed25519 AAAA... laptop\nthen on the client:\n  cairn -r ssh://backup@server/srv/cairn backup ~/Documents"
+    )]
+    Serve(serve::Args),
 }
 
 /// The cache in front of a remote repository, attached once the repository id is known.
@@ -271,9 +278,21 @@ impl Ctx {
         location: &str,
         uncached: bool,
     ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
+        self.backend_with(location, uncached, None)
+    }
+
+    /// As [`Self::backend_at`], with these S3 credentials (a plan file's) in place of the
+    /// environment's.
+    pub fn backend_with(
+        &self,
+        location: &str,
+        uncached: bool,
+        s3: Option<cairn::backend::S3Credentials>,
+    ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
         let loc = Location::parse(location)?;
-        let s3 = match loc {
-            Location::S3 { .. } => aws::s3_credentials()?,
+        let s3 = match (loc.clone(), s3) {
+            (Location::S3 { .. }, Some(c)) => c,
+            (Location::S3 { .. }, None) => aws::s3_credentials()?,
             _ => Default::default(),
         };
         let raw = cairn::backend::open_location(
@@ -282,6 +301,10 @@ impl Ctx {
                 connections: self.g.connections.into(),
                 retry_for: self.g.retry_timeout,
                 s3,
+                serve_program: std::env::var("CAIRN_REMOTE_COMMAND")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "cairn".into()),
             },
         )?;
         if !loc.is_remote() || uncached || self.g.no_cache {
@@ -309,7 +332,18 @@ impl Ctx {
         uncached: bool,
         password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
     ) -> anyhow::Result<Repository> {
-        let (backend, cache) = self.backend_at(location, uncached)?;
+        self.open_with(location, uncached, None, password)
+    }
+
+    /// As [`Self::open_at`], with these S3 credentials in place of the environment's.
+    pub fn open_with(
+        &self,
+        location: &str,
+        uncached: bool,
+        s3: Option<cairn::backend::S3Credentials>,
+        password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> anyhow::Result<Repository> {
+        let (backend, cache) = self.backend_with(location, uncached, s3)?;
         let opts = OpenOptions {
             cache: cache.zip(cache_root()),
         };
@@ -436,6 +470,7 @@ pub fn main() -> ExitCode {
         Command::Man(a) => completions::man(a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Rewrite(a) => rewrite::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
         #[cfg(feature = "mount")]
@@ -479,6 +514,7 @@ impl Command {
             Command::Rewrite(_) => "rewrite",
             Command::Find(_) => "find",
             Command::Dump(_) => "dump",
+            Command::Serve(_) => "serve",
             #[cfg(feature = "mount")]
             Command::Mount(_) => "mount",
         }
