@@ -425,3 +425,42 @@ fn a_put_only_backup_waits_for_a_full_keys_lock_and_a_full_key_reads_its_lock() 
         .is_ok());
     drop(held);
 }
+
+#[test]
+fn a_new_key_whose_password_already_opens_a_key_is_refused_and_nothing_is_written() {
+    // `open` takes the first key file a password opens: a put-only key sharing the full key's
+    // password would give whoever types it the full key, so neither direction is allowed.
+    let f = fixture_with_put_only_key();
+    let keys = f.repo.join("keys");
+    let before = files_in(&keys);
+    let config = fs::read(f.repo.join("config")).expect("config");
+    for (password, put_only) in [
+        (PASSWORD, true),
+        (PUT_PASSWORD, true),
+        (PUT_PASSWORD, false),
+    ] {
+        let mut args = vec!["key", "add", "--kdf-memory-mib", "8"];
+        if put_only {
+            args.push("--put-only");
+        }
+        let run = f.cmd().args(args).env("CAIRN_NEW_PASSWORD", password).run();
+        assert_eq!(
+            run.code, 1,
+            "{password:?} put-only {put_only}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("already opens key"),
+            "{password:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(files_in(&keys), before, "no key file was added");
+    assert_eq!(fs::read(f.repo.join("config")).expect("config"), config);
+    // A password of its own is taken.
+    f.cmd()
+        .args(["key", "add", "--put-only", "--kdf-memory-mib", "8"])
+        .env("CAIRN_NEW_PASSWORD", "a third password")
+        .run()
+        .ok();
+}

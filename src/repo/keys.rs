@@ -42,6 +42,7 @@ impl Repository {
         now_ns: i64,
     ) -> Result<KeyId> {
         self.require_full_key("add keys")?;
+        self.refuse_a_password_in_use(password)?;
         let file = crypto::make_key_file(
             &self.keys,
             password,
@@ -67,6 +68,7 @@ impl Repository {
         now_ns: i64,
     ) -> Result<KeyId> {
         self.require_full_key("add keys")?;
+        self.refuse_a_password_in_use(password)?;
         self.raise_to_put_only_format()?;
         let config = crypto::PutOnlyConfig {
             repo_id: self.config.id.0,
@@ -77,6 +79,32 @@ impl Repository {
         let file =
             crypto::make_put_only_key_file(&self.keys, &config, password, kdf, host, user, now_ns)?;
         put_key(self.backend.as_ref(), &file)
+    }
+}
+
+impl Repository {
+    /// Refuses a new key's password that already opens a key file: `open` takes the first key
+    /// file a password opens, so a put-only password shared with a full key could open the
+    /// full key (or a full password the put-only one). Costs one Argon2id run per key file.
+    fn refuse_a_password_in_use(&self, password: &[u8]) -> Result<()> {
+        for (name, _) in self.list(FileKind::Key)? {
+            let Some(id) = KeyId::from_hex(&name) else {
+                continue;
+            };
+            // A key file that cannot be read or parsed opens nothing.
+            let Ok(bytes) = self.get_verified(FileKind::Key, &name) else {
+                continue;
+            };
+            if crypto::open_key_file(&bytes, password).is_ok() {
+                return Err(Error::InvalidInput(format!(
+                    "the new password already opens key {}: give every key its own password \
+                     (cairn opens the first key file a password opens, so a put-only key and a \
+                     full key sharing one would not stay apart)",
+                    id.short()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
