@@ -13,9 +13,12 @@ use std::io;
 
 mod cache;
 mod fault;
+mod limit;
 mod local;
 mod location;
 mod mem;
+#[cfg(feature = "remote")]
+mod paced_http;
 #[cfg(feature = "remote")]
 mod remote;
 mod unreadable;
@@ -24,6 +27,7 @@ pub use cache::{
     create_private_dir, write_private_file, write_private_file_durable, CachedBackend,
 };
 pub use fault::FaultBackend;
+pub use limit::{Clock, Limits, RateLimiter};
 pub use local::{LayoutError, LocalBackend, NotAnObject};
 pub use location::{Location, LocationError};
 pub use mem::MemBackend;
@@ -84,18 +88,23 @@ impl fmt::Debug for S3Credentials {
 }
 
 /// Opens the backend for a location: a local directory, or (with the `remote` feature) an
-/// SFTP server or S3-compatible bucket.
+/// SFTP server or S3-compatible bucket; both paced by `limits`.
 pub fn open_location(
     location: &Location,
     remote: RemoteOptions,
+    limits: Limits,
 ) -> io::Result<std::sync::Arc<dyn Backend>> {
     match location {
-        Location::Local(p) => Ok(std::sync::Arc::new(LocalBackend::new(p.clone()))),
+        Location::Local(p) => Ok(std::sync::Arc::new(
+            LocalBackend::new(p.clone()).with_limits(limits),
+        )),
         #[cfg(feature = "remote")]
-        _ => Ok(std::sync::Arc::new(RemoteBackend::open(location, remote)?)),
+        _ => Ok(std::sync::Arc::new(
+            RemoteBackend::open(location, remote)?.with_limits(limits),
+        )),
         #[cfg(not(feature = "remote"))]
         _ => {
-            let _ = remote;
+            let _ = (remote, limits);
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(

@@ -130,6 +130,12 @@ pub struct Global {
     /// Read without writing a lock (read-only commands; automatic on a read-only repository)
     #[arg(long, global = true)]
     pub no_lock: bool,
+    /// Limit writes to the repository to KIB KiB/s (any repository, a local directory too)
+    #[arg(long, global = true, value_name = "KIB")]
+    pub limit_upload: Option<u64>,
+    /// Limit reads from the repository to KIB KiB/s (any repository, a local directory too)
+    #[arg(long, global = true, value_name = "KIB")]
+    pub limit_download: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +249,9 @@ pub type CacheHandle = Arc<CachedBackend>;
 pub struct Ctx {
     pub g: Global,
     pub cancel: Arc<AtomicBool>,
+    /// `--limit-upload` and `--limit-download`: one limiter per direction, shared by every
+    /// backend the command opens.
+    pub limits: cairn::backend::Limits,
 }
 
 impl Ctx {
@@ -281,6 +290,7 @@ impl Ctx {
                 retry_for: self.g.retry_timeout,
                 s3,
             },
+            self.limits.clone(),
         )?;
         if !loc.is_remote() || uncached || self.g.no_cache {
             return Ok((raw, None));
@@ -395,9 +405,12 @@ pub fn main() -> ExitCode {
         });
     }
     input::stop_on(cancel.clone());
+    let limits =
+        cairn::backend::Limits::kib_per_sec(cli.global.limit_upload, cli.global.limit_download);
     let ctx = Ctx {
         g: cli.global,
         cancel,
+        limits,
     };
     if let Some(name) = cli.command.writer_name().filter(|_| ctx.g.no_lock) {
         eprintln!("cairn: {}", no_lock_refused(name));
