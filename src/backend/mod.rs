@@ -387,6 +387,13 @@ pub trait Backend: Send + Sync {
         2
     }
 
+    /// Whether each transfer waits on a server (SFTP, S3): readers then keep
+    /// [`Self::connections`] transfers in flight besides the threads working on what has
+    /// arrived, rather than one thread per transfer.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Stores a pack that holds trees. A caching layer keeps a copy: directory listings and
     /// incremental backups then never download it again.
     fn put_tree_pack(&self, name: &str, data: &[u8]) -> io::Result<()> {

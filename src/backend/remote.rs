@@ -447,6 +447,42 @@ async fn read_paced(
     Ok(pieces.into_iter().flatten().collect())
 }
 
+/// Reads `range` of `path` in one request, copying each piece into `out` as it arrives (no
+/// buffer of the whole range besides the caller's, which it reuses from read to read), each
+/// piece waiting for `limit` first. Returns the bytes read; more than `out` holds is an error.
+async fn stream_into(
+    op: &Operator,
+    path: &str,
+    range: std::ops::Range<u64>,
+    out: &std::cell::RefCell<&mut [u8]>,
+    limit: Option<&RateLimiter>,
+) -> opendal::Result<usize> {
+    use futures_util::TryStreamExt;
+    let mut stream = op.reader(path).await?.into_stream(range).await?;
+    let mut at = 0;
+    while let Some(piece) = stream.try_next().await? {
+        if let Some(l) = limit {
+            let wait = l.reserve(piece.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let mut out = out.borrow_mut();
+        for chunk in piece {
+            let end = at + chunk.len();
+            let Some(dst) = out.get_mut(at..end) else {
+                return Err(opendal::Error::new(
+                    DalKind::Unexpected,
+                    "the server sent more bytes than the range asked for",
+                ));
+            };
+            dst.copy_from_slice(&chunk);
+            at = end;
+        }
+    }
+    Ok(at)
+}
+
 /// The OpenDAL operator for a location. S3 is configured from `s3` alone: OpenDAL's own
 /// loading of AWS variables and files is turned off, so the library reads no environment.
 fn build_operator(
@@ -799,16 +835,43 @@ impl Backend for RemoteBackend {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    fn get_range_into<'b>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
         let path = kind.path(name);
+        // Grown, never shrunk: a reused buffer is not zeroed again for every read.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let out = std::cell::RefCell::new(&mut buf[..len]);
         let end = offset + len as u64;
-        let b = self.read_range("read", &path, Some(offset..end), len)?;
-        if b.len() != len {
+        let got = self.run("read", &path, len, || {
+            stream_into(
+                &self.op,
+                &path,
+                offset..end,
+                &out,
+                self.limits.download.as_deref(),
+            )
+        })?;
+        if got != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{path}: {} bytes at {offset}, wanted {len}", b.len()),
+                format!("{path}: {got} bytes at {offset}, wanted {len}"),
             ));
         }
-        Ok(b.to_vec())
+        Ok(&buf[..len])
     }
 
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
@@ -865,6 +928,10 @@ impl Backend for RemoteBackend {
 
     fn connections(&self) -> usize {
         self.opts.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 }
 
