@@ -14,8 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::{FileKind, ObjectTooLarge};
 use crate::backend::{is_read_error, read_around_errors, Unreadable};
+use crate::backend::{FileKind, ObjectTooLarge};
 use crate::error::{Error, Result};
 use crate::id::{content_hash, BlobId, PackId, SnapshotId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
@@ -546,7 +546,12 @@ fn check_pack(
         let whole = || {
             let bound = FileKind::Pack.max_len();
             if size > bound {
-                return Err(ObjectTooLarge::error(FileKind::Pack, &name, bound, Some(size)));
+                return Err(ObjectTooLarge::error(
+                    FileKind::Pack,
+                    &name,
+                    bound,
+                    Some(size),
+                ));
             }
             backend.get_range(FileKind::Pack, &name, 0, size as usize)
         };
