@@ -26,6 +26,7 @@
 //! | [`parity`] | parity across packs: protecting packs, healing damaged or lost ones |
 //! | [`dump`] | one entry of a snapshot as a byte stream: a file's content, a tar or zip archive |
 //! | [`plan`] | backup plans: targets, schedules, RPO, and one run of a plan |
+//! | [`serve`] | `cairn serve`: a repository served over stdin/stdout (an SSH forced command), append-only if asked |
 //! | [`format`](mod@format) | the on-disk format: ids, encryption, chunking, packs, index files (repo-format.md) |
 //! | `mount` | `cairn mount`: snapshots as a read-only FUSE file system (feature `mount`, on by default) |
 //! | [`units`] | sizes and durations as users write them |
@@ -48,6 +49,7 @@ pub mod policy;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod serve;
 pub mod snapshot;
 pub mod units;
 

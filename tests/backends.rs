@@ -1,7 +1,8 @@
 #![cfg(feature = "remote")]
 //! One conformance suite for every storage backend: memory, local directory, SFTP (a real sshd
-//! on loopback) and S3 (a real Garage node on loopback). Whatever the repository code assumes
-//! of a backend (repo-format.md §10) is checked here, the same way on each.
+//! on loopback), `cairn serve` through that sshd (`ssh://`) and S3 (a real Garage node on
+//! loopback). Whatever the repository code assumes of a backend (repo-format.md §10) is checked
+//! here, the same way on each.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::backend::{Backend, FileKind, LocalBackend, Location, MemBackend};
+use cairn::backend::{
+    Backend, FileKind, LocalBackend, Location, MemBackend, SshBackend, SshOptions,
+};
 use cairn::backend::{RemoteBackend, RemoteOptions, S3Credentials};
 use common::servers::{self, Garage, Sshd};
 
@@ -235,6 +238,29 @@ fn local_backend_conforms() {
     conformance(&LocalBackend::new(dir.path().join("repo")));
 }
 
+/// `cairn serve` through a real sshd, reached as `ssh://`: the same contract (the server is
+/// not append-only; tests/serve.rs covers what an append-only one refuses).
+#[test]
+fn ssh_serve_backend_conforms() {
+    if !servers::require_sshd() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let url = format!("ssh://{}{}", Sshd::HOST, sshd.path("conformance").display());
+    let b = SshBackend::open(
+        &Location::parse(&url).expect("location"),
+        SshOptions {
+            ssh_program: sshd.bin.join("ssh"),
+            serve_program: env!("CARGO_BIN_EXE_cairn").into(),
+            connections: 4,
+            retry_for: Duration::from_secs(30),
+        },
+    )
+    .expect("backend");
+    conformance(&b);
+    assert_eq!(b.location(), url);
+}
+
 fn remote(url: &str, retry_for: Duration) -> Arc<RemoteBackend> {
     let loc = Location::parse(url).expect("location");
     Arc::new(
@@ -244,6 +270,7 @@ fn remote(url: &str, retry_for: Duration) -> Arc<RemoteBackend> {
                 connections: 4,
                 retry_for,
                 s3: s3_credentials(),
+                ..RemoteOptions::default()
             },
         )
         .expect("open remote"),

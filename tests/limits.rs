@@ -1,8 +1,8 @@
 //! Bandwidth limits on a local repository (a USB disk shared with other work): a backup under
 //! `--limit-upload` and a restore under `--limit-download` take at least their bytes over the
 //! limit, less the one piece (at most 256 KiB) an idle limiter lets through at once. Only lower
-//! bounds: how much slower a shared machine is, is noise. The same on S3 (Garage) and SFTP
-//! (sshd) on loopback.
+//! bounds: how much slower a shared machine is, is noise. The same on S3 (Garage), SFTP (sshd)
+//! and `cairn serve` through ssh (sshd) on loopback.
 
 mod common;
 
@@ -148,4 +148,17 @@ fn sftp_uploads_and_downloads_keep_to_their_limits() {
     }
     let sshd = Sshd::start();
     remote_limits(&sshd.url("limited"), |c| sshd.apply(c));
+}
+
+#[test]
+fn ssh_serve_uploads_and_downloads_keep_to_their_limits() {
+    if !servers::require_sshd() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("ssh://{}{}", Sshd::HOST, dir.path().join("repo").display());
+    remote_limits(&url, |c| {
+        sshd.apply(c.env("CAIRN_REMOTE_COMMAND", env!("CARGO_BIN_EXE_cairn")))
+    });
 }

@@ -29,6 +29,7 @@ const COMMANDS: &[&str] = &[
     "tag",
     "rewrite",
     "mount",
+    "serve",
 ];
 
 /// The commands `cairn --help` lists (without `help` itself).

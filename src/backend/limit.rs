@@ -8,7 +8,8 @@
 //! debt, which the next takers wait off; so threads are paced together, in the order they ask,
 //! and over any few seconds the bytes moved stay within one piece of `rate × time`.
 //!
-//! Writes to and reads from a local directory are paced as they are made; remote backends pace
+//! Writes to and reads from a local directory, and requests to and answers from `cairn serve`
+//! through ssh, are paced as they are made; the OpenDAL backends pace
 //! each piece of a body as it arrives (downloads) or as it is sent (S3 uploads); an SFTP upload
 //! waits for all its pieces before it is sent whole (OpenDAL's SFTP writer takes one buffer).
 
@@ -189,6 +190,34 @@ impl<R: std::io::Read> std::io::Read for PacedReader<'_, R> {
     }
 }
 
+/// A writer paced by a limiter (none: not paced): no write takes more than a piece, and each
+/// waits for what it wrote to be granted.
+pub(crate) struct PacedWriter<'a, W> {
+    inner: W,
+    limiter: Option<&'a RateLimiter>,
+}
+
+impl<'a, W> PacedWriter<'a, W> {
+    pub(crate) fn new(inner: W, limiter: Option<&'a RateLimiter>) -> Self {
+        PacedWriter { inner, limiter }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PacedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(l) = self.limiter else {
+            return self.inner.write(buf);
+        };
+        let n = self.inner.write(&buf[..buf.len().min(l.piece())])?;
+        l.take(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +300,19 @@ mod tests {
             .expect("test");
         assert_eq!(out, data);
         // 1 MiB at 256 KiB/s, less the first piece (32 KiB) the bucket held.
+        let took = clock.now().as_secs_f64();
+        assert!((took - 3.875).abs() < 1e-6, "{took}");
+    }
+
+    #[test]
+    fn a_paced_writer_writes_pieces_at_the_rate() {
+        use std::io::Write;
+        let (clock, l) = limiter(256 << 10);
+        let mut out = Vec::new();
+        PacedWriter::new(&mut out, Some(&l))
+            .write_all(&[3u8; 1 << 20])
+            .expect("test");
+        assert_eq!(out, vec![3u8; 1 << 20]);
         let took = clock.now().as_secs_f64();
         assert!((took - 3.875).abs() < 1e-6, "{took}");
     }

@@ -4,7 +4,9 @@
 //! - a path (`/mnt/usb/repo`, `repo`): a local directory, the default;
 //! - `sftp://[user@]host[:port]/absolute/path`, and restic's `sftp:[user@]host:/absolute/path`;
 //!   the host may be an alias of `~/.ssh/config` (the system `ssh` client makes the connection);
-//! - `s3:http(s)://endpoint[:port]/bucket[/prefix]`.
+//! - `s3:http(s)://endpoint[:port]/bucket[/prefix]`;
+//! - `ssh://[user@]host[:port]/absolute/path`: a `cairn serve` on the host, started through
+//!   the system `ssh` client (docs/serve-protocol.md).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,6 +22,19 @@ pub enum Location {
         /// `[user@]host` or `ssh://[user@]host[:port]`, as `ssh` takes it.
         endpoint: String,
         /// Absolute directory on the server.
+        path: String,
+    },
+    /// A repository served by `cairn serve` on a host, reached through the system `ssh`
+    /// client, which runs `cairn serve --repo PATH` there (or the forced command of the key
+    /// it logs in with).
+    Ssh {
+        /// The login name, when given (`user@`); else ssh's own choice (`~/.ssh/config`).
+        user: Option<String>,
+        /// The host or `~/.ssh/config` alias.
+        host: String,
+        /// The port, when given; else ssh's own choice.
+        port: Option<u16>,
+        /// Absolute directory on the host.
         path: String,
     },
     /// Objects under a key prefix of an S3-compatible bucket.
@@ -62,6 +77,58 @@ impl Location {
             }
             return Ok(Location::Sftp {
                 endpoint: format!("ssh://{authority}"),
+                path: clean_path(path).ok_or_else(|| err("no path after the host"))?,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("ssh://") {
+            const FORM: &str = "use ssh://[user@]host[:port]/absolute/path";
+            let Some(i) = rest.find('/') else {
+                return Err(err(&format!("no path: {FORM}")));
+            };
+            let (authority, path) = (&rest[..i], &rest[i..]);
+            let (user, hostport) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u), h),
+                None => (None, authority),
+            };
+            // An IPv6 address goes in brackets when a port follows or not: `[::1]:2222`.
+            let (host, port) = match hostport.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((h, "")) => (h, None),
+                    Some((h, p)) => match p.strip_prefix(':').map(str::parse::<u16>) {
+                        Some(Ok(p)) if p != 0 => (h, Some(p)),
+                        _ => return Err(err(&format!("{p:?} is not a port: {FORM}"))),
+                    },
+                    None => return Err(err(&format!("no closing bracket: {FORM}"))),
+                },
+                None => match hostport.rsplit_once(':') {
+                    Some((h, p)) => {
+                        let port = p
+                            .parse::<u16>()
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .ok_or_else(|| err(&format!("{p:?} is not a port: {FORM}")))?;
+                        (h, Some(port))
+                    }
+                    None => (hostport, None),
+                },
+            };
+            // ssh would read a leading '-' as an option; spaces and quotes are no host names.
+            let plain = |v: &str| {
+                !v.is_empty()
+                    && !v.starts_with('-')
+                    && v.chars()
+                        .all(|c| c.is_ascii_graphic() && !"'\"\\`$;|&<>".contains(c))
+            };
+            if !plain(host) {
+                return Err(err(&format!("no usable host name: {FORM}")));
+            }
+            if user.is_some_and(|u| !plain(u)) {
+                return Err(err(&format!("no usable user name: {FORM}")));
+            }
+            return Ok(Location::Ssh {
+                user: user.map(str::to_string),
+                host: host.to_string(),
+                port,
                 path: clean_path(path).ok_or_else(|| err("no path after the host"))?,
             });
         }
@@ -124,7 +191,7 @@ impl Location {
         Ok(Location::Local(PathBuf::from(s)))
     }
 
-    /// Whether the repository is on a server (SFTP or S3), not a local directory: remote
+    /// Whether the repository is on a server (SFTP, S3, `cairn serve`), not a local directory: remote
     /// repositories get a local cache (repo-format.md §10.5) and have no OS lock (§10.3).
     pub fn is_remote(&self) -> bool {
         !matches!(self, Location::Local(_))
@@ -147,6 +214,26 @@ impl fmt::Display for Location {
             Location::Sftp { endpoint, path } => {
                 let host = endpoint.strip_prefix("ssh://").unwrap_or(endpoint);
                 write!(f, "sftp://{host}{path}")
+            }
+            Location::Ssh {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                write!(f, "ssh://")?;
+                if let Some(u) = user {
+                    write!(f, "{u}@")?;
+                }
+                if host.contains(':') {
+                    write!(f, "[{host}]")?;
+                } else {
+                    write!(f, "{host}")?;
+                }
+                if let Some(p) = port {
+                    write!(f, ":{p}")?;
+                }
+                write!(f, "{path}")
             }
             Location::S3 {
                 endpoint,
@@ -197,6 +284,24 @@ mod tests {
             sftp("me@host", "/srv/repo")
         );
         assert_eq!(
+            Location::parse("ssh://me@host:2222/srv//repo/").expect("test"),
+            Location::Ssh {
+                user: Some("me".into()),
+                host: "host".into(),
+                port: Some(2222),
+                path: "/srv/repo".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("ssh://backup-box/srv/repo").expect("test"),
+            Location::Ssh {
+                user: None,
+                host: "backup-box".into(),
+                port: None,
+                path: "/srv/repo".into()
+            }
+        );
+        assert_eq!(
             Location::parse("s3:https://s3.example.com/bucket/a/b/").expect("test"),
             Location::S3 {
                 endpoint: "https://s3.example.com".into(),
@@ -227,7 +332,17 @@ mod tests {
             "s3:http://host",
             "s3:http://host/",
             "s3:https://host/b/../x",
-            "",
+            "ssh://host",
+            "ssh://host/",
+            "ssh:///srv/repo",
+            "ssh://me@/srv/repo",
+            "ssh://-oProxyCommand=x/srv/repo",
+            "ssh://host:port/srv/repo",
+            "ssh://host:0/srv/repo",
+            "ssh://a;b/srv/repo",
+            "ssh://-me@host/srv/repo",
+            "ssh://[::1/srv/repo",
+            "ssh://[::1]x/srv/repo",
         ] {
             let e = Location::parse(bad).expect_err(bad);
             assert!(!e.why.is_empty(), "{bad}");
@@ -241,6 +356,10 @@ mod tests {
             "s3:https://s3.example.com/bucket/a/b",
             "s3:http://127.0.0.1:3900/b",
             "/mnt/usb/repo",
+            "ssh://me@host:2222/srv/repo",
+            "ssh://backup-box/srv/repo",
+            "ssh://[::1]:2222/srv/repo",
+            "ssh://me@[fe80::1]/srv/repo",
         ] {
             let l = Location::parse(s).expect("test");
             assert_eq!(l.to_string(), s);

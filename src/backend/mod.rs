@@ -21,6 +21,7 @@ mod mem;
 mod paced_http;
 #[cfg(feature = "remote")]
 mod remote;
+mod ssh;
 mod unreadable;
 
 pub use cache::{
@@ -33,6 +34,7 @@ pub use location::{Location, LocationError};
 pub use mem::MemBackend;
 #[cfg(feature = "remote")]
 pub use remote::RemoteBackend;
+pub use ssh::{SshBackend, SshOptions};
 pub use unreadable::{is_read_error, read_around_errors, retry_read, Unreadable, SECTOR};
 
 /// How a remote backend behaves on the wire (ignored by local directories).
@@ -44,6 +46,9 @@ pub struct RemoteOptions {
     pub retry_for: std::time::Duration,
     /// Region and credentials of an S3-compatible bucket (ignored by SFTP, which runs `ssh`).
     pub s3: S3Credentials,
+    /// The program an `ssh://` location's host runs as `PROGRAM serve --repo PATH` (`cairn`;
+    /// the binary takes another from `CAIRN_REMOTE_COMMAND`).
+    pub serve_program: String,
 }
 
 impl Default for RemoteOptions {
@@ -52,6 +57,7 @@ impl Default for RemoteOptions {
             connections: 4,
             retry_for: std::time::Duration::from_secs(120),
             s3: S3Credentials::default(),
+            serve_program: "cairn".into(),
         }
     }
 }
@@ -87,8 +93,8 @@ impl fmt::Debug for S3Credentials {
     }
 }
 
-/// Opens the backend for a location: a local directory, or (with the `remote` feature) an
-/// SFTP server or S3-compatible bucket; both paced by `limits`.
+/// Opens the backend for a location: a local directory, a `cairn serve` through ssh, or
+/// (with the `remote` feature) an SFTP server or S3-compatible bucket; all paced by `limits`.
 pub fn open_location(
     location: &Location,
     remote: RemoteOptions,
@@ -97,6 +103,18 @@ pub fn open_location(
     match location {
         Location::Local(p) => Ok(std::sync::Arc::new(
             LocalBackend::new(p.clone()).with_limits(limits),
+        )),
+        Location::Ssh { .. } => Ok(std::sync::Arc::new(
+            SshBackend::open(
+                location,
+                SshOptions {
+                    ssh_program: "ssh".into(),
+                    serve_program: remote.serve_program,
+                    connections: remote.connections,
+                    retry_for: remote.retry_for,
+                },
+            )?
+            .with_limits(limits),
         )),
         #[cfg(feature = "remote")]
         _ => Ok(std::sync::Arc::new(

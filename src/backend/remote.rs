@@ -492,6 +492,11 @@ fn build_operator(
 ) -> io::Result<Operator> {
     let op = match location {
         Location::Local(_) => return Err(invalid("a local path is not a remote location")),
+        Location::Ssh { .. } => {
+            return Err(invalid(format!(
+                "{location} is served by `cairn serve`, not an SFTP server or a bucket"
+            )))
+        }
         Location::Sftp { endpoint, path } => {
             let root = if sftp_root_override.is_empty() {
                 path.as_str()
@@ -976,6 +981,7 @@ mod tests {
             connections: 1,
             retry_for: Duration::from_secs(5),
             s3,
+            ..RemoteOptions::default()
         };
         // What the library must not read: credentials and a region in its environment.
         let env = [

@@ -157,7 +157,9 @@ pub(super) fn packer(
     let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(uploads + 1);
     packs.recycle_from(recycle_rx);
     // Full parity groups are computed from the packs as they are written, not read back.
-    let parity = (!dry_run).then(|| crate::parity::Streaming::new(repo)).flatten();
+    let parity = (!dry_run)
+        .then(|| crate::parity::Streaming::new(repo))
+        .flatten();
     thread::scope(|scope| {
         for _ in 0..uploads {
             let up_rx = up_rx.clone();
@@ -290,7 +292,12 @@ pub(super) fn packer(
         drop(up_tx); // uploaders finish what they hold and stop
         let packs = drain();
         result?;
-        Ok((packs?, stored))
+        let packs = packs?;
+        // Every pack is written: a short last group joins the full group before it.
+        if let Some(parity) = &parity {
+            parity.finish();
+        }
+        Ok((packs, stored))
     })
 }
 

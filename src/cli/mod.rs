@@ -25,6 +25,7 @@ mod repair;
 mod repair_from;
 mod restore;
 mod rewrite;
+mod serve;
 mod snapshots;
 mod stats;
 mod tag;
@@ -68,7 +69,8 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
     /// Repository location: a local directory, sftp://[user@]host[:port]/path,
-    /// sftp:[user@]host:/path or s3:http(s)://endpoint/bucket[/prefix]
+    /// sftp:[user@]host:/path, s3:http(s)://endpoint/bucket[/prefix] or
+    /// ssh://[user@]host[:port]/path (a `cairn serve` on the host)
     #[arg(
         short = 'r',
         long = "repo",
@@ -240,6 +242,11 @@ pub enum Command {
         after_help = "Example:\n  cairn -r /mnt/usb/backup rewrite --exclude /home/me/.ssh --dry-run\n  cairn -r /mnt/usb/backup rewrite --exclude '*.key' --forget && cairn -r /mnt/usb/backup prune"
     )]
     Rewrite(rewrite::Args),
+    /// Serve a repository over stdin/stdout (an SSH forced command); clients use -r ssh://[user@]host[:port]/path
+    #[command(
+        after_help = "Example (in ~/.ssh/authorized_keys on the server, one line):\n  command=\"cairn serve --append-only --repo /srv/cairn\",restrict ssh-ed25519 AAAA... laptop\nthen on the client:\n  cairn -r ssh://backup@server/srv/cairn backup ~/Documents"
+    )]
+    Serve(serve::Args),
 }
 
 /// The cache in front of a remote repository, attached once the repository id is known.
@@ -289,6 +296,10 @@ impl Ctx {
                 connections: self.g.connections.into(),
                 retry_for: self.g.retry_timeout,
                 s3,
+                serve_program: std::env::var("CAIRN_REMOTE_COMMAND")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "cairn".into()),
             },
             self.limits.clone(),
         )?;
@@ -437,6 +448,7 @@ pub fn main() -> ExitCode {
         Command::Man(a) => completions::man(a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Rewrite(a) => rewrite::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
         #[cfg(feature = "mount")]

@@ -19,6 +19,7 @@ use serde_bytes::ByteBuf;
 
 use super::format::{self, Member, SECTOR};
 use super::{group, Shape};
+use crate::backend::FileKind;
 use crate::id::PackId;
 use crate::repo::Repository;
 
@@ -95,6 +96,15 @@ impl Accumulator {
         }
     }
 
+    /// A group's accumulator for the columns from position `first` on (the columns before it
+    /// taken as zero): its shards XORed into those of the first `first` columns are the
+    /// shards of them all, since every step is linear.
+    pub fn starting_at(p: usize, first: usize) -> Accumulator {
+        let mut acc = Accumulator::new(p);
+        acc.columns = first;
+        acc
+    }
+
     /// The P recovery shards, each `l` bytes (a multiple of 64, at least the longest column),
     /// transformed in place in the work space (no second copy of the shards is made).
     pub fn finish(mut self, l: u64) -> Vec<Vec<u8>> {
@@ -103,7 +113,8 @@ impl Accumulator {
         for w in &mut self.work {
             w.resize(blocks, [0; 64]);
         }
-        self.scratch.resize(c * SLICE_BLOCKS.min(blocks.max(1)), [0; 64]);
+        self.scratch
+            .resize(c * SLICE_BLOCKS.min(blocks.max(1)), [0; 64]);
         let mut start = 0;
         while start < blocks {
             let n = SLICE_BLOCKS.min(blocks - start);
@@ -130,14 +141,52 @@ struct Building {
     longest: u64,
 }
 
+impl Building {
+    fn new(acc: Accumulator) -> Building {
+        Building {
+            acc,
+            members: Vec::new(),
+            longest: 0,
+        }
+    }
+
+    fn add(&mut self, bytes: &[u8], member: Member) {
+        self.acc.add(bytes);
+        self.longest = self.longest.max(bytes.len() as u64);
+        self.members.push(member);
+    }
+}
+
+/// The last full group written, and the packs written after it, transformed at the positions
+/// after its G: if the run ends before the next group is full, one group of them all replaces
+/// its files, its shards the written ones XORed with these.
+struct Written {
+    members: Vec<Member>,
+    after: Building,
+    /// Its parity files, once written (None: not yet, or their write failed).
+    files: Option<Vec<String>>,
+}
+
+#[derive(Default)]
+struct State {
+    open: Option<Building>,
+    last: Option<Written>,
+}
+
 /// Full groups of G packs protected as the packs are written: each pack is added right after
 /// its write is durable, and a group's parity files are written as soon as its G-th member is.
-/// Packs of a group left short at the end are protected by [`super::after_write`], which reads
-/// them back (and merges them with a smaller group, if any).
+///
+/// The packs written after a full group also go into a second work space, at the positions
+/// after that group's members, so that when the run ends with fewer than G packs in the next
+/// group (k of them), [`Streaming::finish`] makes one group of G + k packs of them, as
+/// [`Shape::split`] would have grouped them, instead of a short group whose parity costs more
+/// than P / G: it reads back the full group's P parity files (not its packs) and XORs them in.
+/// Packs left short with no full group before them are protected by [`super::after_write`],
+/// which reads them back (and merges them with a smaller group).
 pub struct Streaming<'r> {
     repo: &'r Repository,
     shape: Shape,
-    building: Mutex<Option<Building>>,
+    state: Mutex<State>,
 }
 
 impl<'r> Streaming<'r> {
@@ -149,7 +198,7 @@ impl<'r> Streaming<'r> {
             Streaming {
                 repo,
                 shape,
-                building: Mutex::new(None),
+                state: Mutex::new(State::default()),
             }
         })
     }
@@ -158,40 +207,165 @@ impl<'r> Streaming<'r> {
     /// warning on the repository says so, and the packs stay unprotected until
     /// [`super::after_write`] or `repair parity` protects them.
     pub fn add(&self, id: PackId, bytes: &[u8]) {
-        let hashes: Vec<u8> = bytes.chunks(SECTOR).flat_map(format::sector_hash).collect();
-        // The group is finished and written under the lock, so only one work space is ever
-        // held (the other writer waits for the parity files of one group in G packs).
-        let mut b = self.building.lock().unwrap_or_else(|p| p.into_inner());
+        let member = Member {
+            id,
+            len: bytes.len() as u64,
+            hashes: ByteBuf::from(
+                bytes
+                    .chunks(SECTOR)
+                    .flat_map(format::sector_hash)
+                    .collect::<Vec<u8>>(),
+            ),
+        };
+        let (g, p) = (self.shape.data, self.shape.parity);
         let full = {
-            let g = b.get_or_insert_with(|| Building {
-                acc: Accumulator::new(self.shape.parity),
-                members: Vec::with_capacity(self.shape.data),
-                longest: 0,
+            // Columns are added under the lock, in the order the packs were written.
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let open = s
+                .open
+                .get_or_insert_with(|| Building::new(Accumulator::new(p)));
+            if open.members.len() + 1 < g {
+                open.add(bytes, member.clone());
+                // The last written group takes it too, while it stays within a group's bounds.
+                if let Some(last) = &mut s.last {
+                    if last.members.len() + last.after.members.len()
+                        < (2 * g - 1).min(format::MAX_DATA)
+                    {
+                        last.after.add(bytes, member);
+                    } else {
+                        s.last = None;
+                    }
+                }
+                return;
+            }
+            open.add(bytes, member);
+            let Some(full) = s.open.take() else {
+                return;
+            };
+            // The group before it is complete for good.
+            s.last = Some(Written {
+                members: full.members.clone(),
+                after: Building::new(Accumulator::starting_at(p, g)),
+                files: None,
             });
-            g.acc.add(bytes);
-            g.longest = g.longest.max(bytes.len() as u64);
-            g.members.push(Member {
-                id,
-                len: bytes.len() as u64,
-                hashes: ByteBuf::from(hashes),
-            });
-            if g.members.len() >= self.shape.data {
-                b.take()
-            } else {
-                None
+            full
+        };
+        // Transformed in place and written without the lock: the other writer goes on adding.
+        let first = full.members[0].id;
+        let l = format::shard_len_for(full.longest);
+        let n = full.members.len();
+        let shards = full.acc.finish(l);
+        match group::store_group(self.repo, full.members, shards, l) {
+            Ok(files) => {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(last) = s.last.as_mut().filter(|w| w.members[0].id == first) {
+                    last.files = Some(files);
+                }
+            }
+            Err(e) => self.repo.warn(format!(
+                "parity for {n} new packs was not written ({e}); the end of the run or \
+                 `cairn repair parity` protects them"
+            )),
+        }
+    }
+
+    /// At the end of a run whose packs are all written: when fewer than G packs came after
+    /// the last full group, writes that group with them as one (its written files are deleted
+    /// once the new ones are stored). Otherwise the short group is left to
+    /// [`super::after_write`]. Never fails: what is not done is a warning, and the packs stay
+    /// protected by the files already written or are protected at the end of the command.
+    pub fn finish(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(open), Some(last)) = (s.open.take(), s.last.take()) else {
+            return;
+        };
+        drop(s);
+        let k = open.members.len();
+        drop(open);
+        let Written {
+            mut members,
+            after,
+            files,
+        } = last;
+        if after.members.len() != k {
+            return; // it stopped taking packs (a group's bounds): the short group stays
+        }
+        // Its files were not written: the packs after it cannot be added to parity that does
+        // not exist, and the end of the command protects them all, reading them back.
+        let Some(files) = files else {
+            return;
+        };
+        let written = match self.written_shards(&files, &members) {
+            Ok(w) => w,
+            Err(why) => {
+                self.repo.warn(format!(
+                    "the last {k} packs are protected on their own: the parity files of the \
+                     group before them cannot be used ({why})"
+                ));
+                return;
             }
         };
-        if let Some(g) = full {
-            let l = format::shard_len_for(g.longest);
-            let shards = g.acc.finish(l);
-            let n = g.members.len();
-            if let Err(e) = group::store_group(self.repo, g.members, shards, l) {
+        let l = written
+            .iter()
+            .map(|w| w.len() as u64)
+            .chain([format::shard_len_for(after.longest)])
+            .max()
+            .unwrap_or(0);
+        let mut shards = after.acc.finish(l);
+        for (s, w) in shards.iter_mut().zip(&written) {
+            xor_bytes(&mut s[..w.len()], w);
+        }
+        drop(written);
+        members.extend(after.members);
+        let n = members.len();
+        if let Err(e) = group::store_group(self.repo, members, shards, l) {
+            self.repo.warn(format!(
+                "parity for {n} new packs was not rewritten as one group ({e}); the end of the \
+                 run protects the last {k}"
+            ));
+            return;
+        }
+        for name in files {
+            // A file left behind describes a group whose packs the new one holds too:
+            // `repair parity` removes it. Its parity stays correct meanwhile.
+            if let Err(e) = self.repo.backend().delete(FileKind::Parity, &name) {
                 self.repo.warn(format!(
-                    "parity for {n} new packs was not written ({e}); the end of the run or \
-                     `cairn repair parity` protects them"
+                    "parity file {name}, replaced by a larger group, was not deleted: {e}"
                 ));
             }
         }
+    }
+
+    /// The shards of the group of `members` from its parity files as written in this run,
+    /// each checked against its name and its header.
+    fn written_shards(&self, files: &[String], members: &[Member]) -> Result<Vec<Vec<u8>>, String> {
+        let backend = self.repo.backend();
+        let mut out = Vec::with_capacity(files.len());
+        for (j, name) in files.iter().enumerate() {
+            let what = FileKind::Parity.path(name);
+            let mut bytes = backend
+                .get_at_most(FileKind::Parity, name, FileKind::Parity.max_len())
+                .map_err(|e| format!("{what}: {e}"))?;
+            if hex::encode(blake3::hash(&bytes).as_bytes()) != *name {
+                return Err(format!("{what} does not hash to its name"));
+            }
+            let (h, shard) =
+                format::decode_file(self.repo.keys(), &bytes, &what).map_err(|e| e.to_string())?;
+            if h.index as usize != j || h.parity() != files.len() || h.members != members {
+                return Err(format!("{what} describes another group"));
+            }
+            let len = shard.len();
+            bytes.truncate(len);
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// `a ^= b` byte by byte (both as long).
+fn xor_bytes(a: &mut [u8], b: &[u8]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x ^= y;
     }
 }
 
@@ -242,7 +416,12 @@ mod tests {
         for (g, p) in shapes {
             assert!(Accumulator::supports(g, p), "{g}+{p}");
             let cols: Vec<Vec<u8>> = (0..g)
-                .map(|i| column(100 + (i * 977) % 3000 + if i == 1 { 300_000 } else { 0 }, i as u64))
+                .map(|i| {
+                    column(
+                        100 + (i * 977) % 3000 + if i == 1 { 300_000 } else { 0 },
+                        i as u64,
+                    )
+                })
                 .collect();
             let longest = cols.iter().map(Vec::len).max().unwrap_or(0);
             let l = format::shard_len_for(longest as u64);
@@ -252,6 +431,43 @@ mod tests {
             }
             let got = acc.finish(l);
             assert_eq!(got, reference(p, &cols, l as usize), "{g}+{p}");
+        }
+    }
+
+    #[test]
+    fn a_written_groups_shards_xored_with_the_columns_after_it_are_the_larger_groups() {
+        // What `Streaming::finish` does: a full group of G, finished at its own shard length,
+        // then k more columns (one longer than every column before) transformed from position
+        // G on; the XOR is the encoding of all G + k, for every full group shape.
+        for n in [1, 4, 5, 10, 25, 50] {
+            let s = Shape::for_percent(n).expect("test");
+            let (g, p) = (s.data, s.parity);
+            for k in [1, g / 2, g - 1] {
+                if k == 0 || g + k > format::MAX_DATA {
+                    continue;
+                }
+                let cols: Vec<Vec<u8>> = (0..g + k)
+                    .map(|i| {
+                        column(
+                            300 + (i * 613) % 2000 + if i == g { 9000 } else { 0 },
+                            i as u64,
+                        )
+                    })
+                    .collect();
+                let la =
+                    format::shard_len_for(cols[..g].iter().map(Vec::len).max().unwrap_or(0) as u64);
+                let mut first = Accumulator::new(p);
+                cols[..g].iter().for_each(|c| first.add(c));
+                let written = first.finish(la);
+                let mut after = Accumulator::starting_at(p, g);
+                cols[g..].iter().for_each(|c| after.add(c));
+                let l = format::shard_len_for(cols.iter().map(Vec::len).max().unwrap_or(0) as u64);
+                let mut got = after.finish(l);
+                for (s, w) in got.iter_mut().zip(&written) {
+                    xor_bytes(&mut s[..w.len()], w);
+                }
+                assert_eq!(got, reference(p, &cols, l as usize), "{g}+{p}, {k} after");
+            }
         }
     }
 

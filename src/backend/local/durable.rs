@@ -118,8 +118,16 @@ impl LocalBackend {
         })
     }
     /// Writes `data` as a new file `fname` in `dir` (temp name, write, fsync, rename, fsync
-    /// the directory); the caller has made sure nothing is stored under `fname`.
-    pub(super) fn write_new(&self, dir: &OwnedFd, fname: &str, data: &[u8]) -> io::Result<()> {
+    /// the directory); the caller has made sure nothing is stored under `fname`, or asks for
+    /// `no_replace`: then a file that appeared there meanwhile is never replaced, and the
+    /// write fails with `AlreadyExists`.
+    pub(super) fn write_new(
+        &self,
+        dir: &OwnedFd,
+        fname: &str,
+        data: &[u8],
+        no_replace: bool,
+    ) -> io::Result<()> {
         let modes = self.modes();
         let mut attempt = 0;
         let (tmp, mut f) = loop {
@@ -143,10 +151,29 @@ impl LocalBackend {
             let _ = rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
             return Err(e);
         }
-        if let Err(e) = rfs::renameat(dir, tmp.as_str(), dir, fname) {
+        let renamed = if no_replace {
+            rename_no_replace(dir, &tmp, fname)
+        } else {
+            rfs::renameat(dir, tmp.as_str(), dir, fname)
+        };
+        if let Err(e) = renamed {
             let _ = rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
             return Err(e.into());
         }
         sync_dir(dir.as_fd())
+    }
+}
+
+/// Renames `tmp` to `fname` in `dir` unless something is there (`EEXIST`): `renameat2` with
+/// `RENAME_NOREPLACE`, or, on file systems without it, a hard link to the new name (which
+/// refuses an existing name too) and the temporary name's removal.
+fn rename_no_replace(dir: &OwnedFd, tmp: &str, fname: &str) -> Result<(), Errno> {
+    match rfs::renameat_with(dir, tmp, dir, fname, rfs::RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            rfs::linkat(dir, tmp, dir, fname, AtFlags::empty())?;
+            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
+            Ok(())
+        }
+        r => r,
     }
 }

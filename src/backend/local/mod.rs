@@ -151,6 +151,51 @@ impl LocalBackend {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Stores a new object and never replaces a stored one (an append-only server's `put`):
+    /// an object already stored under `name` with the same bytes is left as it is (a no-op,
+    /// as [`Backend::put`]); one with other bytes — also one that appears under the name while
+    /// this one is written — is an `AlreadyExists` error and stays as it is.
+    pub fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} cannot be created", kind.path(name)),
+            )
+        })?;
+        let fname = file_name(kind, name);
+        let stored = |st: rfs::Stat| {
+            // Read back only when the length matches (a retried put): the stored bytes decide.
+            let same = st.st_size.max(0) as u64 == data.len() as u64
+                && self.get_at_most(kind, name, data.len() as u64)? == data;
+            if same {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is stored already ({} bytes), with other bytes than the {} given",
+                        kind.path(name),
+                        st.st_size,
+                        data.len()
+                    ),
+                ))
+            }
+        };
+        if let Some(st) = self.stat_object(&dir, &fname, kind, name)? {
+            return stored(st);
+        }
+        match self.write_new(&dir, &fname, data, true) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match self.stat_object(&dir, &fname, kind, name)? {
+                    Some(st) => stored(st),
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
 }
 
 fn not_an_object(kind: FileKind, name: &str, t: FileType) -> io::Error {
@@ -225,7 +270,7 @@ impl Backend for LocalBackend {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.write_new(&dir, &fname, data)
+        self.write_new(&dir, &fname, data, false)
     }
 
     fn replace(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
@@ -240,7 +285,7 @@ impl Backend for LocalBackend {
         // A link or other non-regular file there is not an object: refused, not replaced.
         self.stat_object(&dir, &fname, kind, name)?;
         // The rename in `write_new` replaces the old file atomically.
-        self.write_new(&dir, &fname, data)
+        self.write_new(&dir, &fname, data, false)
     }
 
     fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
@@ -549,6 +594,36 @@ mod tests {
         assert_eq!(std::fs::read(&outside).expect("test"), b"outside");
         assert!(b.put(FileKind::Snapshot, &name, b"other").is_err());
         assert_eq!(std::fs::read(&outside).expect("test"), b"outside");
+    }
+
+    #[test]
+    fn put_new_stores_new_objects_and_never_replaces_a_stored_one() {
+        let tmp = tempfile::tempdir().expect("test");
+        let b = LocalBackend::new(tmp.path().join("repo"));
+        b.create().expect("test");
+        let name = hashed(b"snapshot");
+        b.put_new(FileKind::Snapshot, &name, b"snapshot")
+            .expect("new");
+        // The same bytes again (a retried put): a no-op.
+        b.put_new(FileKind::Snapshot, &name, b"snapshot")
+            .expect("again");
+        for other in [&b"forgery!"[..], b"a longer forgery", b""] {
+            let e = b
+                .put_new(FileKind::Snapshot, &name, other)
+                .expect_err("other bytes");
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+            assert!(e.to_string().contains(&format!("snapshots/{name}")), "{e}");
+        }
+        assert_eq!(b.get(FileKind::Snapshot, &name).expect("test"), b"snapshot");
+        b.put_new(FileKind::Config, "config", b"config")
+            .expect("config");
+        assert!(b.put_new(FileKind::Config, "config", b"CONFIG").is_err());
+        assert_eq!(b.get(FileKind::Config, "config").expect("test"), b"config");
+        assert_eq!(
+            b.remove_temporaries().expect("test"),
+            0,
+            "no temporary left"
+        );
     }
 
     #[test]
