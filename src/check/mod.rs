@@ -152,6 +152,47 @@ pub fn last_verified(state_file: &Path) -> Option<i64> {
     load_state(state_file).into_values().max()
 }
 
+/// What check's record says of a set of packs (those the repository holds now).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// The packs asked about.
+    pub packs: u64,
+    /// How many of them the record has a verification for.
+    pub verified: u64,
+    /// The oldest of their verifications, when every pack has one: since then, every pack
+    /// was read and verified at least once (the last full verification). None otherwise.
+    pub full_ns: Option<i64>,
+}
+
+impl Coverage {
+    /// The share of the packs verified, 0 to 1 (1 for a repository without packs).
+    pub fn ratio(&self) -> f64 {
+        if self.packs == 0 {
+            1.0
+        } else {
+            self.verified as f64 / self.packs as f64
+        }
+    }
+}
+
+/// How much of `packs` (pack ids in hex) the record at `state_file` covers.
+pub fn coverage<'a>(state_file: &Path, packs: impl IntoIterator<Item = &'a str>) -> Coverage {
+    let state = load_state(state_file);
+    let mut c = Coverage::default();
+    let mut oldest: Option<i64> = None;
+    for p in packs {
+        c.packs += 1;
+        if let Some(t) = state.get(p) {
+            c.verified += 1;
+            oldest = Some(oldest.map_or(*t, |o| o.min(*t)));
+        }
+    }
+    if c.verified == c.packs && c.packs > 0 {
+        c.full_ns = oldest;
+    }
+    c
+}
+
 /// Largest verification-state file read: about 100 bytes per pack, so room for millions.
 const MAX_STATE_LEN: u64 = 256 << 20;
 

@@ -285,9 +285,21 @@ impl Ctx {
         location: &str,
         uncached: bool,
     ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
+        self.backend_with(location, uncached, None)
+    }
+
+    /// As [`Self::backend_at`], with these S3 credentials (a plan file's) in place of the
+    /// environment's.
+    pub fn backend_with(
+        &self,
+        location: &str,
+        uncached: bool,
+        s3: Option<cairn::backend::S3Credentials>,
+    ) -> anyhow::Result<(Arc<dyn Backend>, Option<CacheHandle>)> {
         let loc = Location::parse(location)?;
-        let s3 = match loc {
-            Location::S3 { .. } => aws::s3_credentials()?,
+        let s3 = match (loc.clone(), s3) {
+            (Location::S3 { .. }, Some(c)) => c,
+            (Location::S3 { .. }, None) => aws::s3_credentials()?,
             _ => Default::default(),
         };
         let raw = cairn::backend::open_location(
@@ -328,7 +340,18 @@ impl Ctx {
         uncached: bool,
         password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
     ) -> anyhow::Result<Repository> {
-        let (backend, cache) = self.backend_at(location, uncached)?;
+        self.open_with(location, uncached, None, password)
+    }
+
+    /// As [`Self::open_at`], with these S3 credentials in place of the environment's.
+    pub fn open_with(
+        &self,
+        location: &str,
+        uncached: bool,
+        s3: Option<cairn::backend::S3Credentials>,
+        password: impl FnOnce() -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> anyhow::Result<Repository> {
+        let (backend, cache) = self.backend_with(location, uncached, s3)?;
         let opts = OpenOptions {
             cache: cache.zip(cache_root()),
         };

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail};
 use cairn::backup::BackupOptions;
+use cairn::plan::hooks::HookEnv;
 use cairn::plan::{
     self, Machine, Opener, PasswordSource, PlanConfig, PlanEvent, PlanHost, RepoDef, RunOptions,
     RunOutcome,
@@ -41,11 +42,16 @@ enum Cmd {
         name: String,
     },
     /// Show each plan's targets: present or not, last snapshot and its age against the RPO, last check, run, prune and drill, and snapshots one target lacks
-    #[command(after_help = "Example:\n  cairn plan status\n  cairn plan status home --json")]
+    #[command(
+        after_help = "Exits 1 when a plan is past its RPO, check_every or drill_every.\n\nExample:\n  cairn plan status\n  cairn plan status home --json\n  cairn plan status --prometheus > /var/lib/node_exporter/cairn.prom"
+    )]
     Status {
         /// Only this plan
         #[arg(value_name = "NAME")]
         name: Option<String>,
+        /// Print the metrics in the Prometheus text format instead
+        #[arg(long)]
+        prometheus: bool,
     },
 }
 
@@ -53,7 +59,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<u8> {
     let cfg = load(ctx)?;
     match a.cmd {
         Cmd::Run { name } => run_plan(ctx, &cfg, &name),
-        Cmd::Status { name } => status(ctx, &cfg, name.as_deref()),
+        Cmd::Status { name, prometheus } => status(ctx, &cfg, name.as_deref(), prometheus),
     }
 }
 
@@ -168,6 +174,17 @@ impl<'a> Host<'a> {
 impl Opener for Host<'_> {
     type Error = HostError;
 
+    fn present(&mut self, r: &RepoDef) -> Result<(), String> {
+        if !r.remote {
+            return if r.is_present() {
+                Ok(())
+            } else {
+                Err("not present".into())
+            };
+        }
+        probe_remote(self.ctx, r)
+    }
+
     fn open(&mut self, r: &RepoDef) -> Result<Repository, HostError> {
         let location = r.path.to_str().ok_or_else(|| {
             HostError(anyhow!(
@@ -178,8 +195,9 @@ impl Opener for Host<'_> {
         })?;
         let what = format!("repository {}", r.name);
         let g = &self.ctx.g;
+        let s3 = s3_credentials(r).map_err(HostError)?;
         self.ctx
-            .open_at(location, false, || match &r.password {
+            .open_with(location, false, s3, || match &r.password {
                 PasswordSource::Global => password::read(g, false),
                 PasswordSource::File(f) => {
                     password::read_from(Some(f), None, "CAIRN_PASSWORD", false, &what)
@@ -245,6 +263,30 @@ impl PlanHost for Host<'_> {
 
 fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
     let plan = cfg.plan(name).map_err(anyhow::Error::msg)?;
+    let mut ops = Ops::new(plan);
+    ops.ping("start");
+    if let Some(cmd) = &plan.hooks.before {
+        let env = HookEnv {
+            plan: name.to_string(),
+            targets: plan.targets.clone(),
+            ..HookEnv::default()
+        };
+        if let Err(why) = ops.hook("before", cmd, &env) {
+            let message = format!(
+                "the before hook failed ({why}): the run did not start, nothing was backed up"
+            );
+            eprintln!("plan {name}: {}", output::esc(&message));
+            let summary = json!({
+                "message_type": "summary",
+                "plan": name,
+                "error": message,
+                "targets_present": 0,
+                "targets_failed": 0,
+                "targets": [],
+            });
+            return ops.finish(ctx, cfg, summary, EXIT_FATAL, false);
+        }
+    }
     let mut host = Host::new(ctx, name);
     let opts = RunOptions {
         machine: machine(),
@@ -253,7 +295,23 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
         gid: super::current_gid(),
         cancel: Some(ctx.cancel.clone()),
     };
-    let report = plan::run(&mut host, cfg, plan, &opts).map_err(|e| e.0)?;
+    let report = match plan::run(&mut host, cfg, plan, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = output::error_chain(&e.0);
+            let summary = json!({
+                "message_type": "summary",
+                "plan": name,
+                "error": message,
+                "targets_present": 0,
+                "targets_failed": 0,
+                "targets": [],
+            });
+            ops.quiet_json = true;
+            let _ = ops.finish(ctx, cfg, summary, EXIT_FATAL, true);
+            return Err(e.0);
+        }
+    };
     if let Some(e) = host.output_error {
         return Err(e);
     }
@@ -278,12 +336,7 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
         RunOutcome::Partial => EXIT_PARTIAL,
         RunOutcome::Ok => EXIT_OK,
     };
-    if ctx.g.json {
-        let mut summary = serde_json::to_value(&report)?;
-        summary["message_type"] = json!("summary");
-        summary["exit_code"] = json!(code);
-        output::json_line(&summary)?;
-    } else if host.human && report.targets_present > 0 {
+    if host.human && report.targets_present > 0 {
         outln!(
             "plan {name}: {} of {} targets present, {} failed",
             report.targets_present,
@@ -291,25 +344,320 @@ fn run_plan(ctx: &Ctx, cfg: &PlanConfig, name: &str) -> anyhow::Result<u8> {
             report.targets_failed
         )?;
     }
-    Ok(code)
+    let mut summary = serde_json::to_value(&report)?;
+    summary["message_type"] = json!("summary");
+    ops.done = report
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let id = t.backup.as_ref()?.snapshot_id?;
+            Some((t.target.clone(), id.to_hex()))
+        })
+        .collect();
+    ops.finish(ctx, cfg, summary, code, true)
 }
 
-fn status(ctx: &Ctx, cfg: &PlanConfig, name: Option<&str>) -> anyhow::Result<u8> {
+/// What a plan run does around the library's run: hooks, notifications, the metrics file;
+/// and what became of each (the summary's `hooks` and `notifications`).
+struct Ops<'a> {
+    plan: &'a plan::Plan,
+    /// The targets backed up and their snapshots' ids, for the hooks.
+    done: Vec<(String, String)>,
+    hooks: Vec<Value>,
+    notifications: Vec<Value>,
+    /// The run ends in an error of its own (printed by main): no summary line on stdout.
+    quiet_json: bool,
+}
+
+impl<'a> Ops<'a> {
+    fn new(plan: &'a plan::Plan) -> Ops<'a> {
+        Ops {
+            plan,
+            done: Vec::new(),
+            hooks: Vec::new(),
+            notifications: Vec::new(),
+            quiet_json: false,
+        }
+    }
+
+    /// Runs one hook and records how it went; a failure is also said on stderr.
+    fn hook(&mut self, which: &str, cmd: &str, env: &HookEnv) -> Result<(), String> {
+        let r = plan::hooks::run_hook(cmd, env);
+        if let Err(why) = &r {
+            eprintln!(
+                "plan {}: the {which} hook `{}` failed: {why}",
+                self.plan.name,
+                output::esc(cmd)
+            );
+        }
+        self.hooks.push(json!({
+            "hook": which,
+            "command": cmd,
+            "ok": r.is_ok(),
+            "error": r.as_ref().err(),
+        }));
+        r
+    }
+
+    /// A healthchecks-style ping: `URL/start`, `URL` (""), `URL/fail`.
+    fn ping(&mut self, suffix: &str) {
+        if let Some(url) = self.plan.notify.healthcheck.clone() {
+            let url = plan::notify::ping_url(&url, suffix);
+            let r = plan::notify::get(&url);
+            self.record("healthcheck", &url, r);
+        }
+    }
+
+    fn record(&mut self, kind: &str, url: &str, r: Result<u16, String>) {
+        if let Err(why) = &r {
+            eprintln!(
+                "warning: plan {}: {kind} notification not delivered: {}",
+                self.plan.name,
+                output::esc(why)
+            );
+        }
+        self.notifications.push(json!({
+            "kind": kind,
+            "url": url,
+            "ok": r.is_ok(),
+            "status": r.as_ref().ok(),
+            "error": r.as_ref().err(),
+        }));
+    }
+
+    /// After the run (`ran`: it started, so `after` runs): the summary file, `after`, then
+    /// `on_failure` when the run failed, the webhook and the final ping, the metrics file;
+    /// then the summary line with `--json`. Returns the exit code: a failing `after` or
+    /// `on_failure` hook fails a run that succeeded; a notification never does.
+    fn finish(
+        &mut self,
+        ctx: &Ctx,
+        cfg: &PlanConfig,
+        mut summary: Value,
+        mut code: u8,
+        ran: bool,
+    ) -> anyhow::Result<u8> {
+        let name = self.plan.name.clone();
+        summary["exit_code"] = json!(code);
+        let file = SummaryFile::new(&name);
+        let mut env = HookEnv {
+            plan: name.clone(),
+            targets: self.done.iter().map(|(t, _)| t.clone()).collect(),
+            snapshot_ids: self.done.iter().map(|(_, id)| id.clone()).collect(),
+            exit_code: Some(code),
+            summary_file: None,
+        };
+        let hooks = self.plan.hooks.clone();
+        let write_summary = |summary: &Value, env: &mut HookEnv| {
+            if let Some(f) = &file {
+                match f.write(summary) {
+                    Ok(()) => env.summary_file = Some(f.path.clone()),
+                    Err(e) => eprintln!(
+                        "warning: could not write the run's summary to {}: {e}",
+                        f.path.display()
+                    ),
+                }
+            }
+        };
+        if let (Some(cmd), true) = (&hooks.after, ran) {
+            write_summary(&summary, &mut env);
+            if self.hook("after", cmd, &env).is_err() && matches!(code, EXIT_OK | EXIT_PARTIAL) {
+                code = EXIT_FATAL;
+            }
+        }
+        summary["exit_code"] = json!(code);
+        summary["hooks"] = json!(self.hooks);
+        let failed = code != EXIT_OK;
+        if let (Some(cmd), true) = (&hooks.on_failure, failed) {
+            env.exit_code = Some(code);
+            write_summary(&summary, &mut env);
+            let _ = self.hook("on_failure", cmd, &env);
+            summary["hooks"] = json!(self.hooks);
+        }
+        if let Some(url) = self.plan.notify.webhook.clone() {
+            if failed || self.plan.notify.on_success {
+                let mut body = summary.clone();
+                if let Some(m) = body.as_object_mut() {
+                    m.remove("message_type");
+                }
+                let r = plan::notify::post_json(&url, &serde_json::to_vec(&body)?);
+                self.record("webhook", &url, r);
+            }
+        }
+        self.ping(if failed { "fail" } else { "" });
+        if let Some(path) = self.plan.metrics_file.clone() {
+            if let Err(e) = write_metrics(ctx, cfg, self.plan, &path) {
+                eprintln!(
+                    "warning: plan {name}: could not write the metrics file {}: {}",
+                    path.display(),
+                    output::error_chain(&e)
+                );
+                summary["metrics_file_error"] = json!(output::error_chain(&e));
+            }
+        }
+        summary["notifications"] = json!(self.notifications);
+        if ctx.g.json && !self.quiet_json {
+            output::json_line(&summary)?;
+        }
+        Ok(code)
+    }
+}
+
+/// The run's JSON summary for the hooks (`CAIRN_SUMMARY_FILE`): an owner-only file in the
+/// temporary directory, removed when the run ends.
+struct SummaryFile {
+    path: PathBuf,
+}
+
+impl SummaryFile {
+    fn new(plan: &str) -> Option<SummaryFile> {
+        let mut r = [0u8; 8];
+        getrandom::getrandom(&mut r).ok()?;
+        let safe: String = plan
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Some(SummaryFile {
+            path: std::env::temp_dir()
+                .join(format!("cairn-summary-{safe}-{}.json", hex::encode(r))),
+        })
+    }
+
+    fn write(&self, v: &Value) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&self.path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        f.write_all(&serde_json::to_vec_pretty(v)?)?;
+        f.write_all(b"\n")
+    }
+}
+
+impl Drop for SummaryFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The plan's status as metrics, written whole to `path` (temporary file, rename).
+fn write_metrics(ctx: &Ctx, cfg: &PlanConfig, p: &plan::Plan, path: &Path) -> anyhow::Result<()> {
+    let mut host = Host::new(ctx, &p.name);
+    let out = plan::status(&mut host, cfg, &[p], &machine()).map_err(|e| e.0)?;
+    plan::metrics::write_file(path, &plan::metrics::prometheus(&out))?;
+    Ok(())
+}
+
+/// How long a remote target may take to answer whether it is there before the run skips it.
+const PROBE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a remote target answers and holds a repository, within [`PROBE_BUDGET`]; why not.
+fn probe_remote(ctx: &Ctx, r: &RepoDef) -> Result<(), String> {
+    let location = r
+        .path
+        .to_str()
+        .ok_or_else(|| "its location is not UTF-8 text".to_string())?;
+    let loc = cairn::backend::Location::parse(location).map_err(|e| e.to_string())?;
+    let s3 = s3_credentials(r)
+        .map_err(|e| output::error_chain(&e))?
+        .unwrap_or_default();
+    let backend = cairn::backend::open_location(
+        &loc,
+        cairn::backend::RemoteOptions {
+            connections: 1,
+            retry_for: PROBE_BUDGET.min(ctx.g.retry_timeout),
+            s3,
+            ..cairn::backend::RemoteOptions::default()
+        },
+        ctx.limits.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    cairn::repo::ensure_exists(backend.as_ref()).map_err(|e| match e.kind() {
+        ErrorKind::RepoMissing => format!("no repository at {location}"),
+        _ => {
+            // The retry layer's reassurance about a half-done upload does not apply here.
+            let e = e.to_string();
+            let e = e.split(". What was stored").next().unwrap_or_default();
+            format!(
+                "unreachable within {}: {e}",
+                plan::span(PROBE_BUDGET.as_secs() as i64)
+            )
+        }
+    })
+}
+
+/// The S3 credentials of an `s3:` target: the environment's, with what the plan file gives
+/// in their place; None for other targets.
+fn s3_credentials(r: &RepoDef) -> anyhow::Result<Option<cairn::backend::S3Credentials>> {
+    if !r.path.to_str().is_some_and(|p| p.starts_with("s3:")) {
+        return Ok(None);
+    }
+    let mut c = super::aws::s3_credentials()?;
+    let k = &r.s3;
+    if let Some(id) = &k.access_key_id {
+        c.access_key_id = Some(id.clone());
+        // A session token belongs to the environment's key, not this one.
+        c.session_token = None;
+    }
+    if let Some(secret) = &k.secret_access_key {
+        c.secret_access_key = Some(secret.clone());
+    }
+    if let Some(var) = &k.secret_access_key_env {
+        let v = std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "repository {}: secret_access_key_env names {var}, which is not set",
+                    r.name
+                )
+            })?;
+        c.secret_access_key = Some(v);
+    }
+    if let Some(region) = &k.region {
+        c.region = Some(region.clone());
+    }
+    Ok(Some(c))
+}
+
+fn status(ctx: &Ctx, cfg: &PlanConfig, name: Option<&str>, prometheus: bool) -> anyhow::Result<u8> {
     let plans: Vec<&plan::Plan> = match name {
         Some(n) => vec![cfg.plan(n).map_err(anyhow::Error::msg)?],
         None => cfg.plans.values().collect(),
     };
     let mut host = Host::new(ctx, "");
     let out = plan::status(&mut host, cfg, &plans, &machine()).map_err(|e| e.0)?;
-    if ctx.g.json {
-        output::json_line(&json!({ "plans": serde_json::to_value(&out)? }))?;
-        return Ok(EXIT_OK);
+    let alarms: Vec<&String> = out.iter().flat_map(|p| &p.alarms).collect();
+    let code = if alarms.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FATAL
+    };
+    if prometheus {
+        use std::io::Write as _;
+        let mut o = output::stdout();
+        o.write_all(plan::metrics::prometheus(&out).as_bytes())?;
+        o.flush()?;
+    } else if ctx.g.json {
+        output::json_line(&json!({
+            "plans": serde_json::to_value(&out)?,
+            "ok": alarms.is_empty(),
+        }))?;
+    } else {
+        if plans.is_empty() && !ctx.g.quiet {
+            outln!("the plan file defines no plans")?;
+        }
+        for p in &out {
+            text::status(p)?;
+        }
     }
-    if plans.is_empty() && !ctx.g.quiet {
-        outln!("the plan file defines no plans")?;
+    if !ctx.g.quiet {
+        for a in &alarms {
+            eprintln!("alarm: {}", output::esc(a.as_str()));
+        }
     }
-    for p in &out {
-        text::status(p)?;
-    }
-    Ok(EXIT_OK)
+    Ok(code)
 }

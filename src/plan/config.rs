@@ -9,7 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::schedule::parse_days;
-use super::{PasswordSource, Plan, PlanConfig, PruneWhen, RepoDef, Schedule, DEFAULT_RPO};
+use super::{
+    Hooks, Notify, PasswordSource, Plan, PlanConfig, PruneWhen, RepoDef, S3Keys, Schedule,
+    DEFAULT_RPO,
+};
+use crate::backend::Location;
 use crate::check::ReadData;
 use crate::policy::{self, Count, KeepDuration, KeepPolicy};
 
@@ -32,6 +36,10 @@ struct RawRepo {
     sibling: Option<String>,
     scrub: Option<String>,
     scrub_subset: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_env: Option<String>,
+    region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +68,30 @@ struct RawPlan {
     prune: Option<String>,
     check_subset: Option<String>,
     rpo: Option<String>,
+    check_every: Option<String>,
+    drill_every: Option<String>,
+    metrics_file: Option<PathBuf>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    before: Option<String>,
+    after: Option<String>,
+    on_failure: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: Option<String>,
+    #[serde(default)]
+    on_success: bool,
+    healthcheck: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,15 +185,61 @@ pub fn parse(text: &str) -> Result<PlanConfig, String> {
             },
             None => ReadData::All,
         };
+        // `sftp:`, `s3:` and `ssh://` locations as `--repo` takes them; anything else is a
+        // directory.
+        let remote = match path.to_str() {
+            Some(p)
+                if p.starts_with("sftp:") || p.starts_with("s3:") || p.starts_with("ssh://") =>
+            {
+                Location::parse(p).map_err(|e| format!("{key}.path: {e}"))?;
+                true
+            }
+            _ => false,
+        };
+        let is_s3 = remote && path.to_str().is_some_and(|p| p.starts_with("s3:"));
+        let given: Vec<&str> = [
+            ("access_key_id", r.access_key_id.is_some()),
+            ("secret_access_key", r.secret_access_key.is_some()),
+            ("secret_access_key_env", r.secret_access_key_env.is_some()),
+            ("region", r.region.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if !is_s3 && !given.is_empty() {
+            return Err(format!(
+                "{key}.{}: only an s3: repository takes S3 credentials",
+                given[0]
+            ));
+        }
+        if r.secret_access_key.is_some() && r.secret_access_key_env.is_some() {
+            return Err(format!(
+                "{key}: give only one of secret_access_key and secret_access_key_env"
+            ));
+        }
+        if let Some(v) = &r.secret_access_key_env {
+            if v.is_empty() || v.contains('=') {
+                return Err(format!(
+                    "{key}.secret_access_key_env: {v:?} is not an environment variable name"
+                ));
+            }
+        }
         repositories.insert(
             name.clone(),
             RepoDef {
                 name,
                 path,
+                remote,
                 password,
                 sibling: r.sibling,
                 scrub,
                 scrub_subset,
+                s3: S3Keys {
+                    access_key_id: r.access_key_id,
+                    secret_access_key: r.secret_access_key,
+                    secret_access_key_env: r.secret_access_key_env,
+                    region: r.region,
+                },
             },
         );
     }
@@ -273,6 +351,44 @@ fn convert_plan(
         None => DEFAULT_RPO,
         Some(s) => parse_rpo(s).map_err(|e| format!("{key}.rpo: {e}"))?,
     };
+    let cadence = |v: &Option<String>, k: &str| {
+        v.as_deref()
+            .map(|s| parse_rpo(s).map_err(|e| format!("{key}.{k}: {e}")))
+            .transpose()
+    };
+    let check_every = cadence(&p.check_every, "check_every")?;
+    let drill_every = cadence(&p.drill_every, "drill_every")?;
+    if p.metrics_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return Err(format!("{key}.metrics_file: an empty path"));
+    }
+    let command = |v: Option<String>, k: &str| match v {
+        Some(c) if c.trim().is_empty() => Err(format!("{key}.hooks.{k}: an empty command")),
+        v => Ok(v),
+    };
+    let hooks = Hooks {
+        before: command(p.hooks.before, "before")?,
+        after: command(p.hooks.after, "after")?,
+        on_failure: command(p.hooks.on_failure, "on_failure")?,
+    };
+    let url = |v: Option<String>, k: &str| match v {
+        Some(u) => super::notify::check_url(&u)
+            .map(|()| Some(u))
+            .map_err(|e| format!("{key}.notify.{k}: {e}")),
+        None => Ok(None),
+    };
+    let notify = Notify {
+        webhook: url(p.notify.webhook, "webhook")?,
+        on_success: p.notify.on_success,
+        healthcheck: url(p.notify.healthcheck, "healthcheck")?,
+    };
+    if notify.on_success && notify.webhook.is_none() {
+        return Err(format!(
+            "{key}.notify.on_success: there is no webhook to send a success to"
+        ));
+    }
     Ok(Plan {
         name: name.to_string(),
         sources,
@@ -296,6 +412,11 @@ fn convert_plan(
         prune,
         check_subset,
         rpo,
+        check_every,
+        drill_every,
+        metrics_file: p.metrics_file,
+        hooks,
+        notify,
     })
 }
 
@@ -334,13 +455,18 @@ impl PlanConfig {
     pub fn resolve_paths(&mut self, base: &Path, home: Option<&Path>) {
         let fix = |p: &mut PathBuf| *p = resolve(p, base, home);
         for r in self.repositories.values_mut() {
-            fix(&mut r.path);
+            if !r.remote {
+                fix(&mut r.path);
+            }
             if let PasswordSource::File(f) = &mut r.password {
                 fix(f);
             }
         }
         for p in self.plans.values_mut() {
             p.sources.iter_mut().for_each(fix);
+            if let Some(m) = &mut p.metrics_file {
+                fix(m);
+            }
         }
     }
 }
@@ -672,6 +798,117 @@ pub(super) mod tests {
                 PathBuf::from("/etc/cairn/docs"),
                 PathBuf::from("/abs")
             ]
+        );
+    }
+
+    #[test]
+    fn hooks_notifications_metrics_and_cadences_map_to_the_plan() {
+        let p = plan_with(
+            "check_every = \"2d\"\ndrill_every = \"30d\"\nmetrics_file = \"m/cairn.prom\"\n\
+             [plans.p.hooks]\nbefore = \"echo b\"\nafter = \"echo a\"\non_failure = \"echo f\"\n\
+             [plans.p.notify]\nwebhook = \"http://127.0.0.1:9000/x\"\non_success = true\n\
+             healthcheck = \"https://hc.example/ping/u\"\n",
+        )
+        .expect("valid");
+        assert_eq!(p.check_every, Some(Duration::from_secs(2 * 86400)));
+        assert_eq!(p.drill_every, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(p.metrics_file, Some(PathBuf::from("m/cairn.prom")));
+        assert_eq!(p.hooks.before.as_deref(), Some("echo b"));
+        assert_eq!(p.hooks.after.as_deref(), Some("echo a"));
+        assert_eq!(p.hooks.on_failure.as_deref(), Some("echo f"));
+        assert_eq!(p.notify.webhook.as_deref(), Some("http://127.0.0.1:9000/x"));
+        assert!(p.notify.on_success);
+        assert_eq!(
+            p.notify.healthcheck.as_deref(),
+            Some("https://hc.example/ping/u")
+        );
+        let none = plan_with("").expect("minimal");
+        assert_eq!(
+            (none.check_every, none.drill_every, none.metrics_file),
+            (None, None, None)
+        );
+        assert_eq!(
+            (none.hooks, none.notify),
+            (Hooks::default(), Notify::default())
+        );
+        for (extra, wanted) in [
+            ("check_every = \"soon\"\n", "plans.p.check_every"),
+            ("drill_every = \"3\"\n", "plans.p.drill_every"),
+            ("[plans.p.hooks]\nbefore = \" \"\n", "plans.p.hooks.before"),
+            ("[plans.p.hooks]\nbfore = \"x\"\n", "bfore"),
+            (
+                "[plans.p.notify]\nwebhook = \"ftp://x\"\n",
+                "plans.p.notify.webhook",
+            ),
+            (
+                "[plans.p.notify]\nhealthcheck = \"hc\"\n",
+                "plans.p.notify.healthcheck",
+            ),
+            (
+                "[plans.p.notify]\non_success = true\n",
+                "plans.p.notify.on_success",
+            ),
+        ] {
+            let e = plan_with(extra).expect_err(extra);
+            assert!(e.contains(wanted), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn remote_targets_keep_their_location_and_take_s3_keys() {
+        let mut cfg = parse(
+            "[repositories.s3]\npath = \"s3:http://127.0.0.1:3900/b/p\"\naccess_key_id = \"K\"\n\
+             secret_access_key_env = \"S\"\nregion = \"garage\"\n\
+             [repositories.nas]\npath = \"sftp:me@nas:/srv/cairn\"\n\
+             [repositories.srv]\npath = \"ssh://me@srv:2222/srv/cairn\"\n\
+             [repositories.usb]\npath = \"usb\"\n",
+        )
+        .expect("valid");
+        cfg.resolve_paths(Path::new("/etc/cairn"), None);
+        let srv = &cfg.repositories["srv"];
+        assert!(
+            srv.remote,
+            "an ssh:// target is reached through cairn serve"
+        );
+        assert_eq!(srv.path, PathBuf::from("ssh://me@srv:2222/srv/cairn"));
+        let (s3, nas, usb) = (
+            &cfg.repositories["s3"],
+            &cfg.repositories["nas"],
+            &cfg.repositories["usb"],
+        );
+        assert!(s3.remote && nas.remote && !usb.remote);
+        assert_eq!(
+            s3.path,
+            PathBuf::from("s3:http://127.0.0.1:3900/b/p"),
+            "not resolved"
+        );
+        assert_eq!(nas.path, PathBuf::from("sftp:me@nas:/srv/cairn"));
+        assert_eq!(usb.path, PathBuf::from("/etc/cairn/usb"));
+        assert!(!s3.is_present(), "the host asks the server");
+        assert_eq!(
+            s3.s3,
+            S3Keys {
+                access_key_id: Some("K".into()),
+                secret_access_key: None,
+                secret_access_key_env: Some("S".into()),
+                region: Some("garage".into()),
+            }
+        );
+        assert_error(
+            "[repositories.a]\npath = \"/a\"\naccess_key_id = \"K\"\n",
+            &["repositories.a.access_key_id", "s3:"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"sftp:h:/a\"\nregion = \"r\"\n",
+            &["repositories.a.region"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"s3:ftp://x/b\"\n",
+            &["repositories.a.path"],
+        );
+        assert_error(
+            "[repositories.a]\npath = \"s3:http://x/b\"\nsecret_access_key = \"s\"\nsecret_access_key_env = \"S\"\n",
+            &["repositories.a", "only one"],
         );
     }
 

@@ -33,6 +33,19 @@ pub trait Opener {
     /// convert into it, and its text is what a report shows for a target that failed.
     type Error: From<crate::Error> + std::fmt::Display;
 
+    /// Whether a target is there to be used: Ok, or why not (a skip, as for an unplugged
+    /// disk). By default [`RepoDef::is_present`] with a sentence for a missing directory; a
+    /// host that reaches servers answers for `sftp:` and `s3:` targets, quickly.
+    fn present(&mut self, target: &RepoDef) -> Result<(), String> {
+        if target.is_present() {
+            Ok(())
+        } else if target.remote {
+            Err("this program cannot reach remote repositories".into())
+        } else {
+            Err("not present".into())
+        }
+    }
+
     /// Opens a present target's repository, asking its password source (`target.password`).
     fn open(&mut self, target: &RepoDef) -> Result<Repository, Self::Error>;
 

@@ -14,6 +14,9 @@
 //! | `report.rs` | what a run did, as typed values ([`RunReport`], [`TargetRun`], the steps) |
 //! | `status.rs` | `plan status`: each target's health against the plan as typed [`PlanStatus`] values |
 //! | `time.rs` | instants, ages and spans as reports show them |
+//! | `hooks.rs` | `[plans.NAME.hooks]`: `sh -c` commands around a run and their environment |
+//! | `notify.rs` | `[plans.NAME.notify]`: the webhook and healthchecks pings, bounded HTTP requests |
+//! | `metrics.rs` | statuses in the Prometheus text format, and the metrics file written whole |
 //!
 //! Nothing here reads the environment, argv or a terminal, or prints: the caller passes in the
 //! file's text, the clock, the time zone and the machine's name, and opens repositories (asking
@@ -28,7 +31,10 @@
 //!
 //! ```toml
 //! [repositories.usb-a]                 # one table per repository, any name
-//! path = "/media/me/usb-a/cairn"       # a local directory (a USB disk may be unplugged)
+//! path = "/media/me/usb-a/cairn"       # a local directory (a USB disk may be unplugged),
+//!                                      # or an sftp: or s3: location (s3: may add
+//!                                      # access_key_id, secret_access_key or
+//!                                      # secret_access_key_env, region)
 //! password_file = "~/.config/cairn/usb.pw"   # at most one password source:
 //! # password_command = "pass show cairn"     #   its stdout's first line
 //! # password_env = "USB_PASSWORD"            #   the name of an environment variable
@@ -48,6 +54,19 @@
 //! rpo = "26h"                          # optional: recovery point objective (default 26h)
 //! prune = "weekly"                     # optional: always | daily | weekly | monthly | never
 //! check_subset = "5%"                  # optional: read and verify this share of packs per run
+//! check_every = "7d"                   # optional: status alarms past it without a check
+//! drill_every = "30d"                  # optional: ... or without a successful drill
+//! metrics_file = "/var/lib/node_exporter/cairn.prom"   # optional: plan run writes metrics
+//!
+//! [plans.home.hooks]                   # optional, each: sh -c commands (hooks.rs)
+//! before = "systemctl stop app"        # failing, it stops the run
+//! after = "systemctl start app"
+//! on_failure = "logger cairn failed"
+//!
+//! [plans.home.notify]                  # optional, each (notify.rs)
+//! webhook = "https://hooks.example/x"  # POST of the run's JSON summary on failure,
+//! on_success = true                    # and on success
+//! healthcheck = "https://hc-ping.com/UUID"   # GET URL/start, then URL or URL/fail
 //!
 //! [plans.home.schedule]                # optional: which mode on which day
 //! full = "first-sunday"                # default "never"
@@ -102,7 +121,10 @@
 mod config;
 #[cfg(test)]
 mod fake;
+pub mod hooks;
 mod host;
+pub mod metrics;
+pub mod notify;
 mod report;
 mod run;
 mod schedule;
@@ -165,6 +187,49 @@ pub struct RepoDef {
     pub scrub: PruneWhen,
     /// `scrub_subset`: the share of packs a scrub reads (default all of them, `100%`).
     pub scrub_subset: crate::check::ReadData,
+    /// `path` is an `sftp:` or `s3:` location (kept as written, never resolved as a path);
+    /// whether it is reachable is for the host to find out ([`Opener::present`]).
+    pub remote: bool,
+    /// S3 credentials from the plan file (an `s3:` target only); what is not given comes from
+    /// the environment, as for `--repo`.
+    pub s3: S3Keys,
+}
+
+/// `access_key_id`, `secret_access_key` (or `secret_access_key_env`, the name of the
+/// environment variable holding it) and `region` of an `s3:` repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Keys {
+    /// The access key id; None: the environment's (`AWS_ACCESS_KEY_ID`, `~/.aws/`).
+    pub access_key_id: Option<String>,
+    /// The secret written in the plan file.
+    pub secret_access_key: Option<String>,
+    /// The name of the environment variable that holds the secret.
+    pub secret_access_key_env: Option<String>,
+    /// The region to sign for; None: the environment's.
+    pub region: Option<String>,
+}
+
+/// `[plans.NAME.hooks]`: shell commands (`sh -c`) around a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Runs before the run; failing, it stops the run (which then fails).
+    pub before: Option<String>,
+    /// Runs after every run that started, whatever its outcome.
+    pub after: Option<String>,
+    /// Runs after a run that failed (exit code other than 0), after `after`.
+    pub on_failure: Option<String>,
+}
+
+/// `[plans.NAME.notify]`: who hears of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// POSTed the run's JSON summary when the run fails (and on success with `on_success`).
+    pub webhook: Option<String>,
+    /// The webhook hears of successful runs too.
+    pub on_success: bool,
+    /// A healthchecks-style ping URL: `URL/start` as the run begins, `URL` when it succeeds,
+    /// `URL/fail` when it fails.
+    pub healthcheck: Option<String>,
 }
 
 /// Where a repository's password comes from.
@@ -221,6 +286,19 @@ pub struct Plan {
     /// The recovery point objective: the oldest the newest snapshot may be (`rpo`; default
     /// [`DEFAULT_RPO`]).
     pub rpo: Duration,
+    /// `check_every`: `plan status` raises an alarm for a target whose last check is older
+    /// (None: no alarm).
+    pub check_every: Option<Duration>,
+    /// `drill_every`: `plan status` raises an alarm for a target whose last drill is older, or
+    /// failed (None: no alarm).
+    pub drill_every: Option<Duration>,
+    /// `metrics_file`: where `plan run` writes the plan's metrics in the Prometheus text
+    /// format (for node_exporter's textfile collector), resolved as `sources` are.
+    pub metrics_file: Option<PathBuf>,
+    /// Commands run around each run (`[plans.NAME.hooks]`).
+    pub hooks: Hooks,
+    /// Notifications of each run (`[plans.NAME.notify]`).
+    pub notify: Notify,
 }
 
 /// Which days get a full and which a differential backup; every other day is incremental.
@@ -269,9 +347,10 @@ pub enum PruneWhen {
 
 impl RepoDef {
     /// Whether the target is here: its directory holds a repository `config` file (an
-    /// unplugged USB disk is not, and a run skips it).
+    /// unplugged USB disk is not, and a run skips it). Never true of a remote target: the
+    /// host asks its server ([`Opener::present`]).
     pub fn is_present(&self) -> bool {
-        self.path.is_dir() && self.path.join("config").is_file()
+        !self.remote && self.path.is_dir() && self.path.join("config").is_file()
     }
 }
 
@@ -382,6 +461,8 @@ mod tests {
             sibling: None,
             scrub: PruneWhen::Never,
             scrub_subset: ReadData::All,
+            remote: false,
+            s3: S3Keys::default(),
         }
     }
 

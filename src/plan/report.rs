@@ -87,6 +87,10 @@ pub struct TargetRun {
     /// Whether the target was present ([`RepoDef::is_present`](super::RepoDef::is_present));
     /// an absent one was skipped.
     pub present: bool,
+    /// Why a target that is not present was skipped (`"not present"` for a missing directory,
+    /// the server's failure for a remote one); None when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absent: Option<String>,
     /// None: not present; `Some(true)`: every step succeeded; `Some(false)`: one failed.
     pub ok: Option<bool>,
     /// Why the target failed, as a sentence for people (`backup: …`, `check found 2 errors;
@@ -320,6 +324,7 @@ mod tests {
             target: "t".into(),
             path: "/t".into(),
             present,
+            absent: None,
             ok,
             error: None,
             backup,

@@ -209,10 +209,12 @@ pub fn run<H: PlanHost>(
             report.interrupted = true;
             break;
         }
+        let presence = host.present(r);
         let mut t = TargetRun {
             target: r.name.clone(),
             path: r.path.clone(),
-            present: r.is_present(),
+            present: presence.is_ok(),
+            absent: presence.err(),
             ok: None,
             error: None,
             backup: None,

@@ -100,7 +100,7 @@ pub(super) fn scrub<H: PlanHost>(
     // Then the sibling, for what parity could not rebuild (or what check found beyond packs).
     if !left.is_empty() || parity.healed.is_empty() {
         match sibling {
-            Some(def) if def.is_present() => {
+            Some(def) if host.present(def).is_ok() => {
                 let mut other = host.open(def).map_err(Failure::Host)?;
                 let _their_lock = host
                     .lock(&other, false, "plan run (scrub: healing a sibling)")

@@ -52,8 +52,16 @@ pub struct PlanStatus {
     pub prune: PruneWhen,
     /// The plan's `check_subset` (None: no check; `"0%"` in JSON for a structure-only check).
     pub check_subset: Option<ReadData>,
+    /// The plan's `check_every` (`"check_every_s"` in JSON).
+    pub check_every: Option<Duration>,
+    /// The plan's `drill_every` (`"drill_every_s"` in JSON).
+    pub drill_every: Option<Duration>,
     /// Each of the plan's targets, in the plan's order.
     pub targets: Vec<TargetStatus>,
+    /// What is wrong: no target meets the RPO, a readable target's last check or drill is
+    /// older than the plan's `check_every` or `drill_every` (or the drill failed). Empty: all
+    /// well. `plan status` exits 1 when a plan it shows has one.
+    pub alarms: Vec<String>,
 }
 
 impl Serialize for PlanStatus {
@@ -70,6 +78,10 @@ impl Serialize for PlanStatus {
             prune: &'static str,
             #[serde(serialize_with = "ser::check_subset")]
             check_subset: Option<ReadData>,
+            check_every_s: Option<u64>,
+            drill_every_s: Option<u64>,
+            ok: bool,
+            alarms: &'a [String],
             targets: &'a [TargetStatus],
         }
         Wire {
@@ -82,6 +94,10 @@ impl Serialize for PlanStatus {
             mode_today: self.mode_today,
             prune: self.prune.name(),
             check_subset: self.check_subset,
+            check_every_s: self.check_every.map(|d| d.as_secs()),
+            drill_every_s: self.drill_every.map(|d| d.as_secs()),
+            ok: self.alarms.is_empty(),
+            alarms: &self.alarms,
             targets: &self.targets,
         }
         .serialize(s)
@@ -103,8 +119,8 @@ pub struct TargetStatus {
 /// What is known of a target.
 #[derive(Clone, Debug)]
 pub enum TargetState {
-    /// Not present (an unplugged disk).
-    Absent,
+    /// Not present (an unplugged disk, an unreachable server): why.
+    Absent(String),
     /// Present, but it could not be opened or read: why.
     Unreadable(String),
     /// Present and read: its facts against the plan.
@@ -130,6 +146,14 @@ pub struct TargetHealth {
     pub last_check: Option<When>,
     /// The newest drill record in the repository (any host's, any snapshot's); None: none.
     pub last_drill: Option<LastDrill>,
+    /// What check's record covers of the packs the repository holds now; None: no record
+    /// can be kept (no local state directory).
+    pub verification: Option<Verification>,
+    /// The plan has `check_every` and the last check is older than that (or there is none).
+    pub check_overdue: bool,
+    /// The plan has `drill_every` and the last drill is older than that, failed, or is
+    /// missing.
+    pub drill_overdue: bool,
     /// This plan's snapshots that another readable target has and this one lacks, oldest first.
     pub missing: Vec<MissingSnapshot>,
 }
@@ -146,6 +170,9 @@ impl Serialize for TargetStatus {
             last_prune: (),
             last_check: (),
             last_drill: (),
+            verification: (),
+            check_overdue: (),
+            drill_overdue: (),
             missing: (),
         }
         #[derive(Serialize)]
@@ -156,21 +183,24 @@ impl Serialize for TargetStatus {
             present: bool,
             #[serde(skip_serializing_if = "Option::is_none")]
             error: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            absent: Option<&'a str>,
             #[serde(flatten)]
             health: Option<&'a TargetHealth>,
             #[serde(flatten)]
             unknown: Option<Unknown>,
         }
-        let (present, error, health) = match &self.state {
-            TargetState::Absent => (false, None, None),
-            TargetState::Unreadable(e) => (true, Some(e.as_str()), None),
-            TargetState::Read(h) => (true, None, Some(&**h)),
+        let (present, error, absent, health) = match &self.state {
+            TargetState::Absent(why) => (false, None, Some(why.as_str()), None),
+            TargetState::Unreadable(e) => (true, Some(e.as_str()), None, None),
+            TargetState::Read(h) => (true, None, None, Some(&**h)),
         };
         Wire {
             name: &self.name,
             path: &self.path,
             present,
             error,
+            absent,
             health,
             unknown: health.is_none().then(Unknown::default),
         }
@@ -187,6 +217,8 @@ pub struct LastSnapshot {
     pub id: SnapshotId,
     /// The backup mode it records.
     pub mode: BackupMode,
+    /// The size of all its files, in bytes (its backup's `total_bytes_processed`).
+    pub size: u64,
 }
 
 impl Serialize for LastSnapshot {
@@ -197,6 +229,7 @@ impl Serialize for LastSnapshot {
         m.serialize_entry("id", &self.id.to_hex())?;
         m.serialize_entry("short_id", &self.id.short())?;
         m.serialize_entry("mode", &self.mode)?;
+        m.serialize_entry("size", &self.size)?;
         m.end()
     }
 }
@@ -224,6 +257,23 @@ pub struct LastDrill {
     pub snapshot: SnapshotId,
     /// Share of the snapshot's files restored, by count, in percent (0 < p ≤ 100).
     pub sample_percent: f64,
+    /// The time a restore of the whole snapshot would take at the drill's throughput, in
+    /// seconds.
+    pub projected_full_s: f64,
+}
+
+/// What check's record covers of a repository's packs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// Packs the repository holds.
+    pub packs: u64,
+    /// Packs among them with a recorded verification.
+    pub verified: u64,
+    /// `verified / packs`, 0 to 1.
+    pub coverage: f64,
+    /// Since when every pack has been verified at least once (the oldest verification of
+    /// them all); None while some pack never was.
+    pub last_full: Option<When>,
 }
 
 /// A snapshot of the plan that a target lacks, and the targets that have it.
@@ -245,6 +295,7 @@ struct RepoFacts {
     state: PlanState,
     last_verified: Option<i64>,
     last_drill: Option<DrillRecord>,
+    coverage: Option<crate::check::Coverage>,
 }
 
 fn facts<O: Opener>(host: &mut O, r: &super::RepoDef) -> Result<RepoFacts, O::Error> {
@@ -255,7 +306,18 @@ fn facts<O: Opener>(host: &mut O, r: &super::RepoDef) -> Result<RepoFacts, O::Er
         host.warning(&w);
     }
     let dir = host.state_dir(&repo);
+    let coverage = match &dir {
+        Some(d) => {
+            let packs = repo.list(crate::backend::FileKind::Pack)?;
+            Some(crate::check::coverage(
+                &d.join(crate::check::STATE_FILE),
+                packs.iter().map(|(n, _)| n.as_str()),
+            ))
+        }
+        None => None,
+    };
     Ok(RepoFacts {
+        coverage,
         snapshots,
         state: dir
             .as_ref()
@@ -282,7 +344,7 @@ pub fn status<O: Opener>(
         .to_zoned(machine.tz.clone())
         .date();
     // Each present repository is opened once, whatever number of plans use it.
-    let mut repos: BTreeMap<&str, Option<Result<RepoFacts, String>>> = BTreeMap::new();
+    let mut repos: BTreeMap<&str, Result<Result<RepoFacts, String>, String>> = BTreeMap::new();
     for p in plans {
         for t in &p.targets {
             if repos.contains_key(t.as_str()) {
@@ -294,10 +356,9 @@ pub fn status<O: Opener>(
                     p.name
                 ))
             })?;
-            let f = match r.is_present() {
-                true => Some(facts(host, r).map_err(|e| e.to_string())),
-                false => None,
-            };
+            let f = host
+                .present(r)
+                .map(|()| facts(host, r).map_err(|e| e.to_string()));
             repos.insert(t, f);
         }
     }
@@ -312,7 +373,7 @@ pub fn status<O: Opener>(
         let plan_host = p.host_or(&machine.hostname);
         let paths = p.snapshot_paths()?;
         let readable = |t: &str| match repos.get(t) {
-            Some(Some(Ok(f))) => Some(f),
+            Some(Ok(Ok(f))) => Some(f),
             _ => None,
         };
         let mine = |f| plan_snapshots(f, &plan_host, &paths);
@@ -337,9 +398,10 @@ pub fn status<O: Opener>(
                 .map(|r| r.path.clone())
                 .unwrap_or_default();
             let state = match repos.get(t.as_str()) {
-                None | Some(None) => TargetState::Absent,
-                Some(Some(Err(e))) => TargetState::Unreadable(e.clone()),
-                Some(Some(Ok(f))) => {
+                None => TargetState::Absent("not present".into()),
+                Some(Err(why)) => TargetState::Absent(why.clone()),
+                Some(Ok(Err(e))) => TargetState::Unreadable(e.clone()),
+                Some(Ok(Ok(f))) => {
                     let lacks = lacking.next().unwrap_or_default();
                     TargetState::Read(Box::new(health(p, f, &mine(f), lacks, &have, &at)))
                 }
@@ -353,7 +415,38 @@ pub fn status<O: Opener>(
         let rpo_met = targets
             .iter()
             .any(|t| matches!(&t.state, TargetState::Read(h) if h.rpo_met));
+        let mut alarms = Vec::new();
+        if !rpo_met {
+            alarms.push(format!(
+                "plan {}: no target holds a snapshot newer than its RPO ({})",
+                p.name,
+                span(p.rpo.as_secs() as i64)
+            ));
+        }
+        for t in &targets {
+            if let TargetState::Read(h) = &t.state {
+                if h.check_overdue {
+                    alarms.push(format!(
+                        "plan {}, target {}: no check within check_every ({})",
+                        p.name,
+                        t.name,
+                        span(p.check_every.unwrap_or_default().as_secs() as i64)
+                    ));
+                }
+                if h.drill_overdue {
+                    alarms.push(format!(
+                        "plan {}, target {}: no successful drill within drill_every ({})",
+                        p.name,
+                        t.name,
+                        span(p.drill_every.unwrap_or_default().as_secs() as i64)
+                    ));
+                }
+            }
+        }
         out.push(PlanStatus {
+            alarms,
+            check_every: p.check_every,
+            drill_every: p.drill_every,
             name: p.name.clone(),
             host: plan_host,
             paths,
@@ -407,6 +500,11 @@ fn health(
         .into_iter()
         .flatten()
         .max();
+    let older_than = |t: Option<i64>, every: Option<Duration>| match every {
+        Some(every) => !rpo_met(t, now, every),
+        None => false,
+    };
+    let drill_ok = f.last_drill.as_ref().filter(|d| d.ok).map(|d| d.time_ns);
     TargetHealth {
         snapshots: mine.len(),
         last_snapshot: newest.map(|(id, s)| LastSnapshot {
@@ -419,6 +517,7 @@ fn health(
             ),
             id: *id,
             mode: s.mode,
+            size: s.summary.total_bytes_processed,
         }),
         rpo_met: rpo_met(newest.map(|(_, s)| s.time_ns), now, p.rpo),
         last_run: rec.last_run_ns.map(|t| LastRun {
@@ -435,7 +534,16 @@ fn health(
             ok: d.ok,
             snapshot: d.snapshot,
             sample_percent: d.sample_percent,
+            projected_full_s: d.projected_full_s,
         }),
+        verification: f.coverage.map(|c| Verification {
+            packs: c.packs,
+            verified: c.verified,
+            coverage: c.ratio(),
+            last_full: c.full_ns.map(when),
+        }),
+        check_overdue: older_than(last_check, p.check_every),
+        drill_overdue: older_than(drill_ok, p.drill_every),
         missing: lacks
             .into_iter()
             .map(|k| MissingSnapshot {
@@ -540,7 +648,7 @@ mod tests {
         assert_eq!(b.missing.len(), 1, "b lacks a's snapshot");
         assert_eq!(b.missing[0].time.ns, T0);
         assert_eq!(b.missing[0].on, vec!["a".to_string()]);
-        assert!(matches!(p.targets[2].state, TargetState::Absent));
+        assert!(matches!(p.targets[2].state, TargetState::Absent(_)));
 
         let (_dir, mut host, cfg) = world(T0 + 26 * HOUR + 1_000_000_000, "");
         let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
@@ -585,6 +693,58 @@ mod tests {
     }
 
     #[test]
+    fn alarms_are_raised_past_the_rpo_and_the_check_and_drill_cadences() {
+        let (_dir, mut host, cfg) = world(T0 + HOUR, "check_subset = \"100%\"\n");
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        assert!(st[0].alarms.is_empty(), "{:?}", st[0].alarms);
+        let a = health(&st[0].targets[0]);
+        assert!(!a.check_overdue && !a.drill_overdue, "no cadence, no alarm");
+        let v = a.verification.as_ref().expect("a state directory");
+        assert_eq!((v.verified, v.coverage), (v.packs, 1.0), "{v:?}");
+        assert_eq!(v.last_full.map(|w| w.time.ns), Some(T0));
+
+        // Checked an hour ago; a check every 30 minutes is wanted, and a drill every day.
+        let (_dir, mut host, cfg) = world(
+            T0 + HOUR,
+            "check_subset = \"100%\"\ncheck_every = \"30m\"\ndrill_every = \"1d\"\n",
+        );
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        let a = health(&st[0].targets[0]);
+        assert!(a.check_overdue && a.drill_overdue);
+        let b = health(&st[0].targets[1]);
+        assert!(b.check_overdue, "b was never checked");
+        assert_eq!(st[0].alarms.len(), 4, "{:?}", st[0].alarms);
+        assert!(st[0].alarms[0].contains("target a") && st[0].alarms[0].contains("check_every"));
+
+        // Past the RPO on every target.
+        let (_dir, mut host, cfg) = world(T0 + 27 * HOUR, "");
+        let st = status(&mut host, &cfg, &[&cfg.plans["p"]], &machine()).expect("status");
+        assert_eq!(st[0].alarms.len(), 1);
+        assert!(st[0].alarms[0].contains("RPO"), "{:?}", st[0].alarms);
+        let text = crate::plan::metrics::prometheus(&st);
+        assert!(
+            text.contains("cairn_plan_alarm{plan=\"p\",target=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cairn_plan_rpo_seconds{plan=\"p\",target=\"c\"} 93600\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cairn_plan_target_present{plan=\"p\",target=\"c\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cairn_plan_last_snapshot_age_seconds{plan=\"p\",target=\"a\"} 97200\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("cairn_plan_last_snapshot_age_seconds{plan=\"p\",target=\"b\"}"),
+            "b has none: {text}"
+        );
+    }
+
+    #[test]
     fn status_json_has_every_key_of_every_kind_of_target() {
         let (_dir, mut host, cfg) = world(T0 + HOUR, "");
         host.no_password.insert("b".into());
@@ -596,10 +756,14 @@ mod tests {
         assert_eq!(
             keys(&v),
             [
+                "alarms",
+                "check_every_s",
                 "check_subset",
+                "drill_every_s",
                 "host",
                 "mode_today",
                 "name",
+                "ok",
                 "paths",
                 "prune",
                 "rpo",
@@ -614,6 +778,8 @@ mod tests {
         );
         assert!(v["check_subset"].is_null());
         let facts = [
+            "check_overdue",
+            "drill_overdue",
             "last_check",
             "last_drill",
             "last_prune",
@@ -622,6 +788,7 @@ mod tests {
             "missing",
             "rpo_met",
             "snapshots",
+            "verification",
         ];
         let (a, b, c) = (&v["targets"][0], &v["targets"][1], &v["targets"][2]);
         let mut want: Vec<&str> = facts.to_vec();
@@ -636,8 +803,13 @@ mod tests {
         want.sort();
         assert_eq!(keys(b), want);
         assert_eq!(b["present"], true);
-        assert_eq!(keys(c).len(), facts.len() + 3, "no error, no prune_due");
+        assert_eq!(
+            keys(c).len(),
+            facts.len() + 4,
+            "absent, no error, no prune_due"
+        );
         assert_eq!(c["present"], false);
+        assert_eq!(c["absent"], "not present");
         for f in facts {
             assert!(b[f].is_null() && c[f].is_null(), "{f}");
         }

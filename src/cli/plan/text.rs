@@ -120,7 +120,14 @@ fn target_done(human: bool, t: &TargetRun) -> std::io::Result<()> {
     let path = output::esc(&t.path);
     match t.ok {
         // Always said, even with --quiet: a disk that is never plugged in is a lost copy.
-        None => eprintln!("target {} ({path}) is not present: skipped", t.target),
+        None => match t.absent.as_deref() {
+            Some(why) if why != "not present" => eprintln!(
+                "target {} ({path}) is not present: skipped ({})",
+                t.target,
+                output::esc(why)
+            ),
+            _ => eprintln!("target {} ({path}) is not present: skipped", t.target),
+        },
         Some(true) if human => outln!("  done")?,
         Some(true) => {}
         Some(false) => eprintln!(
@@ -170,8 +177,12 @@ pub fn status(p: &PlanStatus) -> std::io::Result<()> {
     for t in &p.targets {
         outln!("  {}  {}", t.name, t.path.to_string_lossy())?;
         let h = match &t.state {
-            TargetState::Absent => {
-                outln!("    not present")?;
+            TargetState::Absent(why) => {
+                if why == "not present" {
+                    outln!("    not present")?;
+                } else {
+                    outln!("    not present: {}", output::esc(why))?;
+                }
                 continue;
             }
             TargetState::Unreadable(e) => {
@@ -204,12 +215,34 @@ pub fn status(p: &PlanStatus) -> std::io::Result<()> {
         )?;
         let due = if h.prune_due { " (due)" } else { "" };
         line("last prune", h.last_prune.as_ref(), due)?;
-        line("last check", h.last_check.as_ref(), "")?;
+        let overdue = |o: bool| if o { " (OVERDUE)" } else { "" };
+        line(
+            "last check",
+            h.last_check.as_ref(),
+            overdue(h.check_overdue),
+        )?;
+        if let Some(v) = &h.verification {
+            outln!(
+                "    {:<14}{} of {} packs ({:.0}%){}",
+                "verified",
+                v.verified,
+                v.packs,
+                v.coverage * 100.0,
+                v.last_full
+                    .as_ref()
+                    .map(|w| format!(", all of them since {}", when_human(w)))
+                    .unwrap_or_default()
+            )?;
+        }
         let drill = h.last_drill.as_ref();
         line(
             "last drill",
             drill.map(|d| &d.when),
-            ok_or_failed(drill.map(|d| d.ok)),
+            &format!(
+                "{}{}",
+                ok_or_failed(drill.map(|d| d.ok)),
+                overdue(h.drill_overdue)
+            ),
         )?;
         if h.missing.is_empty() {
             outln!("    {:<14}none", "missing")?;
