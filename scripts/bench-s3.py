@@ -490,13 +490,15 @@ def base_env(cache: Path) -> dict:
 
 
 class Cairn:
-    def __init__(self, binary: str, connections: int | None):
+    def __init__(self, binary: str, connections: int | None, name: str | None = None):
         self.bin = binary
         self.connections = connections
-        self.name = "cairn" if connections is None else f"cairn-c{connections}"
+        self.name = name or ("cairn" if connections is None else f"cairn-c{connections}")
         self.prefix = self.name
         self.label = ("cairn (default --connections 4)" if connections is None
                       else f"cairn --connections {connections}")
+        if name:
+            self.label = f"{name} (the --cairn-before build)"
 
     def env(self, cache: Path) -> dict:
         return dict(base_env(cache), CAIRN_PASSWORD=PASSWORD)
@@ -825,7 +827,7 @@ def main():
                     "(default 3)")
     ap.add_argument("--tools", default="cairn,restic,cairn-c8",
                     help="comma-separated among cairn, restic, cairn-c8 (= cairn --connections "
-                         "8) (default: all three)")
+                         "8), cairn-before (see --cairn-before) (default: the first three)")
     ap.add_argument("--out", type=Path, default=None,
                     help="Markdown report path (default scripts/results/<today>-s3.md)")
     ap.add_argument("--keep", action="store_true",
@@ -834,6 +836,9 @@ def main():
     ap.add_argument("--cairn", default=str(PROJECT / "target" / "release" / "cairn"),
                     help="cairn binary (default target/release/cairn; it is copied first, so "
                          "a rebuild cannot swap it mid-run)")
+    ap.add_argument("--cairn-before", default=None,
+                    help="a second cairn binary (a build before a change), measured as the tool "
+                         "cairn-before in the same run; copied first like --cairn")
     ap.add_argument("--restic", default=shutil.which("restic"), help="restic binary")
     ap.add_argument("--garage", default=None, help="garage binary (default: PATH or "
                     "~/.cargo/bin/garage)")
@@ -844,7 +849,7 @@ def main():
         ap.error("--runs must be at least 1")
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in wanted:
-        if t not in ("cairn", "restic", "cairn-c8"):
+        if t not in ("cairn", "restic", "cairn-c8", "cairn-before"):
             ap.error(f"unknown tool {t!r} in --tools")
     today = datetime.date.today().isoformat()
     out = args.out or PROJECT / "scripts" / "results" / f"{today}-s3.md"
@@ -855,6 +860,8 @@ def main():
     if any(t.startswith("cairn") for t in wanted) and not os.access(args.cairn, os.X_OK):
         raise BenchError(f"cairn binary not found or not executable: {args.cairn} "
                          "(cargo build --release, or --cairn BIN)")
+    if "cairn-before" in wanted and not (args.cairn_before and os.access(args.cairn_before, os.X_OK)):
+        raise BenchError("--tools cairn-before needs --cairn-before BIN")
     if "restic" in wanted and not (args.restic and os.access(args.restic, os.X_OK)):
         raise BenchError("restic not found (apt-get install restic, or --restic BIN)")
     garage_bin = find_garage(args.garage)
@@ -893,6 +900,11 @@ def main():
             elif t == "cairn-c8":
                 tools.append(Cairn(str(cairn_bin), 8))
                 versions[t] = cv
+            elif t == "cairn-before":
+                before_bin = work / "bin" / "cairn-before"
+                shutil.copy2(args.cairn_before, before_bin)
+                tools.append(Cairn(str(before_bin), None, name="cairn-before"))
+                versions[t] = f"{first_line([str(before_bin), '--version'])} ({args.cairn_before})"
             else:
                 tools.append(Restic(args.restic))
                 versions[t] = first_line([args.restic, "version"])

@@ -112,6 +112,22 @@ fn conformance(b: &dyn Backend) {
             .expect("range big"),
         &big[5 << 20..(5 << 20) + 4096]
     );
+    // A reader's buffer reused from read to read (as restore does): each read gives exactly
+    // its range, whatever the buffer held or how long it has grown; a short object an error.
+    let mut buf = Vec::new();
+    let got = b
+        .get_range_into(FileKind::Pack, &big_name, 1000, 3 << 20, &mut buf)
+        .expect("range into");
+    assert_eq!(got, &big[1000..1000 + (3 << 20)]);
+    let got = b
+        .get_range_into(FileKind::Pack, &big_name, 7, 5000, &mut buf)
+        .expect("smaller range into the same buffer");
+    assert_eq!(got, &big[7..5007]);
+    assert!(
+        b.get_range_into(FileKind::Pack, &big_name, (6 << 20) - 10, 20, &mut buf)
+            .is_err(),
+        "a range past the end, into a buffer"
+    );
 
     // Tree packs go through the same storage (a cache may sit in front).
     let tree = bytes(7, 3000);

@@ -280,6 +280,10 @@ impl Backend for CachedBackend {
         self.inner.connections()
     }
 
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     fn put_tree_pack(&self, name: &str, data: &[u8]) -> io::Result<()> {
         self.inner.put_tree_pack(name, data)?;
         if let Some(p) = self.file(FileKind::Pack, name) {

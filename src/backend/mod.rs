@@ -13,9 +13,12 @@ use std::io;
 
 mod cache;
 mod fault;
+mod limit;
 mod local;
 mod location;
 mod mem;
+#[cfg(feature = "remote")]
+mod paced_http;
 #[cfg(feature = "remote")]
 mod remote;
 mod ssh;
@@ -25,6 +28,7 @@ pub use cache::{
     create_private_dir, write_private_file, write_private_file_durable, CachedBackend,
 };
 pub use fault::FaultBackend;
+pub use limit::{Clock, Limits, RateLimiter};
 pub use local::{LayoutError, LocalBackend, NotAnObject};
 pub use location::{Location, LocationError};
 pub use mem::MemBackend;
@@ -90,27 +94,35 @@ impl fmt::Debug for S3Credentials {
 }
 
 /// Opens the backend for a location: a local directory, a `cairn serve` through ssh, or
-/// (with the `remote` feature) an SFTP server or S3-compatible bucket.
+/// (with the `remote` feature) an SFTP server or S3-compatible bucket; all paced by `limits`.
 pub fn open_location(
     location: &Location,
     remote: RemoteOptions,
+    limits: Limits,
 ) -> io::Result<std::sync::Arc<dyn Backend>> {
     match location {
-        Location::Local(p) => Ok(std::sync::Arc::new(LocalBackend::new(p.clone()))),
-        Location::Ssh { .. } => Ok(std::sync::Arc::new(SshBackend::open(
-            location,
-            SshOptions {
-                ssh_program: "ssh".into(),
-                serve_program: remote.serve_program,
-                connections: remote.connections,
-                retry_for: remote.retry_for,
-            },
-        )?)),
+        Location::Local(p) => Ok(std::sync::Arc::new(
+            LocalBackend::new(p.clone()).with_limits(limits),
+        )),
+        Location::Ssh { .. } => Ok(std::sync::Arc::new(
+            SshBackend::open(
+                location,
+                SshOptions {
+                    ssh_program: "ssh".into(),
+                    serve_program: remote.serve_program,
+                    connections: remote.connections,
+                    retry_for: remote.retry_for,
+                },
+            )?
+            .with_limits(limits),
+        )),
         #[cfg(feature = "remote")]
-        _ => Ok(std::sync::Arc::new(RemoteBackend::open(location, remote)?)),
+        _ => Ok(std::sync::Arc::new(
+            RemoteBackend::open(location, remote)?.with_limits(limits),
+        )),
         #[cfg(not(feature = "remote"))]
         _ => {
-            let _ = remote;
+            let _ = (remote, limits);
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -392,6 +404,13 @@ pub trait Backend: Send + Sync {
     /// Transfers worth keeping in flight at once (pack uploads, restore reads).
     fn connections(&self) -> usize {
         2
+    }
+
+    /// Whether each transfer waits on a server (SFTP, S3): readers then keep
+    /// [`Self::connections`] transfers in flight besides the threads working on what has
+    /// arrived, rather than one thread per transfer.
+    fn is_remote(&self) -> bool {
+        false
     }
 
     /// Stores a pack that holds trees. A caching layer keeps a copy: directory listings and

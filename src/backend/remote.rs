@@ -19,6 +19,12 @@
 //! instead of getting a budget of its own. Errors that retrying cannot fix (not found, access denied,
 //! bad credentials, unknown host key) are returned at once.
 //!
+//! Bandwidth limits ([`Limits`]): a download is read as a stream and each piece waits for the
+//! download limiter as it arrives (the server is held back by TCP flow control). An S3 upload
+//! is sent as a stream whose pieces wait for the upload limiter (`paced_http.rs`); an SFTP
+//! upload waits for its pieces to be granted before it is sent whole (OpenDAL's SFTP writer
+//! takes the object as one buffer), so over a few seconds its rate is the limit's.
+//!
 //! SFTP goes through the system `ssh`, so `~/.ssh/config` applies (host aliases, ports, keys,
 //! `UserKnownHostsFile`). cairn never sets a host-key policy of its own: OpenDAL insists on
 //! passing `StrictHostKeyChecking`, so cairn passes the value the user's configuration gives
@@ -33,7 +39,9 @@ use std::time::{Duration, Instant};
 use opendal::{Buffer, ErrorKind as DalKind, Operator};
 
 use super::location::Location;
-use super::{temp_name, Backend, FileKind, ObjectTooLarge, RemoteOptions, S3Credentials};
+use super::{
+    temp_name, Backend, FileKind, Limits, ObjectTooLarge, RateLimiter, RemoteOptions, S3Credentials,
+};
 use crate::id::is_id_name;
 
 /// A repository on an SFTP server or in an S3-compatible bucket (see the module
@@ -52,6 +60,8 @@ pub struct RemoteBackend {
     /// (`retry_for`) runs from here and is shared by all operations of the command, so a dead
     /// server ends the command within it, lock removal included.
     failing_since: Mutex<Option<Instant>>,
+    /// Bandwidth limits (see the module documentation).
+    limits: Limits,
 }
 
 /// The shortest attempt: an operation started with little budget left still gets this long.
@@ -111,7 +121,58 @@ impl RemoteBackend {
             },
             preflight: std::sync::OnceLock::new(),
             failing_since: Mutex::new(None),
+            limits: Limits::default(),
         })
+    }
+
+    /// Paces uploads by `limits.upload` and downloads by `limits.download`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        if let (Some(up), false) = (&limits.upload, self.is_sftp()) {
+            let paced = super::paced_http::PacedHttp::new(up.clone());
+            let client = opendal::raw::HttpClient::with(paced);
+            self.op = self
+                .op
+                .clone()
+                .layer(opendal::layers::HttpClientLayer::new(client));
+        }
+        self.limits = limits;
+        self
+    }
+
+    /// SFTP: waits, piece by piece, until `n` bytes may be sent (an S3 body is paced as it
+    /// is sent, by its HTTP client).
+    fn pace_upload(&self, n: usize) {
+        if !self.is_sftp() {
+            return;
+        }
+        if let Some(l) = self.limits.upload.as_deref() {
+            let mut left = n;
+            while left > 0 {
+                let piece = left.min(l.piece());
+                l.take(piece);
+                left -= piece;
+            }
+        }
+    }
+
+    /// Reads `range` of `path` (None: all of it; `len`: the bytes expected) in one request,
+    /// streamed and paced piece by piece as it arrives under a download limit.
+    fn read_range(
+        &self,
+        what: &str,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+        len: usize,
+    ) -> io::Result<Buffer> {
+        match (&self.limits.download, range) {
+            (None, Some(r)) => {
+                self.run(what, path, len, || self.op.read_with(path).range(r.clone()))
+            }
+            (None, None) => self.run(what, path, len, || self.op.read(path)),
+            (Some(l), r) => self.run(what, path, len, || {
+                read_paced(&self.op, path, r.clone(), l.clone())
+            }),
+        }
     }
 
     /// How long the server has been failing for, if it is.
@@ -157,8 +218,15 @@ impl RemoteBackend {
             }
         }
         let _slot = self.slots.acquire();
-        // A transfer may take its time on a slow link: one extra second per MiB.
-        let allowance = Duration::from_secs((bytes >> 20) as u64);
+        // A transfer may take its time on a slow link: one extra second per MiB, and under a
+        // bandwidth limit the time its bytes take at the limit with every connection sharing it.
+        let limited = [&self.limits.upload, &self.limits.download]
+            .into_iter()
+            .flatten()
+            .map(|l| l.time_for(bytes as u64) * self.opts.connections as u32)
+            .max()
+            .unwrap_or_default();
+        let allowance = Duration::from_secs((bytes >> 20) as u64) + limited;
         let mut delay = Duration::from_millis(250);
         let mut attempts = 0u32;
         loop {
@@ -300,10 +368,11 @@ impl RemoteBackend {
             None => temp_name(),
         };
         let result = (|| {
+            self.pace_upload(data.len());
             self.run("write", &tmp, data.len(), || {
                 self.op.write(&tmp, body.clone())
             })?;
-            let back = self.run("read back", &tmp, data.len(), || self.op.read(&tmp))?;
+            let back = self.read_range("read back", &tmp, None, data.len())?;
             if back.len() != data.len() || back.to_bytes() != data {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -350,6 +419,68 @@ impl RemoteBackend {
             })
             .collect())
     }
+}
+
+/// Reads `range` of `path` (None: all of it) in one request as a stream, each piece waiting
+/// for `limit` as it arrives: while it waits the connection is not read, and TCP holds the
+/// server back.
+async fn read_paced(
+    op: &Operator,
+    path: &str,
+    range: Option<std::ops::Range<u64>>,
+    limit: std::sync::Arc<RateLimiter>,
+) -> opendal::Result<Buffer> {
+    use futures_util::TryStreamExt;
+    let reader = op.reader(path).await?;
+    let mut stream = match range {
+        Some(r) => reader.into_stream(r).await?,
+        None => reader.into_stream(..).await?,
+    };
+    let mut pieces = Vec::new();
+    while let Some(piece) = stream.try_next().await? {
+        let wait = limit.reserve(piece.len());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        pieces.push(piece);
+    }
+    Ok(pieces.into_iter().flatten().collect())
+}
+
+/// Reads `range` of `path` in one request, copying each piece into `out` as it arrives (no
+/// buffer of the whole range besides the caller's, which it reuses from read to read), each
+/// piece waiting for `limit` first. Returns the bytes read; more than `out` holds is an error.
+async fn stream_into(
+    op: &Operator,
+    path: &str,
+    range: std::ops::Range<u64>,
+    out: &std::cell::RefCell<&mut [u8]>,
+    limit: Option<&RateLimiter>,
+) -> opendal::Result<usize> {
+    use futures_util::TryStreamExt;
+    let mut stream = op.reader(path).await?.into_stream(range).await?;
+    let mut at = 0;
+    while let Some(piece) = stream.try_next().await? {
+        if let Some(l) = limit {
+            let wait = l.reserve(piece.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let mut out = out.borrow_mut();
+        for chunk in piece {
+            let end = at + chunk.len();
+            let Some(dst) = out.get_mut(at..end) else {
+                return Err(opendal::Error::new(
+                    DalKind::Unexpected,
+                    "the server sent more bytes than the range asked for",
+                ));
+            };
+            dst.copy_from_slice(&chunk);
+            at = end;
+        }
+    }
+    Ok(at)
 }
 
 /// The OpenDAL operator for a location. S3 is configured from `s3` alone: OpenDAL's own
@@ -695,9 +826,7 @@ impl Backend for RemoteBackend {
             // S3 refuses any range of an empty object; a zero-length file is just that.
             return Ok(Vec::new());
         }
-        let b = self.run("read", &path, size as usize, || {
-            self.op.read_with(&path).range(0..size)
-        })?;
+        let b = self.read_range("read", &path, Some(0..size), size as usize)?;
         if b.len() as u64 > limit {
             return Err(ObjectTooLarge::error(kind, name, limit, None));
         }
@@ -711,18 +840,43 @@ impl Backend for RemoteBackend {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    fn get_range_into<'b>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
         let path = kind.path(name);
+        // Grown, never shrunk: a reused buffer is not zeroed again for every read.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let out = std::cell::RefCell::new(&mut buf[..len]);
         let end = offset + len as u64;
-        let b = self.run("read", &path, len, || {
-            self.op.read_with(&path).range(offset..end)
+        let got = self.run("read", &path, len, || {
+            stream_into(
+                &self.op,
+                &path,
+                offset..end,
+                &out,
+                self.limits.download.as_deref(),
+            )
         })?;
-        if b.len() != len {
+        if got != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{path}: {} bytes at {offset}, wanted {len}", b.len()),
+                format!("{path}: {got} bytes at {offset}, wanted {len}"),
             ));
         }
-        Ok(b.to_vec())
+        Ok(&buf[..len])
     }
 
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
@@ -779,6 +933,10 @@ impl Backend for RemoteBackend {
 
     fn connections(&self) -> usize {
         self.opts.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 }
 

@@ -27,6 +27,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::limit::{PacedReader, PacedWriter};
 use super::location::Location;
 use super::{Backend, FileKind};
 use crate::serve::protocol::{self, FrameError, Op};
@@ -116,6 +117,8 @@ pub struct SshBackend {
     freed: Condvar,
     /// Since when every connection attempt has failed (the shared retry budget).
     failing_since: Mutex<Option<Instant>>,
+    /// Bandwidth limits: requests are written and answers read piece by piece.
+    limits: super::Limits,
 }
 
 /// Single-quotes a word for the remote shell.
@@ -174,7 +177,14 @@ impl SshBackend {
             open: Mutex::new(0),
             freed: Condvar::new(),
             failing_since: Mutex::new(None),
+            limits: super::Limits::default(),
         })
+    }
+
+    /// Paces requests by `limits.upload` and answers by `limits.download`.
+    pub fn with_limits(mut self, limits: super::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The host, for messages.
@@ -322,9 +332,25 @@ impl SshBackend {
         limit: u64,
     ) -> Result<io::Result<Vec<u8>>, Failure> {
         let mut conn = self.take()?;
-        let answer = protocol::write_request(&mut conn.w, op, kind, name, args, payload)
-            .map_err(FrameError::Io)
-            .and_then(|()| protocol::read_response(&mut conn.r, limit));
+        let answer = match (
+            self.limits.upload.as_deref(),
+            self.limits.download.as_deref(),
+        ) {
+            (None, None) => protocol::write_request(&mut conn.w, op, kind, name, args, payload)
+                .map_err(FrameError::Io)
+                .and_then(|()| protocol::read_response(&mut conn.r, limit)),
+            (up, down) => {
+                let mut w = PacedWriter::new(&mut conn.w, up);
+                protocol::write_request(&mut w, op, kind, name, args, payload)
+                    .map_err(FrameError::Io)
+                    .and_then(|()| match down {
+                        Some(l) => {
+                            protocol::read_response(&mut PacedReader::new(&mut conn.r, l), limit)
+                        }
+                        None => protocol::read_response(&mut conn.r, limit),
+                    })
+            }
+        };
         match answer {
             // The server ends a session after refusing a malformed request: not reused.
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidInput => {

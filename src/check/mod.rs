@@ -14,8 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::FileKind;
 use crate::backend::{is_read_error, read_around_errors, Unreadable};
+use crate::backend::{FileKind, ObjectTooLarge};
 use crate::error::{Error, Result};
 use crate::id::{content_hash, BlobId, PackId, SnapshotId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
@@ -286,10 +286,16 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
         }
         jobs.push((pack, *size, entries, to_read.contains(pack)));
     }
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(repo.backend().connections())
-        .min(jobs.len().max(1));
+    // From a remote repository, `connections` reads stay in flight while the cores verify
+    // what has arrived (each worker holds one pack).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let backend = repo.backend();
+    let workers = if backend.is_remote() {
+        cores + backend.connections()
+    } else {
+        cores.max(backend.connections())
+    }
+    .min(jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let outcomes: Vec<std::sync::Mutex<Option<PackOutcome>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
@@ -576,7 +582,21 @@ fn check_pack(
         }
     };
     let header_entries = if read_data {
-        let (bytes, unreadable) = match read_retry(|| backend.get(FileKind::Pack, &name))
+        // A range of the size the listing gave (and the index agreed on), not `get`: a
+        // remote store then needs no request for the size first.
+        let whole = || {
+            let bound = FileKind::Pack.max_len();
+            if size > bound {
+                return Err(ObjectTooLarge::error(
+                    FileKind::Pack,
+                    &name,
+                    bound,
+                    Some(size),
+                ));
+            }
+            backend.get_range(FileKind::Pack, &name, 0, size as usize)
+        };
+        let (bytes, unreadable) = match read_retry(whole)
             .map(|b| (b, None))
             .or_else(|e| read_around(repo, &name, size, e))
         {

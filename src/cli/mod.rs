@@ -132,6 +132,12 @@ pub struct Global {
     /// Read without writing a lock (read-only commands; automatic on a read-only repository)
     #[arg(long, global = true)]
     pub no_lock: bool,
+    /// Limit writes to the repository to KIB KiB/s (any repository, a local directory too)
+    #[arg(long, global = true, value_name = "KIB")]
+    pub limit_upload: Option<u64>,
+    /// Limit reads from the repository to KIB KiB/s (any repository, a local directory too)
+    #[arg(long, global = true, value_name = "KIB")]
+    pub limit_download: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +249,14 @@ pub enum Command {
     Serve(serve::Args),
 }
 
+/// The program an `ssh://` location's host runs: `CAIRN_REMOTE_COMMAND`, else `cairn`.
+pub fn serve_program() -> String {
+    std::env::var("CAIRN_REMOTE_COMMAND")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "cairn".into())
+}
+
 /// The cache in front of a remote repository, attached once the repository id is known.
 pub type CacheHandle = Arc<CachedBackend>;
 
@@ -252,6 +266,9 @@ pub struct Ctx {
     pub cancel: Arc<AtomicBool>,
     /// The command being run (`restore`, `key`), as a put-only key's refusal names it.
     pub command: &'static str,
+    /// `--limit-upload` and `--limit-download`: one limiter per direction, shared by every
+    /// backend the command opens.
+    pub limits: cairn::backend::Limits,
 }
 
 impl Ctx {
@@ -301,11 +318,9 @@ impl Ctx {
                 connections: self.g.connections.into(),
                 retry_for: self.g.retry_timeout,
                 s3,
-                serve_program: std::env::var("CAIRN_REMOTE_COMMAND")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| "cairn".into()),
+                serve_program: serve_program(),
             },
+            self.limits.clone(),
         )?;
         if !loc.is_remote() || uncached || self.g.no_cache {
             return Ok((raw, None));
@@ -440,10 +455,13 @@ pub fn main() -> ExitCode {
         });
     }
     input::stop_on(cancel.clone());
+    let limits =
+        cairn::backend::Limits::kib_per_sec(cli.global.limit_upload, cli.global.limit_download);
     let ctx = Ctx {
         g: cli.global,
         cancel,
         command: cli.command.name(),
+        limits,
     };
     if let Some(name) = cli.command.writer_name().filter(|_| ctx.g.no_lock) {
         eprintln!("cairn: {}", no_lock_refused(name));

@@ -570,8 +570,9 @@ fn probe_remote(ctx: &Ctx, r: &RepoDef) -> Result<(), String> {
             connections: 1,
             retry_for: PROBE_BUDGET.min(ctx.g.retry_timeout),
             s3,
-            ..cairn::backend::RemoteOptions::default()
+            serve_program: super::serve_program(),
         },
+        ctx.limits.clone(),
     )
     .map_err(|e| e.to_string())?;
     cairn::repo::ensure_exists(backend.as_ref()).map_err(|e| match e.kind() {

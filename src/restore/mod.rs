@@ -249,8 +249,14 @@ pub fn restore(
         n => n,
     };
     // One more worker than cores keeps the CPUs busy while some wait for the disk (direct
-    // writes are synchronous); a remote repository answers faster with more reads in flight.
-    let workers = (threads + 1).max(repo.backend().connections());
+    // writes are synchronous); from a remote repository, `connections` reads stay in flight
+    // while the cores open and write what has arrived.
+    let backend = repo.backend();
+    let workers = if backend.is_remote() {
+        threads + backend.connections()
+    } else {
+        (threads + 1).max(backend.connections())
+    };
     let shared = Shared {
         repo,
         opts,

@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use super::dirfd::is_regular;
 use super::LocalBackend;
 use crate::aligned::{AlignedBuf, ALIGN};
+use crate::backend::limit::{paced_write, RateLimiter};
 use crate::backend::{temp_name, CONFIG_NAME};
 
 /// Modes for new files and directories (see the module documentation).
@@ -55,12 +56,13 @@ thread_local! {
 }
 
 /// Writes `data` at the start of the new file `f`: large objects through `O_DIRECT` where the
-/// file system supports it, the rest (and everything elsewhere) through the page cache.
-fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
+/// file system supports it, the rest (and everything elsewhere) through the page cache; paced
+/// piece by piece by `limit` (its pieces are multiples of 4 KiB, so direct I/O stays aligned).
+fn write_object(f: &mut File, data: &[u8], limit: Option<&RateLimiter>) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let aligned = data.len() / ALIGN * ALIGN;
     if data.len() < DIRECT_MIN {
-        return f.write_all(data);
+        return paced_write(limit, data, |p| f.write_all(p));
     }
     let fd = f.as_raw_fd();
     // SAFETY: fcntl on a file descriptor this function borrows; no memory is passed.
@@ -68,7 +70,7 @@ fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
     // File systems without direct I/O (tmpfs, many FUSE mounts) refuse the flag: buffered.
     // SAFETY: as above.
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
-        return f.write_all(data);
+        return paced_write(limit, data, |p| f.write_all(p));
     }
     let mut done = 0;
     let direct = STAGE.with(|stage| -> io::Result<()> {
@@ -79,7 +81,7 @@ fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
         while done < aligned {
             let n = buf.len().min(aligned - done);
             buf[..n].copy_from_slice(&data[done..done + n]);
-            f.write_all(&buf[..n])?;
+            paced_write(limit, &buf[..n], |p| f.write_all(p))?;
             done += n;
         }
         Ok(())
@@ -98,7 +100,7 @@ fn write_object(f: &mut File, data: &[u8]) -> io::Result<()> {
     if restored < 0 {
         return Err(io::Error::last_os_error());
     }
-    f.write_all(&data[done..])
+    paced_write(limit, &data[done..], |p| f.write_all(p))
 }
 
 impl LocalBackend {
@@ -142,7 +144,8 @@ impl LocalBackend {
             // Past the umask; file systems without modes refuse or ignore it.
             let _ = rfs::fchmod(&f, Mode::from_raw_mode(modes.file));
         }
-        let written = write_object(&mut f, data).and_then(|_| f.sync_all());
+        let written =
+            write_object(&mut f, data, self.limits.upload.as_deref()).and_then(|_| f.sync_all());
         drop(f);
         if let Err(e) = written {
             let _ = rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty());

@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{read_at_most, Backend, FileKind, OsLock};
+use super::limit::PacedReader;
+use super::{read_at_most, Backend, FileKind, Limits, OsLock};
 use dirfd::{entries, is_fanout_name, is_regular, kind_name, FLAT_DIRS};
 use durable::{sync_dir, Modes};
 
@@ -103,6 +104,9 @@ pub struct LocalBackend {
     /// `data/` and `data/XX/` again for each cost two system calls more per read. A held
     /// descriptor keeps naming the directory it was opened on, whatever is put at its name.
     dirs: Mutex<std::collections::HashMap<String, Arc<OwnedFd>>>,
+    /// Bandwidth limits: writes and reads are paced piece by piece (a USB disk shared with
+    /// other work).
+    limits: Limits,
 }
 
 /// The file name of an object inside its directory.
@@ -133,7 +137,14 @@ impl LocalBackend {
             root_fd: Mutex::new(None),
             modes: OnceLock::new(),
             dirs: Mutex::new(std::collections::HashMap::new()),
+            limits: Limits::default(),
         }
+    }
+
+    /// Paces writes by `limits.upload` and reads by `limits.download`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The repository directory as given.
@@ -279,7 +290,10 @@ impl Backend for LocalBackend {
 
     fn get_at_most(&self, kind: FileKind, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let (f, size) = self.open_object(kind, name)?;
-        read_at_most(f, size, limit, kind, name)
+        match self.limits.download.as_deref() {
+            Some(l) => read_at_most(PacedReader::new(f, l), size, limit, kind, name),
+            None => read_at_most(f, size, limit, kind, name),
+        }
     }
 
     fn get_range(
@@ -317,7 +331,17 @@ impl Backend for LocalBackend {
         if buf.len() < len {
             buf.resize(len, 0);
         }
-        f.read_exact_at(&mut buf[..len], offset)?;
+        match self.limits.download.as_deref() {
+            Some(l) => {
+                let mut at = offset;
+                for piece in buf[..len].chunks_mut(l.piece()) {
+                    l.take(piece.len());
+                    f.read_exact_at(piece, at)?;
+                    at += piece.len() as u64;
+                }
+            }
+            None => f.read_exact_at(&mut buf[..len], offset)?,
+        }
         Ok(&buf[..len])
     }
 
