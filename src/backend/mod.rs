@@ -12,6 +12,7 @@ use std::fmt;
 use std::io;
 
 mod cache;
+mod failing;
 mod fault;
 mod limit;
 mod local;

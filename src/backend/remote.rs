@@ -59,7 +59,7 @@ pub struct RemoteBackend {
     /// Since when every operation has failed (None: the last one succeeded). The retry budget
     /// (`retry_for`) runs from here and is shared by all operations of the command, so a dead
     /// server ends the command within it, lock removal included.
-    failing_since: Mutex<Option<Instant>>,
+    failing_since: super::failing::FailingSince,
     /// Bandwidth limits (see the module documentation).
     limits: Limits,
 }
@@ -120,7 +120,7 @@ impl RemoteBackend {
                 freed: Condvar::new(),
             },
             preflight: std::sync::OnceLock::new(),
-            failing_since: Mutex::new(None),
+            failing_since: Default::default(),
             limits: Limits::default(),
         })
     }
@@ -175,25 +175,6 @@ impl RemoteBackend {
         }
     }
 
-    /// How long the server has been failing for, if it is.
-    fn failing_for(&self) -> Option<Duration> {
-        self.failing_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|t| t.elapsed())
-    }
-
-    /// Records the outcome of an attempt started at `started` for the shared retry budget: a
-    /// failure counts from the attempt's start (a server that stopped answering failed then).
-    fn record(&self, ok: bool, started: Instant) {
-        let mut f = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            *f = None;
-        } else if f.is_none_or(|t| started < t) {
-            *f = Some(started);
-        }
-    }
-
     fn is_sftp(&self) -> bool {
         matches!(self.location, Location::Sftp { .. })
     }
@@ -234,7 +215,7 @@ impl RemoteBackend {
             // The budget left: what the failures so far (of any operation) have not used. Spent:
             // the command is giving up, and nothing more is tried (the lock file's removal
             // does not get a budget of its own).
-            let failing = self.failing_for().unwrap_or_default();
+            let failing = self.failing_since.failing_for().unwrap_or_default();
             if failing > self.opts.retry_for {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -254,7 +235,7 @@ impl RemoteBackend {
                 .block_on(async { tokio::time::timeout(per_attempt, f().into_future()).await });
             let (kind, mut message, mut retry) = match outcome {
                 Ok(Ok(v)) => {
-                    self.record(true, started);
+                    self.failing_since.record(true, started);
                     return Ok(v);
                 }
                 Ok(Err(e)) => {
@@ -274,7 +255,7 @@ impl RemoteBackend {
                     let left = self
                         .opts
                         .retry_for
-                        .saturating_sub(self.failing_for().unwrap_or_default());
+                        .saturating_sub(self.failing_since.failing_for().unwrap_or_default());
                     if let Some((why, transient)) = ssh_diagnose(endpoint, left) {
                         message = why;
                         retry = transient;
@@ -283,14 +264,15 @@ impl RemoteBackend {
             }
             if !retry {
                 // An answer (not found, denied): the server is there.
-                self.record(!matches!(kind, io::ErrorKind::TimedOut), started);
+                self.failing_since
+                    .record(!matches!(kind, io::ErrorKind::TimedOut), started);
                 return Err(io::Error::new(
                     kind,
                     format!("{what} {path} on {}: {message}", self.location),
                 ));
             }
-            self.record(false, started);
-            let elapsed = self.failing_for().unwrap_or_default();
+            self.failing_since.record(false, started);
+            let elapsed = self.failing_since.failing_for().unwrap_or_default();
             if elapsed + delay > self.opts.retry_for {
                 return Err(io::Error::new(
                     kind,

@@ -116,7 +116,7 @@ pub struct SshBackend {
     open: Mutex<usize>,
     freed: Condvar,
     /// Since when every connection attempt has failed (the shared retry budget).
-    failing_since: Mutex<Option<Instant>>,
+    failing_since: super::failing::FailingSince,
     /// Bandwidth limits: requests are written and answers read piece by piece.
     limits: super::Limits,
 }
@@ -176,7 +176,7 @@ impl SshBackend {
             idle: Mutex::new(Vec::new()),
             open: Mutex::new(0),
             freed: Condvar::new(),
-            failing_since: Mutex::new(None),
+            failing_since: Default::default(),
             limits: super::Limits::default(),
         })
     }
@@ -370,22 +370,6 @@ impl SshBackend {
         }
     }
 
-    fn failing_for(&self) -> Option<Duration> {
-        self.failing_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|t| t.elapsed())
-    }
-
-    fn record(&self, ok: bool, started: Instant) {
-        let mut f = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            *f = None;
-        } else if f.is_none_or(|t| started < t) {
-            *f = Some(started);
-        }
-    }
-
     /// Sends one request, again on a new connection while connections fail and the retry
     /// budget lasts; the server's answer (its error naming the location).
     fn call(
@@ -418,7 +402,7 @@ impl SshBackend {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let failing = self.failing_for().unwrap_or_default();
+            let failing = self.failing_since.failing_for().unwrap_or_default();
             if failing > self.opts.retry_for {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -433,14 +417,14 @@ impl SshBackend {
             let started = Instant::now();
             match self.exchange(op, kind, name, args, payload, limit) {
                 Ok(answer) => {
-                    self.record(true, started);
+                    self.failing_since.record(true, started);
                     return answer.map_err(|e| {
                         io::Error::new(e.kind(), format!("{what} on {}: {e}", self.display))
                     });
                 }
                 Err(f) => {
-                    self.record(false, started);
-                    let elapsed = self.failing_for().unwrap_or_default();
+                    self.failing_since.record(false, started);
+                    let elapsed = self.failing_since.failing_for().unwrap_or_default();
                     if !f.transient {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,
