@@ -152,11 +152,8 @@ impl LocalBackend {
         &self.root
     }
 
-    /// Stores a new object and never replaces a stored one (an append-only server's `put`):
-    /// an object already stored under `name` with the same bytes is left as it is (a no-op,
-    /// as [`Backend::put`]); one with other bytes — also one that appears under the name while
-    /// this one is written — is an `AlreadyExists` error and stays as it is.
-    pub fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+    /// The directory an object is written into (created if missing) and its file name there.
+    fn dir_to_write(&self, kind: FileKind, name: &str) -> io::Result<(Arc<OwnedFd>, String)> {
         check_name(name)?;
         let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
             io::Error::new(
@@ -164,7 +161,15 @@ impl LocalBackend {
                 format!("{} cannot be created", kind.path(name)),
             )
         })?;
-        let fname = file_name(kind, name);
+        Ok((dir, file_name(kind, name)))
+    }
+
+    /// Stores a new object and never replaces a stored one (an append-only server's `put`):
+    /// an object already stored under `name` with the same bytes is left as it is (a no-op,
+    /// as [`Backend::put`]); one with other bytes — also one that appears under the name while
+    /// this one is written — is an `AlreadyExists` error and stays as it is.
+    pub fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
+        let (dir, fname) = self.dir_to_write(kind, name)?;
         let stored = |st: rfs::Stat| {
             // Read back only when the length matches (a retried put): the stored bytes decide.
             let same = st.st_size.max(0) as u64 == data.len() as u64
@@ -252,14 +257,7 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
-        check_name(name)?;
-        let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} cannot be created", kind.path(name)),
-            )
-        })?;
-        let fname = file_name(kind, name);
+        let (dir, fname) = self.dir_to_write(kind, name)?;
         if let Some(st) = self.stat_object(&dir, &fname, kind, name)? {
             if st.st_size.max(0) as u64 == data.len() as u64 {
                 return Ok(());
@@ -274,14 +272,7 @@ impl Backend for LocalBackend {
     }
 
     fn replace(&self, kind: FileKind, name: &str, data: &[u8]) -> io::Result<()> {
-        check_name(name)?;
-        let dir = self.dir_for(kind, name, true)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} cannot be created", kind.path(name)),
-            )
-        })?;
-        let fname = file_name(kind, name);
+        let (dir, fname) = self.dir_to_write(kind, name)?;
         // A link or other non-regular file there is not an object: refused, not replaced.
         self.stat_object(&dir, &fname, kind, name)?;
         // The rename in `write_new` replaces the old file atomically.
