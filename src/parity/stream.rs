@@ -287,8 +287,10 @@ impl<'r> Streaming<'r> {
             after,
             files,
         } = last;
+        // Every pack of the open group went into both (a group that reached its bounds was
+        // dropped): anything else would be a group of other members.
         if after.members.len() != k {
-            return; // it stopped taking packs (a group's bounds): the short group stays
+            return;
         }
         // Its files were not written: the packs after it cannot be added to parity that does
         // not exist, and the end of the command protects them all, reading them back.
