@@ -23,6 +23,8 @@ use serde_json::Value;
 struct Setup {
     f: Fixture,
     config: PathBuf,
+    /// Read only by the remote-target test.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     src: PathBuf,
 }
 
