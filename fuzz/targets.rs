@@ -23,7 +23,7 @@ use cairn::format::crypto::{
     key_file_params, open_key_file, KdfParams, MasterKeys, ObjectKind, SEAL_OVERHEAD,
 };
 use cairn::format::id::{BlobId, TreeId};
-use cairn::format::index::{Index, IndexFile};
+use cairn::format::index::IndexFile;
 use cairn::format::pack::{
     header_len_from_trailer, open_blob, parse_header, read_pack, BlobKind, PackEntry,
     MAX_HEADER_LEN, TRAILER_LEN,
@@ -32,6 +32,7 @@ use cairn::format::{
     compress_body, decode_object, decompress_body, encode_object, from_msgpack, to_msgpack_compact,
     to_msgpack_named, Compression, Expect, MAX_METADATA_LEN,
 };
+use cairn::index::Index;
 use cairn::repo::config::{RepoConfig, FORMAT_VERSION, MAX_PACK_SIZE, MIN_PACK_SIZE};
 use cairn::repo::lock::{is_stale, LockInfo};
 use cairn::snapshot::tree::Tree;
@@ -316,15 +317,14 @@ pub fn envelope(data: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Plaintext parsers
 
-/// An index file's plaintext: decoded, loaded into an in-memory `Index`, and re-encoded.
+/// An index file's plaintext: decoded, made into an `Index` (a sorted run), and re-encoded.
 pub fn index(data: &[u8]) -> bool {
     let Ok(file) = from_msgpack::<IndexFile>(data, "index") else {
         return false;
     };
     let mut idx = Index::new();
-    for p in &file.packs {
-        idx.add_pack(p);
-    }
+    idx.add_index_file(cairn::format::id::IndexId([0; 32]), &file)
+        .expect("any decoded index file makes a run");
     for p in &file.packs {
         for b in &p.blobs {
             let loc = idx.get(&b.id).expect("an indexed blob is found");
@@ -332,7 +332,7 @@ pub fn index(data: &[u8]) -> bool {
             assert!(idx.packs().iter().any(|(id, _)| *id == loc.pack));
         }
     }
-    let by_pack = idx.entries_by_pack();
+    let by_pack = idx.entries_by_pack().expect("the run reads back");
     assert!(by_pack.len() <= file.packs.len());
     let again = to_msgpack_compact(&file).expect("a decoded index file re-encodes");
     assert_eq!(

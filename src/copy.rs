@@ -580,7 +580,7 @@ mod tests {
         // Simulate a destination that forgot the snapshot and lost its data packs while an
         // unreferenced tree pack stayed (prune keeps packs below its repack threshold).
         dst.remove_snapshot(&first).expect("forget");
-        for (pack, (_, entries)) in dst.index().entries_by_pack() {
+        for (pack, (_, entries)) in dst.entries_by_pack().expect("index") {
             if entries.iter().any(|e| e.kind == BlobKind::Data) {
                 dst_backend
                     .delete(FileKind::Pack, &pack.to_hex())
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!((r.copied, r.skipped), (1, 0));
         assert!(r.data_sent >= 1_000_000, "data re-sent: {r:?}");
         assert_eq!(r.snapshots[0].blobs_sent as usize, {
-            let n = dst.index().entries_by_pack();
+            let n = dst.entries_by_pack().expect("index");
             n.values()
                 .flat_map(|(_, e)| e)
                 .filter(|e| e.kind == BlobKind::Data)

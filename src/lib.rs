@@ -41,6 +41,7 @@ pub mod check;
 pub mod copy;
 pub mod dump;
 pub mod format;
+pub mod index;
 #[cfg(feature = "mount")]
 pub mod mount;
 pub mod parity;
@@ -62,7 +63,7 @@ mod testutil;
 
 // Short paths for the library's own use; embedders go through the public modules above.
 pub(crate) use backup::filter;
-pub(crate) use format::{chunker, crypto, id, index, pack};
+pub(crate) use format::{chunker, crypto, id, pack};
 pub(crate) use repo::{config, lock, stats};
 pub(crate) use restore::drill;
 pub(crate) use snapshot::{meta, tree};

@@ -247,7 +247,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     let old_index_files: Vec<String> = repo.list_names(FileKind::Index)?;
     let marks = mark(repo, &mut problems)?;
     let listed: BTreeMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack()?;
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
     for (id, (size, _)) in &packs {

@@ -319,7 +319,7 @@ fn data_pack_and_its_files(r: &Repo) -> (PathBuf, BTreeSet<PathBuf>, BTreeSet<Pa
         Ok(())
     })
     .unwrap();
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack().expect("index");
     let mut candidates: Vec<_> = by_pack
         .iter()
         .filter(|(_, (_, entries))| entries.iter().all(|e| !trees.contains(&e.id)))

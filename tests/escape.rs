@@ -274,7 +274,7 @@ fn delete_data_packs(f: &Fixture) {
         cairn::Repository::open(Arc::new(LocalBackend::new(&f.repo)), PASSWORD.as_bytes()).unwrap();
     repo.load_index().unwrap();
     let mut deleted = 0;
-    for (id, (_, entries)) in repo.index().entries_by_pack() {
+    for (id, (_, entries)) in repo.entries_by_pack().expect("index") {
         if entries.iter().all(|e| e.kind == BlobKind::Data) {
             let hex = id.to_hex();
             fs::remove_file(f.repo.join("data").join(&hex[..2]).join(&hex)).unwrap();

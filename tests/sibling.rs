@@ -133,7 +133,7 @@ fn packs_by_kind(f: &Fixture) -> (Vec<PathBuf>, Vec<PathBuf>) {
     repo.load_index().unwrap();
     let mut data = Vec::new();
     let mut trees = Vec::new();
-    let mut packs: Vec<_> = repo.index().entries_by_pack().into_iter().collect();
+    let mut packs: Vec<_> = repo.entries_by_pack().expect("index").into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
     for (id, (_, entries)) in packs {
         let hex = id.to_hex();

@@ -310,7 +310,7 @@ fn prune_keeps_a_duplicate_when_the_copy_it_would_keep_is_damaged() {
     let mut repo = Repository::open(backend, PASSWORD.as_bytes()).unwrap();
     repo.load_index().unwrap();
     let pid = PackId::from_hex(&pname).unwrap();
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack().expect("index");
     let entries = by_pack[&pid].1.clone();
     let copy = loop {
         let mut w = PackWriter::new();

@@ -240,8 +240,15 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     for w in repo.take_warnings() {
         r.errors.push(w);
     }
+    // Loading reads an index file only the first time the local cache sees it: check reads
+    // them all (once each, one at a time).
+    for p in repo.verify_index_files()? {
+        if !r.errors.contains(&p) {
+            r.errors.push(p);
+        }
+    }
     let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack()?;
     let mut state = opts
         .state_file
         .as_deref()
@@ -956,7 +963,7 @@ fn check_parity(
 /// Every file, in every snapshot, that needs a blob stored in one of `packs` (with why): what
 /// damage that cannot be healed costs.
 pub fn affected_by_packs(repo: &Repository, packs: &[(PackId, String)]) -> Result<Vec<Affected>> {
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack()?;
     let mut damaged = HashMap::new();
     for (p, why) in packs {
         if let Some((_, entries)) = by_pack.get(p) {

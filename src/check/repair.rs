@@ -47,7 +47,7 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexReport> {
     let mut rep = RepairIndexReport::default();
     // What the current index says a pack holds: a way into a pack whose header is damaged.
     repo.load_index()?;
-    let known = repo.index().entries_by_pack();
+    let known = repo.entries_by_pack()?;
     let old: Vec<String> = repo.list_names(FileKind::Index)?;
     let packs: Vec<(String, u64)> = repo.list(FileKind::Pack)?;
     let verdicts = {

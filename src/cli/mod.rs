@@ -364,6 +364,13 @@ impl Ctx {
         };
         let mut repo = Repository::open_existing(backend, &opts, password)?;
         self.print_warnings(&repo);
+        // The index's sorted runs live in the local cache (src/index/); without one (or with
+        // --no-cache) each command builds them in a temporary directory.
+        if !self.g.no_cache && !repo.is_put_only() {
+            if let Some(dir) = cache_dir(&repo) {
+                repo.set_index_cache(dir);
+            }
+        }
         if repo.is_put_only() {
             // A put-only key makes backups and nothing else (repo-format.md §2.2).
             if self.command != "backup" {

@@ -228,7 +228,7 @@ pub struct ProtectReport {
 pub fn protect(repo: &Repository, shape: Shape, verify: bool) -> Result<ProtectReport> {
     let mut r = ProtectReport::default();
     let layout = Layout::scan(repo)?;
-    let indexed: HashSet<PackId> = repo.index().entries_by_pack().keys().copied().collect();
+    let indexed: HashSet<PackId> = repo.index().packs().iter().map(|(id, _)| *id).collect();
     let stored = |id: &PackId| layout.packs.get(id).is_some_and(|s| *s > 0);
     // Groups to replace: (group, its surviving members).
     let mut replace: Vec<(usize, Vec<PackId>)> = Vec::new();
@@ -433,7 +433,7 @@ pub fn heal(repo: &Repository) -> Result<HealReport> {
     let backend = repo.backend().as_ref();
     let mut all: BTreeMap<PackId, Option<u64>> =
         layout.packs.iter().map(|(id, s)| (*id, Some(*s))).collect();
-    for id in repo.index().entries_by_pack().keys() {
+    for (id, _) in repo.index().packs() {
         all.entry(*id).or_insert(None);
     }
     let expected: HashMap<PackId, u64> = layout

@@ -12,16 +12,28 @@ use crate::id::{content_hash, IndexId};
 use crate::index::{Index, IndexFile, IndexPack};
 
 impl Repository {
-    /// Loads every index file. Damaged or zero-length index files are skipped with a warning:
-    /// `cairn repair index` rebuilds what they described from the packs.
+    /// Loads the index: which index files are live (repo-format.md §8), and the runs of the
+    /// local cache that answer lookups for them (src/index/). An index file is read only the
+    /// first time this cache sees it; after that, what it supersedes and its entries come
+    /// from the cache. Damaged or zero-length index files are skipped with a warning: `cairn
+    /// repair index` rebuilds what they described from the packs.
     pub fn load_index(&mut self) -> Result<()> {
         if self.is_put_only() {
             return self.load_sent_index();
         }
         let listed = self.list(FileKind::Index)?;
-        let mut files = Vec::new();
+        let mut index = self.new_index();
+        let mut known = Vec::new();
         let mut superseded = std::collections::HashSet::new();
         for (name, size) in &listed {
+            let Some(id) = IndexId::from_hex(name) else {
+                continue;
+            };
+            if let Some(sup) = index.cached_supersedes(&id) {
+                superseded.extend(sup);
+                known.push(id);
+                continue;
+            }
             if *size > MAX_METADATA_LEN as u64 + 1024 {
                 self.warn(format!(
                     "ignoring index file {name}: {size} bytes is more than any index file can be"
@@ -31,28 +43,90 @@ impl Repository {
             match self.read_index_file(name) {
                 Ok(f) => {
                     superseded.extend(f.supersedes.iter().copied());
-                    files.push((name.clone(), f));
+                    index
+                        .cache_index_file(id, &f)
+                        .map_err(|e| self.cache_err(e))?;
+                    known.push(id);
                 }
                 Err(e) => self.warn(format!("ignoring index file {name}: {e}")),
             }
         }
-        let mut index = Index::new();
-        let mut ids = Vec::new();
-        for (name, f) in files {
-            let Some(id) = IndexId::from_hex(&name) else {
-                continue;
-            };
-            if superseded.contains(&id) {
-                continue;
-            }
-            for p in &f.packs {
-                index.add_pack(p);
-            }
-            ids.push(id);
-        }
+        let live: Vec<IndexId> = known
+            .into_iter()
+            .filter(|id| !superseded.contains(id))
+            .collect();
+        index
+            .load(&live, |id| match self.read_index_file(&id.to_hex()) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.warn(format!("ignoring index file {id}: {e}"));
+                    None
+                }
+            })
+            .map_err(|e| self.cache_err(e))?;
         self.index = index;
-        self.index_files = ids;
+        self.index_files = live;
         Ok(())
+    }
+
+    /// Reads every index file (hash, authentication, decoding), one at a time: what `check`
+    /// verifies, since loading the index reads a file only the first time the cache sees it.
+    /// Returns a problem per file that fails, worded as [`Self::load_index`] warns.
+    pub fn verify_index_files(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for (name, size) in self.list(FileKind::Index)? {
+            if IndexId::from_hex(&name).is_none() {
+                continue;
+            }
+            if size > MAX_METADATA_LEN as u64 + 1024 {
+                problems.push(format!(
+                    "ignoring index file {name}: {size} bytes is more than any index file can be"
+                ));
+                continue;
+            }
+            if let Err(e) = self.read_index_file(&name) {
+                problems.push(format!("ignoring index file {name}: {e}"));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// An empty index keeping its runs in this repository's cache directory (a private
+    /// temporary one without a cache).
+    pub(super) fn new_index(&self) -> Index {
+        match &self.index_cache {
+            Some(dir) if !self.is_put_only() => {
+                Index::in_dir(dir.join("index-runs"), &self.keys.id.0)
+            }
+            _ => Index::new(),
+        }
+    }
+
+    /// Keeps the index's runs in `dir`, this repository's local cache directory, from the next
+    /// [`Self::load_index`] on. Without it they go to a temporary directory and are built anew
+    /// by every process.
+    pub fn set_index_cache(&mut self, dir: std::path::PathBuf) {
+        self.index_cache = Some(dir);
+    }
+
+    fn cache_err(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self
+                .index_cache
+                .clone()
+                .map(|d| d.join("index-runs"))
+                .unwrap_or_else(std::env::temp_dir),
+            source,
+        }
+    }
+
+    /// Every indexed entry grouped by pack, with each pack's size (see
+    /// [`Index::entries_by_pack`]: all in memory, for repairs).
+    pub fn entries_by_pack(
+        &self,
+    ) -> Result<std::collections::HashMap<crate::id::PackId, (u64, Vec<crate::pack::PackEntry>)>>
+    {
+        self.index.entries_by_pack().map_err(|e| self.cache_err(e))
     }
 
     /// Reads one index file by name (64 hex digits): checks that its bytes hash to the name,
@@ -91,12 +165,12 @@ impl Repository {
         .map_err(|e| Error::corrupt(kind.path(name), e.to_string()))
     }
 
-    /// Writes an index file durably and adds its packs to the in-memory index.
+    /// Writes an index file durably and adds it to the index (a run of its own).
     pub fn save_index(&mut self, file: &IndexFile) -> Result<IndexId> {
         let id = self.write_index(file)?;
-        for p in &file.packs {
-            self.index.add_pack(p);
-        }
+        self.index
+            .add_index_file(id, file)
+            .map_err(|e| self.cache_err(e))?;
         self.index_files.push(id);
         Ok(id)
     }
@@ -141,10 +215,5 @@ impl Repository {
             .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
         self.record_sent_index(&id, &plain);
         Ok(id)
-    }
-
-    /// Adds packs to the in-memory index only (they must already be in a durable index file).
-    pub fn index_add(&mut self, pack: &IndexPack) {
-        self.index.add_pack(pack);
     }
 }

@@ -194,6 +194,7 @@ impl Repository {
             key_info,
             config_bytes: sealed,
             index: Index::new(),
+            index_cache: None,
             index_files: Vec::new(),
             warnings: Mutex::new(Vec::new()),
             sent: None,

@@ -53,6 +53,8 @@ pub struct Repository {
     config_bytes: Vec<u8>,
     index: Index,
     index_files: Vec<IndexId>,
+    /// The local cache directory the index keeps its runs in ([`Self::set_index_cache`]).
+    index_cache: Option<std::path::PathBuf>,
     warnings: Mutex<Vec<String>>,
     /// A put-only key's local record of what it sent (repo-format.md §10.6); None for a full
     /// key, and for a put-only key without a cache directory.
@@ -165,9 +167,11 @@ impl Repository {
             .push(msg);
     }
 
-    /// Takes the warnings gathered so far.
+    /// Takes the warnings gathered so far (the index's problems with its local cache too).
     pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut w = std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        w.extend(self.index.take_problems());
+        w
     }
 
     /// Reads one file whose name is the hash of its bytes; zero-length or mismatching files are

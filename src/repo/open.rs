@@ -271,6 +271,7 @@ impl Repository {
             key_info,
             config_bytes,
             index: Index::new(),
+            index_cache: None,
             index_files: Vec::new(),
             warnings: Mutex::new(warnings),
             sent: None,

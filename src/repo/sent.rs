@@ -127,10 +127,24 @@ impl Repository {
                         continue;
                     }
                 };
-                for p in file.packs.iter().filter(|p| packs.contains(&p.id.to_hex())) {
-                    index.add_pack(p);
-                }
-                ids.extend(IndexId::from_hex(&name));
+                let Some(id) = IndexId::from_hex(&name) else {
+                    continue;
+                };
+                let kept = IndexFile {
+                    supersedes: Vec::new(),
+                    packs: file
+                        .packs
+                        .into_iter()
+                        .filter(|p| packs.contains(&p.id.to_hex()))
+                        .collect(),
+                };
+                index
+                    .add_index_file(id, &kept)
+                    .map_err(|source| Error::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                ids.push(id);
             }
         }
         self.index = index;

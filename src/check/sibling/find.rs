@@ -315,8 +315,7 @@ impl Healer<'_> {
     pub(super) fn scan(&mut self) -> Result<()> {
         let sib = self.sib;
         let mut packs: Vec<(PackId, Vec<PackEntry>)> = sib
-            .index()
-            .entries_by_pack()
+            .entries_by_pack()?
             .into_iter()
             .map(|(p, (_, e))| (p, e))
             .collect();

@@ -138,7 +138,7 @@ pub fn heal_from(
     }
     repo.load_index()?;
     let mut report = HealReport::default();
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.entries_by_pack()?;
     let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
     let mut packs: Vec<(PackId, u64)> = by_pack.iter().map(|(id, (s, _))| (*id, *s)).collect();
     packs.sort();
