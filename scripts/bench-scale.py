@@ -4,6 +4,7 @@
 
 usage: bench-scale.py [--sizes 1M,10M,50M] [--work /var/tmp/cairn-scale] [--bin target/release/cairn]
                       [--gen-bin target/release/examples/gen-repo] [--label NAME] [--threads T]
+                      [--prune-on auto|copy|in-place]
 
 For each size N:
   1. a repository of N data blobs is generated with the gen-repo example (scripts/gen_repo.rs),
@@ -15,7 +16,8 @@ For each size N:
      small snapshot), check (structure), copy (the small snapshot into a new repository), diff
      (the two small snapshots), find (a name pattern, every snapshot), mount (mount, ls, read a
      file, unmount; skipped when FUSE is unavailable) and, last, forget --keep-last 1 --prune on
-     a copy of the repository (its cache copied too), which is deleted afterwards.
+     a copy of the repository (its cache copied too), which is deleted afterwards; without room
+     for a copy (or with --prune-on in-place), on the repository itself, generated again after.
 The report goes to scripts/results/2026-12-06-scale-LABEL.md, rewritten after each size.
 Build the two programs first:
   cargo build --release --bin cairn --example gen-repo
@@ -240,7 +242,7 @@ def bench_size(r: Runner, n: int, work: Path, label: str, src: Path) -> dict:
     fcopy, fcache = d / "forget-repo", d / f"forget-cache-{label}"
     for p in (fcopy, fcache):
         shutil.rmtree(p, ignore_errors=True)
-    if free > need + 4 * (1 << 30):
+    if args_copy(r.args, free, need):
         subprocess.run(["cp", "-a", "--reflink=auto", str(repo), str(fcopy)], check=True)
         if cache.exists():
             subprocess.run(["cp", "-a", "--reflink=auto", str(cache), str(fcache)], check=True)
@@ -251,7 +253,7 @@ def bench_size(r: Runner, n: int, work: Path, label: str, src: Path) -> dict:
         # No room for a copy: prune the repository itself, then generate it again for the next
         # run (the generation's own figures are kept from the first time).
         out["notes"].append("forget --prune ran on the generated repository itself "
-                            f"({free / (1 << 30):.1f} GiB free, too little for a copy); "
+                            f"({free / (1 << 30):.1f} GiB free, --prune-on {r.args.prune_on}); "
                             "the repository was generated again afterwards")
         out["results"]["prune"] = r.cairn(repo, cache, "forget", "--keep-last", "1", "--prune")
         (d / "gen.json").unlink(missing_ok=True)
@@ -259,6 +261,13 @@ def bench_size(r: Runner, n: int, work: Path, label: str, src: Path) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
         generate(r, n, d, r.args.threads)
     return out
+
+
+def args_copy(args, free: int, need: int) -> bool:
+    """Whether prune runs on a copy: `--prune-on copy|in-place`, or (auto) when it fits."""
+    if args.prune_on == "auto":
+        return free > need + 4 * (1 << 30)
+    return args.prune_on == "copy"
 
 
 def mib(kib: int) -> float:
@@ -274,7 +283,9 @@ def report(args, runs: list, path: Path, argv: list):
         f"# Scale benchmark: {args.label}", "",
         f"Command: `{shlex.join(argv)}`", "",
         f"Binary: `{args.bin}` ({ver}); scripts at {rev}; {os.cpu_count()} cores, "
-        f"{mem:.1f} GiB RAM, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+        f"{mem:.1f} GiB RAM, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load "
+        f"average {' '.join(f'{x:.1f}' for x in os.getloadavg())} when the report was written "
+        "(other work on the machine inflates wall times more than CPU times).", "",
         "N is the number of generated data blobs (files of 1000 chunks, directories of 1000 "
         "files, 5 snapshots; scripts/gen_repo.rs); the small source (2,000 files, ~50 MB) adds "
         "a few thousand more. RSS is GNU time's maximum resident set size.", "",
@@ -356,6 +367,9 @@ def main():
     ap.add_argument("--gen-bin", default=str(ROOT / "target/release/examples/gen-repo"))
     ap.add_argument("--label", default="run")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--prune-on", choices=["auto", "copy", "in-place"], default="auto",
+                    help="run forget --prune on a copy of the repository, or on it and then "
+                         "generate it again (auto: a copy when the disk has room for one)")
     args = ap.parse_args()
     args.bin = str(Path(args.bin).resolve())
     for p, what in ((args.bin, "cairn binary"), (args.gen_bin, "gen-repo example")):
