@@ -24,6 +24,11 @@ Nothing is deleted while tools are measured: restored trees and repositories are
 WORK/trash and deleted at the end (deleting hundreds of thousands of files right before a restore
 slows the restore's file creation on ext4). If the disk is too small for that, they are deleted as
 soon as they are done with and the report says so.
+
+Cost: on this 2-core machine the measured steps take ~8 minutes at the default sizes, generating
+the trees once ~1.5 minutes, and deleting the ~1.5 million restored files at the end ~20 minutes
+(ext4 mounted with `discard`: every unlink waits for its discard); `--keep` skips that deletion
+and leaves them in WORK/trash, which the next run empties before it measures anything.
 """
 
 from __future__ import annotations
