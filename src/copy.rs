@@ -662,7 +662,7 @@ mod tests {
         flag.store(false, Ordering::Relaxed);
         let r = copy(&src, &mut dst, &snaps, &copy_opts, &NoCopyProgress).expect("copy");
         assert_eq!(r.copied, 1);
-        let total = src.index().blob_count() as u64;
+        let total = src.index().blob_count();
         assert_eq!(r.blobs_sent, total - 3, "{r:?}");
         assert!(
             r.data_read < 8_000_000,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{is_read_error, read_around_errors, Unreadable};
 use crate::backend::{FileKind, ObjectTooLarge};
 use crate::error::{Error, Result};
-use crate::id::{content_hash, BlobId, PackId, SnapshotId, TreeId};
+use crate::id::{content_hash, BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::pack::{self, PackEntry, TRAILER_LEN};
 use crate::repo::Repository;
 
@@ -240,117 +240,67 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions) -> Result<CheckReport> 
     for w in repo.take_warnings() {
         r.errors.push(w);
     }
-    // Loading reads an index file only the first time the local cache sees it: check reads
-    // them all (once each, one at a time).
-    for p in repo.verify_index_files()? {
-        if !r.errors.contains(&p) {
-            r.errors.push(p);
-        }
-    }
     let listed: HashMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
-    let by_pack = repo.entries_by_pack()?;
     let mut state = opts
         .state_file
         .as_deref()
         .map(load_state)
         .unwrap_or_default();
-    let mut pack_ids: Vec<PackId> = by_pack.keys().copied().collect();
+    let mut pack_ids: Vec<PackId> = repo.index().packs().iter().map(|(id, _)| *id).collect();
     pack_ids.sort();
     let to_read: HashSet<PackId> = select_packs(&pack_ids, opts.read_data, &state)
         .into_iter()
         .collect();
-    let start = Instant::now();
-    let mut damaged: HashMap<BlobId, String> = HashMap::new();
-    let mut problem_packs: HashSet<PackId> = HashSet::new();
-
-    // Size checks first (from the listing), then the packs are read and verified on every core
-    // and with `connections` reads in flight; results are merged in pack order.
-    let mut jobs: Vec<(&PackId, u64, &[PackEntry], bool)> = Vec::new();
-    for pack in &pack_ids {
-        let (size, entries) = &by_pack[pack];
-        r.packs += 1;
-        let name = pack.to_hex();
-        let problem = match listed.get(&name) {
-            None => Some(format!(
-                "pack {name} is in the index but missing from data/"
-            )),
-            Some(0) => Some(format!("pack {name} is empty (zero-length)")),
-            Some(actual) if actual != size => Some(format!(
-                "pack {name} is {actual} bytes, the index says {size} (truncated or damaged)"
-            )),
-            Some(_) => None,
-        };
-        if let Some(p) = problem {
-            problem_packs.insert(*pack);
-            for e in entries {
-                damaged.insert(
-                    e.id,
-                    format!("pack {} is missing or truncated", pack.short()),
-                );
-            }
-            r.errors.push(p);
-            continue;
-        }
-        jobs.push((pack, *size, entries, to_read.contains(pack)));
-    }
-    // From a remote repository, `connections` reads stay in flight while the cores verify
-    // what has arrived (each worker holds one pack).
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let backend = repo.backend();
-    let workers = if backend.is_remote() {
-        cores + backend.connections()
-    } else {
-        cores.max(backend.connections())
-    }
-    .min(jobs.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let outcomes: Vec<std::sync::Mutex<Option<PackOutcome>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    {
+    let mut run = PackRun {
+        start: Instant::now(),
+        damaged: HashMap::new(),
+        problem_packs: HashSet::new(),
+        listed: &listed,
+        to_read: &to_read,
+        opts,
+    };
+    // Each pack's entries come from the index files themselves, read once each and one at a
+    // time (loading reads a file only the first time the local cache sees it, so this is also
+    // where damaged index files are found); packs are checked in batches, so memory holds one
+    // batch of entries, never the whole index.
+    let live: HashSet<IndexId> = repo.index_files().iter().copied().collect();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    let mut batch: Vec<(PackId, u64, Vec<PackEntry>)> = Vec::new();
+    let mut in_batch = 0;
+    let problems = {
         let repo = &*repo;
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((pack, size, entries, wanted)) = jobs.get(i) else {
-                        break;
-                    };
-                    let skipped = *wanted && opts.budget.is_some_and(|b| start.elapsed() >= b);
-                    let read = *wanted && !skipped;
-                    let mut pr = CheckReport::default();
-                    let mut pd = HashMap::new();
-                    check_pack(repo, pack, *size, entries, read, &mut pr, &mut pd);
-                    *outcomes[i].lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((pr, pd, skipped));
-                });
+        repo.stream_index_files(|id, file| {
+            if !live.contains(id) {
+                return;
             }
-        });
-    }
-    for ((pack, size, _, wanted), outcome) in jobs.iter().zip(outcomes) {
-        let Some((pr, pd, skipped)) = outcome.into_inner().unwrap_or_else(|p| p.into_inner())
-        else {
-            continue;
-        };
-        let read = *wanted && !skipped;
-        if skipped {
-            r.packs_skipped_budget += 1;
-        }
-        if read {
-            r.packs_read += 1;
-            r.bytes_read += size;
-            if pr.errors.is_empty() {
-                state.insert(pack.to_hex(), opts.now_ns);
+            for p in file.packs {
+                // A pack two index files list is checked once, with the first listing.
+                if !seen.insert(p.id) {
+                    continue;
+                }
+                in_batch += p.blobs.len().max(1);
+                batch.push((p.id, p.size, p.blobs));
+                if in_batch >= CHECK_BATCH {
+                    run.check_batch(repo, std::mem::take(&mut batch), &mut r, &mut state);
+                    in_batch = 0;
+                }
             }
+        })?
+    };
+    run.check_batch(repo, batch, &mut r, &mut state);
+    for p in problems {
+        if !r.errors.contains(&p) {
+            r.errors.push(p);
         }
-        r.blobs_read += pr.blobs_read;
-        if !pr.errors.is_empty() {
-            problem_packs.insert(**pack);
-        }
-        r.errors.extend(pr.errors);
-        damaged.extend(pd);
     }
+    let PackRun {
+        damaged,
+        problem_packs,
+        ..
+    } = run;
+    let indexed: HashSet<PackId> = pack_ids.iter().copied().collect();
     for (name, size) in &listed {
-        let known = PackId::from_hex(name).is_some_and(|id| by_pack.contains_key(&id));
+        let known = PackId::from_hex(name).is_some_and(|id| indexed.contains(&id));
         if !known {
             if *size == 0 {
                 r.warnings.push(format!(
@@ -570,6 +520,116 @@ fn walk_check(
 
 /// One pack's findings: its report, the blobs it found damaged, and whether the budget ran out
 /// before it could be read.
+/// Index entries per batch of packs `check` verifies at once: what it holds in memory.
+const CHECK_BATCH: usize = 200_000;
+
+/// The state of `check`'s pass over the packs, batch after batch.
+struct PackRun<'a> {
+    start: Instant,
+    damaged: HashMap<BlobId, String>,
+    problem_packs: HashSet<PackId>,
+    listed: &'a HashMap<String, u64>,
+    to_read: &'a HashSet<PackId>,
+    opts: &'a CheckOptions,
+}
+
+impl PackRun<'_> {
+    /// Checks a batch of packs with their index entries: size checks first (from the
+    /// listing), then the packs are read and verified on every core and with `connections`
+    /// reads in flight; results are merged in pack order.
+    fn check_batch(
+        &mut self,
+        repo: &Repository,
+        mut batch: Vec<(PackId, u64, Vec<PackEntry>)>,
+        r: &mut CheckReport,
+        state: &mut State,
+    ) {
+        batch.sort_by_key(|(id, _, _)| *id);
+        let opts = self.opts;
+        let mut jobs: Vec<(&PackId, u64, &[PackEntry], bool)> = Vec::new();
+        for (pack, size, entries) in &batch {
+            r.packs += 1;
+            let name = pack.to_hex();
+            let problem = match self.listed.get(&name) {
+                None => Some(format!(
+                    "pack {name} is in the index but missing from data/"
+                )),
+                Some(0) => Some(format!("pack {name} is empty (zero-length)")),
+                Some(actual) if actual != size => Some(format!(
+                    "pack {name} is {actual} bytes, the index says {size} (truncated or damaged)"
+                )),
+                Some(_) => None,
+            };
+            if let Some(p) = problem {
+                self.problem_packs.insert(*pack);
+                for e in entries {
+                    self.damaged.insert(
+                        e.id,
+                        format!("pack {} is missing or truncated", pack.short()),
+                    );
+                }
+                r.errors.push(p);
+                continue;
+            }
+            jobs.push((pack, *size, entries, self.to_read.contains(pack)));
+        }
+        // From a remote repository, `connections` reads stay in flight while the cores verify
+        // what has arrived (each worker holds one pack).
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let backend = repo.backend();
+        let workers = if backend.is_remote() {
+            cores + backend.connections()
+        } else {
+            cores.max(backend.connections())
+        }
+        .min(jobs.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let outcomes: Vec<std::sync::Mutex<Option<PackOutcome>>> =
+            jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let start = self.start;
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((pack, size, entries, wanted)) = jobs.get(i) else {
+                        break;
+                    };
+                    let skipped = *wanted && opts.budget.is_some_and(|b| start.elapsed() >= b);
+                    let read = *wanted && !skipped;
+                    let mut pr = CheckReport::default();
+                    let mut pd = HashMap::new();
+                    check_pack(repo, pack, *size, entries, read, &mut pr, &mut pd);
+                    *outcomes[i].lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((pr, pd, skipped));
+                });
+            }
+        });
+        for ((pack, size, _, wanted), outcome) in jobs.iter().zip(outcomes) {
+            let Some((pr, pd, skipped)) = outcome.into_inner().unwrap_or_else(|p| p.into_inner())
+            else {
+                continue;
+            };
+            let read = *wanted && !skipped;
+            if skipped {
+                r.packs_skipped_budget += 1;
+            }
+            if read {
+                r.packs_read += 1;
+                r.bytes_read += size;
+                if pr.errors.is_empty() {
+                    state.insert(pack.to_hex(), opts.now_ns);
+                }
+            }
+            r.blobs_read += pr.blobs_read;
+            if !pr.errors.is_empty() {
+                self.problem_packs.insert(**pack);
+            }
+            r.errors.extend(pr.errors);
+            self.damaged.extend(pd);
+        }
+    }
+}
+
 type PackOutcome = (CheckReport, HashMap<BlobId, String>, bool);
 
 fn check_pack(

@@ -185,7 +185,7 @@ impl Index {
             }
         }
         // Stable: equal ids keep the files' order, the copy readers use first.
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.sort_by_key(|e| e.id);
         let mut covered = covered;
         covered.sort();
         let mut w = RunWriter::create(&dir, &self.key, covered, packs, entries.len() as u64)?;
@@ -406,11 +406,10 @@ impl Index {
             let mut best: Option<(usize, BlobId)> = None;
             for (k, it) in iters.iter_mut().enumerate() {
                 match it.peek() {
-                    Some(Ok(e)) => {
-                        if best.is_none_or(|(_, id)| e.id < id) {
-                            best = Some((k, e.id));
-                        }
+                    Some(Ok(e)) if best.is_none_or(|(_, id)| e.id < id) => {
+                        best = Some((k, e.id));
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(_)) => {
                         return Err(it
                             .next()

@@ -69,26 +69,37 @@ impl Repository {
         Ok(())
     }
 
-    /// Reads every index file (hash, authentication, decoding), one at a time: what `check`
-    /// verifies, since loading the index reads a file only the first time the cache sees it.
-    /// Returns a problem per file that fails, worded as [`Self::load_index`] warns.
-    pub fn verify_index_files(&self) -> Result<Vec<String>> {
+    /// Reads every index file (hash, authentication, decoding), one at a time, and hands each
+    /// readable one to `each`: what `check` verifies, since loading the index reads a file
+    /// only the first time the cache sees it. Returns a problem per file that fails, worded as
+    /// [`Self::load_index`] warns.
+    pub fn stream_index_files(
+        &self,
+        mut each: impl FnMut(&IndexId, IndexFile),
+    ) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         for (name, size) in self.list(FileKind::Index)? {
-            if IndexId::from_hex(&name).is_none() {
+            let Some(id) = IndexId::from_hex(&name) else {
                 continue;
-            }
+            };
             if size > MAX_METADATA_LEN as u64 + 1024 {
                 problems.push(format!(
                     "ignoring index file {name}: {size} bytes is more than any index file can be"
                 ));
                 continue;
             }
-            if let Err(e) = self.read_index_file(&name) {
-                problems.push(format!("ignoring index file {name}: {e}"));
+            match self.read_index_file(&name) {
+                Ok(f) => each(&id, f),
+                Err(e) => problems.push(format!("ignoring index file {name}: {e}")),
             }
         }
         Ok(problems)
+    }
+
+    /// The live index files: those [`Self::load_index`] found and none supersedes, plus those
+    /// this handle wrote since.
+    pub fn index_files(&self) -> &[IndexId] {
+        &self.index_files
     }
 
     /// An empty index keeping its runs in this repository's cache directory (a private
