@@ -107,12 +107,6 @@ impl PruneReport {
     }
 }
 
-fn short_key(id: &BlobId) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id.0[..8]);
-    u64::from_le_bytes(b)
-}
-
 /// Problems are collected up to this many; the rest are counted.
 const MAX_PROBLEMS: usize = 100;
 
@@ -140,21 +134,25 @@ impl Problems {
     }
 }
 
-/// Every blob reachable from any readable snapshot.
+/// Every blob reachable from any readable snapshot: one bit per index entry, set on the copy
+/// readers use (and prune keeps), so marking costs a bit per blob, not a set of ids.
 struct Marks {
-    used: HashSet<u64>,
+    used: crate::index::Marks,
     trees: HashSet<TreeId>,
 }
 
 impl Marks {
-    fn used(&self, id: &BlobId) -> bool {
-        self.used.contains(&short_key(id))
+    /// Whether a snapshot uses the blob (its first indexed copy is marked).
+    fn used(&self, repo: &Repository, id: &BlobId) -> bool {
+        repo.index()
+            .locate(id)
+            .is_some_and(|(pos, _)| self.used.get(pos))
     }
 }
 
 fn mark(repo: &Repository, problems: &mut Problems) -> Result<Marks> {
     let mut m = Marks {
-        used: HashSet::new(),
+        used: repo.index().marks(),
         trees: HashSet::new(),
     };
     let listed = repo.list(FileKind::Snapshot)?;
@@ -175,7 +173,9 @@ fn mark_tree(repo: &Repository, id: TreeId, m: &mut Marks, problems: &mut Proble
     if !m.trees.insert(id) {
         return;
     }
-    m.used.insert(short_key(&id.0));
+    if let Some((pos, _)) = repo.index().locate(&id.0) {
+        m.used.set(pos);
+    }
     let tree = match repo.read_tree(&id) {
         Ok(t) => t,
         Err(e) => {
@@ -185,13 +185,15 @@ fn mark_tree(repo: &Repository, id: TreeId, m: &mut Marks, problems: &mut Proble
     };
     for n in &tree.nodes {
         for c in n.chunks() {
-            if !repo.index().contains(&c) {
-                problems.push(format!(
+            match repo.index().locate(&c) {
+                Some((pos, _)) => {
+                    m.used.set(pos);
+                }
+                None => problems.push(format!(
                     "chunk {} is referenced but in no index (`cairn repair index` adds back what the packs hold)",
                     c.short()
-                ));
+                )),
             }
-            m.used.insert(short_key(&c));
         }
         if let Some(sub) = n.subtree {
             mark_tree(repo, sub, m, problems);
@@ -247,10 +249,13 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     let old_index_files: Vec<String> = repo.list_names(FileKind::Index)?;
     let marks = mark(repo, &mut problems)?;
     let listed: BTreeMap<String, u64> = repo.list(FileKind::Pack)?.into_iter().collect();
-    let by_pack = repo.entries_by_pack()?;
-    let mut packs: Vec<_> = by_pack.into_iter().collect();
-    packs.sort_by_key(|(id, _)| *id);
-    for (id, (size, _)) in &packs {
+    let index_packs: Vec<(PackId, u64)> = {
+        let mut v = repo.index().packs().to_vec();
+        v.sort();
+        v.dedup_by_key(|(id, _)| *id);
+        v
+    };
+    for (id, size) in &index_packs {
         let name = id.to_hex();
         match listed.get(&name) {
             None => problems.push(format!(
@@ -271,62 +276,98 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     }
 
     // 2. Plan: the copy of each used blob that prune keeps is the one readers use (the
-    // index's first); a pack is unused when it holds none of those.
+    // index's first, the one marked); a pack is unused when it holds none of those. What each
+    // pack holds in use is summed in one pass over the index's runs (bits, not entries, in
+    // memory); its full listing comes from the index files, read one at a time.
     let index = repo.index();
     let is_primary = |pack: &PackId, e: &PackEntry| {
         index
             .get(&e.id)
             .is_some_and(|l| l.pack == *pack && l.entry.offset == e.offset)
     };
-    let mut keep: Vec<IndexPack> = Vec::new();
-    let mut cands: Vec<Candidate> = Vec::new();
-    for (id, (size, entries)) in packs {
-        rep.packs_total += 1;
-        if !listed.contains_key(&id.to_hex()) {
-            // Missing pack (only when forced): keep its entries so `check` keeps reporting it.
-            keep.push(IndexPack {
-                id,
-                size,
-                blobs: entries,
-            });
-            continue;
-        }
-        let mut used_bytes = 0u64;
-        let mut used = Vec::new();
-        for e in &entries {
-            if marks.used(&e.id) && is_primary(&id, e) {
-                used_bytes += e.length as u64;
-                used.push(*e);
-                rep.blobs_used += 1;
-            } else {
-                rep.blobs_unused += 1;
+    let mut in_use: HashMap<PackId, (u64, usize)> = HashMap::new();
+    for r in 0..index.runs().len() {
+        for item in index.scan(r) {
+            let (pos, pack, e) = item.map_err(|e| Error::Io {
+                path: index.runs()[r].path().to_path_buf(),
+                source: e,
+            })?;
+            if marks.used.get(pos) {
+                let u = in_use.entry(pack).or_default();
+                u.0 += e.length as u64;
+                u.1 += 1;
             }
         }
-        let unused_share = 100.0 * (1.0 - used_bytes as f64 / size.max(1) as f64);
-        let fate = if used.is_empty() {
-            Fate::Unused
-        } else if unused_share > opts.max_unused_percent && used.len() < entries.len() {
-            Fate::Repack
-        } else {
-            keep.push(IndexPack {
+    }
+    // Packs that stay as they are: their listings are copied into the new index files (step 6).
+    let mut keep: HashSet<PackId> = HashSet::new();
+    let mut cands: Vec<Candidate> = Vec::new();
+    let live: HashSet<IndexId> = repo.index_files().iter().copied().collect();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    let unreadable = repo.stream_index_files(|id, file| {
+        if !live.contains(id) {
+            return;
+        }
+        for p in file.packs {
+            if !seen.insert(p.id) {
+                continue;
+            }
+            let (id, size, entries) = (p.id, p.size, p.blobs);
+            rep.packs_total += 1;
+            if !listed.contains_key(&id.to_hex()) {
+                // Missing pack (only when forced): keep its entries so `check` keeps reporting it.
+                keep.insert(id);
+                continue;
+            }
+            let (used_bytes, used_count) = in_use.get(&id).copied().unwrap_or_default();
+            rep.blobs_used += used_count as u64;
+            rep.blobs_unused += entries.len().saturating_sub(used_count) as u64;
+            let unused_share = 100.0 * (1.0 - used_bytes as f64 / size.max(1) as f64);
+            let fate = if used_count == 0 {
+                Fate::Unused
+            } else if unused_share > opts.max_unused_percent && used_count < entries.len() {
+                Fate::Repack
+            } else {
+                keep.insert(id);
+                continue;
+            };
+            let used: Vec<PackEntry> = if fate == Fate::Repack {
+                entries
+                    .iter()
+                    .filter(|e| marks.used(repo, &e.id) && is_primary(&id, e))
+                    .copied()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            cands.push(Candidate {
                 id,
                 size,
-                blobs: entries,
+                fate,
+                indexed: entries,
+                primary_used: used,
+                keep: None,
             });
-            continue;
-        };
-        cands.push(Candidate {
-            id,
-            size,
-            fate,
-            indexed: entries,
-            primary_used: used,
-            keep: None,
-        });
+        }
+    });
+    // An index file that no longer reads (damaged since the cache read it): what it lists is
+    // neither kept nor planned, which is the structure check's business.
+    let unreadable = unreadable?;
+    if !unreadable.is_empty() {
+        for p in unreadable {
+            if !rep.structure_problems.contains(&p) {
+                rep.structure_problems.push(p);
+            }
+        }
+        if rep.refused() && !opts.dry_run {
+            return Err(Error::PruneRefused {
+                problems: rep.structure_problems.clone(),
+            });
+        }
     }
     let indexed: HashSet<PackId> = keep
         .iter()
-        .map(|p| p.id)
+        .copied()
         .chain(cands.iter().map(|c| c.id))
         .collect();
     for (name, size) in &listed {
@@ -439,7 +480,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     // 5. Every used blob a candidate holds must have a verified copy that stays.
     let staying: HashSet<PackId> = keep
         .iter()
-        .map(|p| p.id)
+        .copied()
         .chain(cands.iter().filter(|c| c.keep.is_some()).map(|c| c.id))
         .collect();
     // (pack to verify) → the entries that must open in it, and the candidates relying on each.
@@ -449,7 +490,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         if c.keep.is_some() {
             continue;
         }
-        for e in holds[i].iter().filter(|e| marks.used(&e.id)) {
+        for e in holds[i].iter().filter(|e| marks.used(repo, &e.id)) {
             if c.fate == Fate::Repack && repacked.contains(&e.id) && is_primary(&c.id, e) {
                 continue; // its new copy opened before it was written
             }
@@ -545,12 +586,13 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
 
     // What goes and what stays.
     let mut delete: Vec<&Candidate> = Vec::new();
+    let mut kept_candidates: Vec<IndexPack> = Vec::new();
     for c in &cands {
         match &c.keep {
             Some(why) => {
                 rep.packs_kept.push((c.id.to_hex(), why.clone()));
                 if c.fate != Fate::Unindexed {
-                    keep.push(IndexPack {
+                    kept_candidates.push(IndexPack {
                         id: c.id,
                         size: c.size,
                         blobs: c.indexed.clone(),
@@ -594,8 +636,39 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
         .iter()
         .filter_map(|n| IndexId::from_hex(n))
         .collect();
-    keep.extend(new_packs);
-    let new_ids = repo.save_index_files(keep, supersedes)?;
+    // The packs that stay are copied from the old index files, read again one at a time, so
+    // no more than one index file's listing is in memory.
+    let mut writer = crate::repo::IndexWriter::new();
+    let mut copied: HashSet<PackId> = HashSet::new();
+    let mut write_err = None;
+    let live: HashSet<IndexId> = repo.index_files().iter().copied().collect();
+    let unreadable = repo.stream_index_files(|id, file| {
+        if !live.contains(id) || write_err.is_some() {
+            return;
+        }
+        for p in file.packs {
+            if keep.contains(&p.id) && copied.insert(p.id) {
+                if let Err(e) = writer.push(repo, p) {
+                    write_err = Some(e);
+                    return;
+                }
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    if keep.iter().any(|p| !copied.contains(p)) {
+        // An index file that read during planning no longer does: superseding it now would
+        // drop what it lists from the index.
+        return Err(Error::PruneRefused {
+            problems: unreadable,
+        });
+    }
+    for p in kept_candidates.into_iter().chain(new_packs) {
+        writer.push(repo, p)?;
+    }
+    let new_ids = writer.finish(repo, supersedes)?;
     rep.index_files_replaced = old_index_files.len() as u64;
 
     // 7. Old index files go; 8. then the packs nothing needs any more.

@@ -194,8 +194,6 @@ impl Repository {
         packs: Vec<IndexPack>,
         supersedes: Vec<IndexId>,
     ) -> Result<Vec<IndexId>> {
-        /// About 25 MiB of index plaintext per file.
-        const BLOBS_PER_FILE: usize = 500_000;
         let mut files: Vec<IndexFile> = vec![IndexFile::default()];
         let mut blobs = 0;
         for p in packs {
@@ -226,5 +224,45 @@ impl Repository {
             .map_err(backend_err(FileKind::Index, &id.to_hex()))?;
         self.record_sent_index(&id, &plain);
         Ok(id)
+    }
+}
+
+/// About 25 MiB of index plaintext per file.
+const BLOBS_PER_FILE: usize = 500_000;
+
+/// Writes index files as packs come, without holding them all (prune's new index): each file
+/// is written once it is full, and [`IndexWriter::finish`] writes the last one, the only one
+/// that carries `supersedes` (see [`Repository::save_index_files`]). Files are written with
+/// [`Repository::write_index`]: the in-memory index learns of them when it is loaded again.
+#[derive(Default)]
+pub struct IndexWriter {
+    file: IndexFile,
+    blobs: usize,
+    written: Vec<IndexId>,
+}
+
+impl IndexWriter {
+    /// A writer with nothing written yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a pack's listing; writes the current file first when the pack would overfill it.
+    pub fn push(&mut self, repo: &Repository, pack: IndexPack) -> Result<()> {
+        if self.blobs > 0 && self.blobs + pack.blobs.len() > BLOBS_PER_FILE {
+            let full = std::mem::take(&mut self.file);
+            self.written.push(repo.write_index(&full)?);
+            self.blobs = 0;
+        }
+        self.blobs += pack.blobs.len();
+        self.file.packs.push(pack);
+        Ok(())
+    }
+
+    /// Writes the last file, with `supersedes`; returns every file written, in order.
+    pub fn finish(mut self, repo: &Repository, supersedes: Vec<IndexId>) -> Result<Vec<IndexId>> {
+        self.file.supersedes = supersedes;
+        self.written.push(repo.write_index(&self.file)?);
+        Ok(self.written)
     }
 }

@@ -25,6 +25,7 @@ mod open;
 mod sent;
 mod snapshots;
 
+pub use index_files::IndexWriter;
 pub use init::{holds_only_init_leftovers, InitOptions};
 pub use keys::KeyEntry;
 pub use open::{ensure_exists, OpenOptions};
