@@ -286,7 +286,7 @@ def report(args, runs: list, path: Path, argv: list):
         f"{mem:.1f} GiB RAM, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load "
         f"average {' '.join(f'{x:.1f}' for x in os.getloadavg())} when the report was written "
         "(other work on the machine inflates wall times more than CPU times).", "",
-        "N is the number of generated data blobs (files of 1000 chunks, directories of 1000 "
+        "N is the number of generated data blobs (files of 100 chunks, directories of 100 "
         "files, 5 snapshots; scripts/gen_repo.rs); the small source (2,000 files, ~50 MB) adds "
         "a few thousand more. RSS is GNU time's maximum resident set size.", "",
         "## Generation", "",

@@ -13,7 +13,8 @@
 //! - data blobs `0..N`: 32 to 100 bytes each, deterministic pseudo-random content that starts
 //!   with the blob's number (so every blob is distinct), sealed with `seal_blob` into packs of
 //!   the repository's size by `--threads` workers, each pack stored with `put_pack`;
-//! - files of 1000 chunks, directories of 1000 files (one tree blob each), per snapshot a
+//! - files of 100 chunks, directories of 100 files (one tree blob each, the same size at every
+//!   N, so what a command holds per tree does not pass for growth with N), per snapshot a
 //!   directory `/cairn-gen/qK` listing its directories;
 //! - index files through `save_index_files`, every pack named before any snapshot;
 //! - five snapshots: `q0`..`q3` each reference a quarter of 99 % of the blobs, and one older
@@ -39,9 +40,9 @@ use cairn::snapshot::tree::{ContentPart, Node, NodeKind, Timestamp, Tree};
 use cairn::snapshot::{BackupMode, Snapshot, Summary, SNAPSHOT_VERSION};
 
 /// Chunks (data blobs) per generated file.
-pub const CHUNKS_PER_FILE: u64 = 1000;
+pub const CHUNKS_PER_FILE: u64 = 100;
 /// Files per generated directory (one tree blob).
-pub const FILES_PER_DIR: u64 = 1000;
+pub const FILES_PER_DIR: u64 = 100;
 /// The host every generated snapshot names.
 pub const HOST: &str = "cairn-gen";
 /// Index files are written after this many blobs' packs have been stored: bounds the entries

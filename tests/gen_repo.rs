@@ -29,7 +29,7 @@ fn a_generated_repository_checks_restores_and_prunes() {
     )
     .expect("generate");
     assert_eq!(report.snapshots.len(), 5);
-    // 20 files of up to 1000 chunks over 5 snapshots, a directory each, and 3 trees above each.
+    // 200 files of up to 100 chunks over 5 snapshots, a directory each, and 3 trees above each.
     assert_eq!(report.trees, 5 + 5 * 3);
 
     let check = f.cmd().args(["--json", "check"]).run();
@@ -43,7 +43,7 @@ fn a_generated_repository_checks_restores_and_prunes() {
         check.output()
     );
 
-    // The first file of q0 holds blobs 0..1000 in order.
+    // The first file of q0 holds blobs 0..100 in order.
     let q0 = &report.snapshots[0];
     let target = f.path("restored");
     f.cmd()
@@ -60,7 +60,7 @@ fn a_generated_repository_checks_restores_and_prunes() {
         expected.extend_from_slice(&blob);
     }
     let got = std::fs::read(target.join("f000000")).expect("restored file");
-    assert!(got == expected, "restored file differs from blobs 0..1000");
+    assert!(got == expected, "restored file differs from blobs 0..100");
 
     let before = f.repo_bytes();
     let run = f

@@ -501,16 +501,15 @@ fn walk_check(
             return;
         }
     };
-    for n in &t.nodes {
+    let unindexed = unindexed_chunks(repo, &t.nodes);
+    for (i, n) in t.nodes.iter().enumerate() {
         let p = path.join(std::ffi::OsStr::from_bytes(&n.name));
-        for c in n.chunks() {
-            if !repo.index().contains(&c) {
-                missing.push(format!(
-                    "file {} needs chunk {} which is in no index",
-                    p.display(),
-                    c.short()
-                ));
-            }
+        for c in unindexed.iter().filter(|(at, _)| *at == i).map(|(_, c)| c) {
+            missing.push(format!(
+                "file {} needs chunk {} which is in no index",
+                p.display(),
+                c.short()
+            ));
         }
         if let Some(sub) = n.subtree {
             walk_check(repo, sub, &p, seen, missing, r);
@@ -518,8 +517,40 @@ fn walk_check(
     }
 }
 
-/// One pack's findings: its report, the blobs it found damaged, and whether the budget ran out
-/// before it could be read.
+/// The chunks of a tree's nodes that no index lists, as (node position, chunk) in order. Each
+/// lookup reads a block of the index's runs, so a large tree's lookups are spread over the
+/// cores.
+fn unindexed_chunks(repo: &Repository, nodes: &[crate::tree::Node]) -> Vec<(usize, BlobId)> {
+    let lookups: usize = nodes.iter().map(|n| n.chunks().count()).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let missing_in = |part: &[crate::tree::Node], first: usize| -> Vec<(usize, BlobId)> {
+        let mut out = Vec::new();
+        for (i, n) in part.iter().enumerate() {
+            out.extend(
+                n.chunks()
+                    .filter(|c| !repo.index().contains(c))
+                    .map(|c| (first + i, c)),
+            );
+        }
+        out
+    };
+    if threads < 2 || lookups < 4096 || nodes.len() < 2 {
+        return missing_in(nodes, 0);
+    }
+    let per = nodes.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = nodes
+            .chunks(per)
+            .enumerate()
+            .map(|(k, part)| scope.spawn(move || missing_in(part, k * per)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// Index entries per batch of packs `check` verifies at once: what it holds in memory.
 const CHECK_BATCH: usize = 200_000;
 
@@ -630,6 +661,8 @@ impl PackRun<'_> {
     }
 }
 
+/// One pack's findings: its report, the blobs it found damaged, and whether the budget ran out
+/// before it could be read.
 type PackOutcome = (CheckReport, HashMap<BlobId, String>, bool);
 
 fn check_pack(

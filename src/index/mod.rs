@@ -3,9 +3,9 @@
 //! Index files (repo-format.md §8, [`IndexFile`]) are sealed MessagePack lists of packs. Holding
 //! them in a hash map costs some 100 bytes of memory per blob, which stops working at tens of
 //! millions of blobs. Instead each live index file is turned, once, into a *run*: its entries
-//! sorted by blob id in a local file of the cache ([`run`], repo-format.md §8.3). A lookup probes
-//! each run's Bloom filter in memory and reads one 4 KiB block of the run that may hold the id.
-//! Memory is about 1.4 bytes per blob (the filters and the fan-out), whatever the repository's
+//! sorted by blob id in a local file of the cache ([`run`], repo-format.md §8.1). A lookup probes
+//! each run's Bloom filter in memory and reads one 1 KiB block of the run that may hold the id.
+//! Memory is about 1.7 bytes per blob (the filters and the fan-out), whatever the repository's
 //! size; runs are merged in the background of loading so a lookup touches few of them.
 //!
 //! Runs are a cache: they are rebuilt from the index files whenever they are missing, stale (an
