@@ -208,7 +208,9 @@ impl Index {
         self.remember_supersedes(&id, &file.supersedes);
         let run = self.write_run(vec![id], &[file])?;
         self.push_run(run);
-        Ok(())
+        // A long backup writes an index file every 30 seconds: merged as they come, lookups
+        // keep probing a few runs per level, not one per file.
+        self.compact()
     }
 
     fn supersedes_path(&mut self, id: &IndexId) -> Option<PathBuf> {
@@ -260,13 +262,15 @@ impl Index {
         let _ = crate::backend::write_private_file(&path, &body);
     }
 
-    /// Builds this index for the live index files `live`: cached runs that cover only live
+    /// Builds this index for the live index files `live` (of the `listed` ones, whose
+    /// supersedes records are kept): cached runs that cover only live
     /// files are used, stale ones are deleted, and `read` is asked for every live file no
     /// run covers (None: unreadable, left out). Then runs are merged until each level holds
     /// fewer than four.
     pub fn load(
         &mut self,
         live: &[IndexId],
+        listed: &HashSet<IndexId>,
         mut read: impl FnMut(&IndexId) -> Option<IndexFile>,
     ) -> io::Result<()> {
         let live_set: HashSet<IndexId> = live.iter().copied().collect();
@@ -312,8 +316,8 @@ impl Index {
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_suffix(".sup"))
                     .and_then(IndexId::from_hex)
-                    .is_some_and(|id| !live_set.contains(&id));
-                // The record of a file no longer listed, or superseded: not needed again.
+                    .is_some_and(|id| !listed.contains(&id));
+                // The record of a file no longer listed: not needed again.
                 if stale {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -581,9 +585,16 @@ pub struct Marks {
 }
 
 impl Marks {
-    /// Sets the bit of `pos`; returns whether it was clear.
+    /// Sets the bit of `pos`; returns whether it was clear. A position from another index
+    /// (runs merged since the bitmap was made) is ignored.
     pub fn set(&mut self, pos: Pos) -> bool {
-        let w = &mut self.bits[pos.run as usize][(pos.at / 64) as usize];
+        let Some(w) = self
+            .bits
+            .get_mut(pos.run as usize)
+            .and_then(|r| r.get_mut((pos.at / 64) as usize))
+        else {
+            return false;
+        };
         let bit = 1u64 << (pos.at % 64);
         let was = *w & bit == 0;
         *w |= bit;
@@ -592,7 +603,10 @@ impl Marks {
 
     /// Whether the bit of `pos` is set.
     pub fn get(&self, pos: Pos) -> bool {
-        self.bits[pos.run as usize][(pos.at / 64) as usize] & (1u64 << (pos.at % 64)) != 0
+        self.bits
+            .get(pos.run as usize)
+            .and_then(|r| r.get((pos.at / 64) as usize))
+            .is_some_and(|w| w & (1u64 << (pos.at % 64)) != 0)
     }
 }
 

@@ -52,15 +52,19 @@ impl Repository {
             }
         }
         let live: Vec<IndexId> = known
-            .into_iter()
+            .iter()
             .filter(|id| !superseded.contains(id))
+            .copied()
             .collect();
+        let listed_ids: std::collections::HashSet<IndexId> = known.iter().copied().collect();
         index
-            .load(&live, |id| match self.read_index_file(&id.to_hex()) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.warn(format!("ignoring index file {id}: {e}"));
-                    None
+            .load(&live, &listed_ids, |id| {
+                match self.read_index_file(&id.to_hex()) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        self.warn(format!("ignoring index file {id}: {e}"));
+                        None
+                    }
                 }
             })
             .map_err(|e| self.cache_err(e))?;
