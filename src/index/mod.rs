@@ -22,7 +22,7 @@ use std::sync::Mutex;
 pub use crate::format::index::{BlobLocation, IndexFile, IndexPack};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::pack::PackEntry;
-use run::{Entry, Run, RunWriter};
+use run::{BlockCache, Entry, Run, RunWriter};
 
 /// A blob's place in the index: its run and its position in that run. Positions are stable for
 /// the life of an [`Index`] (loading is over before anyone asks), so a bitmap over them can
@@ -52,6 +52,8 @@ pub struct Index {
     packs: Vec<(PackId, u64)>,
     pack_slot: HashMap<PackId, u32>,
     problems: Mutex<Vec<String>>,
+    /// Blocks read lately, shared by all runs (at most 8 MiB).
+    cache: BlockCache,
 }
 
 impl Default for Index {
@@ -91,6 +93,7 @@ impl Index {
             packs: Vec::new(),
             pack_slot: HashMap::new(),
             problems: Mutex::new(Vec::new()),
+            cache: BlockCache::default(),
         }
     }
 
@@ -148,6 +151,8 @@ impl Index {
     }
 
     fn push_run(&mut self, run: Run) {
+        // Tags are run positions: any change of the runs makes cached blocks another run's.
+        self.cache.clear();
         let map = run
             .packs()
             .iter()
@@ -464,7 +469,7 @@ impl Index {
     /// run that does failed to read: see [`Self::take_problems`]).
     pub fn locate(&self, id: &BlobId) -> Option<(Pos, BlobLocation)> {
         for (r, run) in self.runs.iter().enumerate() {
-            match run.find(id) {
+            match run.find(id, &self.cache, r as u32) {
                 Ok(Some((at, e))) => {
                     let pack = self.packs[self.run_packs[r][e.pack as usize] as usize].0;
                     let pos = Pos { run: r as u32, at };

@@ -424,7 +424,13 @@ impl Run {
     }
 
     /// The first entry with this id and its position in the run, if the run lists the id.
-    pub fn find(&self, id: &BlobId) -> io::Result<Option<(u64, Entry)>> {
+    /// Blocks come through `cache` (`tag` tells this run's blocks from other runs').
+    pub fn find(
+        &self,
+        id: &BlobId,
+        cache: &BlockCache,
+        tag: u32,
+    ) -> io::Result<Option<(u64, Entry)>> {
         if self.entries == 0 || !self.filter.may_contain(&id.0) {
             return Ok(None);
         }
@@ -438,7 +444,7 @@ impl Run {
             if b >= lo && self.fanout[b as usize] > p {
                 break;
             }
-            let n = self.read_block(b, &mut buf)?;
+            let n = cache.read(self, tag, b, &mut buf)?;
             let ids = |i: usize| &buf[i * ENTRY..i * ENTRY + 32];
             let at = {
                 let (mut l, mut h) = (0, n);
@@ -506,5 +512,62 @@ impl Iterator for RunIter<'_> {
         let e = Run::entry_in(&self.buf[..], self.in_block);
         self.in_block += 1;
         Some(e)
+    }
+}
+
+/// Slots of the [`BlockCache`]: at most 8 MiB of blocks, whatever the repository's size.
+const CACHE_SLOTS: usize = 8192;
+
+/// A bounded cache of verified blocks, direct-mapped by (run, block). A small repository's
+/// runs fit in it whole, so its lookups cost no system call; a large one's lookups hit it as
+/// often as its size allows, and memory stays at most [`CACHE_SLOTS`] blocks.
+pub struct BlockCache {
+    slots: Vec<std::sync::Mutex<Option<(u64, Box<[u8; BLOCK]>)>>>,
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache {
+            slots: (0..CACHE_SLOTS)
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+        }
+    }
+}
+
+impl BlockCache {
+    /// Block `b` of `run` into `buf` (verified), from the cache or the run; returns how many
+    /// entries it holds.
+    pub fn read(&self, run: &Run, tag: u32, b: u64, buf: &mut [u8; BLOCK]) -> io::Result<usize> {
+        let key = (u64::from(tag) << 40) | b;
+        let slot =
+            &self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize % CACHE_SLOTS];
+        let entries = (run.entries - b * PER_BLOCK as u64).min(PER_BLOCK as u64) as usize;
+        {
+            let held = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, data)) = held.as_ref() {
+                if *k == key {
+                    buf.copy_from_slice(&data[..]);
+                    return Ok(entries);
+                }
+            }
+        }
+        let n = run.read_block(b, buf)?;
+        let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some((k, data)) => {
+                *k = key;
+                data.copy_from_slice(&buf[..]);
+            }
+            None => *held = Some((key, Box::new(*buf))),
+        }
+        Ok(n)
+    }
+
+    /// Forgets every block (the runs were replaced: tags now name other runs).
+    pub fn clear(&self) {
+        for s in &self.slots {
+            *s.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 }
