@@ -1,7 +1,7 @@
 //! A blocked Bloom filter over blob ids: "surely not in this run" without reading the disk.
 //!
 //! Blob ids are keyed BLAKE3 hashes, uniform without further hashing, so the filter takes its
-//! block and its bits straight from the id's bytes. Each id sets [`PROBES`] bits inside one
+//! block and its bits straight from the id's bytes. Each id sets 8 bits inside one
 //! 512-bit block (one cache line), so a lookup costs one memory miss whatever the size; at
 //! [`BITS_PER_ID`] bits per id about 1.5 % of absent ids pass (repo-format.md §8.1).
 

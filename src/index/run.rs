@@ -520,10 +520,13 @@ const CACHE_SLOTS: usize = 8192;
 
 /// A bounded cache of verified blocks, direct-mapped by (run, block). A small repository's
 /// runs fit in it whole, so its lookups cost no system call; a large one's lookups hit it as
-/// often as its size allows, and memory stays at most [`CACHE_SLOTS`] blocks.
+/// often as its size allows, and memory stays at most 8192 blocks (8 MiB).
 pub struct BlockCache {
-    slots: Vec<std::sync::Mutex<Option<(u64, Box<[u8; BLOCK]>)>>>,
+    slots: Vec<std::sync::Mutex<Option<CachedBlock>>>,
 }
+
+/// A cached block: its key ((run tag << 40) | block number) and its verified bytes.
+type CachedBlock = (u64, Box<[u8; BLOCK]>);
 
 impl Default for BlockCache {
     fn default() -> Self {
