@@ -215,3 +215,25 @@ fn without_any_cache_every_command_builds_its_runs_in_a_temporary_directory() {
     assert_eq!(files_under(&target.join("tmp/fx/src")), tree_v3());
     assert_eq!(old.runs(), 0);
 }
+
+#[test]
+fn a_cache_directory_that_cannot_be_made_leaves_the_index_in_a_temporary_one() {
+    let old = Old::new();
+    // XDG_CACHE_HOME is a regular file: nothing can be made under it.
+    let blocked = old.f.path("not-a-dir");
+    write(&blocked, b"x");
+    let target = old.f.path("ro");
+    let run = old
+        .cmd()
+        .env("XDG_CACHE_HOME", &blocked)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .run();
+    run.ok();
+    assert!(
+        run.stderr.contains("local index cache"),
+        "the fallback is said: {}",
+        run.stderr
+    );
+    assert_eq!(files_under(&target.join("tmp/fx/src")), tree_v3());
+}

@@ -21,8 +21,24 @@ impl Repository {
         if self.is_put_only() {
             return self.load_sent_index();
         }
+        let index = self.new_index();
+        match self.load_index_into(index) {
+            // The cache directory cannot be written (a read-only home, a full disk): the runs
+            // are built in a temporary directory instead, as with `--no-cache`.
+            Err(Error::Io { path, source }) if self.index_cache.is_some() => {
+                self.warn(format!(
+                    "the local index cache {} cannot be used ({source}); the index is built in a temporary directory for this command",
+                    path.display()
+                ));
+                self.index_cache = None;
+                self.load_index_into(Index::new())
+            }
+            other => other,
+        }
+    }
+
+    fn load_index_into(&mut self, mut index: Index) -> Result<()> {
         let listed = self.list(FileKind::Index)?;
-        let mut index = self.new_index();
         let mut known = Vec::new();
         let mut superseded = std::collections::HashSet::new();
         for (name, size) in &listed {
