@@ -292,9 +292,8 @@ impl Index {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(rest) = name.strip_prefix(".tmp-") {
+            if name.starts_with(".tmp-") {
                 // Another process's unfinished run, or a dead one's: gone after a day.
-                let _ = rest;
                 if is_older_than_a_day(&path) {
                     let _ = std::fs::remove_file(&path);
                 }
