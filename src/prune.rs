@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::backend::FileKind;
-use crate::check::{pack_workers, par_map, read_header, verify_pack_bytes};
+use crate::check::{pack_size_problem, pack_workers, par_map, read_header, verify_pack_bytes};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, TreeId};
 use crate::index::IndexPack;
@@ -257,15 +257,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneReport> 
     };
     for (id, size) in &index_packs {
         let name = id.to_hex();
-        match listed.get(&name) {
-            None => problems.push(format!(
-                "pack {name} is in the index but missing from data/"
-            )),
-            Some(0) => problems.push(format!("pack {name} is empty (zero-length)")),
-            Some(n) if n != size => problems.push(format!(
-                "pack {name} is {n} bytes, the index says {size} (truncated or damaged)"
-            )),
-            Some(_) => {}
+        if let Some(p) = pack_size_problem(&name, listed.get(&name).copied(), *size) {
+            problems.push(p);
         }
     }
     rep.structure_problems = problems.into_vec();

@@ -551,6 +551,21 @@ fn unindexed_chunks(repo: &Repository, nodes: &[crate::tree::Node]) -> Vec<(usiz
     })
 }
 
+/// What is wrong with an indexed pack of `size` bytes that the listing of `data/` gives as
+/// `listed` (None: not listed), if anything: missing, empty, or of another length.
+pub(crate) fn pack_size_problem(name: &str, listed: Option<u64>, size: u64) -> Option<String> {
+    match listed {
+        None => Some(format!(
+            "pack {name} is in the index but missing from data/"
+        )),
+        Some(0) => Some(format!("pack {name} is empty (zero-length)")),
+        Some(actual) if actual != size => Some(format!(
+            "pack {name} is {actual} bytes, the index says {size} (truncated or damaged)"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Index entries per batch of packs `check` verifies at once: what it holds in memory.
 const CHECK_BATCH: usize = 200_000;
 
@@ -581,17 +596,7 @@ impl PackRun<'_> {
         for (pack, size, entries) in &batch {
             r.packs += 1;
             let name = pack.to_hex();
-            let problem = match self.listed.get(&name) {
-                None => Some(format!(
-                    "pack {name} is in the index but missing from data/"
-                )),
-                Some(0) => Some(format!("pack {name} is empty (zero-length)")),
-                Some(actual) if actual != size => Some(format!(
-                    "pack {name} is {actual} bytes, the index says {size} (truncated or damaged)"
-                )),
-                Some(_) => None,
-            };
-            if let Some(p) = problem {
+            if let Some(p) = pack_size_problem(&name, self.listed.get(&name).copied(), *size) {
                 self.problem_packs.insert(*pack);
                 for e in entries {
                     self.damaged.insert(

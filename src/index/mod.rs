@@ -49,8 +49,7 @@ pub struct Index {
     runs: Vec<Run>,
     /// Per run: its pack table's numbers → positions in `packs`.
     run_packs: Vec<Vec<u32>>,
-    packs: Vec<(PackId, u64)>,
-    pack_slot: HashMap<PackId, u32>,
+    packs: PackTable,
     problems: Mutex<Vec<String>>,
     /// Blocks read lately, shared by all runs (at most 8 MiB).
     cache: BlockCache,
@@ -90,8 +89,7 @@ impl Index {
             key,
             runs: Vec::new(),
             run_packs: Vec::new(),
-            packs: Vec::new(),
-            pack_slot: HashMap::new(),
+            packs: PackTable::default(),
             problems: Mutex::new(Vec::new()),
             cache: BlockCache::default(),
         }
@@ -156,12 +154,7 @@ impl Index {
         let map = run
             .packs()
             .iter()
-            .map(|(id, size)| {
-                *self.pack_slot.entry(*id).or_insert_with(|| {
-                    self.packs.push((*id, *size));
-                    (self.packs.len() - 1) as u32
-                })
-            })
+            .map(|(id, size)| self.packs.intern(*id, *size))
             .collect();
         self.run_packs.push(map);
         self.runs.push(run);
@@ -170,15 +163,11 @@ impl Index {
     /// Sorts the entries of index files into a new run covering `covered`.
     fn write_run(&mut self, covered: Vec<IndexId>, files: &[&IndexFile]) -> io::Result<Run> {
         let dir = self.dir()?;
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        let mut slot: HashMap<PackId, u32> = HashMap::new();
+        let mut packs = PackTable::default();
         let mut entries: Vec<Entry> = Vec::new();
         for f in files {
             for p in &f.packs {
-                let n = *slot.entry(p.id).or_insert_with(|| {
-                    packs.push((p.id, p.size));
-                    (packs.len() - 1) as u32
-                });
+                let n = packs.intern(p.id, p.size);
                 entries.extend(p.blobs.iter().map(|e| Entry {
                     id: e.id,
                     pack: n,
@@ -193,7 +182,7 @@ impl Index {
         entries.sort_by_key(|e| e.id);
         let mut covered = covered;
         covered.sort();
-        let mut w = RunWriter::create(&dir, &self.key, covered, packs, entries.len() as u64)?;
+        let mut w = RunWriter::create(&dir, &self.key, covered, packs.list, entries.len() as u64)?;
         for e in &entries {
             w.push(e)?;
         }
@@ -225,6 +214,16 @@ impl Index {
         }
     }
 
+    /// The MAC of a supersedes record: keyed BLAKE3 of `"supersedes"`, the index file's id and
+    /// the record's ids (repo-format.md §8.1).
+    fn supersedes_mac(&self, id: &IndexId, body: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(b"supersedes");
+        h.update(&id.0);
+        h.update(body);
+        *h.finalize().as_bytes()
+    }
+
     /// What an index file supersedes, as recorded when this cache first read it (None when not
     /// recorded, or the record fails authentication).
     pub fn cached_supersedes(&mut self, id: &IndexId) -> Option<Vec<IndexId>> {
@@ -234,11 +233,7 @@ impl Index {
             return None;
         }
         let (body, mac) = bytes.split_at(bytes.len() - 32);
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(b"supersedes");
-        h.update(&id.0);
-        h.update(body);
-        if h.finalize().as_bytes()[..] != *mac {
+        if self.supersedes_mac(id, body)[..] != *mac {
             return None;
         }
         Some(
@@ -257,11 +252,8 @@ impl Index {
             return;
         }
         let mut body: Vec<u8> = supersedes.iter().flat_map(|s| s.0).collect();
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(b"supersedes");
-        h.update(&id.0);
-        h.update(&body);
-        body.extend_from_slice(h.finalize().as_bytes());
+        let mac = self.supersedes_mac(id, &body);
+        body.extend_from_slice(&mac);
         // A cache entry: one that cannot be written is read again from the repository next
         // time, and a torn one fails its MAC.
         let _ = crate::backend::write_private_file(&path, &body);
@@ -285,8 +277,7 @@ impl Index {
             found.push(run);
         }
         self.run_packs.clear();
-        self.packs.clear();
-        self.pack_slot.clear();
+        self.packs = PackTable::default();
         let dir = self.dir()?;
         let mine: HashSet<PathBuf> = found.iter().map(|r| r.path().to_path_buf()).collect();
         for entry in std::fs::read_dir(&dir)? {
@@ -382,8 +373,7 @@ impl Index {
     /// entries; equal ids keep the runs' order.
     fn merge(&mut self, group: &[usize]) -> io::Result<()> {
         let dir = self.dir()?;
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        let mut slot: HashMap<PackId, u32> = HashMap::new();
+        let mut packs = PackTable::default();
         let mut maps: Vec<Vec<u32>> = Vec::new();
         let mut covered: Vec<IndexId> = Vec::new();
         let mut total = 0;
@@ -392,19 +382,14 @@ impl Index {
             maps.push(
                 r.packs()
                     .iter()
-                    .map(|(id, size)| {
-                        *slot.entry(*id).or_insert_with(|| {
-                            packs.push((*id, *size));
-                            (packs.len() - 1) as u32
-                        })
-                    })
+                    .map(|(id, size)| packs.intern(*id, *size))
                     .collect(),
             );
             covered.extend_from_slice(r.covered());
             total += r.len();
         }
         covered.sort();
-        let mut w = RunWriter::create(&dir, &self.key, covered, packs, total)?;
+        let mut w = RunWriter::create(&dir, &self.key, covered, packs.list, total)?;
         let mut iters: Vec<_> = group
             .iter()
             .map(|&i| self.runs[i].iter().peekable())
@@ -456,8 +441,7 @@ impl Index {
         let mut runs = std::mem::take(&mut self.runs);
         runs.insert(group[0].min(runs.len()), merged);
         self.run_packs.clear();
-        self.packs.clear();
-        self.pack_slot.clear();
+        self.packs = PackTable::default();
         for r in runs {
             self.push_run(r);
         }
@@ -470,7 +454,7 @@ impl Index {
         for (r, run) in self.runs.iter().enumerate() {
             match run.find(id, &self.cache, r as u32) {
                 Ok(Some((at, e))) => {
-                    let pack = self.packs[self.run_packs[r][e.pack as usize] as usize].0;
+                    let pack = self.pack_of(r, &e);
                     let pos = Pos { run: r as u32, at };
                     return Some((
                         pos,
@@ -485,6 +469,11 @@ impl Index {
             }
         }
         None
+    }
+
+    /// The pack of an entry of run `r`.
+    fn pack_of(&self, r: usize, e: &Entry) -> PackId {
+        self.packs.list[self.run_packs[r][e.pack as usize] as usize].0
     }
 
     /// Where a blob is read from: its first indexed copy. None when no loaded index file
@@ -506,7 +495,7 @@ impl Index {
 
     /// Every pack with its size as recorded in the index.
     pub fn packs(&self) -> &[(PackId, u64)] {
-        &self.packs
+        &self.packs.list
     }
 
     /// The runs, in the order lookups try them.
@@ -516,7 +505,7 @@ impl Index {
 
     /// Bytes of memory the index holds (filters, fan-outs, pack tables).
     pub fn memory(&self) -> usize {
-        self.runs.iter().map(Run::memory).sum::<usize>() + self.packs.len() * 48
+        self.runs.iter().map(Run::memory).sum::<usize>() + self.packs.list.len() * 48
     }
 
     /// Every entry of run `r` in id order, with its position and its pack.
@@ -526,7 +515,7 @@ impl Index {
     ) -> impl Iterator<Item = io::Result<(Pos, PackId, PackEntry)>> + '_ {
         self.runs[r].iter().enumerate().map(move |(at, e)| {
             let e = e?;
-            let pack = self.packs[self.run_packs[r][e.pack as usize] as usize].0;
+            let pack = self.pack_of(r, &e);
             Ok((
                 Pos {
                     run: r as u32,
@@ -544,6 +533,7 @@ impl Index {
     pub fn entries_by_pack(&self) -> io::Result<HashMap<PackId, (u64, Vec<PackEntry>)>> {
         let mut out: HashMap<PackId, (u64, Vec<PackEntry>)> = self
             .packs
+            .list
             .iter()
             .map(|(id, size)| (*id, (*size, Vec::new())))
             .collect();
@@ -572,6 +562,23 @@ impl Index {
                 .map(|r| vec![0u64; r.len().div_ceil(64) as usize])
                 .collect(),
         }
+    }
+}
+
+/// Pack ids numbered in the order first seen: an index's or a run's pack table.
+#[derive(Default)]
+struct PackTable {
+    list: Vec<(PackId, u64)>,
+    number: HashMap<PackId, u32>,
+}
+
+impl PackTable {
+    /// The pack's number, given it now if it has none (its first size is kept).
+    fn intern(&mut self, id: PackId, size: u64) -> u32 {
+        *self.number.entry(id).or_insert_with(|| {
+            self.list.push((id, size));
+            (self.list.len() - 1) as u32
+        })
     }
 }
 

@@ -50,13 +50,7 @@ impl Repository {
                 known.push(id);
                 continue;
             }
-            if *size > MAX_METADATA_LEN as u64 + 1024 {
-                self.warn(format!(
-                    "ignoring index file {name}: {size} bytes is more than any index file can be"
-                ));
-                continue;
-            }
-            match self.read_index_file(name) {
+            match self.read_listed_index_file(name, *size) {
                 Ok(f) => {
                     superseded.extend(f.supersedes.iter().copied());
                     index
@@ -64,7 +58,7 @@ impl Repository {
                         .map_err(|e| self.cache_err(e))?;
                     known.push(id);
                 }
-                Err(e) => self.warn(format!("ignoring index file {name}: {e}")),
+                Err(problem) => self.warn(problem),
             }
         }
         let live: Vec<IndexId> = known
@@ -102,18 +96,29 @@ impl Repository {
             let Some(id) = IndexId::from_hex(&name) else {
                 continue;
             };
-            if size > MAX_METADATA_LEN as u64 + 1024 {
-                problems.push(format!(
-                    "ignoring index file {name}: {size} bytes is more than any index file can be"
-                ));
-                continue;
-            }
-            match self.read_index_file(&name) {
+            match self.read_listed_index_file(&name, size) {
                 Ok(f) => each(&id, f),
-                Err(e) => problems.push(format!("ignoring index file {name}: {e}")),
+                Err(problem) => problems.push(problem),
             }
         }
         Ok(problems)
+    }
+
+    /// Reads a listed index file of `size` bytes (as the listing gave it). An error is the
+    /// problem, worded as loading warns it: a file larger than any index file can be is not
+    /// read at all.
+    fn read_listed_index_file(
+        &self,
+        name: &str,
+        size: u64,
+    ) -> std::result::Result<IndexFile, String> {
+        if size > MAX_METADATA_LEN as u64 + 1024 {
+            return Err(format!(
+                "ignoring index file {name}: {size} bytes is more than any index file can be"
+            ));
+        }
+        self.read_index_file(name)
+            .map_err(|e| format!("ignoring index file {name}: {e}"))
     }
 
     /// The live index files: those [`Self::load_index`] found and none supersedes, plus those
